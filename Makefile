@@ -1,0 +1,42 @@
+# certgate: the two commands are `make run` and `make test`.
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+DATA_DIR  ?= ./var
+CTEST_ARGS ?=
+
+.PHONY: all build deps deps-test run test test-asan bench clean format
+
+all: build
+
+deps:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+build: deps
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build -j$(JOBS)
+
+run: build
+	@mkdir -p $(DATA_DIR)
+	./build/certgate run --data-dir $(DATA_DIR)
+
+test: deps-test build
+	@cd build && ctest --output-on-failure -j$(JOBS) $(CTEST_ARGS)
+
+test-asan: deps-test
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCERTGATE_SANITIZE=ON >/dev/null
+	@cmake --build build-asan -j$(JOBS)
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  CERTGATE_SANITIZED=1 ctest --output-on-failure -j$(JOBS) $(CTEST_ARGS)
+
+bench: build
+	@scripts/deps.sh bench
+	@bench/run.sh
+
+format:
+	clang-format -i src/*.c src/*.h tests/unit/*.c
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,41 @@
+/* fsutil.h - small file-system helpers with the durability rules of the project.
+ *
+ * Every write that replaces a file is atomic and durable: a temp file in the same
+ * folder (named ".tmp-<name>-<random>", never listed by the certificate API), fsync,
+ * rename over the target, fsync of the folder. A crash at any instant leaves either
+ * the old file or the new one. All functions return 0 on success and -1 on failure
+ * with a sentence in err (when err is not NULL). Thread-safe (no shared state). */
+#ifndef CERTGATE_FSUTIL_H
+#define CERTGATE_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Atomically replaces (or creates) path with data. The new file gets the mode of the
+ * file it replaces, or `mode` when there was none. */
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                    size_t errlen);
+
+/* Reads a whole regular file (at most max bytes, else error "... is larger than N bytes").
+ * *data is malloc'd and NUL-terminated (the NUL is not counted in *len).
+ * A missing file fails with errno == ENOENT preserved. */
+int fs_read_file(const char *path, size_t max, char **data, size_t *len, char *err, size_t errlen);
+
+/* fsync(2) on a folder, so a rename or unlink in it is durable. */
+int fs_fsync_dir(const char *dir, char *err, size_t errlen);
+
+/* Creates dir and missing parents; the last component gets `mode`. An existing
+ * folder is fine (its mode is left alone unless force_mode is non-zero). */
+int fs_mkdir_p(const char *dir, mode_t mode, int force_mode, char *err, size_t errlen);
+
+/* Unlinks path and fsyncs its folder. */
+int fs_unlink_durable(const char *path, char *err, size_t errlen);
+
+/* Removes stale ".tmp-*" files left in dir by a crash. Returns how many were removed. */
+int fs_remove_stale_temps(const char *dir);
+
+/* Joins dir and name with one '/' into a malloc'd string; name is used as is when it
+ * is absolute. */
+char *fs_path_join(const char *dir, const char *name);
+
+#endif

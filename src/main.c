@@ -1,0 +1,6 @@
+#include <stdio.h>
+int main(void)
+{
+    puts("certgate " CERTGATE_VERSION);
+    return 0;
+}

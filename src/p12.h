@@ -1,0 +1,113 @@
+/* p12.h - PKCS#12 keystores: loading, Java-compatible aliases, refusal reasons and
+ * Java-compatible descriptions.
+ *
+ * Aliases follow Java's PKCS12 KeyStore: a key entry's alias is its friendlyName
+ * lower-cased (Locale.ENGLISH); a key entry without friendlyName gets "1", "2", ... in
+ * file order. A certificate bag with Java's trusted-certificate attribute (as keytool
+ * -importcert writes) is a trusted-certificate entry with an alias of its own; other
+ * certificate bags belong to the chains of key entries. Entries keep file order.
+ *
+ * Legacy-encrypted files (RC2-40, 3DES) need OpenSSL's "legacy" provider:
+ * p12_init() loads it beside "default" once per process.
+ *
+ * OpenSSL types cross this interface only as opaque struct pointers; only the TLS and
+ * certificate modules dereference them. Not thread-safe per object, but distinct
+ * objects may be used from distinct threads; a loaded p12_file is immutable and may
+ * be read from several threads at once. */
+#ifndef CERTGATE_P12_H
+#define CERTGATE_P12_H
+
+#include <stddef.h>
+#include <time.h>
+
+struct x509_st;
+struct evp_pkey_st;
+struct stack_st_X509;
+struct json_t;
+
+enum p12_status {
+    P12_OK = 0,
+    P12_ERR_IO,           /* could not read the file */
+    P12_ERR_FORMAT,       /* not PKCS#12 / corrupt / unsupported algorithm */
+    P12_ERR_PASSWORD,     /* the password does not open the file */
+    P12_ERR_TWOPASS,      /* MAC verifies but the key bag does not decrypt with it */
+    P12_ERR_NO_KEY,       /* no private key in the file */
+    P12_ERR_KEY_MISMATCH, /* a key entry's private key does not match its certificate */
+    P12_ERR_ALIAS,        /* the requested alias is not a key entry of the file */
+    P12_ERR_INTERNAL      /* out of memory, OpenSSL failure */
+};
+
+struct p12_file;
+struct p12_entry;
+
+/* Loads the legacy and default providers (idempotent, thread-safe). Returns 0, or -1
+ * with a sentence when the legacy provider is unavailable (default still works). */
+int p12_init(char *err, size_t errlen);
+
+/* Parses a DER PKCS#12 blob. `label` names the file in messages (e.g. "cert.p12").
+ * Messages (in err):
+ *   P12_ERR_FORMAT       "<label>: not a PKCS#12 file (...)"
+ *   P12_ERR_PASSWORD     "<label>: wrong password"
+ *   P12_ERR_TWOPASS      "<label>: the key password differs from the file password
+ *                         (files made with -twopass are not supported)"
+ *   P12_ERR_NO_KEY       "<label>: no private key in the file; it must hold a private key
+ *                         and its certificate chain"
+ *   P12_ERR_KEY_MISMATCH "<label>: the private key of alias '<a>' does not match its
+ *                         certificate"
+ * An empty password and a NULL password are both tried for "" (OpenSSL treats them
+ * differently). On success *out owns everything. */
+enum p12_status p12_parse(const void *der, size_t len, const char *password, const char *label,
+                          struct p12_file **out, char *err, size_t errlen);
+
+/* Reads path (at most 16 MiB) and parses it; label = the file's base name. */
+enum p12_status p12_load_file(const char *path, const char *password, struct p12_file **out,
+                              char *err, size_t errlen);
+
+/* Builds a one-entry keystore from a key and certificate (each up-ref'd, not taken),
+ * used for the default certificate. chain may be NULL. */
+struct p12_file *p12_from_key_cert(struct evp_pkey_st *key, struct x509_st *cert,
+                                   struct stack_st_X509 *chain, const char *alias);
+
+void p12_free(struct p12_file *f);
+
+/* Entries in file order (key entries and trusted-certificate entries). */
+size_t p12_count(const struct p12_file *f);
+const struct p12_entry *p12_get(const struct p12_file *f, size_t i);
+
+/* The key entry for alias (compared exactly; aliases are lower case), or the first key
+ * entry when alias is NULL or "". P12_ERR_ALIAS: "<label>: alias '<a>' not found; the
+ * file's key aliases are: 'x', 'y'". */
+enum p12_status p12_select(const struct p12_file *f, const char *alias,
+                           const struct p12_entry **out, char *err, size_t errlen);
+
+const char *p12_entry_alias(const struct p12_entry *e);
+int p12_entry_has_key(const struct p12_entry *e);
+/* Borrowed pointers, valid while the p12_file lives. key is NULL for trusted-cert
+ * entries. chain holds the certificates of the file that chain up from the leaf, in
+ * order (issuer of the leaf first), never the leaf itself; it may be empty. */
+struct evp_pkey_st *p12_entry_key(const struct p12_entry *e);
+struct x509_st *p12_entry_cert(const struct p12_entry *e);
+struct stack_st_X509 *p12_entry_chain(const struct p12_entry *e);
+
+/* ----- descriptions, as ActiveGate (Java) prints them ----- */
+
+/* "Subject:<DN>;Valid from:<date>;Valid to:<date>;Serial number:<hex>" with the DN as
+ * X500Principal.toString(), dates as java.util.Date.toString() in the local time zone,
+ * serial as BigInteger.toString(16). malloc'd. */
+char *p12_java_description(struct x509_st *cert);
+
+/* A certificate's DN as Java's X500Principal.toString() (subject when issuer == 0). */
+char *p12_java_dn(struct x509_st *cert, int issuer);
+
+/* A time as java.util.Date.toString(): "Fri Feb 15 13:16:58 CET 2019". */
+void p12_java_date(time_t t, char *buf, size_t buflen);
+
+/* The description of a keystore as the certificate API returns it:
+ * {"name":name,"desc":[{"alias":..,"description":..,  + certgate's own fields:
+ *   "type":"key"|"trustedCert", "subject", "issuer", "serial", "notBefore", "notAfter"
+ *   (ISO 8601 UTC), "daysLeft", "sha256" (hex of the DER), "sans":[..],
+ *   "keyType" ("RSA-2048", "EC-P256", ...), "chainLength"}, ...]}
+ * New reference (jansson). */
+struct json_t *p12_describe(const struct p12_file *f, const char *name);
+
+#endif
