@@ -1,6 +1,286 @@
+/* main.c - the command line: run, check-config, token, --help, --version. */
+#include "accesslog.h"
+#include "app.h"
+#include "gw.h"
+#include "log.h"
+#include "server.h"
+#include "tls.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define DEFAULT_DATA_DIR "./var"
+
+static const char USAGE[] =
+    "certgate " CERTGATE_VERSION " - HTTPS gateway with ActiveGate-compatible certificate management\n"
+    "\n"
+    "Usage:\n"
+    "  certgate run [--data-dir DIR] [--listen HOST:PORT] [--threads N]\n"
+    "               [--access-log FILE|-|off] [--log-level debug|info|warn|error]\n"
+    "      Runs the gateway in the foreground; logs go to stderr. Without --listen it\n"
+    "      binds 0.0.0.0:<port-ssl> (custom.properties, default 9999).\n"
+    "      SIGHUP re-reads custom.properties and the certificate; SIGTERM/SIGINT stop\n"
+    "      gracefully (in-flight requests get up to 10 s).\n"
+    "  certgate check-config [--data-dir DIR]\n"
+    "      Validates custom.properties and the certificate, prints what would be\n"
+    "      served; exit status 0 when it is the configured one, 1 otherwise.\n"
+    "  certgate token create [--data-dir DIR] --environment ENV --scope SCOPE [--scope ...]\n"
+    "                        [--name NAME]\n"
+    "  certgate token list [--data-dir DIR]\n"
+    "  certgate token revoke [--data-dir DIR] ID\n"
+    "      Manages API tokens (scope ActiveGateCertManagement for the certificate API).\n"
+    "  certgate --help | --version\n"
+    "\n"
+    "DIR defaults to " DEFAULT_DATA_DIR "; it holds config/custom.properties and ssl/.\n";
+
+static int usage_error(const char *fmt, const char *arg)
 {
-    puts("certgate " CERTGATE_VERSION);
+    fprintf(stderr, "certgate: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nRun 'certgate --help' for usage.\n");
+    return 2;
+}
+
+static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || v < min || v > max) return -1;
+    *out = v;
     return 0;
+}
+
+/* "HOST:PORT", "[v6]:PORT" or ":PORT" */
+static int parse_listen(const char *s, char *host, size_t hostlen, unsigned *port)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':') return -1;
+        snprintf(host, hostlen, "%.*s", (int)(rb - s - 1), s + 1);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) return -1;
+        snprintf(host, hostlen, "%.*s", (int)(colon - s), s);
+    }
+    if (!host[0]) snprintf(host, hostlen, "0.0.0.0");
+    unsigned long p;
+    if (parse_uint(colon + 1, 0, 65535, &p) != 0) return -1;
+    *port = (unsigned)p;
+    return 0;
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* ----- run ----- */
+
+static uv_signal_t sig_term, sig_int, sig_hup;
+static uv_timer_t ticket_timer;
+static int stopping;
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+    if (stopping) {
+        log_warn("%s again: already stopping", strsignal(signum));
+        return;
+    }
+    stopping = 1;
+    log_info("%s: stopping; in-flight requests get up to 10 s", strsignal(signum));
+    server_stop();
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&sig_hup, NULL);
+    uv_close((uv_handle_t *)&ticket_timer, NULL);
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    char err[1024];
+    log_info("SIGHUP: reloading %s", gw_paths.conf_path);
+    accesslog_reopen();
+    if (gw_reload(err, sizeof err) != 0) {
+        log_error("reload failed, still serving the previous configuration: %s", err);
+        return;
+    }
+    char what[1024];
+    gw_lock();
+    gw_describe_served(what, sizeof what);
+    gw_unlock();
+    log_info("reloaded; serving %s", what);
+}
+
+static void on_ticket_timer(uv_timer_t *t)
+{
+    tls_tickets_rotate();
+    log_debug("session ticket key rotated");
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *data_dir = DEFAULT_DATA_DIR, *listen = NULL, *access = "-";
+    unsigned long threads = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--data-dir") == 0 && v) data_dir = argv[++i];
+        else if (strcmp(a, "--listen") == 0 && v) listen = argv[++i];
+        else if (strcmp(a, "--access-log") == 0 && v) access = argv[++i];
+        else if (strcmp(a, "--threads") == 0 && v) {
+            if (parse_uint(argv[++i], 1, 1024, &threads) != 0)
+                return usage_error("--threads takes a number from 1 to 1024, not '%s'", argv[i]);
+        } else if (strcmp(a, "--log-level") == 0 && v) {
+            enum log_level l;
+            if (log_level_parse(argv[++i], &l) != 0)
+                return usage_error("--log-level takes debug, info, warn or error, not '%s'",
+                                   argv[i]);
+            log_set_level(l);
+        } else
+            return usage_error("run: unknown or incomplete option '%s'", a);
+    }
+    char host[256] = "0.0.0.0";
+    unsigned port = 0;
+    int have_port = 0;
+    if (listen) {
+        if (parse_listen(listen, host, sizeof host, &port) != 0)
+            return usage_error("--listen takes HOST:PORT (e.g. 127.0.0.1:9999 or [::1]:9999), "
+                               "not '%s'", listen);
+        have_port = 1;
+    }
+    if (!threads) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (unsigned long)n : 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    char err[1024];
+    if (accesslog_open(access, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    if (tls_global_init(err, sizeof err) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    struct gw_options gopt = {.data_dir = data_dir};
+    if (gw_open(&gopt, err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        return 1;
+    }
+    char what[1024];
+    gw_describe_served(what, sizeof what);
+    log_info("certgate %s, data dir %s; serving %s", CERTGATE_VERSION, data_dir, what);
+    app_init();
+
+    struct server_config sc = {
+        .host = host,
+        .https_port = have_port ? port : gw_settings()->port_ssl,
+        .http_port = gw_settings()->port_http,
+        .threads = (int)threads,
+    };
+    if (server_start(&sc, err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        return 1;
+    }
+    const char *try_host = strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "localhost"
+                                                                                   : host;
+    log_info("ready: try  curl -k https://%s%s%s:%u/rest/health", strchr(try_host, ':') ? "[" : "",
+             try_host, strchr(try_host, ':') ? "]" : "", server_https_port());
+    app_started();
+
+    uv_loop_t *loop = uv_default_loop();
+    uv_signal_init(loop, &sig_term);
+    uv_signal_init(loop, &sig_int);
+    uv_signal_init(loop, &sig_hup);
+    uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
+    uv_signal_start(&sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&sig_hup, on_hup, SIGHUP);
+    uv_timer_init(loop, &ticket_timer);
+    uv_timer_start(&ticket_timer, on_ticket_timer, TLS_TICKET_ROTATE_S * 1000ull,
+                   TLS_TICKET_ROTATE_S * 1000ull);
+    uv_run(loop, UV_RUN_DEFAULT);
+    server_join();
+    uv_loop_close(loop);
+    app_cleanup();
+    accesslog_close();
+    gw_close();
+    tls_global_cleanup();
+    log_info("stopped");
+    return 0;
+}
+
+/* ----- check-config ----- */
+
+static int cmd_check_config(int argc, char **argv)
+{
+    const char *data_dir = DEFAULT_DATA_DIR;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc)
+            data_dir = argv[++i];
+        else
+            return usage_error("check-config: unknown or incomplete option '%s'", argv[i]);
+    }
+    log_set_level(LOG_WARN);
+    char err[1024];
+    if (tls_global_init(err, sizeof err) != 0) {
+        fprintf(stderr, "certgate: %s\n", err);
+        return 1;
+    }
+    struct gw_options gopt = {.data_dir = data_dir, .readonly = 1};
+    if (gw_open(&gopt, err, sizeof err) != 0) {
+        fprintf(stderr, "configuration error: %s\n", err);
+        return 1;
+    }
+    const struct conf_settings *s = gw_settings();
+    char what[1024];
+    gw_describe_served(what, sizeof what);
+    printf("configuration: %s: OK\n", gw_paths.conf_path);
+    printf("listen: https port %u%s", s->port_ssl, s->port_http ? "" : "\n");
+    if (s->port_http) printf(", http port %u\n", s->port_http);
+    printf("protocols: %s%s%s\n", (s->tls_versions & TLS_V12) ? "TLSv1.2" : "",
+           s->tls_versions == (TLS_V12 | TLS_V13) ? " " : "",
+           (s->tls_versions & TLS_V13) ? "TLSv1.3" : "");
+    printf("upstream: %s\n", s->upstream.url ? s->upstream.url : "none");
+    printf("would serve: %s\n", what);
+    int rc = 0;
+    if (gw_fallback_reason()) {
+        printf("certificate error: %s\n", gw_fallback_reason());
+        rc = 1;
+    }
+    gw_close();
+    tls_global_cleanup();
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(USAGE, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("certgate %s\n", CERTGATE_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "check-config") == 0) return cmd_check_config(argc - 2, argv + 2);
+    if (strcmp(argv[1], "token") == 0) return app_token_command(argc - 2, argv + 2);
+    return usage_error("unknown command '%s'", argv[1]);
 }

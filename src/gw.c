@@ -1,0 +1,413 @@
+/* gw.c - the gateway's live state: configuration, served certificate, snapshots. */
+#include "gw.h"
+
+#include "conf.h"
+#include "defcert.h"
+#include "fsutil.h"
+#include "log.h"
+#include "p12.h"
+#include "secret.h"
+#include "tls.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct gw_paths gw_paths;
+
+static pthread_mutex_t change_lock = PTHREAD_MUTEX_INITIALIZER;
+static int readonly;
+static struct secret_key skey;
+static int skey_loaded;
+
+/* applied state (under change_lock) */
+static struct conf_settings cur_settings;
+static char *active_file;  /* NULL: default certificate */
+static char *active_alias; /* alias of the served entry */
+static struct p12_file *active_p12;  /* custom keystore, NULL for default */
+static struct p12_file *default_p12; /* the default certificate, loaded lazily */
+static char *fallback_reason;        /* why the configured certificate is not served */
+
+/* publication */
+static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct gw_snap *pub_snap;
+static _Atomic uint64_t pub_gen;
+
+void gw_lock(void)
+{
+    pthread_mutex_lock(&change_lock);
+}
+
+void gw_unlock(void)
+{
+    pthread_mutex_unlock(&change_lock);
+}
+
+/* ----- snapshots ----- */
+
+static void snap_free(struct gw_snap *s)
+{
+    if (s->ctx) tls_ctx_unref(s->ctx);
+    free(s->upstream.url);
+    free(s->upstream.ca_file);
+    free(s);
+}
+
+void gw_snap_release(struct gw_snap *s)
+{
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1) snap_free(s);
+}
+
+uint64_t gw_snap_gen(void)
+{
+    return atomic_load_explicit(&pub_gen, memory_order_acquire);
+}
+
+struct gw_snap *gw_snap_acquire(void)
+{
+    pthread_mutex_lock(&pub_lock);
+    struct gw_snap *s = pub_snap;
+    if (s) atomic_fetch_add(&s->refs, 1);
+    pthread_mutex_unlock(&pub_lock);
+    return s;
+}
+
+int gw_snap_refresh(struct gw_snap **cur)
+{
+    if (*cur && (*cur)->gen == gw_snap_gen()) return 0;
+    struct gw_snap *s = gw_snap_acquire();
+    gw_snap_release(*cur);
+    *cur = s;
+    return 1;
+}
+
+/* Publishes a snapshot made of ctx (taken over) and settings s. */
+static int publish(struct ssl_ctx_st *ctx, const struct conf_settings *s)
+{
+    struct gw_snap *n = calloc(1, sizeof *n);
+    if (!n) {
+        tls_ctx_unref(ctx);
+        return -1;
+    }
+    atomic_init(&n->refs, 1);
+    n->ctx = ctx;
+    n->max_upload_bytes = s->max_upload_bytes;
+    n->keepalive_timeout_ms = s->keepalive_timeout_ms;
+    n->header_timeout_ms = s->header_timeout_ms;
+    n->body_timeout_ms = s->body_timeout_ms;
+    n->upstream = s->upstream;
+    n->upstream.url = s->upstream.url ? strdup(s->upstream.url) : NULL;
+    n->upstream.ca_file = s->upstream.ca_file ? strdup(s->upstream.ca_file) : NULL;
+    n->has_upstream = n->upstream.url != NULL;
+    pthread_mutex_lock(&pub_lock);
+    struct gw_snap *old = pub_snap;
+    n->gen = (old ? old->gen : 0) + 1;
+    pub_snap = n;
+    atomic_store_explicit(&pub_gen, n->gen, memory_order_release);
+    pthread_mutex_unlock(&pub_lock);
+    gw_snap_release(old);
+    return 0;
+}
+
+/* ----- configuration ----- */
+
+const struct conf_settings *gw_settings(void)
+{
+    return &cur_settings;
+}
+
+static void tls_opts_of(const struct conf_settings *s, struct tls_server_opts *o)
+{
+    o->versions = s->tls_versions;
+    o->excluded_ciphers = s->excluded_ciphers;
+    o->session_cache = s->session_cache;
+    o->session_tickets = s->session_tickets;
+}
+
+/* Reads custom.properties into *s. Unless readonly, a plain certificate-password is
+ * replaced by certificate-password-encr in the file first. */
+static int load_settings(struct conf_settings *s, char *err, size_t errlen)
+{
+    struct conf_doc *doc = NULL;
+    if (conf_doc_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
+    const char *plain = conf_doc_get_raw(doc, CONF_SECTION_WEBSERVER, "certificate-password");
+    if (plain && !readonly) {
+        char *pw = conf_unescape(plain);
+        char *enc = pw && skey_loaded ? secret_encrypt(&skey, pw) : NULL;
+        secret_free(pw);
+        int ok = enc != NULL;
+        if (!ok)
+            snprintf(err, errlen, "%s: cannot obfuscate certificate-password", gw_paths.conf_path);
+        if (ok && conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) != 0) {
+            snprintf(err, errlen, "out of memory");
+            ok = 0;
+        }
+        free(enc);
+        if (ok) {
+            conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
+            ok = conf_doc_save(doc, gw_paths.conf_path, err, errlen) == 0;
+        }
+        if (!ok) {
+            conf_doc_free(doc);
+            return -1;
+        }
+        log_info("%s: certificate-password obfuscated into certificate-password-encr",
+                 gw_paths.conf_path);
+    }
+    int rc = conf_settings_load(doc, gw_paths.conf_path, s, err, errlen);
+    conf_doc_free(doc);
+    if (rc != 0) return -1;
+    struct tls_server_opts o;
+    tls_opts_of(s, &o);
+    char why[300];
+    if (tls_check_opts(&o, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: %s", gw_paths.conf_path, why);
+        conf_settings_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* The password of the configured certificate: plain, decrypted, or "" when none. */
+static int cert_password(const struct conf_settings *s, char **pw, char *err, size_t errlen)
+{
+    if (s->certificate_password) {
+        *pw = strdup(s->certificate_password);
+        return *pw ? 0 : -1;
+    }
+    if (s->certificate_password_encr) {
+        if (!skey_loaded) {
+            snprintf(err, errlen,
+                     "certificate-password-encr cannot be read: the key %s/%s does not exist; "
+                     "set certificate-password in plain text again",
+                     gw_paths.config_dir, SECRET_KEY_FILE);
+            return -1;
+        }
+        return secret_decrypt(&skey, s->certificate_password_encr, pw, err, errlen);
+    }
+    *pw = strdup("");
+    return *pw ? 0 : -1;
+}
+
+/* Loads the configured custom certificate and builds its context. */
+static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
+                       struct ssl_ctx_st **ctxout, char *err, size_t errlen)
+{
+    char *pw = NULL;
+    if (cert_password(s, &pw, err, errlen) != 0) return -1;
+    char *path = fs_path_join(gw_paths.ssl_dir, s->certificate_file);
+    struct p12_file *p12 = NULL;
+    const struct p12_entry *e = NULL;
+    enum p12_status st = path ? p12_load_file(path, pw, &p12, err, errlen) : P12_ERR_INTERNAL;
+    secret_free(pw);
+    free(path);
+    if (st != P12_OK) return -1;
+    if (p12_select(p12, s->certificate_alias, &e, err, errlen) != P12_OK) {
+        p12_free(p12);
+        return -1;
+    }
+    struct tls_server_opts o;
+    tls_opts_of(s, &o);
+    char why[400];
+    struct ssl_ctx_st *ctx = tls_server_ctx_new(&o, e, why, sizeof why);
+    if (!ctx) {
+        snprintf(err, errlen, "%s: %s", s->certificate_file, why);
+        p12_free(p12);
+        return -1;
+    }
+    *p12out = p12;
+    *ctxout = ctx;
+    return 0;
+}
+
+static int load_default(const struct conf_settings *s, struct ssl_ctx_st **ctxout, char *err,
+                        size_t errlen)
+{
+    if (!default_p12 && defcert_load(gw_paths.ssl_dir, readonly, &default_p12, err, errlen) != 0)
+        return -1;
+    const struct p12_entry *e = NULL;
+    if (p12_select(default_p12, NULL, &e, err, errlen) != P12_OK) return -1;
+    struct tls_server_opts o;
+    tls_opts_of(s, &o);
+    *ctxout = tls_server_ctx_new(&o, e, err, errlen);
+    return *ctxout ? 0 : -1;
+}
+
+static void set_str(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = src ? strdup(src) : NULL;
+}
+
+/* Loads settings and certificate and publishes them. initial: a failing custom
+ * certificate falls back to the default one; otherwise it is an error. */
+static int apply(int initial, char *err, size_t errlen)
+{
+    struct conf_settings s;
+    if (load_settings(&s, err, errlen) != 0) return -1;
+    if (!initial && (s.port_ssl != cur_settings.port_ssl || s.port_http != cur_settings.port_http))
+        log_warn("%s: a changed port-ssl or port takes effect at the next restart",
+                 gw_paths.conf_path);
+    struct p12_file *p12 = NULL;
+    struct ssl_ctx_st *ctx = NULL;
+    char why[600] = "";
+    int fallback = 0;
+    if (s.certificate_file) {
+        if (load_custom(&s, &p12, &ctx, why, sizeof why) != 0) {
+            if (!initial) {
+                snprintf(err, errlen, "%s", why);
+                conf_settings_free(&s);
+                return -1;
+            }
+            fallback = 1;
+            log_error("custom certificate not served: %s; serving the default self-signed "
+                      "certificate instead (fix it with the certificate API or in %s, then "
+                      "send SIGHUP)", why, gw_paths.conf_path);
+        }
+    }
+    if (!ctx && load_default(&s, &ctx, err, errlen) != 0) {
+        conf_settings_free(&s);
+        return -1;
+    }
+    if (publish(ctx, &s) != 0) {
+        snprintf(err, errlen, "out of memory");
+        p12_free(p12);
+        conf_settings_free(&s);
+        return -1;
+    }
+    p12_free(active_p12);
+    active_p12 = p12;
+    set_str(&active_file, p12 ? s.certificate_file : NULL);
+    const struct p12_entry *e = NULL;
+    set_str(&active_alias, NULL);
+    if (p12 && p12_select(p12, s.certificate_alias, &e, NULL, 0) == P12_OK)
+        set_str(&active_alias, p12_entry_alias(e));
+    set_str(&fallback_reason, fallback ? why : NULL);
+    conf_settings_free(&cur_settings);
+    cur_settings = s;
+    return 0;
+}
+
+int gw_open(const struct gw_options *opt, char *err, size_t errlen)
+{
+    readonly = opt->readonly;
+    gw_paths.data_dir = strdup(opt->data_dir);
+    gw_paths.config_dir = fs_path_join(opt->data_dir, "config");
+    gw_paths.ssl_dir = fs_path_join(opt->data_dir, "ssl");
+    gw_paths.conf_path = fs_path_join(gw_paths.config_dir, "custom.properties");
+    if (!gw_paths.data_dir || !gw_paths.config_dir || !gw_paths.ssl_dir || !gw_paths.conf_path) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (!readonly) {
+        if (fs_mkdir_p(gw_paths.data_dir, 0755, 0, err, errlen) != 0 ||
+            fs_mkdir_p(gw_paths.config_dir, 0700, 0, err, errlen) != 0 ||
+            fs_mkdir_p(gw_paths.ssl_dir, 0700, 1, err, errlen) != 0)
+            return -1;
+        fs_remove_stale_temps(gw_paths.config_dir);
+        fs_remove_stale_temps(gw_paths.ssl_dir);
+    }
+    char kerr[400];
+    if (secret_key_load(gw_paths.config_dir, !readonly, &skey, kerr, sizeof kerr) == 0)
+        skey_loaded = 1;
+    else if (!readonly) {
+        snprintf(err, errlen, "%s", kerr);
+        return -1;
+    }
+    gw_lock();
+    int rc = apply(1, err, errlen);
+    gw_unlock();
+    return rc;
+}
+
+int gw_reload(char *err, size_t errlen)
+{
+    gw_lock();
+    int rc = apply(0, err, errlen);
+    gw_unlock();
+    return rc;
+}
+
+const char *gw_fallback_reason(void)
+{
+    return fallback_reason;
+}
+
+const char *gw_active_file(void)
+{
+    return active_file;
+}
+
+const char *gw_active_alias(void)
+{
+    return active_alias;
+}
+
+const struct p12_file *gw_active_p12(void)
+{
+    return active_p12;
+}
+
+int gw_activate(struct p12_file *p12, const char *file, const char *alias, char *err,
+                size_t errlen)
+{
+    const struct p12_entry *e = NULL;
+    if (p12_select(p12, alias, &e, err, errlen) != P12_OK) return -1;
+    struct tls_server_opts o;
+    tls_opts_of(&cur_settings, &o);
+    struct ssl_ctx_st *ctx = tls_server_ctx_new(&o, e, err, errlen);
+    if (!ctx) return -1;
+    if (publish(ctx, &cur_settings) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (p12 != active_p12) p12_free(active_p12);
+    active_p12 = p12;
+    set_str(&active_file, file);
+    set_str(&active_alias, p12_entry_alias(e));
+    set_str(&fallback_reason, NULL);
+    return 0;
+}
+
+void gw_describe_served(char *buf, size_t len)
+{
+    const struct p12_file *f = active_p12 ? active_p12 : default_p12;
+    const struct p12_entry *e = NULL;
+    if (!f || p12_select(f, active_p12 ? active_alias : NULL, &e, NULL, 0) != P12_OK) {
+        snprintf(buf, len, "nothing");
+        return;
+    }
+    char *d = p12_java_description(p12_entry_cert(e));
+    if (active_p12)
+        snprintf(buf, len, "custom certificate %s, alias '%s': %s", active_file,
+                 p12_entry_alias(e), d ? d : "?");
+    else
+        snprintf(buf, len, "default self-signed certificate %s/%s: %s", gw_paths.ssl_dir,
+                 DEFCERT_FILE, d ? d : "?");
+    free(d);
+}
+
+void gw_close(void)
+{
+    pthread_mutex_lock(&pub_lock);
+    struct gw_snap *s = pub_snap;
+    pub_snap = NULL;
+    pthread_mutex_unlock(&pub_lock);
+    gw_snap_release(s);
+    p12_free(active_p12);
+    p12_free(default_p12);
+    active_p12 = default_p12 = NULL;
+    set_str(&active_file, NULL);
+    set_str(&active_alias, NULL);
+    set_str(&fallback_reason, NULL);
+    conf_settings_free(&cur_settings);
+    secret_key_wipe(&skey);
+    free(gw_paths.data_dir);
+    free(gw_paths.config_dir);
+    free(gw_paths.ssl_dir);
+    free(gw_paths.conf_path);
+    memset(&gw_paths, 0, sizeof gw_paths);
+}

@@ -1,0 +1,95 @@
+/* gw.h - the gateway's live state: data directory, settings, served certificate.
+ *
+ * Everything the worker threads read is published as an immutable, reference-counted
+ * snapshot (struct gw_snap). A reload or a certificate activation builds a complete new
+ * snapshot on the side and publishes it with one pointer swap; workers pick it up when
+ * they accept a connection (one atomic load when nothing changed). A connection keeps
+ * the TLS context it was accepted with.
+ *
+ * Changes (SIGHUP reloads, API operations) are serialized by gw_lock()/gw_unlock(). */
+#ifndef CERTGATE_GW_H
+#define CERTGATE_GW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+
+struct ssl_ctx_st;
+struct p12_file;
+
+struct gw_snap {
+    _Atomic unsigned refs;
+    uint64_t gen;
+    struct ssl_ctx_st *ctx; /* the served certificate; one reference held */
+    /* copies of the settings the hot path reads */
+    size_t max_upload_bytes;
+    unsigned keepalive_timeout_ms, header_timeout_ms, body_timeout_ms;
+    int has_upstream;
+    struct conf_upstream upstream; /* strings owned by the snapshot */
+};
+
+/* The generation of the published snapshot; cheap (one atomic load). */
+uint64_t gw_snap_gen(void);
+/* A new reference to the published snapshot. Thread-safe. */
+struct gw_snap *gw_snap_acquire(void);
+void gw_snap_release(struct gw_snap *s);
+/* Keeps *cur current: when the published generation differs, swaps *cur for a new
+ * reference. Returns 1 when it changed. */
+int gw_snap_refresh(struct gw_snap **cur);
+
+struct gw_options {
+    const char *data_dir;
+    int readonly;   /* check-config: write nothing, create nothing */
+};
+
+/* Paths under the data directory (valid after gw_open). */
+struct gw_paths {
+    char *data_dir;   /* as given */
+    char *config_dir; /* DIR/config */
+    char *ssl_dir;    /* DIR/ssl */
+    char *conf_path;  /* DIR/config/custom.properties */
+};
+extern struct gw_paths gw_paths;
+
+/* Opens the data directory (creating config/ and ssl/ (0700) unless readonly), loads
+ * custom.properties (obfuscating a plain certificate-password unless readonly), loads
+ * the certificate (falling back to the default one, with a logged reason, when the
+ * custom one fails) and publishes the first snapshot.
+ * Fails (-1, sentence in err) on a configuration error or an unusable data directory. */
+int gw_open(const struct gw_options *opt, char *err, size_t errlen);
+
+/* SIGHUP: re-reads custom.properties and the certificate. On any error nothing live
+ * changes and -1 is returned with the reason. Takes gw_lock itself. */
+int gw_reload(char *err, size_t errlen);
+
+/* The settings currently applied (read under gw_lock). */
+const struct conf_settings *gw_settings(void);
+
+void gw_lock(void);
+void gw_unlock(void);
+
+/* What is served now, for logs and check-config: e.g. "custom certificate cert.p12
+ * (alias 'local', CN=host, valid to ...)" or "default self-signed certificate (...)". */
+void gw_describe_served(char *buf, size_t len);
+
+/* Why the configured custom certificate is not served (NULL when it is, or none is
+ * configured). */
+const char *gw_fallback_reason(void);
+
+/* The active custom certificate file name as configured (NULL: default certificate),
+ * its alias and its loaded keystore (NULL when default). Under gw_lock. */
+const char *gw_active_file(void);
+const char *gw_active_alias(void);
+const struct p12_file *gw_active_p12(void);
+
+/* Builds a TLS context for entry `alias` of p12 with the current settings and publishes
+ * it as the served certificate; records file/alias/p12 as active (p12 is taken over).
+ * Does not touch custom.properties. Caller holds gw_lock. */
+int gw_activate(struct p12_file *p12, const char *file, const char *alias, char *err,
+                size_t errlen);
+
+/* Frees everything (at exit). */
+void gw_close(void);
+
+#endif

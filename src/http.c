@@ -1,0 +1,812 @@
+/* http.c - HTTP/1.1 on a connection: parsing with http-parser, limits, pipelining,
+ * keep-alive, timeouts, buffered and streaming answers (see http.h, conn.h). */
+#include "http.h"
+
+#include "accesslog.h"
+#include "conn.h"
+#include "gw.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <stddef.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
+
+#define HEADER_LIMIT (16 * 1024) /* request line + header block; more is 431 */
+#define MAX_HEADERS 128
+#define MAX_FREE_XS 64
+
+enum cb_kind { CB_NONE, CB_FIELD, CB_VALUE };
+
+struct span {
+    uint32_t off, len;
+};
+
+struct http_exchange {
+    struct conn *c; /* NULL once the client is gone (orphan) */
+    struct http_request req;
+    struct http_route route;
+    char *arena; /* url and headers, NUL-separated; RBUF_SIZE bytes */
+    uint32_t alen;
+    struct span url;
+    struct span hspan[MAX_HEADERS][2];
+    struct http_header headers[MAX_HEADERS];
+    unsigned nh;
+    uint8_t last_cb;
+    char *body;
+    size_t blen, bcap;
+    int fail_status;      /* set by a callback that stops the parser */
+    unsigned headers_done : 1, complete : 1, dispatched : 1, done : 1, keep_alive : 1;
+    unsigned streaming : 1, stream_chunked : 1, stream_nobody : 1, want_drain : 1;
+    int status;
+    uint64_t bytes_out;
+    uint64_t start_ms;
+    char peer[48];
+};
+
+static http_router_fn router;
+static http_parser_settings settings;
+
+void http_set_router(http_router_fn r)
+{
+    router = r;
+}
+
+const struct http_request *http_req(const struct http_exchange *x)
+{
+    return &x->req;
+}
+
+const char *http_header(const struct http_request *r, const char *name)
+{
+    for (unsigned i = r->nheaders; i-- > 0;)
+        if (strcasecmp(r->headers[i].name, name) == 0) return r->headers[i].value;
+    return NULL;
+}
+
+const char *http_peer(struct http_exchange *x)
+{
+    if (!x->peer[0] && x->c) {
+        const struct conn *c = x->c;
+        if (c->peer.sa.sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, x->peer, sizeof x->peer);
+        else
+            inet_ntop(AF_INET, &c->peer.in4.sin_addr, x->peer, sizeof x->peer);
+    }
+    return x->peer;
+}
+
+void *http_loop(struct http_exchange *x)
+{
+    return x->c ? &x->c->w->loop : NULL;
+}
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 300 ? "OK" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+/* ----- exchanges ----- */
+
+static struct http_exchange *x_new(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct http_exchange *x = w->free_xs;
+    if (x) {
+        w->free_xs = *(void **)x;
+        w->nfree_xs--;
+    } else {
+        x = malloc(sizeof *x);
+        if (!x) return NULL;
+    }
+    /* only the head of the struct needs clearing; the arrays are filled as used */
+    memset(x, 0, offsetof(struct http_exchange, hspan));
+    x->nh = 0;
+    x->last_cb = CB_NONE;
+    x->body = NULL;
+    x->blen = x->bcap = 0;
+    x->fail_status = 0;
+    x->headers_done = x->complete = x->dispatched = x->done = x->keep_alive = 0;
+    x->streaming = x->stream_chunked = x->stream_nobody = x->want_drain = 0;
+    x->status = 0;
+    x->bytes_out = 0;
+    x->peer[0] = 0;
+    x->c = c;
+    x->arena = worker_buf_get(w);
+    x->start_ms = uv_now(&w->loop);
+    x->req.content_length = -1;
+    if (!x->arena) {
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+static void x_free(struct http_exchange *x, struct worker *w)
+{
+    free(x->body);
+    if (w) {
+        worker_buf_put(w, x->arena);
+        if (w->nfree_xs < MAX_FREE_XS) {
+            *(void **)x = w->free_xs;
+            w->free_xs = x;
+            w->nfree_xs++;
+            return;
+        }
+    } else {
+        free(x->arena);
+    }
+    free(x);
+}
+
+/* ----- output ----- */
+
+static int out_reserve(struct conn *c, size_t n)
+{
+    if (c->olen + n <= c->ocap) return 0;
+    if (c->opos > 0 && c->opos == c->olen) c->opos = c->olen = 0;
+    if (c->olen + n <= c->ocap) return 0;
+    size_t cap = c->ocap ? c->ocap : 4096;
+    while (cap < c->olen + n) cap *= 2;
+    char *p = realloc(c->obuf, cap);
+    if (!p) return -1;
+    c->obuf = p;
+    c->ocap = cap;
+    return 0;
+}
+
+static void out_put(struct conn *c, const void *p, size_t n)
+{
+    if (n == 0 || out_reserve(c, n) != 0) return;
+    memcpy(c->obuf + c->olen, p, n);
+    c->olen += n;
+}
+
+static void out_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(struct conn *c, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0) out_put(c, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* Status line and the headers every answer carries. */
+static void out_head(struct conn *c, struct http_exchange *x, int status, const char *reason,
+                     int close)
+{
+    out_printf(c, "HTTP/1.1 %d %s\r\n", status, reason ? reason : http_reason(status));
+    out_put(c, c->w->date, strlen(c->w->date));
+    out_put(c, "Server: certgate\r\n", 18);
+    if (close)
+        out_put(c, "Connection: close\r\n", 19);
+    else if (x->req.http_minor == 0)
+        out_put(c, "Connection: keep-alive\r\n", 24);
+}
+
+/* Whether the connection ends after this answer. */
+static int answer_closes(struct http_exchange *x)
+{
+    struct conn *c = x->c;
+    return !x->keep_alive || !x->complete || c->draining || c->peer_eof;
+}
+
+static void x_mark_done(struct http_exchange *x)
+{
+    x->done = 1;
+    struct conn *c = x->c;
+    if (c && !c->in_run) http_conn_run(c);
+}
+
+void http_respond(struct http_exchange *x, int status, const char *ctype, const char *extra,
+                  const void *body, size_t len)
+{
+    if (x->done || x->streaming) return;
+    struct conn *c = x->c;
+    x->status = status;
+    if (!c) { /* the client went away while we worked */
+        x->done = 1;
+        x_free(x, NULL);
+        return;
+    }
+    int close = answer_closes(x);
+    if (close) c->close_after = 1;
+    size_t start = c->olen;
+    out_head(c, x, status, NULL, close);
+    if (ctype) out_printf(c, "Content-Type: %s\r\n", ctype);
+    out_printf(c, "Content-Length: %zu\r\n", len);
+    if (extra) out_put(c, extra, strlen(extra));
+    out_put(c, "\r\n", 2);
+    if (!x->req.head) out_put(c, body, len);
+    x->bytes_out = c->olen - start;
+    x_mark_done(x);
+}
+
+void http_respond_text(struct http_exchange *x, int status, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if ((size_t)n > sizeof msg - 2) n = (int)sizeof msg - 2;
+    msg[n++] = '\n';
+    http_respond(x, status, "text/plain; charset=utf-8", NULL, msg, (size_t)n);
+}
+
+void http_stream_begin(struct http_exchange *x, int status, const char *reason, const char *head,
+                       int64_t content_length)
+{
+    struct conn *c = x->c;
+    if (!c || x->streaming || x->done) return;
+    x->streaming = 1;
+    x->status = status;
+    int nobody = x->req.head || status == 204 || status == 304 || status < 200;
+    int close = answer_closes(x);
+    if (!nobody && content_length < 0) {
+        if (x->req.http_minor >= 1)
+            x->stream_chunked = 1;
+        else
+            close = 1; /* HTTP/1.0: the end of the body is the end of the connection */
+    }
+    x->stream_nobody = (unsigned)nobody;
+    if (close) c->close_after = 1;
+    size_t start = c->olen;
+    out_head(c, x, status, reason, close);
+    if (head) out_put(c, head, strlen(head));
+    if (content_length >= 0 && status >= 200)
+        out_printf(c, "Content-Length: %lld\r\n", (long long)content_length);
+    if (x->stream_chunked) out_put(c, "Transfer-Encoding: chunked\r\n", 28);
+    out_put(c, "\r\n", 2);
+    x->bytes_out += c->olen - start;
+}
+
+size_t http_stream_write(struct http_exchange *x, const void *p, size_t n)
+{
+    struct conn *c = x->c;
+    if (!c) return 0;
+    if (n && !x->stream_nobody) {
+        size_t start = c->olen;
+        if (x->stream_chunked) out_printf(c, "%zx\r\n", n);
+        out_put(c, p, n);
+        if (x->stream_chunked) out_put(c, "\r\n", 2);
+        x->bytes_out += c->olen - start;
+        if (!c->in_run) {
+            if (conn_flush(c) < 0) {
+                conn_close(c);
+                return 0;
+            }
+            conn_update_poll(c);
+        }
+    }
+    size_t queued = c->olen - c->opos;
+    if (queued >= HTTP_OUT_HIGH) x->want_drain = 1;
+    return queued;
+}
+
+void http_stream_end(struct http_exchange *x)
+{
+    struct conn *c = x->c;
+    if (!c || !x->streaming || x->done) return;
+    if (x->stream_chunked && !x->stream_nobody) {
+        out_put(c, "0\r\n\r\n", 5);
+        x->bytes_out += 5;
+    }
+    if (!x->complete) c->close_after = 1; /* the rest of the request body is not read */
+    x_mark_done(x);
+}
+
+void http_pause_body(struct http_exchange *x)
+{
+    struct conn *c = x->c;
+    if (!c || c->body_paused) return;
+    c->body_paused = 1;
+    http_parser_pause(&c->parser, 1);
+}
+
+void http_resume_body(struct http_exchange *x)
+{
+    struct conn *c = x->c;
+    if (!c || !c->body_paused) return;
+    c->body_paused = 0;
+    if (!x->complete) http_parser_pause(&c->parser, 0);
+    if (!c->in_run) http_conn_run(c);
+}
+
+void http_abort(struct http_exchange *x)
+{
+    struct conn *c = x->c;
+    x->route.on_abort = NULL; /* the route asked for it; do not call it back */
+    if (c) conn_close(c);
+}
+
+/* An answer produced by the HTTP layer itself (errors), when no route answers. */
+static void answer_error(struct conn *c, int status, const char *msg)
+{
+    struct http_exchange *x = c->x;
+    if (!x) {
+        x = c->x = x_new(c);
+        if (!x) {
+            conn_close(c);
+            return;
+        }
+    }
+    if (x->streaming || x->done) { /* too late for an answer */
+        c->close_after = 1;
+        x->done = 1;
+        return;
+    }
+    x->keep_alive = 0;
+    http_respond_text(x, status, "%s", msg);
+    c->close_after = 1;
+}
+
+/* ----- parser callbacks ----- */
+
+static int arena_add(struct http_exchange *x, const char *p, size_t n)
+{
+    if (x->alen + n + 1 > RBUF_SIZE) {
+        x->fail_status = 431;
+        return -1;
+    }
+    memcpy(x->arena + x->alen, p, n);
+    x->alen += (uint32_t)n;
+    return 0;
+}
+
+static void arena_end_item(struct http_exchange *x)
+{
+    x->arena[x->alen++] = '\0';
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct conn *c = p->data;
+    if (!c->x) c->x = x_new(c);
+    if (!c->x) return -1;
+    c->x->url.off = 0;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    struct http_exchange *x = ((struct conn *)p->data)->x;
+    x->url.len += (uint32_t)n;
+    return arena_add(x, at, n);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    struct http_exchange *x = ((struct conn *)p->data)->x;
+    if (x->last_cb != CB_FIELD) {
+        if (x->nh == MAX_HEADERS) {
+            x->fail_status = 431;
+            return -1;
+        }
+        if (x->alen + 1 > RBUF_SIZE) {
+            x->fail_status = 431;
+            return -1;
+        }
+        arena_end_item(x); /* ends the url or the previous value */
+        x->hspan[x->nh][0] = (struct span){x->alen, 0};
+        x->hspan[x->nh][1] = (struct span){0, 0};
+        x->nh++;
+        x->last_cb = CB_FIELD;
+    }
+    x->hspan[x->nh - 1][0].len += (uint32_t)n;
+    return arena_add(x, at, n);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    struct http_exchange *x = ((struct conn *)p->data)->x;
+    if (x->last_cb != CB_VALUE) {
+        if (x->alen + 1 > RBUF_SIZE) {
+            x->fail_status = 431;
+            return -1;
+        }
+        arena_end_item(x);
+        x->hspan[x->nh - 1][1] = (struct span){x->alen, 0};
+        x->last_cb = CB_VALUE;
+    }
+    x->hspan[x->nh - 1][1].len += (uint32_t)n;
+    return arena_add(x, at, n);
+}
+
+static void build_request(struct conn *c, struct http_exchange *x, http_parser *p)
+{
+    struct http_request *r = &x->req;
+    if (x->nh && x->last_cb == CB_FIELD) { /* a field without value */
+        arena_end_item(x);
+        x->hspan[x->nh - 1][1] = (struct span){x->alen, 0};
+    }
+    arena_end_item(x);
+    for (unsigned i = 0; i < x->nh; i++) {
+        x->headers[i].name = x->arena + x->hspan[i][0].off;
+        x->headers[i].name_len = x->hspan[i][0].len;
+        x->headers[i].value = x->arena + x->hspan[i][1].off;
+        x->headers[i].value_len = x->hspan[i][1].len;
+    }
+    r->headers = x->headers;
+    r->nheaders = x->nh;
+    r->method = (int)p->method;
+    r->method_name = http_method_str((enum http_method)p->method);
+    r->target = x->arena + x->url.off;
+    r->http_major = p->http_major;
+    r->http_minor = p->http_minor;
+    r->head = p->method == HTTP_HEAD;
+    r->tls = c->ssl != NULL;
+    r->chunked = (p->flags & F_CHUNKED) != 0;
+    r->content_length = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
+    const char *exp = http_header(r, "Expect");
+    r->expect_continue = exp && strcasecmp(exp, "100-continue") == 0;
+    /* path and query: the arena holds the target; split a copy after it */
+    const char *t = r->target;
+    if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
+        const char *s = strchr(strstr(t, "://") + 3, '/');
+        t = s ? s : "/";
+    }
+    size_t tl = strlen(t);
+    char *path = x->arena + x->alen;
+    if (x->alen + tl + 2 <= RBUF_SIZE) {
+        memcpy(path, t, tl + 1);
+        x->alen += (uint32_t)tl + 1;
+        char *q = strchr(path, '?');
+        if (q) *q++ = '\0';
+        r->path = path;
+        r->query = q;
+    } else {
+        r->path = t;
+        r->query = NULL;
+    }
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    struct http_exchange *x = c->x;
+    build_request(c, x, p);
+    x->headers_done = 1;
+    x->keep_alive = http_should_keep_alive(p) != 0;
+    memset(&x->route, 0, sizeof x->route);
+    router(&x->req, &x->route);
+    int has_body = x->req.chunked || x->req.content_length > 0;
+    if (x->route.handle) {
+        if (x->req.content_length > 0 && (uint64_t)x->req.content_length > x->route.max_body) {
+            x->fail_status = 413;
+            return -1;
+        }
+    } else {
+        x->streaming = 0;
+        if (x->route.on_start) x->route.on_start(x);
+        if (x->done || !c->x) return -1; /* answered at once (e.g. 503): stop parsing */
+    }
+    if (has_body && x->req.expect_continue && p->http_minor >= 1 && !x->done)
+        out_put(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    struct conn *c = p->data;
+    struct http_exchange *x = c->x;
+    if (!x->route.handle) {
+        if (x->route.on_body && !x->done) x->route.on_body(x, at, n);
+        return 0;
+    }
+    if (x->blen + n > x->route.max_body) {
+        x->fail_status = 413;
+        return -1;
+    }
+    if (x->blen + n + 1 > x->bcap) {
+        size_t cap = x->bcap ? x->bcap : 4096;
+        while (cap < x->blen + n + 1) cap *= 2;
+        if (cap > x->route.max_body + 1) cap = x->route.max_body + 1;
+        char *b = realloc(x->body, cap);
+        if (!b) {
+            x->fail_status = 500;
+            return -1;
+        }
+        x->body = b;
+        x->bcap = cap;
+    }
+    memcpy(x->body + x->blen, at, n);
+    x->blen += n;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    struct http_exchange *x = c->x;
+    x->complete = 1;
+    x->keep_alive = http_should_keep_alive(p) != 0;
+    http_parser_pause(p, 1); /* one request at a time; the rest waits in the buffer */
+    return 0;
+}
+
+/* ----- the connection driver ----- */
+
+void http_conn_init(struct conn *c)
+{
+    static int once;
+    if (!once) { /* same values every time; a benign race between workers */
+        settings.on_message_begin = on_message_begin;
+        settings.on_url = on_url;
+        settings.on_header_field = on_header_field;
+        settings.on_header_value = on_header_value;
+        settings.on_headers_complete = on_headers_complete;
+        settings.on_body = on_body;
+        settings.on_message_complete = on_message_complete;
+        http_parser_set_max_header_size(HEADER_LIMIT);
+        once = 1;
+    }
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+}
+
+static void dispatch(struct conn *c, struct http_exchange *x)
+{
+    x->dispatched = 1;
+    if (x->route.handle) {
+        if (x->body) x->body[x->blen] = '\0';
+        x->req.body = x->body ? x->body : "";
+        x->req.body_len = x->blen;
+        x->route.handle(x);
+    } else if (x->route.on_end && !x->done) {
+        x->route.on_end(x);
+    }
+}
+
+static void parse_input(struct conn *c)
+{
+    http_parser *p = &c->parser;
+    size_t avail = c->rlen - c->rpos;
+    size_t n = http_parser_execute(p, &settings, c->rbuf + c->rpos, avail);
+    c->rpos += (uint32_t)n;
+    enum http_errno e = HTTP_PARSER_ERRNO(p);
+    struct http_exchange *x = c->x;
+    if (e == HPE_PAUSED) {
+        if (x && x->complete && !x->dispatched) dispatch(c, x);
+        return;
+    }
+    if (e == HPE_OK) return;
+    if (x && x->done) { /* a streaming route answered early and stopped the parser */
+        c->close_after = 1;
+        return;
+    }
+    int status = x && x->fail_status ? x->fail_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+    const char *msg;
+    char buf[200];
+    switch (status) {
+    case 431:
+        msg = "request header block too large (the limit is 16 KiB)";
+        break;
+    case 413:
+        snprintf(buf, sizeof buf, "request body too large (the limit is %zu bytes)",
+                 x ? x->route.max_body : 0);
+        msg = buf;
+        break;
+    case 500:
+        msg = "out of memory";
+        break;
+    default:
+        snprintf(buf, sizeof buf, "malformed HTTP request: %s", http_errno_description(e));
+        msg = buf;
+    }
+    log_debug("closing connection after %d: %s", status, msg);
+    answer_error(c, status, msg);
+}
+
+/* The exchange is answered: release it, then either continue with the next request or
+ * let the connection end. */
+static void finish_exchange(struct conn *c)
+{
+    struct http_exchange *x = c->x;
+    accesslog_request(x->c ? http_peer(x) : "-", x->req.method_name, x->req.target, x->status,
+                      x->bytes_out, uv_now(&c->w->loop) - x->start_ms);
+    c->x = NULL;
+    c->requests++;
+    if (!x->complete || !x->keep_alive) c->close_after = 1;
+    x_free(x, c->w);
+    if (!c->close_after && !c->body_paused) http_parser_pause(&c->parser, 0);
+}
+
+static int needs_linger(const struct conn *c)
+{
+    return c->rpos < c->rlen || c->more_input || (c->x && !c->x->complete);
+}
+
+static enum tq_kind wanted_timeout(const struct conn *c)
+{
+    const struct http_exchange *x = c->x;
+    if (c->want_write) return TQ_WRITE;
+    if (!x) return c->requests == 0 ? TQ_HEADER : TQ_KEEPALIVE;
+    if (!x->headers_done) return TQ_HEADER;
+    if (!x->complete) return c->body_paused ? TQ_NONE : TQ_BODY;
+    return TQ_NONE;
+}
+
+static void on_peer_eof(struct conn *c)
+{
+    c->peer_eof = 1;
+    struct http_exchange *x = c->x;
+    if (!x) {
+        if (c->rpos == c->rlen) conn_close(c);
+        return;
+    }
+    if (!x->complete || x->streaming || (!x->route.handle && x->dispatched)) {
+        conn_close(c); /* aborts a streaming route */
+        return;
+    }
+    c->close_after = 1; /* answer what was asked, then close */
+}
+
+static void run_once(struct conn *c)
+{
+    struct worker *w = c->w;
+    for (int rounds = 0; rounds < 256; rounds++) {
+        if (c->x && c->x->done) finish_exchange(c);
+        if (c->state != CS_ACTIVE) return;
+        struct http_exchange *x = c->x;
+        /* 1. parse what is buffered, unless a request waits for its answer */
+        int parse_ok = !c->close_after && !c->body_paused && !(x && x->complete);
+        if (parse_ok && c->rpos < c->rlen) {
+            parse_input(c);
+            if (c->state != CS_ACTIVE) return;
+            if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
+            continue;
+        }
+        /* 2. write what is queued */
+        if (c->olen > c->opos) {
+            size_t before = c->olen - c->opos;
+            if (conn_flush(c) < 0) {
+                conn_close(c);
+                return;
+            }
+            x = c->x;
+            if (x && x->want_drain && c->olen - c->opos < HTTP_OUT_HIGH / 2 &&
+                before != c->olen - c->opos) {
+                x->want_drain = 0;
+                if (x->route.on_drain) x->route.on_drain(x);
+                continue;
+            }
+        }
+        if (c->close_after) {
+            if (c->olen == c->opos && (!c->x || c->x->done)) {
+                if (c->x) finish_exchange(c);
+                conn_finish(c, needs_linger(c));
+            }
+            return;
+        }
+        if (c->olen - c->opos >= HTTP_OUT_HIGH) return; /* wait for the client to read */
+        /* 3. read more */
+        if (!c->more_input || c->peer_eof || c->body_paused) return;
+        if (!c->rbuf) {
+            c->rbuf = worker_buf_get(w);
+            c->rpos = c->rlen = 0;
+            if (!c->rbuf) {
+                conn_close(c);
+                return;
+            }
+        }
+        if (c->rpos > 0 && c->rlen == RBUF_SIZE) {
+            memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+            c->rlen -= c->rpos;
+            c->rpos = 0;
+        }
+        if (c->rlen == RBUF_SIZE) return; /* full: wait until a request is answered */
+        int r = conn_read(c);
+        if (r > 0) {
+            if (c->x && c->x->headers_done && !c->x->complete) conn_set_timeout(c, TQ_BODY);
+            continue;
+        }
+        if (r == 0) return;
+        if (r == -1) {
+            on_peer_eof(c);
+            if (c->state != CS_ACTIVE) return;
+            continue;
+        }
+        conn_close(c);
+        return;
+    }
+}
+
+void http_conn_run(struct conn *c)
+{
+    if (c->in_run) {
+        c->rerun = 1;
+        return;
+    }
+    c->in_run = 1;
+    do {
+        c->rerun = 0;
+        run_once(c);
+    } while (c->rerun && c->state == CS_ACTIVE);
+    c->in_run = 0;
+    if (c->state != CS_ACTIVE) return;
+    /* idle: give the read buffer back */
+    if (c->rbuf && c->rpos == c->rlen && !c->x) {
+        worker_buf_put(c->w, c->rbuf);
+        c->rbuf = NULL;
+        c->rpos = c->rlen = 0;
+    }
+    c->want_read = !c->peer_eof && !c->close_after && !c->body_paused &&
+                   (!c->rbuf || c->rlen < RBUF_SIZE || c->rpos > 0);
+    enum tq_kind k = wanted_timeout(c);
+    if (k != c->tq) conn_set_timeout(c, k);
+    conn_update_poll(c);
+}
+
+void http_conn_timeout(struct conn *c, enum tq_kind kind)
+{
+    struct http_exchange *x = c->x;
+    if ((kind == TQ_HEADER || kind == TQ_BODY) && x && !x->dispatched && !x->done &&
+        !x->streaming && (x->url.len || x->headers_done)) {
+        log_debug("client too slow (%s); answering 408", kind == TQ_HEADER ? "header" : "body");
+        answer_error(c, 408, "request timed out: the client was too slow sending it");
+        http_conn_run(c);
+        if (c->state == CS_ACTIVE && c->tq == TQ_NONE) conn_set_timeout(c, TQ_WRITE);
+        return;
+    }
+    conn_close(c);
+}
+
+void http_conn_release(struct conn *c)
+{
+    struct http_exchange *x = c->x;
+    if (!x) return;
+    c->x = NULL;
+    if (x->dispatched && !x->done && x->route.handle) {
+        x->c = NULL; /* the handler will answer into the void and free it */
+        return;
+    }
+    if (!x->done && x->route.on_abort) {
+        void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
+        x->route.on_abort = NULL;
+        x->c = NULL;
+        abort_cb(x);
+    }
+    x_free(x, c->w);
+}
+
+int http_conn_idle(const struct conn *c)
+{
+    return !c->x && c->rpos == c->rlen && c->olen == c->opos;
+}

@@ -1,0 +1,98 @@
+/* http.h - the HTTP/1.1 server side, as route handlers see it.
+ *
+ * A request is parsed by http-parser; when its header block is complete the router
+ * (app.c) picks a route. A buffered route gets the whole body (up to its limit) and is
+ * called once; it answers with http_respond*() right away or later from the same loop
+ * thread (e.g. after work in the thread pool). A streaming route (the proxy) gets the
+ * body piece by piece and writes its answer piece by piece.
+ *
+ * Threading: an exchange belongs to the worker thread that accepted its connection;
+ * every function here must be called on that thread. */
+#ifndef CERTGATE_HTTP_H
+#define CERTGATE_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct http_header {
+    const char *name;
+    const char *value;
+    size_t name_len;
+    size_t value_len;
+};
+
+struct http_request {
+    int method;              /* enum http_method of http_parser.h */
+    const char *method_name; /* "GET" ... */
+    const char *target;      /* raw request-target, NUL-terminated */
+    const char *path;        /* target up to '?', NUL-terminated, not decoded */
+    const char *query;       /* after '?', or NULL */
+    const struct http_header *headers;
+    unsigned nheaders;
+    unsigned short http_major, http_minor;
+    int64_t content_length; /* -1 when absent */
+    unsigned chunked : 1, expect_continue : 1, head : 1, tls : 1;
+    const char *body; /* buffered routes: the whole body (NUL-terminated), else NULL */
+    size_t body_len;
+};
+
+struct http_exchange;
+
+/* The request of an exchange (valid until the response has been completed). */
+const struct http_request *http_req(const struct http_exchange *x);
+/* The value of the last header named `name` (case-insensitive), or NULL. */
+const char *http_header(const struct http_request *r, const char *name);
+/* The client's address as text ("127.0.0.1", "::1"). */
+const char *http_peer(struct http_exchange *x);
+/* The event loop of the exchange's thread (uv_loop_t *), for uv_queue_work. */
+void *http_loop(struct http_exchange *x);
+
+struct http_route {
+    /* Buffered routes: called once the whole body is in req->body. */
+    void (*handle)(struct http_exchange *x);
+    size_t max_body; /* a larger body is answered 413 (at once when its length is known) */
+    /* Streaming routes (handle == NULL): */
+    void (*on_start)(struct http_exchange *x);                       /* headers complete */
+    void (*on_body)(struct http_exchange *x, const char *p, size_t n); /* a piece of body */
+    void (*on_end)(struct http_exchange *x);                         /* body complete */
+    void (*on_abort)(struct http_exchange *x); /* the client went away; stop and release */
+    void (*on_drain)(struct http_exchange *x); /* output buffer drained below the mark */
+    void *ctx;                                 /* the route's per-exchange state */
+};
+
+/* Picks the route for a request whose header block is complete (set by app.c). */
+typedef void (*http_router_fn)(const struct http_request *req, struct http_route *out);
+void http_set_router(http_router_fn router);
+
+/* ----- answers ----- */
+
+/* A complete response. content_type may be NULL (no body type). extra_headers is a
+ * block of "Name: value\r\n" lines or NULL. For HEAD requests the body is not sent.
+ * Adds Date, Server, Content-Length and Connection headers. */
+void http_respond(struct http_exchange *x, int status, const char *content_type,
+                  const char *extra_headers, const void *body, size_t len);
+/* A text/plain response whose body is the formatted sentence plus "\n". */
+void http_respond_text(struct http_exchange *x, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Streaming answers (proxy). begin writes the status line and headers (head is a block
+ * of "Name: value\r\n" lines from the upstream, hop-by-hop ones already removed; the
+ * framing is chosen here: chunked unless content_length >= 0). write queues body
+ * bytes; it returns the bytes now queued for the client, so the caller stops reading
+ * from its source above HTTP_OUT_HIGH and waits for on_drain. end completes it. */
+#define HTTP_OUT_HIGH (256 * 1024)
+void http_stream_begin(struct http_exchange *x, int status, const char *reason,
+                       const char *head, int64_t content_length);
+size_t http_stream_write(struct http_exchange *x, const void *p, size_t n);
+void http_stream_end(struct http_exchange *x);
+/* Stops / resumes reading the request body (back-pressure towards the client). */
+void http_pause_body(struct http_exchange *x);
+void http_resume_body(struct http_exchange *x);
+/* Ends the connection now (the upstream broke in the middle of a response). */
+void http_abort(struct http_exchange *x);
+
+/* Reason phrase of a status code ("Not Found"). */
+const char *http_reason(int status);
+
+#endif

@@ -1,0 +1,33 @@
+/* server.h - listeners and worker threads.
+ *
+ * One event loop per worker thread. Each worker owns its own listening sockets
+ * (SO_REUSEPORT: the kernel spreads new connections over the workers) and every
+ * connection it accepts; connections never move between threads. */
+#ifndef CERTGATE_SERVER_H
+#define CERTGATE_SERVER_H
+
+#include <stddef.h>
+
+struct server_config {
+    const char *host;        /* bind address of both listeners ("0.0.0.0", "::1", ...) */
+    unsigned https_port;     /* required */
+    unsigned http_port;      /* 0: no plain HTTP listener */
+    int threads;             /* >= 1 */
+};
+
+/* Binds the listening sockets (failing with a sentence such as "cannot listen on
+ * 0.0.0.0:9999: Address already in use") and starts the workers. */
+int server_start(const struct server_config *cfg, char *err, size_t errlen);
+
+/* Graceful stop: stop accepting, close idle connections, let in-flight requests finish
+ * (answered with Connection: close), force-close what is left after 10 s. Returns at
+ * once; thread-safe. */
+void server_stop(void);
+
+/* Waits for the workers to end (after server_stop). */
+void server_join(void);
+
+/* The bound HTTPS port (useful when 0 was asked for). */
+unsigned server_https_port(void);
+
+#endif

@@ -1,0 +1,390 @@
+/* tls.c - server TLS contexts, the ticket key ring and TLS I/O (see tls.h). */
+#include "tls.h"
+
+#include "conf.h"
+#include "log.h"
+#include "p12.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
+/* Mozilla "intermediate" configuration (v5.7) */
+static const char MOZ_TLS12_CIPHERS[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
+static const char MOZ_TLS13_SUITES[] =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+static const char GROUPS[] = "X25519:P-256:P-384";
+static const unsigned char SESSION_ID_CTX[] = "certgate";
+
+/* ----- ticket key ring ----- */
+
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+};
+
+#define TICKET_KEYS 3 /* [0] encrypts; all decrypt */
+static struct ticket_key ticket_ring[TICKET_KEYS];
+static int ticket_count;
+static pthread_rwlock_t ticket_lock = PTHREAD_RWLOCK_INITIALIZER;
+static EVP_CIPHER *ticket_cipher; /* fetched once, not per ticket */
+
+static int ticket_key_new(struct ticket_key *k)
+{
+    return RAND_bytes((unsigned char *)k, sizeof *k) == 1 ? 0 : -1;
+}
+
+void tls_tickets_rotate(void)
+{
+    struct ticket_key k;
+    if (ticket_key_new(&k) != 0) {
+        log_error("session tickets: could not draw a new key; keeping the current one");
+        return;
+    }
+    pthread_rwlock_wrlock(&ticket_lock);
+    OPENSSL_cleanse(&ticket_ring[TICKET_KEYS - 1], sizeof ticket_ring[0]);
+    memmove(&ticket_ring[1], &ticket_ring[0], sizeof ticket_ring[0] * (TICKET_KEYS - 1));
+    ticket_ring[0] = k;
+    if (ticket_count < TICKET_KEYS) ticket_count++;
+    pthread_rwlock_unlock(&ticket_lock);
+    OPENSSL_cleanse(&k, sizeof k);
+}
+
+static int set_hmac_key(EVP_MAC_CTX *mctx, const unsigned char *key)
+{
+    OSSL_PARAM params[2];
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    return EVP_MAC_init(mctx, key, 32, params);
+}
+
+/* OpenSSL's ticket callback: 1 = ok, 2 = ok but renew the ticket, 0 = unknown key
+ * (full handshake), -1 = error. */
+static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
+                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *mctx, int enc)
+{
+    int ret = -1;
+    pthread_rwlock_rdlock(&ticket_lock);
+    if (enc) {
+        const struct ticket_key *k = &ticket_ring[0];
+        if (RAND_bytes(iv, 16) == 1 && EVP_EncryptInit_ex(cctx, ticket_cipher, NULL, k->aes, iv) &&
+            set_hmac_key(mctx, k->hmac)) {
+            memcpy(key_name, k->name, 16);
+            ret = 1;
+        }
+    } else {
+        ret = 0;
+        for (int i = 0; i < ticket_count; i++) {
+            const struct ticket_key *k = &ticket_ring[i];
+            if (CRYPTO_memcmp(key_name, k->name, 16) != 0) continue;
+            if (EVP_DecryptInit_ex(cctx, ticket_cipher, NULL, k->aes, iv) &&
+                set_hmac_key(mctx, k->hmac))
+                ret = i == 0 ? 1 : 2;
+            else
+                ret = -1;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&ticket_lock);
+    return ret;
+}
+
+int tls_global_init(char *err, size_t errlen)
+{
+    char perr[256];
+    if (p12_init(perr, sizeof perr) != 0) log_warn("%s", perr);
+    ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+    if (!ticket_cipher) {
+        snprintf(err, errlen, "OpenSSL has no AES-256-CBC; cannot encrypt session tickets");
+        return -1;
+    }
+    for (int i = 0; i < TICKET_KEYS; i++) tls_tickets_rotate();
+    ticket_count = 1; /* the keys behind [0] were never used to encrypt */
+    return 0;
+}
+
+void tls_global_cleanup(void)
+{
+    pthread_rwlock_wrlock(&ticket_lock);
+    OPENSSL_cleanse(ticket_ring, sizeof ticket_ring);
+    ticket_count = 0;
+    pthread_rwlock_unlock(&ticket_lock);
+    EVP_CIPHER_free(ticket_cipher);
+    ticket_cipher = NULL;
+}
+
+/* ----- contexts ----- */
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char h11[] = "\x08http/1.1";
+    unsigned char *sel;
+    if (SSL_select_next_proto(&sel, outlen, h11, sizeof h11 - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no ALPN: HTTP/1.1 is assumed anyway */
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int is_excluded(const SSL_CIPHER *c, char *const *excluded)
+{
+    if (!excluded) return 0;
+    const char *names[2] = {SSL_CIPHER_get_name(c), SSL_CIPHER_standard_name(c)};
+    for (char *const *x = excluded; *x; x++)
+        for (int i = 0; i < 2; i++)
+            if (names[i] && strcasestr(names[i], *x)) return 1;
+    return 0;
+}
+
+/* Applies the cipher lists minus exclusions to ctx. */
+static int apply_ciphers(SSL_CTX *ctx, const struct tls_server_opts *o, char *err, size_t errlen)
+{
+    if (!SSL_CTX_set_cipher_list(ctx, MOZ_TLS12_CIPHERS) ||
+        !SSL_CTX_set_ciphersuites(ctx, MOZ_TLS13_SUITES)) {
+        snprintf(err, errlen, "OpenSSL refused the built-in cipher list");
+        return -1;
+    }
+    char l12[1024] = "", l13[512] = "";
+    STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
+    for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+        const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
+        if (is_excluded(c, o->excluded_ciphers)) continue;
+        int v13 = strcmp(SSL_CIPHER_get_version(c), "TLSv1.3") == 0;
+        char *l = v13 ? l13 : l12;
+        size_t cap = v13 ? sizeof l13 : sizeof l12;
+        size_t used = strlen(l);
+        snprintf(l + used, cap - used, "%s%s", used ? ":" : "", SSL_CIPHER_get_name(c));
+    }
+    if ((o->versions & TLS_V12) && !l12[0]) {
+        snprintf(err, errlen,
+                 "excluded-ciphers leaves no cipher for TLSv1.2; exclude less or remove "
+                 "TLSv1.2 from ssl-protocols");
+        return -1;
+    }
+    if ((o->versions & TLS_V13) && !l13[0]) {
+        snprintf(err, errlen,
+                 "excluded-ciphers leaves no cipher for TLSv1.3; exclude less or remove "
+                 "TLSv1.3 from ssl-protocols");
+        return -1;
+    }
+    /* an empty TLS 1.2 list is not accepted by OpenSSL; the version is off anyway */
+    if ((l12[0] && !SSL_CTX_set_cipher_list(ctx, l12)) || !SSL_CTX_set_ciphersuites(ctx, l13)) {
+        snprintf(err, errlen, "OpenSSL refused the cipher list after exclusions");
+        return -1;
+    }
+    return 0;
+}
+
+static SSL_CTX *ctx_base(const struct tls_server_opts *o, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        snprintf(err, errlen, "OpenSSL could not create a TLS context");
+        return NULL;
+    }
+    int min = (o->versions & TLS_V12) ? TLS1_2_VERSION : TLS1_3_VERSION;
+    int max = (o->versions & TLS_V13) ? TLS1_3_VERSION : TLS1_2_VERSION;
+    SSL_CTX_set_min_proto_version(ctx, min);
+    SSL_CTX_set_max_proto_version(ctx, max);
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_NO_COMPRESSION | SSL_OP_SINGLE_ECDH_USE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (apply_ciphers(ctx, o, err, errlen) != 0) goto fail;
+    if (!SSL_CTX_set1_groups_list(ctx, GROUPS)) {
+        snprintf(err, errlen, "OpenSSL refused the key-exchange groups %s", GROUPS);
+        goto fail;
+    }
+    SSL_CTX_set_dh_auto(ctx, 1);
+    SSL_CTX_set_read_ahead(ctx, 1); /* one read(2) per burst of records, not two per record */
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    SSL_CTX_set_session_id_context(ctx, SESSION_ID_CTX, sizeof SESSION_ID_CTX - 1);
+    SSL_CTX_set_timeout(ctx, 2 * TLS_TICKET_ROTATE_S);
+    if (o->session_cache) {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+        SSL_CTX_sess_set_cache_size(ctx, 20480);
+    } else {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    }
+    if (o->session_tickets) {
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+        SSL_CTX_set_num_tickets(ctx, 1);
+    } else {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 0);
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int tls_check_opts(const struct tls_server_opts *opts, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = ctx_base(opts, err, errlen);
+    if (!ctx) return -1;
+    SSL_CTX_free(ctx);
+    return 0;
+}
+
+SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *opts, const struct p12_entry *e,
+                            char *err, size_t errlen)
+{
+    SSL_CTX *ctx = ctx_base(opts, err, errlen);
+    if (!ctx) return NULL;
+    X509 *cert = p12_entry_cert(e);
+    EVP_PKEY *key = p12_entry_key(e);
+    STACK_OF(X509) *chain = p12_entry_chain(e);
+    char why[200];
+    if (!SSL_CTX_use_certificate(ctx, cert)) {
+        tls_last_error(why, sizeof why);
+        snprintf(err, errlen, "the certificate of alias '%s' cannot be served: %s",
+                 p12_entry_alias(e), why);
+        goto fail;
+    }
+    if (!SSL_CTX_use_PrivateKey(ctx, key) || !SSL_CTX_check_private_key(ctx)) {
+        tls_last_error(why, sizeof why);
+        snprintf(err, errlen, "the private key of alias '%s' cannot be served: %s",
+                 p12_entry_alias(e), why);
+        goto fail;
+    }
+    if (chain && sk_X509_num(chain) > 0 && !SSL_CTX_set1_chain(ctx, chain)) {
+        tls_last_error(why, sizeof why);
+        snprintf(err, errlen, "the chain of alias '%s' cannot be served: %s",
+                 p12_entry_alias(e), why);
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+void tls_ctx_ref(SSL_CTX *ctx)
+{
+    SSL_CTX_up_ref(ctx);
+}
+
+void tls_ctx_unref(SSL_CTX *ctx)
+{
+    SSL_CTX_free(ctx);
+}
+
+/* ----- connections ----- */
+
+SSL *tls_conn_new(SSL_CTX *ctx, int fd)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl) return NULL;
+    if (!SSL_set_fd(ssl, fd)) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+void tls_conn_free(SSL *ssl)
+{
+    SSL_free(ssl);
+}
+
+static enum tls_io map_error(SSL *ssl, int rc)
+{
+    switch (SSL_get_error(ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+        return TLS_IO_WANT_READ;
+    case SSL_ERROR_WANT_WRITE:
+        return TLS_IO_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        return TLS_IO_EOF;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        /* OpenSSL 3 reports an unexpected EOF as SSL_ERROR_SSL; 0 with errno 0 is EOF too */
+        return (rc == 0 || errno == 0 || errno == ECONNRESET) ? TLS_IO_EOF : TLS_IO_ERROR;
+    case SSL_ERROR_SSL: {
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            return TLS_IO_EOF;
+        }
+        return TLS_IO_ERROR;
+    }
+    default:
+        ERR_clear_error();
+        return TLS_IO_ERROR;
+    }
+}
+
+enum tls_io tls_conn_handshake(SSL *ssl)
+{
+    int rc = SSL_do_handshake(ssl);
+    return rc == 1 ? TLS_IO_OK : map_error(ssl, rc);
+}
+
+enum tls_io tls_conn_read(SSL *ssl, void *buf, size_t len, size_t *n)
+{
+    int rc = SSL_read_ex(ssl, buf, len, n);
+    return rc == 1 ? TLS_IO_OK : map_error(ssl, rc);
+}
+
+enum tls_io tls_conn_write(SSL *ssl, const void *buf, size_t len, size_t *n)
+{
+    int rc = SSL_write_ex(ssl, buf, len, n);
+    return rc == 1 ? TLS_IO_OK : map_error(ssl, rc);
+}
+
+int tls_conn_pending(SSL *ssl)
+{
+    return SSL_has_pending(ssl);
+}
+
+void tls_conn_shutdown(SSL *ssl)
+{
+    if (SSL_is_init_finished(ssl)) SSL_shutdown(ssl);
+    ERR_clear_error();
+}
+
+int tls_conn_resumed(SSL *ssl)
+{
+    return SSL_session_reused(ssl);
+}
+
+const char *tls_conn_version(SSL *ssl)
+{
+    return SSL_get_version(ssl);
+}
+
+const char *tls_conn_cipher(SSL *ssl)
+{
+    return SSL_get_cipher_name(ssl);
+}
+
+void tls_last_error(char *buf, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (!e) {
+        snprintf(buf, len, "unknown error");
+    } else {
+        const char *r = ERR_reason_error_string(e);
+        if (r)
+            snprintf(buf, len, "%s", r);
+        else
+            ERR_error_string_n(e, buf, len);
+    }
+    ERR_clear_error();
+}

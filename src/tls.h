@@ -1,0 +1,88 @@
+/* tls.h - TLS contexts, their live publication, session tickets, and TLS I/O.
+ *
+ * This is the only module besides p12/defcert that includes OpenSSL headers; the rest
+ * of certgate sees `struct ssl_ctx_st` and `struct ssl_st` as opaque pointers.
+ *
+ * A server context is built completely on the side (tls_server_ctx_new) and then
+ * published inside a gateway snapshot (see gw.h); a connection's SSL object holds a
+ * reference to the context it was accepted with, so a switch never disturbs it.
+ *
+ * Session resumption: TLS 1.3 and 1.2 tickets are encrypted with a process-wide key
+ * ring (AES-256-CBC + HMAC-SHA256) rotated in memory every TLS_TICKET_ROTATE_S seconds;
+ * the two previous keys still decrypt. Because the ring is shared by all contexts,
+ * tickets stay valid across certificate switches. TLS 1.2 session IDs use OpenSSL's
+ * per-context cache. */
+#ifndef CERTGATE_TLS_H
+#define CERTGATE_TLS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct ssl_ctx_st;
+struct ssl_st;
+struct p12_entry;
+
+#define TLS_TICKET_ROTATE_S 3600
+
+struct tls_server_opts {
+    unsigned versions;             /* TLS_V12 | TLS_V13 (conf.h) */
+    char *const *excluded_ciphers; /* NULL-terminated substrings, may be NULL */
+    int session_cache;             /* 1: TLS 1.2 session-ID cache on */
+    int session_tickets;           /* 1: tickets on */
+};
+
+/* Process-wide set-up: providers (legacy + default), the ticket key ring. Call once
+ * before any other function. Returns 0, or -1 with a sentence in err. */
+int tls_global_init(char *err, size_t errlen);
+void tls_global_cleanup(void);
+
+/* Builds a server context serving the key entry e (leaf + chain) with opts: TLS 1.2/1.3
+ * only, Mozilla "intermediate" ciphers minus the excluded substrings (matched against
+ * OpenSSL and IANA names, case-insensitively), server preference, ALPN http/1.1,
+ * released idle buffers. NULL with a sentence in err on failure (e.g. "excluded-ciphers
+ * leaves no cipher for TLSv1.3"). The context is the caller's (one reference). */
+struct ssl_ctx_st *tls_server_ctx_new(const struct tls_server_opts *opts,
+                                      const struct p12_entry *e, char *err, size_t errlen);
+/* Checks opts alone (cipher exclusions), for configuration validation. */
+int tls_check_opts(const struct tls_server_opts *opts, char *err, size_t errlen);
+void tls_ctx_ref(struct ssl_ctx_st *ctx);
+void tls_ctx_unref(struct ssl_ctx_st *ctx);
+
+/* Rotates the ticket key ring (called from a timer of the main loop). Thread-safe. */
+void tls_tickets_rotate(void);
+
+/* ----- connections ----- */
+
+enum tls_io {
+    TLS_IO_OK = 0,     /* progress was made */
+    TLS_IO_WANT_READ,  /* wait until the socket is readable */
+    TLS_IO_WANT_WRITE, /* wait until the socket is writable */
+    TLS_IO_EOF,        /* the peer closed (close_notify or TCP FIN) */
+    TLS_IO_ERROR       /* protocol or socket error; close the connection */
+};
+
+/* A server-side TLS connection on a connected non-blocking socket. NULL when out of
+ * memory. The SSL holds its own reference to ctx. */
+struct ssl_st *tls_conn_new(struct ssl_ctx_st *ctx, int fd);
+void tls_conn_free(struct ssl_st *ssl);
+
+/* Drives the handshake. TLS_IO_OK when complete. */
+enum tls_io tls_conn_handshake(struct ssl_st *ssl);
+/* Reads up to len bytes; *n gets the count when TLS_IO_OK. */
+enum tls_io tls_conn_read(struct ssl_st *ssl, void *buf, size_t len, size_t *n);
+/* Writes up to len bytes (partial writes allowed); *n gets the count when TLS_IO_OK.
+ * After TLS_IO_WANT_*, repeat the call with the same buffer start. */
+enum tls_io tls_conn_write(struct ssl_st *ssl, const void *buf, size_t len, size_t *n);
+/* 1 when decrypted or read-ahead bytes wait inside OpenSSL (invisible to epoll). */
+int tls_conn_pending(struct ssl_st *ssl);
+/* Sends close_notify (best effort, never blocks). */
+void tls_conn_shutdown(struct ssl_st *ssl);
+/* 1 when the handshake resumed a session. */
+int tls_conn_resumed(struct ssl_st *ssl);
+/* "TLSv1.3" etc., and the cipher's name, for logs. */
+const char *tls_conn_version(struct ssl_st *ssl);
+const char *tls_conn_cipher(struct ssl_st *ssl);
+/* The last OpenSSL error queue entry as text (and clears the queue); for debug logs. */
+void tls_last_error(char *buf, size_t len);
+
+#endif
