@@ -805,7 +805,7 @@ static int load_webserver(struct loader *ld, struct conf_settings *s)
 static int load_certgate(struct loader *ld, struct conf_settings *s)
 {
     ld->section = CONF_SECTION_CERTGATE;
-    const char *onoff = "on, off, true or false";
+    const char *onoff = "use on, off, true or false";
     if (get_size(ld, "max-upload-size", &s->max_upload_bytes) < 0 ||
         get_seconds_ms(ld, "keepalive-timeout", &s->keepalive_timeout_ms) < 0 ||
         get_seconds_ms(ld, "header-timeout", &s->header_timeout_ms) < 0 ||
@@ -833,7 +833,7 @@ static int load_upstream(struct loader *ld, struct conf_upstream *u)
                  &u->read_timeout_s) < 0 ||
         get_uint(ld, "max-connections", 1, 10000, "a number", "", &u->max_connections) < 0 ||
         get_string(ld, "ca-file", &u->ca_file) < 0 ||
-        get_switch(ld, "verify", "true or false (on and off also work)", &u->verify) < 0)
+        get_switch(ld, "verify", "use true or false (on and off also work)", &u->verify) < 0)
         return -1;
     return 0;
 }
