@@ -86,6 +86,9 @@ static int write_all(int fd, const void *data, size_t len)
 
 /* Creates a temp file next to path holding data, with `mode`, fsync'd and closed.
  * On success *tmp_out is the malloc'd temp path and *dir_out the malloc'd folder. */
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                        size_t errlen);
+
 static int write_temp(const char *path, const void *data, size_t len, mode_t mode,
                       const struct stat *owner, char **tmp_out, char **dir_out, char *err,
                       size_t errlen)
@@ -158,6 +161,20 @@ static int write_temp(const char *path, const void *data, size_t len, mode_t mod
 
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
                     size_t errlen)
+{
+    /* a symlink (e.g. to a file kept elsewhere by configuration management) stays in
+     * place: the file it points to is replaced, in that file's folder */
+    struct stat st;
+    char *real = NULL;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && (real = realpath(path, NULL)) != NULL)
+        path = real;
+    int rc = write_atomic(path, data, len, mode, err, errlen);
+    free(real);
+    return rc;
+}
+
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                        size_t errlen)
 {
     struct stat st;
     const struct stat *owner = NULL;

@@ -12,7 +12,8 @@
 #include <sys/types.h>
 
 /* Atomically replaces (or creates) path with data. The new file gets the mode of the
- * file it replaces, or `mode` when there was none. */
+ * file it replaces, or `mode` when there was none. When path is a symbolic link, the
+ * link stays and the file it points to is replaced. */
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
                     size_t errlen);
 

@@ -167,6 +167,24 @@ static void test_write_failure_leaves_target_untouched(void **state)
     free(p);
 }
 
+static void test_write_through_symlink_keeps_link(void **state)
+{
+    char *target = path_in(state, "real.properties"), *link = path_in(state, "link.properties");
+    char err[256] = "";
+    write_plain(target, "old", 0640);
+    assert_int_equal(symlink("real.properties", link), 0);
+    if (fs_write_atomic(link, "new", 3, 0600, err, sizeof err) < 0)
+        fail_msg("expected the write through the link to succeed: %s", err);
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    if (!S_ISLNK(st.st_mode)) fail_msg("expected %s to still be a symbolic link", link);
+    expect_content(target, "new");
+    if (mode_of(target) != 0640) fail_msg("expected the target to keep mode 0640");
+    assert_int_equal(count_temps(*state), 0);
+    free(target);
+    free(link);
+}
+
 static void test_write_onto_folder_fails(void **state)
 {
     char err[256] = "";
@@ -340,6 +358,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_empty_and_replace_twice, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(test_write_failure_leaves_target_untouched, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(test_write_through_symlink_keeps_link, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(test_write_onto_folder_fails, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_create_atomic_never_replaces, setup_dir, teardown_dir),
