@@ -177,10 +177,7 @@ int conf_doc_parse(const char *text, size_t len, const char *path, struct conf_d
                 linelen--;
                 eol = "\r\n";
             }
-            if (!eol_seen) {
-                strcpy(doc->eol, eol);
-                eol_seen = 1;
-            }
+            if (!eol_seen++) strcpy(doc->eol, eol);
         }
         if (memchr(start, '\0', linelen)) {
             set_err(err, errlen, "%s:%d: the line contains a NUL byte; the file must be text", path,
@@ -246,20 +243,15 @@ static long find_key_at(const struct conf_doc *doc, const char *section, const c
     return found;
 }
 
-static long find_key(const struct conf_doc *doc, const char *section, const char *key)
-{
-    return find_key_at(doc, section, key, 0);
-}
-
 const char *conf_doc_get_raw(const struct conf_doc *doc, const char *section, const char *key)
 {
-    long i = find_key(doc, section, key);
+    long i = find_key_at(doc, section, key, 0);
     return i < 0 ? NULL : doc->lines[i].value;
 }
 
 int conf_doc_line(const struct conf_doc *doc, const char *section, const char *key)
 {
-    return (int)(find_key(doc, section, key) + 1);
+    return (int)(find_key_at(doc, section, key, 0) + 1);
 }
 
 static char *escape_value(const char *v)
@@ -286,46 +278,31 @@ static int name_ok(const char *s, const char *stop)
     return strpbrk(s, stop) == NULL;
 }
 
-/* Builds a line from indent + key + " = " + escaped value. */
-static int make_key_line(struct conf_line *l, const char *indent, size_t indent_len,
-                         const char *key, const char *value, const char *eol)
+/* The text indent + key + " = " + escaped value, malloc'd. */
+static char *key_text(const char *indent, size_t indent_len, const char *key, const char *value)
 {
     char *esc = escape_value(value);
-    if (!esc) return -1;
+    if (!esc) return NULL;
     size_t len = indent_len + strlen(key) + 3 + strlen(esc);
     char *text = malloc(len + 1);
-    if (!text) {
-        wipe_free(esc, strlen(esc));
-        return -1;
-    }
-    snprintf(text, len + 1, "%.*s%s = %s", (int)indent_len, indent, key, esc);
+    if (text) snprintf(text, len + 1, "%.*s%s = %s", (int)indent_len, indent, key, esc);
     wipe_free(esc, strlen(esc));
-    int rc = line_init(l, text, len, eol);
-    wipe_free(text, len);
-    return rc;
+    return text;
 }
 
-static int make_line(struct conf_line *l, const char *text, const char *eol)
+/* Inserts a line of text at i, with the file's line ending; when the line before was
+ * the last of a file without a final newline, that line gets the newline and the new
+ * one goes without. On failure (text NULL included) the doc is unchanged. */
+static int insert_text(struct conf_doc *doc, size_t i, char *text)
 {
-    return line_init(l, text, strlen(text), eol);
-}
-
-/* Inserts l at i. When the line before it was the last one of a file without a final
- * newline, that line gets the file's newline and l takes over the missing one. */
-static int insert_at(struct conf_doc *doc, size_t i, struct conf_line *l)
-{
+    struct conf_line l;
     int moved = i > 0 && i == doc->n && doc->lines[i - 1].eol[0] == '\0';
-    if (moved) {
-        strcpy(doc->lines[i - 1].eol, doc->eol);
-        l->eol[0] = '\0';
-    }
-    if (doc_insert(doc, i, l) < 0) {
-        if (moved) {
-            doc->lines[i - 1].eol[0] = '\0';
-            strcpy(l->eol, doc->eol);
-        }
+    if (!text || line_init(&l, text, strlen(text), moved ? "" : doc->eol) < 0) return -1;
+    if (doc_insert(doc, i, &l) < 0) {
+        line_clear(&l);
         return -1;
     }
+    if (moved) strcpy(doc->lines[i - 1].eol, doc->eol);
     return 0;
 }
 
@@ -347,47 +324,24 @@ static int set_new(struct conf_doc *doc, const char *section, const char *key, c
             last_key = (long)i;
         }
     }
-    struct conf_line l;
-    if (head >= -1) {
-        size_t at = (size_t)(last_key >= 0 ? last_key + 1 : head + 1);
-        if (make_key_line(&l, "", 0, key, value, doc->eol) < 0) return -1;
-        if (insert_at(doc, at, &l) < 0) {
-            line_clear(&l);
-            return -1;
-        }
-        return 0;
-    }
-    /* a new section at the end, after a blank line */
-    size_t n0 = doc->n;
-    char *head_text = malloc(strlen(section) + 3);
-    if (!head_text) return -1;
-    sprintf(head_text, "[%s]", section);
-    int need_blank = doc->n > 0 && doc->lines[doc->n - 1].kind != LINE_BLANK;
-    struct conf_line blank, sec;
+    char *text = key_text("", 0, key, value), *head_text = NULL;
     int rc = -1;
-    if (need_blank) {
-        if (make_line(&blank, "", doc->eol) < 0) goto out;
-        if (insert_at(doc, doc->n, &blank) < 0) {
-            line_clear(&blank);
-            goto out;
-        }
+    size_t n0 = doc->n;
+    if (head >= -1) {
+        rc = insert_text(doc, (size_t)(last_key >= 0 ? last_key + 1 : head + 1), text);
+    } else if ((head_text = malloc(strlen(section) + 3)) != NULL) {
+        /* a new section at the end, after a blank line */
+        sprintf(head_text, "[%s]", section);
+        int need_blank = doc->n > 0 && doc->lines[doc->n - 1].kind != LINE_BLANK;
+        if ((!need_blank || insert_text(doc, doc->n, (char *)"") == 0) &&
+            insert_text(doc, doc->n, head_text) == 0 && insert_text(doc, doc->n, text) == 0)
+            rc = 0;
+        /* undo a half-done append so that a failure changes nothing */
+        while (rc < 0 && doc->n > n0)
+            doc_remove(doc, doc->n - 1);
     }
-    if (make_line(&sec, head_text, doc->eol) < 0) goto out;
-    if (insert_at(doc, doc->n, &sec) < 0) {
-        line_clear(&sec);
-        goto out;
-    }
-    if (make_key_line(&l, "", 0, key, value, doc->eol) < 0) goto out;
-    if (insert_at(doc, doc->n, &l) < 0) {
-        line_clear(&l);
-        goto out;
-    }
-    rc = 0;
-out:
-    /* undo a half-done append so that a failure changes nothing */
-    while (rc < 0 && doc->n > n0)
-        doc_remove(doc, doc->n - 1);
     free(head_text);
+    if (text) wipe_free(text, strlen(text));
     return rc;
 }
 
@@ -398,14 +352,17 @@ int conf_doc_set(struct conf_doc *doc, const char *section, const char *key, con
         errno = EINVAL;
         return -1;
     }
-    long i = find_key(doc, section, key);
+    long i = find_key_at(doc, section, key, 0);
     if (i < 0) return set_new(doc, section, key, value);
 
     struct conf_line *old = &doc->lines[i], l;
     size_t indent = 0;
     while (indent < old->len && is_space(old->text[indent]))
         indent++;
-    if (make_key_line(&l, old->text, indent, old->name, value, old->eol) < 0) return -1;
+    char *text = key_text(old->text, indent, old->name, value);
+    int rc = text ? line_init(&l, text, strlen(text), old->eol) : -1;
+    if (text) wipe_free(text, strlen(text));
+    if (rc < 0) return -1;
     line_clear(old);
     *old = l;
 
@@ -422,7 +379,7 @@ int conf_doc_unset(struct conf_doc *doc, const char *section, const char *key)
 {
     int removed = 0;
     long i;
-    while ((i = find_key(doc, section, key)) >= 0) {
+    while ((i = find_key_at(doc, section, key, 0)) >= 0) {
         doc_remove(doc, (size_t)i);
         removed++;
     }
@@ -431,15 +388,13 @@ int conf_doc_unset(struct conf_doc *doc, const char *section, const char *key)
 
 char *conf_doc_text(const struct conf_doc *doc, size_t *len)
 {
-    size_t total = doc->bom ? 3 : 0;
+    size_t total = 3 * (size_t)doc->bom;
     for (size_t i = 0; i < doc->n; i++)
         total += doc->lines[i].len + strlen(doc->lines[i].eol);
     char *out = malloc(total + 1), *o = out;
     if (!out) return NULL;
-    if (doc->bom) {
-        memcpy(o, "\xef\xbb\xbf", 3);
-        o += 3;
-    }
+    memcpy(o, "\xef\xbb\xbf", 3 * (size_t)doc->bom);
+    o += 3 * (size_t)doc->bom;
     for (size_t i = 0; i < doc->n; i++) {
         const struct conf_line *l = &doc->lines[i];
         size_t el = strlen(l->eol);
@@ -494,21 +449,20 @@ char **conf_split_list(const char *raw, size_t *count)
         }
         if (*p != ',' && *p != '\0') continue;
         char *item = strndup(start, (size_t)(p - start)), *u = item ? conf_unescape(item) : NULL;
+        const char *s = u;
+        size_t len = u ? strlen(u) : 0;
+        trim(&s, &len);
+        char *t = u ? strndup(s, len) : NULL;
         free(item);
-        if (!u) {
+        free(u);
+        if (!t) {
             conf_list_free(list);
             return NULL;
         }
-        const char *s = u;
-        size_t len = strlen(u);
-        trim(&s, &len);
-        if (len > 0) {
-            memmove(u, s, len);
-            u[len] = '\0';
-            list[n++] = u;
-        } else {
-            free(u);
-        }
+        if (*t)
+            list[n++] = t;
+        else
+            free(t);
         if (*p == '\0') break;
         start = p + 1;
     }
@@ -568,42 +522,31 @@ static int get(const struct loader *ld, const char *key, char **out)
 {
     const char *raw = conf_doc_get_raw(ld->doc, ld->section, key);
     *out = NULL;
-    if (!raw) return 0;
-    if (!(*out = conf_unescape(raw))) return nomem(ld);
+    if (raw && !(*out = conf_unescape(raw))) return nomem(ld);
     return 0;
 }
 
 /* A string setting: an empty value counts as absent. */
 static int get_string(const struct loader *ld, const char *key, char **out)
 {
-    if (get(ld, key, out) < 0) return -1;
-    if (*out && (*out)[0] == '\0') {
-        free(*out);
-        *out = NULL;
-    }
-    return 0;
+    const char *raw = conf_doc_get_raw(ld->doc, ld->section, key);
+    *out = NULL;
+    return raw && *raw ? get(ld, key, out) : 0;
 }
 
-/* Parses decimal digits only; -1 when not a number or larger than limit. */
+/* Parses decimal digits only: 0, -1 when not a number, -2 when larger than limit. */
 static int parse_u64(const char *s, uint64_t limit, uint64_t *out)
 {
     uint64_t v = 0;
+    int big = 0;
     if (!isdigit((unsigned char)*s)) return -1;
     for (; isdigit((unsigned char)*s); s++) {
-        v = v * 10 + (uint64_t)(*s - '0');
-        if (v > limit) return -1;
+        if (v <= limit) v = v * 10 + (uint64_t)(*s - '0');
+        big |= v > limit;
     }
     if (*s) return -1;
     *out = v;
-    return 0;
-}
-
-static int is_number(const char *s)
-{
-    if (!*s) return 0;
-    for (; *s; s++)
-        if (!isdigit((unsigned char)*s)) return 0;
-    return 1;
+    return big ? -2 : 0;
 }
 
 /* An integer key in [min, max]; absent leaves *out alone. */
@@ -618,9 +561,10 @@ static int get_uint(const struct loader *ld, const char *key, unsigned min, unsi
     char allowed[160], problem[64];
     snprintf(allowed, sizeof allowed, "use a number from %u to %u%s", min, max, hint);
     snprintf(problem, sizeof problem, "is not %s", unit);
-    if (!is_number(v))
+    int p = parse_u64(v, max, &n);
+    if (p == -1)
         rc = fail_value(ld, key, v, problem, allowed);
-    else if (parse_u64(v, max, &n) < 0 || n < min)
+    else if (p < 0 || n < min)
         rc = fail_value(ld, key, v, "is out of range", allowed);
     else
         *out = (unsigned)n;
@@ -655,7 +599,7 @@ static int get_seconds_ms(const struct loader *ld, const char *key, unsigned *ou
         rc = fail_value(ld, key, v, "is not a number of seconds",
                         "use a value from 0.1 to 3600, e.g. 0.5 or 30");
     else if (ms < 100 || ms > 3600000 || (ms == 3600000 && rest))
-        rc = fail(ld, key, "'%s' is out of range; use a number of seconds from 0.1 to 3600", v);
+        rc = fail_value(ld, key, v, "is out of range", "use a number of seconds from 0.1 to 3600");
     else
         *out_ms = (unsigned)ms;
     free(v);
@@ -693,23 +637,22 @@ static int get_size(const struct loader *ld, const char *key, size_t *out)
         free(v);
         return nomem(ld);
     }
-    int rc = 0;
-    if (!is_number(digits))
+    int rc = 0, p = parse_u64(digits, 64u * 1024 * 1024, &n);
+    if (p == -1)
         rc = fail_value(ld, key, v, "is not a size",
                         "use a number of bytes, optionally with a K or M suffix (KiB, MiB), "
                         "from 1K to 64M");
-    else if (parse_u64(digits, UINT64_MAX / (1024 * 1024), &n) < 0 || n * mult < 1024 ||
-             n * mult > 64u * 1024 * 1024)
-        rc = fail(ld, key,
-                  "'%s' is out of range; use a size from 1K (1024 bytes) to 64M, "
-                  "e.g. 512K or 8M",
-                  v);
+    else if (p < 0 || n * mult < 1024 || n * mult > 64u * 1024 * 1024)
+        rc = fail_value(ld, key, v, "is out of range",
+                        "use a size from 1K (1024 bytes) to 64M, e.g. 512K or 8M");
     else
         *out = (size_t)(n * mult);
     free(digits);
     free(v);
     return rc;
 }
+
+#define PROTOCOLS "use TLSv1.2, TLSv1.3 or both, comma-separated"
 
 static int get_protocols(const struct loader *ld, unsigned *out)
 {
@@ -727,13 +670,9 @@ static int get_protocols(const struct loader *ld, unsigned *out)
         else if (strcasecmp(list[i], "TLSv1.3") == 0)
             v |= TLS_V13;
         else
-            rc = fail(ld, key,
-                      "'%s' is not supported; use TLSv1.2, TLSv1.3 or both, "
-                      "comma-separated",
-                      list[i]);
+            rc = fail_value(ld, key, list[i], "is not supported", PROTOCOLS);
     }
-    if (rc == 0 && n == 0)
-        rc = fail(ld, key, "the list is empty; use TLSv1.2, TLSv1.3 or both, comma-separated");
+    if (rc == 0 && n == 0) rc = fail(ld, key, "the list is empty; " PROTOCOLS);
     if (rc == 0) *out = v;
     conf_list_free(list);
     return rc;
@@ -762,14 +701,11 @@ static const char *url_problem(const char *url)
     }
     if (hostlen == 0) return "has no host";
     if (*p == ':') {
-        uint64_t port;
-        const char *q = ++p;
-        while (isdigit((unsigned char)*p))
-            p++;
-        char buf[8] = "";
-        if (p - q > 0 && p - q < (long)sizeof buf) memcpy(buf, q, (size_t)(p - q));
-        if ((*p && *p != '/') || parse_u64(buf, 65535, &port) < 0 || port == 0)
+        char *end;
+        unsigned long port = isdigit((unsigned char)p[1]) ? strtoul(p + 1, &end, 10) : 0;
+        if (port < 1 || port > 65535 || (*end && *end != '/'))
             return "has an invalid port (allowed: 1 to 65535)";
+        p = end;
     }
     for (; *p; p++) {
         if ((unsigned char)*p <= ' ' || *p == 0x7f) return "contains white space";
@@ -841,6 +777,7 @@ static int load_upstream(struct loader *ld, struct conf_upstream *u)
 int conf_settings_load(const struct conf_doc *doc, const char *path, struct conf_settings *out,
                        char *err, size_t errlen)
 {
+    /* the defaults */
     struct conf_settings s = {
         .port_ssl = 9999,
         .tls_versions = TLS_V12 | TLS_V13,
@@ -850,11 +787,8 @@ int conf_settings_load(const struct conf_doc *doc, const char *path, struct conf
         .body_timeout_ms = 60000,
         .session_cache = 1,
         .session_tickets = 1,
-        .upstream = {.connect_timeout_s = 5,
-                     .read_timeout_s = 60,
-                     .max_connections = 32,
-                     .verify = 1},
-    };
+        .upstream = {
+            .connect_timeout_s = 5, .read_timeout_s = 60, .max_connections = 32, .verify = 1}};
     struct loader ld = {.doc = doc, .path = path, .err = err, .errlen = errlen};
     memset(out, 0, sizeof *out);
     if (load_webserver(&ld, &s) < 0 || load_certgate(&ld, &s) < 0 ||
