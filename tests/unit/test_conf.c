@@ -619,6 +619,8 @@ static void test_settings_errors(void **state)
          PATH ":5: read-timeout: '0' is out of range; use a number from 1 to 3600 seconds"},
         {"[upstream]\nmax-connections = 10001\n",
          PATH ":2: max-connections: '10001' is out of range; use a number from 1 to 10000"},
+        {"# CRLF file\r\n[upstream]\r\n\r\nverify = yes\r\n",
+         PATH ":4: verify: 'yes' is not a switch; use true or false (on and off also work)"},
         {"[upstream]\nverify = yes\n",
          PATH ":2: verify: 'yes' is not a switch; use true or false (on and off also work)"},
     };
