@@ -50,7 +50,11 @@ int conf_doc_line(const struct conf_doc *doc, const char *section, const char *k
  * rewritten as `key = value` (other occurrences of the key in that section are removed).
  * A new key goes right after the last key line of the section, or, when the section
  * does not exist, into a new `[section]` appended at the end of the file (separated by
- * a blank line). Returns 0, or -1 when out of memory. */
+ * a blank line). Returns 0, or -1 when out of memory, or -1 with errno EINVAL (doc
+ * unchanged) when the line could not be read back as written: a line break in section,
+ * key or value; an empty key, one with surrounding white space, containing '=' or
+ * starting with '#', ';' or '['; a section name with '[' or ']' or surrounding white
+ * space. Surrounding white space of the value is not kept (values are trimmed on read). */
 int conf_doc_set(struct conf_doc *doc, const char *section, const char *key, const char *value);
 
 /* Removes every line of key in section. Returns how many lines were removed. */

@@ -12,9 +12,16 @@
 #include <sys/types.h>
 
 /* Atomically replaces (or creates) path with data. The new file gets the mode of the
- * file it replaces, or `mode` when there was none. */
+ * file it replaces, or `mode` when there was none. When path is a symbolic link, the
+ * link stays and the file it points to is replaced. */
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
                     size_t errlen);
+
+/* Like fs_write_atomic, but never replaces an existing file (O_EXCL semantics): the
+ * temp file is link(2)ed to path, so of several processes racing exactly one wins.
+ * When path already exists, fails with errno == EEXIST preserved. The file gets `mode`. */
+int fs_create_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                     size_t errlen);
 
 /* Reads a whole regular file (at most max bytes, else error "... is larger than N bytes").
  * *data is malloc'd and NUL-terminated (the NUL is not counted in *len).
@@ -28,10 +35,11 @@ int fs_fsync_dir(const char *dir, char *err, size_t errlen);
  * folder is fine (its mode is left alone unless force_mode is non-zero). */
 int fs_mkdir_p(const char *dir, mode_t mode, int force_mode, char *err, size_t errlen);
 
-/* Unlinks path and fsyncs its folder. */
+/* Unlinks path and fsyncs its folder. A missing path fails with errno == ENOENT. */
 int fs_unlink_durable(const char *path, char *err, size_t errlen);
 
-/* Removes stale ".tmp-*" files left in dir by a crash. Returns how many were removed. */
+/* Removes stale ".tmp-*" files left in dir by a crash (call it at start-up, before any
+ * writer runs). Returns how many were removed, or -1 when dir cannot be read. */
 int fs_remove_stale_temps(const char *dir);
 
 /* Joins dir and name with one '/' into a malloc'd string; name is used as is when it

@@ -29,8 +29,10 @@ char *secret_encrypt(const struct secret_key *key, const char *plain);
 
 /* Decrypts a value made by secret_encrypt into a malloc'd string (free it with
  * secret_free). Fails with a sentence for a malformed value or one made with another key
- * ("certificate-password-encr was not made with this gateway's key (<dir>/secret.key);
- * set certificate-password in plain text again"). */
+ * or altered ("certificate-password-encr was not made with this gateway's key
+ * (config/secret.key); set certificate-password in plain text again"). The key does not
+ * know its folder, so the message names it relative to the data folder; callers may
+ * prefix the file and line. */
 int secret_decrypt(const struct secret_key *key, const char *encr, char **plain, char *err,
                    size_t errlen);
 
