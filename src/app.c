@@ -1,20 +1,29 @@
-/* app.c - routing (see app.h). */
+/* app.c - routing and the token commands (see app.h). */
 #include "app.h"
 
+#include "api.h"
+#include "auth.h"
+#include "fsutil.h"
+#include "gw.h"
 #include "http.h"
+#include "log.h"
+#include "secret.h"
 
 #include <http_parser.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SMALL_BODY_LIMIT (64 * 1024)
+#define DEFAULT_DATA_DIR "./var"
 
 static void health(struct http_exchange *x)
 {
     const struct http_request *r = http_req(x);
     if (r->method != HTTP_GET && r->method != HTTP_HEAD) {
-        http_respond(x, 405, "text/plain; charset=utf-8", "Allow: GET, HEAD\r\n",
-                     "method not allowed: /rest/health answers GET and HEAD\n", 54);
+        static const char msg[] = "method not allowed: /rest/health answers GET and HEAD\n";
+        http_respond(x, 405, "text/plain; charset=utf-8", "Allow: GET, HEAD\r\n", msg,
+                     sizeof msg - 1);
         return;
     }
     http_respond(x, 200, "text/plain", NULL, "RUNNING", 7);
@@ -25,11 +34,16 @@ static void not_found(struct http_exchange *x)
     http_respond_text(x, 404, "not found: %s", http_req(x)->path);
 }
 
-static void route(const struct http_request *r, struct http_route *out)
+static void route(const struct http_request *r, const struct gw_snap *snap,
+                  struct http_route *out)
 {
     out->max_body = SMALL_BODY_LIMIT;
     if (strcmp(r->path, "/rest/health") == 0) {
         out->handle = health;
+        return;
+    }
+    if (api_match(r->path)) {
+        api_route(r, snap, out);
         return;
     }
     out->handle = not_found;
@@ -42,14 +56,87 @@ void app_init(void)
 
 void app_started(void)
 {
+    if (auth_token_count(gw_paths.config_dir) == 0)
+        log_warn("no API token exists yet; the certificate API answers 401 until you create "
+                 "one: certgate token create --data-dir %s --environment <environment-id> "
+                 "--scope " AUTH_SCOPE_CERTS,
+                 gw_paths.data_dir);
 }
 
 void app_cleanup(void)
 {
+    auth_cleanup();
+}
+
+static int token_usage(const char *why)
+{
+    fprintf(stderr,
+            "certgate token: %s\n"
+            "Usage:\n"
+            "  certgate token create [--data-dir DIR] --environment ENV --scope SCOPE "
+            "[--scope ...] [--name NAME]\n"
+            "  certgate token list [--data-dir DIR]\n"
+            "  certgate token revoke [--data-dir DIR] ID\n",
+            why);
+    return 2;
 }
 
 int app_token_command(int argc, char **argv)
 {
-    fprintf(stderr, "certgate: token commands are not built yet\n");
-    return 2;
+    if (argc < 1) return token_usage("missing sub-command (create, list or revoke)");
+    const char *sub = argv[0];
+    const char *data_dir = DEFAULT_DATA_DIR, *env = NULL, *name = NULL, *id = NULL;
+    const char *scopes[33];
+    int nscopes = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--data-dir") == 0 && v) data_dir = argv[++i];
+        else if (strcmp(a, "--environment") == 0 && v) env = argv[++i];
+        else if (strcmp(a, "--name") == 0 && v) name = argv[++i];
+        else if (strcmp(a, "--scope") == 0 && v) {
+            if (nscopes == 32) return token_usage("at most 32 scopes");
+            scopes[nscopes++] = argv[++i];
+        } else if (a[0] != '-' && !id)
+            id = a;
+        else {
+            char why[200];
+            snprintf(why, sizeof why, "unknown or incomplete option '%s'", a);
+            return token_usage(why);
+        }
+    }
+    scopes[nscopes] = NULL;
+    char *config_dir = fs_path_join(data_dir, "config");
+    char err[512];
+    int rc = 1;
+    if (strcmp(sub, "create") == 0) {
+        if (!env || !nscopes || id) {
+            free(config_dir);
+            return token_usage("create needs --environment ENV and at least one --scope");
+        }
+        char *token = NULL;
+        if (auth_token_create(config_dir, env, scopes, name, &token, err, sizeof err) == 0) {
+            printf("%s\n", token);
+            fflush(stdout);
+            secret_free(token);
+            rc = 0;
+        }
+    } else if (strcmp(sub, "list") == 0) {
+        rc = auth_token_list(config_dir, stdout, err, sizeof err) == 0 ? 0 : 1;
+    } else if (strcmp(sub, "revoke") == 0) {
+        if (!id) {
+            free(config_dir);
+            return token_usage("revoke needs the token ID (see 'certgate token list')");
+        }
+        if (auth_token_revoke(config_dir, id, err, sizeof err) == 0) {
+            printf("revoked %.31s\n", id);
+            rc = 0;
+        }
+    } else {
+        free(config_dir);
+        return token_usage("unknown sub-command (use create, list or revoke)");
+    }
+    if (rc) fprintf(stderr, "certgate token %s: %s\n", sub, err);
+    free(config_dir);
+    return rc;
 }

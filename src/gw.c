@@ -10,6 +10,7 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -84,24 +85,11 @@ int gw_snap_refresh(struct gw_snap **cur)
     return 1;
 }
 
-/* Publishes a snapshot made of ctx (taken over) and settings s. */
-static int publish(struct ssl_ctx_st *ctx, const struct conf_settings *s)
+static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settings *s);
+
+/* Publishes n (taken over): one pointer swap. */
+static void publish_snap(struct gw_snap *n)
 {
-    struct gw_snap *n = calloc(1, sizeof *n);
-    if (!n) {
-        tls_ctx_unref(ctx);
-        return -1;
-    }
-    atomic_init(&n->refs, 1);
-    n->ctx = ctx;
-    n->max_upload_bytes = s->max_upload_bytes;
-    n->keepalive_timeout_ms = s->keepalive_timeout_ms;
-    n->header_timeout_ms = s->header_timeout_ms;
-    n->body_timeout_ms = s->body_timeout_ms;
-    n->upstream = s->upstream;
-    n->upstream.url = s->upstream.url ? strdup(s->upstream.url) : NULL;
-    n->upstream.ca_file = s->upstream.ca_file ? strdup(s->upstream.ca_file) : NULL;
-    n->has_upstream = n->upstream.url != NULL;
     pthread_mutex_lock(&pub_lock);
     struct gw_snap *old = pub_snap;
     n->gen = (old ? old->gen : 0) + 1;
@@ -109,6 +97,17 @@ static int publish(struct ssl_ctx_st *ctx, const struct conf_settings *s)
     atomic_store_explicit(&pub_gen, n->gen, memory_order_release);
     pthread_mutex_unlock(&pub_lock);
     gw_snap_release(old);
+}
+
+/* Publishes a snapshot made of ctx (taken over) and settings s. */
+static int publish(struct ssl_ctx_st *ctx, const struct conf_settings *s)
+{
+    struct gw_snap *n = snap_new(ctx, s);
+    if (!n) {
+        tls_ctx_unref(ctx);
+        return -1;
+    }
+    publish_snap(n);
     return 0;
 }
 
@@ -351,25 +350,133 @@ const struct p12_file *gw_active_p12(void)
     return active_p12;
 }
 
-int gw_activate(struct p12_file *p12, const char *file, const char *alias, char *err,
-                size_t errlen)
+int gw_is_active_name(const char *name)
+{
+    if (!active_file) return 0;
+    if (strcmp(active_file, name) == 0) return 1;
+    char *a = fs_path_join(gw_paths.ssl_dir, active_file);
+    char *b = fs_path_join(gw_paths.ssl_dir, name);
+    char ra[PATH_MAX], rb[PATH_MAX];
+    int same = a && b && realpath(a, ra) && realpath(b, rb) && strcmp(ra, rb) == 0;
+    free(a);
+    free(b);
+    return same;
+}
+
+struct gw_change {
+    struct p12_file *p12;
+    struct gw_snap *snap; /* ready, unpublished */
+    char *alias;
+};
+
+/* A snapshot like the published one, with another TLS context. */
+static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settings *s)
+{
+    struct gw_snap *n = calloc(1, sizeof *n);
+    if (!n) return NULL;
+    atomic_init(&n->refs, 1);
+    n->ctx = ctx;
+    n->max_upload_bytes = s->max_upload_bytes;
+    n->keepalive_timeout_ms = s->keepalive_timeout_ms;
+    n->header_timeout_ms = s->header_timeout_ms;
+    n->body_timeout_ms = s->body_timeout_ms;
+    n->upstream = s->upstream;
+    n->upstream.url = s->upstream.url ? strdup(s->upstream.url) : NULL;
+    n->upstream.ca_file = s->upstream.ca_file ? strdup(s->upstream.ca_file) : NULL;
+    n->has_upstream = n->upstream.url != NULL;
+    if ((s->upstream.url && !n->upstream.url) || (s->upstream.ca_file && !n->upstream.ca_file)) {
+        n->ctx = NULL;
+        snap_free(n);
+        return NULL;
+    }
+    return n;
+}
+
+struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, char *err,
+                                    size_t errlen)
 {
     const struct p12_entry *e = NULL;
-    if (p12_select(p12, alias, &e, err, errlen) != P12_OK) return -1;
+    if (p12_select(p12, alias, &e, err, errlen) != P12_OK) return NULL;
     struct tls_server_opts o;
     tls_opts_of(&cur_settings, &o);
     struct ssl_ctx_st *ctx = tls_server_ctx_new(&o, e, err, errlen);
-    if (!ctx) return -1;
-    if (publish(ctx, &cur_settings) != 0) {
+    if (!ctx) return NULL;
+    struct gw_change *ch = calloc(1, sizeof *ch);
+    if (ch) ch->snap = snap_new(ctx, &cur_settings);
+    if (ch) ch->alias = strdup(p12_entry_alias(e));
+    if (!ch || !ch->snap || !ch->alias) {
+        if (ch && ch->snap) gw_snap_release(ch->snap);
+        else tls_ctx_unref(ctx);
+        if (ch) free(ch->alias);
+        free(ch);
         snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ch->p12 = p12;
+    return ch;
+}
+
+const char *gw_change_alias(const struct gw_change *ch)
+{
+    return ch->alias;
+}
+
+void gw_change_commit(struct gw_change *ch, const char *file)
+{
+    publish_snap(ch->snap);
+    if (ch->p12 != active_p12) p12_free(active_p12);
+    active_p12 = ch->p12;
+    set_str(&active_file, file);
+    set_str(&active_alias, ch->alias);
+    set_str(&fallback_reason, NULL);
+    free(ch->alias);
+    free(ch);
+}
+
+void gw_change_abort(struct gw_change *ch)
+{
+    if (!ch) return;
+    gw_snap_release(ch->snap);
+    p12_free(ch->p12);
+    free(ch->alias);
+    free(ch);
+}
+
+const char *gw_configured_alias(void)
+{
+    return cur_settings.certificate_alias;
+}
+
+int gw_record_certificate(const char *file, const char *password, const char *alias, char *err,
+                          size_t errlen)
+{
+    if (!skey_loaded) {
+        snprintf(err, errlen, "no key to obfuscate the password with");
         return -1;
     }
-    if (p12 != active_p12) p12_free(active_p12);
-    active_p12 = p12;
-    set_str(&active_file, file);
-    set_str(&active_alias, p12_entry_alias(e));
-    set_str(&fallback_reason, NULL);
-    return 0;
+    struct conf_doc *doc = NULL;
+    if (conf_doc_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
+    char *enc = secret_encrypt(&skey, password ? password : "");
+    int rc = -1;
+    if (enc && conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-file", file) == 0 &&
+        conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) == 0 &&
+        (!alias || conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-alias", alias) == 0)) {
+        conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
+        if (!alias) conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "certificate-alias");
+        rc = conf_doc_save(doc, gw_paths.conf_path, err, errlen);
+    } else {
+        snprintf(err, errlen, "out of memory");
+    }
+    if (rc == 0) { /* keep the applied settings in step with the file */
+        set_str(&cur_settings.certificate_file, file);
+        secret_free(cur_settings.certificate_password);
+        cur_settings.certificate_password = NULL;
+        set_str(&cur_settings.certificate_password_encr, enc);
+        set_str(&cur_settings.certificate_alias, alias);
+    }
+    free(enc);
+    conf_doc_free(doc);
+    return rc;
 }
 
 void gw_describe_served(char *buf, size_t len)

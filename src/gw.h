@@ -83,11 +83,32 @@ const char *gw_active_file(void);
 const char *gw_active_alias(void);
 const struct p12_file *gw_active_p12(void);
 
-/* Builds a TLS context for entry `alias` of p12 with the current settings and publishes
- * it as the served certificate; records file/alias/p12 as active (p12 is taken over).
- * Does not touch custom.properties. Caller holds gw_lock. */
-int gw_activate(struct p12_file *p12, const char *file, const char *alias, char *err,
-                size_t errlen);
+/* 1 when `name` (a file name in the ssl directory) is the certificate file in use. */
+int gw_is_active_name(const char *name);
+
+/* A certificate switch in two steps, so that everything that can fail happens before
+ * anything is written or published:
+ *   prepare: builds the TLS context for entry `alias` of p12 (NULL: first key entry) with
+ *            the current settings; takes p12 over on success. NULL + sentence on error.
+ *   commit:  publishes it (one pointer swap; cannot fail) and records file/alias as the
+ *            active certificate in memory.
+ *   abort:   drops it (and the p12).
+ * Caller holds gw_lock from prepare to commit/abort. */
+struct gw_change;
+struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, char *err,
+                                    size_t errlen);
+const char *gw_change_alias(const struct gw_change *ch);
+void gw_change_commit(struct gw_change *ch, const char *file);
+void gw_change_abort(struct gw_change *ch);
+
+/* The alias configured in custom.properties (certificate-alias), or NULL. */
+const char *gw_configured_alias(void);
+
+/* Records file, password (obfuscated) and alias (NULL: removed) as the configured
+ * certificate in custom.properties, atomically; a plain certificate-password is removed.
+ * Caller holds gw_lock. */
+int gw_record_certificate(const char *file, const char *password, const char *alias, char *err,
+                          size_t errlen);
 
 /* Frees everything (at exit). */
 void gw_close(void);

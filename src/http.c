@@ -28,6 +28,7 @@ struct span {
 
 struct http_exchange {
     struct conn *c; /* NULL once the client is gone (orphan) */
+    struct worker *w;
     struct http_request req;
     struct http_route route;
     char *arena; /* url and headers, NUL-separated; RBUF_SIZE bytes */
@@ -59,6 +60,11 @@ void http_set_router(http_router_fn r)
 const struct http_request *http_req(const struct http_exchange *x)
 {
     return &x->req;
+}
+
+struct http_route *http_route(struct http_exchange *x)
+{
+    return &x->route;
 }
 
 const char *http_header(const struct http_request *r, const char *name)
@@ -145,6 +151,7 @@ static struct http_exchange *x_new(struct conn *c)
     x->bytes_out = 0;
     x->peer[0] = 0;
     x->c = c;
+    x->w = w;
     x->arena = worker_buf_get(w);
     x->start_ms = uv_now(&w->loop);
     x->req.content_length = -1;
@@ -155,19 +162,18 @@ static struct http_exchange *x_new(struct conn *c)
     return x;
 }
 
-static void x_free(struct http_exchange *x, struct worker *w)
+static void x_free(struct http_exchange *x)
 {
+    struct worker *w = x->w;
+    if (x->route.on_free && x->route.ctx) x->route.on_free(x->route.ctx);
+    x->route.on_free = NULL;
     free(x->body);
-    if (w) {
-        worker_buf_put(w, x->arena);
-        if (w->nfree_xs < MAX_FREE_XS) {
-            *(void **)x = w->free_xs;
-            w->free_xs = x;
-            w->nfree_xs++;
-            return;
-        }
-    } else {
-        free(x->arena);
+    worker_buf_put(w, x->arena);
+    if (w->nfree_xs < MAX_FREE_XS) {
+        *(void **)x = w->free_xs;
+        w->free_xs = x;
+        w->nfree_xs++;
+        return;
     }
     free(x);
 }
@@ -241,7 +247,7 @@ void http_respond(struct http_exchange *x, int status, const char *ctype, const 
     x->status = status;
     if (!c) { /* the client went away while we worked */
         x->done = 1;
-        x_free(x, NULL);
+        x_free(x);
         return;
     }
     int close = answer_closes(x);
@@ -505,9 +511,13 @@ static int on_headers_complete(http_parser *p)
     x->headers_done = 1;
     x->keep_alive = http_should_keep_alive(p) != 0;
     memset(&x->route, 0, sizeof x->route);
-    router(&x->req, &x->route);
+    router(&x->req, c->w->snap, &x->route);
     int has_body = x->req.chunked || x->req.content_length > 0;
     if (x->route.handle) {
+        if (x->route.on_headers) {
+            x->route.on_headers(x);
+            if (x->done) return has_body ? -1 : 0; /* answered; do not read a body */
+        }
         if (x->req.content_length > 0 && (uint64_t)x->req.content_length > x->route.max_body) {
             x->fail_status = 413;
             return -1;
@@ -584,6 +594,7 @@ void http_conn_init(struct conn *c)
 static void dispatch(struct conn *c, struct http_exchange *x)
 {
     x->dispatched = 1;
+    if (x->done) return; /* answered when its headers came */
     if (x->route.handle) {
         if (x->body) x->body[x->blen] = '\0';
         x->req.body = x->body ? x->body : "";
@@ -644,7 +655,7 @@ static void finish_exchange(struct conn *c)
     c->x = NULL;
     c->requests++;
     if (!x->complete || !x->keep_alive) c->close_after = 1;
-    x_free(x, c->w);
+    x_free(x);
     if (!c->close_after && !c->body_paused) http_parser_pause(&c->parser, 0);
 }
 
@@ -794,7 +805,7 @@ void http_conn_release(struct conn *c)
     if (!x) return;
     c->x = NULL;
     if (x->dispatched && !x->done && x->route.handle) {
-        x->c = NULL; /* the handler will answer into the void and free it */
+        x->c = NULL; /* the handler will answer into the void, which frees it */
         return;
     }
     if (!x->done && x->route.on_abort) {
@@ -803,7 +814,7 @@ void http_conn_release(struct conn *c)
         x->c = NULL;
         abort_cb(x);
     }
-    x_free(x, c->w);
+    x_free(x);
 }
 
 int http_conn_idle(const struct conn *c)

@@ -52,6 +52,10 @@ struct http_route {
     /* Buffered routes: called once the whole body is in req->body. */
     void (*handle)(struct http_exchange *x);
     size_t max_body; /* a larger body is answered 413 (at once when its length is known) */
+    /* Buffered routes, optional: called when the header block is complete, before any
+     * body is read (and before 100 Continue is sent). When it answers (e.g. 401), the
+     * body is not read and handle is not called. */
+    void (*on_headers)(struct http_exchange *x);
     /* Streaming routes (handle == NULL): */
     void (*on_start)(struct http_exchange *x);                       /* headers complete */
     void (*on_body)(struct http_exchange *x, const char *p, size_t n); /* a piece of body */
@@ -59,10 +63,17 @@ struct http_route {
     void (*on_abort)(struct http_exchange *x); /* the client went away; stop and release */
     void (*on_drain)(struct http_exchange *x); /* output buffer drained below the mark */
     void *ctx;                                 /* the route's per-exchange state */
+    void (*on_free)(void *ctx); /* releases ctx when the exchange ends, however it ends */
 };
 
-/* Picks the route for a request whose header block is complete (set by app.c). */
-typedef void (*http_router_fn)(const struct http_request *req, struct http_route *out);
+struct gw_snap;
+/* The exchange's route, e.g. to attach per-exchange state (ctx, on_free). */
+struct http_route *http_route(struct http_exchange *x);
+
+/* Picks the route for a request whose header block is complete (set by app.c); snap is
+ * the worker's current snapshot (limits, upstream). */
+typedef void (*http_router_fn)(const struct http_request *req, const struct gw_snap *snap,
+                               struct http_route *out);
 void http_set_router(http_router_fn router);
 
 /* ----- answers ----- */

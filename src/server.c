@@ -546,6 +546,11 @@ static void worker_main(void *arg)
         w->free_bufs = *(void **)b;
         free(b);
     }
+    while (w->free_xs) {
+        void *x = w->free_xs;
+        w->free_xs = *(void **)x;
+        free(x);
+    }
     gw_snap_release(w->snap);
     w->snap = NULL;
     uv_loop_close(&w->loop);
