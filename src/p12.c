@@ -144,7 +144,7 @@ static size_t utf8_decode(const char *s, size_t n, uint32_t *out)
 
 static int is_cased(uint32_t c)
 {
-    return c < 0x80 ? ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') : iswalpha((wint_t)c) != 0;
+    return c < 0x80 ? ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') : (utf8_locale ? iswalpha_l((wint_t)c, utf8_locale) : iswalpha((wint_t)c)) != 0;
 }
 
 /* String.toLowerCase(Locale.ENGLISH): the simple Unicode lower-case mapping, plus

@@ -606,7 +606,7 @@ static json_t *entry_json(const struct p12_entry *e, time_t now)
     free(serial);
 
     time_t nb, na;
-    char t[32];
+    char t[80];
     if (asn1_time_t(X509_get0_notBefore(cert), &nb) == 0) {
         iso_utc(nb, t, sizeof(t));
         json_object_set_new(o, "notBefore", json_string(t));
