@@ -89,6 +89,11 @@ struct evp_pkey_st *p12_entry_key(const struct p12_entry *e);
 struct x509_st *p12_entry_cert(const struct p12_entry *e);
 struct stack_st_X509 *p12_entry_chain(const struct p12_entry *e);
 
+/* An alias as Java's PKCS12 KeyStore stores it: String.toLowerCase(Locale.ENGLISH)
+ * (Unicode simple lower-case mapping, U+0130 -> "i" U+0307, final sigma). Use it to
+ * normalise a configured certificate-alias. malloc'd; NULL when out of memory. */
+char *p12_java_lower(const char *s);
+
 /* ----- descriptions, as ActiveGate (Java) prints them ----- */
 
 /* "Subject:<DN>;Valid from:<date>;Valid to:<date>;Serial number:<hex>" with the DN as
@@ -107,6 +112,9 @@ void p12_java_date(time_t t, char *buf, size_t buflen);
  *   "type":"key"|"trustedCert", "subject", "issuer", "serial", "notBefore", "notAfter"
  *   (ISO 8601 UTC), "daysLeft", "sha256" (hex of the DER), "sans":[..],
  *   "keyType" ("RSA-2048", "EC-P256", ...), "chainLength"}, ...]}
+ * "sans" holds "DNS:<name>", "IP:<address>", "email:<addr>", "URI:<uri>" strings;
+ * "chainLength" counts the certificates served: the leaf plus its chain (1 for a
+ * trusted-certificate entry); "daysLeft" is floor((notAfter - now) / 1 day).
  * New reference (jansson). */
 struct json_t *p12_describe(const struct p12_file *f, const char *name);
 
