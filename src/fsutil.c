@@ -1,4 +1,6 @@
-#define _GNU_SOURCE /* renameat2, RENAME_NOREPLACE */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "fsutil.h"
 
 #include <dirent.h>

@@ -1,6 +1,7 @@
 /* server.c - listeners, worker threads, connection I/O and timeouts (see server.h). */
 #include "server.h"
 
+#include "accesslog.h"
 #include "conn.h"
 #include "gw.h"
 #include "log.h"
@@ -349,6 +350,8 @@ static void conn_handshake(struct conn *c)
     case TLS_IO_OK:
         c->state = CS_ACTIVE;
         c->read_wants_write = 0;
+        /* read-ahead may hold the first request already; else epoll will tell */
+        c->more_input = tls_conn_pending(c->ssl) != 0;
         http_conn_run(c);
         return;
     case TLS_IO_WANT_READ:
@@ -392,6 +395,8 @@ static void on_conn_io(uv_poll_t *h, int status, int events)
         conn_handshake(c);
         break;
     case CS_ACTIVE:
+        if ((events & UV_READABLE) || (c->read_wants_write && (events & UV_WRITABLE)))
+            c->more_input = 1;
         http_conn_run(c);
         break;
     case CS_LINGER:
@@ -435,6 +440,7 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
         conn_handshake(c); /* deferred accept: the ClientHello is usually here already */
     } else {
         c->state = CS_ACTIVE;
+        c->more_input = 1; /* deferred accept: the request is usually here already */
         conn_set_timeout(c, TQ_HEADER);
         http_conn_run(c);
     }
@@ -488,6 +494,7 @@ static void on_tick(uv_timer_t *t)
     struct worker *w = t->data;
     uint64_t now = uv_now(&w->loop);
     update_date(w);
+    accesslog_flush();
     gw_snap_refresh(&w->snap);
     for (int k = 0; k < TQ_N; k++) {
         struct conn *c;
@@ -541,6 +548,7 @@ static void worker_main(void *arg)
 {
     struct worker *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    accesslog_flush();
     while (w->free_bufs) {
         void *b = w->free_bufs;
         w->free_bufs = *(void **)b;

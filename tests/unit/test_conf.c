@@ -1,6 +1,8 @@
 /* Unit tests for src/conf.c: the line-preserving custom.properties parser/rewriter and
  * the typed settings with their error messages. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <ftw.h>
 #include <setjmp.h>

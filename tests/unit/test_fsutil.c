@@ -1,5 +1,7 @@
 /* Unit tests for src/fsutil.c: atomic durable writes, reads, folders, temp cleanup. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <ftw.h>
 #include <setjmp.h>

@@ -1,5 +1,7 @@
 /* Unit tests for src/secret.c: the key file and the password obfuscation. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
