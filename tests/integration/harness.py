@@ -1,0 +1,383 @@
+"""Black-box test harness: starts the real certgate binary and drives it with real
+clients (curl, openssl s_client, Python's ssl/http.client), with PKCS#12 files made at
+test time by openssl and keytool.
+
+Only the standard library is used, so the tests run on a fresh Debian 12 with the
+packages scripts/deps.sh installs."""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BIN = os.environ.get("CERTGATE_BIN") or os.path.join(ROOT, "build", "certgate")
+TOOLS = os.environ.get("CERTGATE_TOOLS") or os.path.join(ROOT, "build", "tools")
+SANITIZED = os.environ.get("CERTGATE_SANITIZED") == "1"
+# sanitizers slow everything down; waits scale with this
+SLOW = 4.0 if SANITIZED else 1.0
+
+WEBSERVER = "com.compuware.apm.webserver"
+SCOPE = "ActiveGateCertManagement"
+
+
+def run(cmd, check=True, input=None, env=None, cwd=None, timeout=120):
+    """Runs a command; returns CompletedProcess with text stdout/stderr."""
+    p = subprocess.run(cmd, input=input, capture_output=True, text=True, env=env, cwd=cwd,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError("command failed (%d): %s\nstdout: %s\nstderr: %s"
+                             % (p.returncode, " ".join(cmd), p.stdout, p.stderr))
+    return p
+
+
+def certgate(*args, check=True, **kw):
+    return run([BIN] + list(args), check=check, **kw)
+
+
+class Pki:
+    """Makes keys, certificates and PKCS#12 files with the real openssl and keytool."""
+
+    def __init__(self, folder):
+        self.dir = folder
+        os.makedirs(folder, exist_ok=True)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def key(self, name, kind="rsa"):
+        out = self.path(name + ".key")
+        if kind == "rsa":
+            run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                 "-out", out])
+        elif kind == "ec":
+            run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-out", out])
+        else:
+            raise ValueError(kind)
+        return out
+
+    def self_signed(self, name, cn, kind="rsa", days=365, san=None, subj=None):
+        """Returns (key, cert) paths of a self-signed certificate."""
+        key = self.key(name, kind)
+        cert = self.path(name + ".crt")
+        cmd = ["openssl", "req", "-x509", "-new", "-key", key, "-out", cert, "-days", str(days),
+               "-subj", subj or "/CN=%s" % cn]
+        if san:
+            cmd += ["-addext", "subjectAltName=" + san]
+        run(cmd)
+        return key, cert
+
+    def ca(self, name, cn, issuer=None):
+        """A CA certificate; signed by issuer (key, cert) or self-signed."""
+        key = self.key(name, "ec")
+        cert = self.path(name + ".crt")
+        if issuer is None:
+            run(["openssl", "req", "-x509", "-new", "-key", key, "-out", cert, "-days", "3650",
+                 "-subj", "/CN=%s" % cn, "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        else:
+            csr = self.path(name + ".csr")
+            ext = self.path(name + ".ext")
+            with open(ext, "w") as f:
+                f.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
+            run(["openssl", "req", "-new", "-key", key, "-out", csr, "-subj", "/CN=%s" % cn])
+            run(["openssl", "x509", "-req", "-in", csr, "-CA", issuer[1], "-CAkey", issuer[0],
+                 "-CAcreateserial", "-out", cert, "-days", "3650", "-extfile", ext])
+        return key, cert
+
+    def leaf(self, name, cn, issuer, kind="rsa", san=None):
+        key = self.key(name, kind)
+        csr = self.path(name + ".csr")
+        cert = self.path(name + ".crt")
+        ext = self.path(name + ".ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints=CA:FALSE\nsubjectAltName=%s\n" % (san or "DNS:" + cn))
+        run(["openssl", "req", "-new", "-key", key, "-out", csr, "-subj", "/CN=%s" % cn])
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", issuer[1], "-CAkey", issuer[0],
+             "-CAcreateserial", "-out", cert, "-days", "365", "-extfile", ext])
+        return key, cert
+
+    def p12(self, name, key, cert, password, alias=None, chain=(), legacy=False):
+        """openssl pkcs12 -export; returns the path."""
+        out = self.path(name)
+        cmd = ["openssl", "pkcs12", "-export", "-inkey", key, "-in", cert, "-out", out,
+               "-passout", "pass:" + password]
+        if alias:
+            cmd += ["-name", alias]
+        if chain:
+            bundle = out + ".chain.pem"
+            with open(bundle, "w") as f:
+                for c in chain:
+                    f.write(open(c).read())
+            cmd += ["-certfile", bundle]
+        if legacy:
+            cmd += ["-legacy"]
+        run(cmd)
+        return out
+
+    def keytool_keypair(self, store, alias, cn, password, keyalg="RSA", keysize=None):
+        """Adds a key entry to a PKCS12 keystore made by Java's keytool."""
+        path = self.path(store)
+        cmd = ["keytool", "-genkeypair", "-noprompt", "-storetype", "PKCS12", "-keystore", path,
+               "-storepass", password, "-alias", alias, "-keyalg", keyalg, "-dname", "CN=" + cn,
+               "-validity", "365"]
+        if keysize:
+            cmd += ["-keysize", str(keysize)]
+        run(cmd)
+        return path
+
+
+def cert_fingerprint(cert_pem_path):
+    out = run(["openssl", "x509", "-in", cert_pem_path, "-noout", "-fingerprint", "-sha256"]).stdout
+    return out.strip().split("=", 1)[1].replace(":", "").lower()
+
+
+def der_fingerprint(der):
+    import hashlib
+    return hashlib.sha256(der).hexdigest()
+
+
+def der_subject(der):
+    """The subject of a DER certificate, RFC 2253 style (openssl x509)."""
+    proc = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject",
+                           "-nameopt", "RFC2253"], input=der, capture_output=True)
+    return proc.stdout.decode().strip().replace("subject=", "")
+
+
+def client_context(cafile=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cafile:
+        ctx.load_verify_locations(cafile)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Gateway:
+    """One certgate process on a free loopback port, with its own data directory."""
+
+    def __init__(self, data_dir, threads=2, extra_args=(), listen_host="127.0.0.1"):
+        self.data_dir = data_dir
+        self.threads = threads
+        self.extra_args = list(extra_args)
+        self.listen_host = listen_host
+        self.proc = None
+        self.port = None
+        self.log_path = os.path.join(data_dir + ".log")
+        self.access_path = os.path.join(data_dir + ".access.log")
+
+    # ----- configuration -----
+
+    @property
+    def conf_path(self):
+        return os.path.join(self.data_dir, "config", "custom.properties")
+
+    @property
+    def ssl_dir(self):
+        return os.path.join(self.data_dir, "ssl")
+
+    def write_conf(self, text):
+        os.makedirs(os.path.dirname(self.conf_path), exist_ok=True)
+        with open(self.conf_path, "w") as f:
+            f.write(text)
+
+    def read_conf(self):
+        with open(self.conf_path) as f:
+            return f.read()
+
+    def install(self, src, name=None):
+        """Copies a file into DIR/ssl/."""
+        os.makedirs(self.ssl_dir, exist_ok=True)
+        dst = os.path.join(self.ssl_dir, name or os.path.basename(src))
+        shutil.copyfile(src, dst)
+        return dst
+
+    def token(self, env="myenv", scopes=(SCOPE,), name=None):
+        args = ["token", "create", "--data-dir", self.data_dir, "--environment", env]
+        for s in scopes:
+            args += ["--scope", s]
+        if name:
+            args += ["--name", name]
+        return certgate(*args).stdout.strip()
+
+    # ----- process -----
+
+    def start(self, wait=True, port=0):
+        args = [BIN, "run", "--data-dir", self.data_dir, "--threads", str(self.threads),
+                "--listen", "%s:%d" % (self.listen_host, port),
+                "--access-log", self.access_path] + self.extra_args
+        self.log = open(self.log_path, "a")
+        self.log_start = self.log.tell()
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def logs(self):
+        with open(self.log_path) as f:
+            f.seek(self.log_start)
+            return f.read()
+
+    def wait_log(self, pattern, timeout=10):
+        deadline = time.time() + timeout * SLOW
+        while time.time() < deadline:
+            if re.search(pattern, self.logs()):
+                return True
+            if self.proc.poll() is not None and not re.search(pattern, self.logs()):
+                time.sleep(0.05)
+                return bool(re.search(pattern, self.logs()))
+            time.sleep(0.02)
+        return False
+
+    def wait_ready(self, timeout=15):
+        deadline = time.time() + timeout * SLOW
+        while time.time() < deadline:
+            m = re.search(r"listening on https://\S+:(\d+)", self.logs())
+            if m and "ready:" in self.logs():
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError("certgate exited with %s before it was ready:\n%s"
+                                     % (self.proc.returncode, self.logs()))
+            time.sleep(0.02)
+        raise AssertionError("certgate not ready after %ss:\n%s" % (timeout, self.logs()))
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def reload(self, expect="reloaded|reload failed"):
+        before = len(self.logs())
+        self.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10 * SLOW
+        while time.time() < deadline:
+            tail = self.logs()[before:]
+            if re.search(expect, tail):
+                return tail
+            time.sleep(0.02)
+        raise AssertionError("no reload outcome in the log:\n" + self.logs()[before:])
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("certgate did not stop within %ss" % timeout)
+        self.log.close()
+        return rc
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+    # ----- clients -----
+
+    def base(self, scheme="https"):
+        return "%s://127.0.0.1:%d" % (scheme, self.port)
+
+    def url(self, path):
+        return self.base() + path
+
+    def api(self, rest="", env="myenv"):
+        return self.url("/e/%s/api/v1/certificate/%s" % (env, rest))
+
+    def connect(self, timeout=10, cafile=None):
+        """A keep-alive http.client connection."""
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout * SLOW,
+                                           context=client_context(cafile))
+
+    def request(self, method, path, body=None, headers=None, timeout=10):
+        """One request on a new connection; returns (status, headers dict, body bytes)."""
+        c = self.connect(timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            c.close()
+
+    def curl(self, *args, check=False):
+        """curl -sk with the given arguments; returns (status code, body text)."""
+        cmd = ["curl", "-sk", "--max-time", str(int(30 * SLOW)), "-o", "-", "-w",
+               "\n%{http_code}"] + list(args)
+        p = run(cmd, check=check)
+        body, _, code = p.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def served_cert(self, server_name=None, timeout=10):
+        """DER of the certificate a new TLS handshake gets, and the chain length."""
+        ctx = client_context()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout * SLOW) as s:
+            with ctx.wrap_socket(s, server_hostname=server_name) as t:
+                return t.getpeercert(binary_form=True)
+
+    def served_chain(self):
+        """The subjects of the certificates the server sends (openssl s_client -showcerts)."""
+        p = run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.port, "-showcerts",
+                 "-servername", "localhost"], input="", check=False, timeout=30)
+        return re.findall(r"^\s*\d+ s:(.*)$", p.stdout, re.M)
+
+
+class GatewayTest(unittest.TestCase):
+    """Base class: a temp folder per test, a Pki, and gateways stopped at the end."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="certgate-it-")
+        self.pki = Pki(os.path.join(self.tmp, "pki"))
+        self.gateways = []
+
+    def tearDown(self):
+        bad = []
+        for g in self.gateways:
+            if not g.proc or g.proc.poll() is not None:
+                continue
+            # a clean stop, so that LeakSanitizer runs in sanitized builds
+            g.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = g.proc.wait(20 * SLOW)
+                if rc != 0:
+                    bad.append("%s exited with %d at the end of the test" % (g.data_dir, rc))
+            except subprocess.TimeoutExpired:
+                g.proc.kill()
+                g.proc.wait()
+                bad.append("%s did not stop on SIGTERM" % g.data_dir)
+        for g in self.gateways:
+            if os.path.exists(g.log_path):
+                text = open(g.log_path).read()
+                if "ERROR: AddressSanitizer" in text or "runtime error:" in text or \
+                        "ERROR: LeakSanitizer" in text:
+                    bad.append("sanitizer report in %s:\n%s" % (g.log_path, text[-6000:]))
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if bad:
+            self.fail("\n".join(bad))
+
+    def gateway(self, name="gw", **kw):
+        g = Gateway(os.path.join(self.tmp, name), **kw)
+        os.makedirs(g.data_dir, exist_ok=True)
+        self.gateways.append(g)
+        return g
+
+    def assertServes(self, g, cert_path, msg=None):
+        """The certificate of a new handshake is cert_path (compared by fingerprint)."""
+        self.assertEqual(der_fingerprint(g.served_cert()), cert_fingerprint(cert_path), msg)
+
+
+def main():
+    unittest.main(verbosity=2)
