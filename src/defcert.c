@@ -128,8 +128,8 @@ static int generate(const char *host, EVP_PKEY **keyp, X509 **certp)
     char cn[65];
     snprintf(cn, sizeof(cn), "%s", host);
     X509_NAME *name = X509_get_subject_name(cert);
-    if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
-                                    -1, 0) ||
+    if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
+                                    0) ||
         !X509_set_issuer_name(cert, name) || !X509_set_pubkey(cert, key))
         goto out;
 
@@ -169,8 +169,8 @@ static char *join(const char *dir, const char *name)
 /* Atomic, durable replace: temp file in the same folder (".tmp-<name>-<random>", the
  * convention fs_remove_stale_temps() cleans up), fsync, rename, fsync the folder.
  * Stands in for fsutil's fs_write_atomic() until that module is linked in. */
-static int write_atomic(const char *dir, const char *name, const void *data, size_t len,
-                        char *err, size_t errlen)
+static int write_atomic(const char *dir, const char *name, const void *data, size_t len, char *err,
+                        size_t errlen)
 {
     unsigned char rnd[6];
     char suffix[13];
@@ -325,8 +325,7 @@ static int store(const char *ssl_dir, EVP_PKEY *key, X509 *cert, char *err, size
     return rc;
 }
 
-int defcert_load(const char *ssl_dir, int readonly, struct p12_file **out, char *err,
-                 size_t errlen)
+int defcert_load(const char *ssl_dir, int readonly, struct p12_file **out, char *err, size_t errlen)
 {
     char host[HOST_NAME_MAX + 1], why[160] = "";
     EVP_PKEY *key = NULL;

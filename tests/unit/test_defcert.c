@@ -177,8 +177,8 @@ static void test_created_with_promised_properties(void **state)
     assert_int_equal(EVP_PKEY_get_base_id(k), EVP_PKEY_EC);
     char group[64];
     size_t gl;
-    assert_true(EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                               sizeof(group), &gl));
+    assert_true(
+        EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &gl));
     assert_string_equal(group, "prime256v1");
     assert_int_equal(X509_get_signature_nid(c), NID_ecdsa_with_SHA256);
 
@@ -203,10 +203,9 @@ static void test_created_with_promised_properties(void **state)
         if (!found) fprintf(stderr, "missing SAN %s\n", expect[i]);
         assert_true(found);
     }
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(j, "desc"), 0),
-                                          "keyType")),
-        "EC-P256");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(j, "desc"), 0), "keyType")),
+                        "EC-P256");
     json_decref(j);
     assert_int_equal(X509_check_host(c, "localhost", 0, 0, NULL), 1);
     assert_int_equal(X509_check_ip_asc(c, "127.0.0.1", 0), 1);
