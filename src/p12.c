@@ -279,7 +279,9 @@ static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int inde
         PKCS8_PRIV_KEY_INFO *p8 = NULL;
         if (nid == NID_pkcs8ShroudedKeyBag) {
             const X509_ALGOR *alg = NULL;
-            X509_SIG_get0(PKCS12_SAFEBAG_get0_pkcs8(bag), &alg, NULL);
+            const X509_SIG *sig = PKCS12_SAFEBAG_get0_pkcs8(bag);
+            if (!sig) return WALK_FORMAT;
+            X509_SIG_get0(sig, &alg, NULL);
             if (!pbe_iter_ok(alg)) return WALK_ITER;
             p8 = PKCS12_decrypt_skey(bag, pass, passlen);
             if (!p8) return unsupported_error() ? WALK_UNSUPPORTED : WALK_DECRYPT;
@@ -334,7 +336,7 @@ static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int inde
             it->keyid_len = keyid_len;
             it->alias = fname ? strdup(fname) : NULL;
             OPENSSL_free(fname);
-            return WALK_OK;
+            return fname && !it->alias ? WALK_NOMEM : WALK_OK;
         }
         e.kind = KIND_TRUSTED;
         e.keyid = keyid;
