@@ -335,8 +335,9 @@ static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int inde
             it->keyid = keyid;
             it->keyid_len = keyid_len;
             it->alias = fname ? strdup(fname) : NULL;
+            int oom = fname && !it->alias;
             OPENSSL_free(fname);
-            return fname && !it->alias ? WALK_NOMEM : WALK_OK;
+            return oom ? WALK_NOMEM : WALK_OK;
         }
         e.kind = KIND_TRUSTED;
         e.keyid = keyid;
