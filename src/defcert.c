@@ -128,8 +128,8 @@ static int generate(const char *host, EVP_PKEY **keyp, X509 **certp)
     char cn[65];
     snprintf(cn, sizeof(cn), "%s", host);
     X509_NAME *name = X509_get_subject_name(cert);
-    if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
-                                    -1, 0) ||
+    if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
+                                    0) ||
         !X509_set_issuer_name(cert, name) || !X509_set_pubkey(cert, key))
         goto out;
 
@@ -169,8 +169,8 @@ static char *join(const char *dir, const char *name)
 /* Atomic, durable replace: temp file in the same folder (".tmp-<name>-<random>", the
  * convention fs_remove_stale_temps() cleans up), fsync, rename, fsync the folder.
  * Stands in for fsutil's fs_write_atomic() until that module is linked in. */
-static int write_atomic(const char *dir, const char *name, const void *data, size_t len,
-                        char *err, size_t errlen)
+static int write_atomic(const char *dir, const char *name, const void *data, size_t len, char *err,
+                        size_t errlen)
 {
     unsigned char rnd[6];
     char suffix[13];
@@ -240,6 +240,13 @@ out:
     return rc;
 }
 
+/* The stored key is never encrypted; without this OpenSSL would prompt on a terminal
+ * for the password of a key that is. */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    return -1;
+}
+
 /* Reads the stored PEM. Returns 0 with key and cert, or -1 with a reason in why. */
 static int read_stored(const char *path, EVP_PKEY **keyp, X509 **certp, char *why, size_t wlen)
 {
@@ -261,8 +268,8 @@ static int read_stored(const char *path, EVP_PKEY **keyp, X509 **certp, char *wh
         return -1;
     }
     BIO *bio = BIO_new_mem_buf(buf, (int)len);
-    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-    X509 *cert = key ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL) : NULL;
+    X509 *cert = key ? PEM_read_bio_X509(bio, NULL, no_password, NULL) : NULL;
     BIO_free(bio);
     OPENSSL_cleanse(buf, len);
     free(buf);
@@ -325,8 +332,7 @@ static int store(const char *ssl_dir, EVP_PKEY *key, X509 *cert, char *err, size
     return rc;
 }
 
-int defcert_load(const char *ssl_dir, int readonly, struct p12_file **out, char *err,
-                 size_t errlen)
+int defcert_load(const char *ssl_dir, int readonly, struct p12_file **out, char *err, size_t errlen)
 {
     char host[HOST_NAME_MAX + 1], why[160] = "";
     EVP_PKEY *key = NULL;
@@ -343,7 +349,13 @@ int defcert_load(const char *ssl_dir, int readonly, struct p12_file **out, char 
     }
 
     if (read_stored(path, &key, &cert, why, sizeof(why)) == 0) {
-        if (still_good(key, cert, host, why, sizeof(why))) goto done;
+        if (still_good(key, cert, host, why, sizeof(why))) {
+            struct stat st;
+            /* a private key file must not be readable by others */
+            if (!readonly && stat(path, &st) == 0 && (st.st_mode & 077) && chmod(path, 0600) < 0)
+                log_warn("cannot chmod 0600 %s: %s", path, strerror(errno));
+            goto done;
+        }
         EVP_PKEY_free(key);
         X509_free(cert);
         key = NULL;

@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <locale.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pkcs12.h>
@@ -27,9 +26,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <wctype.h>
 
 #define P12_MAX_FILE (16u * 1024 * 1024)
+/* Java's MAX_ITERATION_COUNT: a larger count is refused (and would let one upload keep a
+ * thread busy for minutes). */
+#define P12_MAX_ITER 5000000L
 /* Java's trustedKeyUsage attribute, written by keytool -importcert. */
 #define ORACLE_TRUSTED_KEY_USAGE "2.16.840.1.113894.746875.1.1"
 
@@ -40,7 +41,7 @@ struct p12_entry {
     enum entry_kind kind;
     EVP_PKEY *key;
     X509 *cert;
-    STACK_OF(X509) *chain;
+    STACK_OF(X509) * chain;
     /* parse-time only */
     char *orig_alias; /* as in the file (Java matches certs to keys by it) */
     unsigned char *keyid;
@@ -58,7 +59,6 @@ struct p12_file {
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int legacy_ok;
 static OSSL_PROVIDER *prov_legacy, *prov_default;
-static locale_t utf8_locale;
 
 static void init_providers(void)
 {
@@ -68,7 +68,6 @@ static void init_providers(void)
     prov_legacy = OSSL_PROVIDER_load(NULL, "legacy");
     legacy_ok = prov_legacy != NULL;
     ERR_clear_error();
-    utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
 }
 
 int p12_init(char *err, size_t errlen)
@@ -95,96 +94,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-static void put_utf8(char **o, uint32_t cp)
-{
-    unsigned char *u = (unsigned char *)*o;
-    if (cp < 0x80) {
-        *u++ = (unsigned char)cp;
-    } else if (cp < 0x800) {
-        *u++ = (unsigned char)(0xC0 | (cp >> 6));
-        *u++ = (unsigned char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        *u++ = (unsigned char)(0xE0 | (cp >> 12));
-        *u++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        *u++ = (unsigned char)(0x80 | (cp & 0x3F));
-    } else {
-        *u++ = (unsigned char)(0xF0 | (cp >> 18));
-        *u++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-        *u++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        *u++ = (unsigned char)(0x80 | (cp & 0x3F));
-    }
-    *o = (char *)u;
-}
-
-/* Decodes UTF-8 into code points; invalid bytes are returned as themselves. */
-static size_t utf8_decode(const char *s, size_t n, uint32_t *out)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = p[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                                 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1Fu) : len == 3 ? (c & 0x0Fu) : (c & 7u);
-        size_t j = 1;
-        for (; len > 1 && j < len && i + j < n && (p[i + j] & 0xC0) == 0x80; j++)
-            cp = (cp << 6) | (p[i + j] & 0x3F);
-        if (len == 0 || j < len) {
-            out[k++] = c;
-            i++;
-        } else {
-            out[k++] = cp;
-            i += len;
-        }
-    }
-    return k;
-}
-
-static int is_cased(uint32_t c)
-{
-    return c < 0x80 ? ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') : (utf8_locale ? iswalpha_l((wint_t)c, utf8_locale) : iswalpha((wint_t)c)) != 0;
-}
-
-/* String.toLowerCase(Locale.ENGLISH): the simple Unicode lower-case mapping, plus
- * Java's two context rules: U+0130 becomes "i" + U+0307, and a capital sigma at the end
- * of a word becomes the final sigma. */
-char *p12_java_lower(const char *s)
-{
-    pthread_once(&init_once, init_providers);
-    size_t n = strlen(s);
-    uint32_t *cp = malloc((n + 1) * sizeof(*cp));
-    char *out = malloc(n * 2 + 4 + 1); /* lower case never takes more than 2x + one 0307 */
-    if (!cp || !out) {
-        free(cp);
-        free(out);
-        return NULL;
-    }
-    size_t k = utf8_decode(s, n, cp);
-    char *o = out;
-    for (size_t i = 0; i < k; i++) {
-        uint32_t c = cp[i];
-        if (c >= 'A' && c <= 'Z') {
-            *o++ = (char)(c + 32);
-        } else if (c < 0x80) {
-            *o++ = (char)c;
-        } else if (c == 0x130) {
-            put_utf8(&o, 'i');
-            put_utf8(&o, 0x307);
-        } else if (c == 0x3A3) {
-            int final = i > 0 && is_cased(cp[i - 1]) && !(i + 1 < k && is_cased(cp[i + 1]));
-            put_utf8(&o, final ? 0x3C2 : 0x3C3);
-        } else if (c > 0x10FFFF) {
-            put_utf8(&o, 0xFFFD);
-        } else {
-            uint32_t l = utf8_locale ? (uint32_t)towlower_l((wint_t)c, utf8_locale) : c;
-            put_utf8(&o, l);
-        }
-    }
-    *o = '\0';
-    free(cp);
-    return out;
 }
 
 static void entry_clear(struct p12_entry *e)
@@ -223,12 +132,41 @@ struct walk {
     size_t n, cap;
     struct cert_item *ci;
     size_t nci, capci;
-    STACK_OF(X509) *all_certs;
+    STACK_OF(X509) * all_certs;
     int private_key_count;
     int counter;
 };
 
-enum walk_rc { WALK_OK = 0, WALK_DECRYPT, WALK_UNSUPPORTED, WALK_FORMAT, WALK_NOMEM };
+enum walk_rc { WALK_OK = 0, WALK_DECRYPT, WALK_UNSUPPORTED, WALK_FORMAT, WALK_ITER, WALK_NOMEM };
+
+static int iter_ok(const ASN1_INTEGER *it)
+{
+    long n = it ? ASN1_INTEGER_get(it) : 1;
+    return n >= 0 && n <= P12_MAX_ITER;
+}
+
+/* The iteration count of a PBES1 or PBES2/PBKDF2 algorithm is within Java's limit. */
+static int pbe_iter_ok(const X509_ALGOR *alg)
+{
+    int ok = 1;
+    if (!alg || !alg->parameter) return 1;
+    if (OBJ_obj2nid(alg->algorithm) == NID_pbes2) {
+        PBE2PARAM *p2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter);
+        if (p2 && p2->keyfunc && OBJ_obj2nid(p2->keyfunc->algorithm) == NID_id_pbkdf2) {
+            PBKDF2PARAM *kdf =
+                ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM), p2->keyfunc->parameter);
+            ok = kdf && iter_ok(kdf->iter);
+            PBKDF2PARAM_free(kdf);
+        }
+        PBE2PARAM_free(p2);
+    } else {
+        PBEPARAM *p1 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBEPARAM), alg->parameter);
+        ok = !p1 || iter_ok(p1->iter); /* not PBE parameters: OpenSSL will refuse it */
+        PBEPARAM_free(p1);
+    }
+    ERR_clear_error();
+    return ok;
+}
 
 static void walk_free(struct walk *w)
 {
@@ -327,8 +265,8 @@ static int set_keyid_01(unsigned char **id, size_t *len)
 
 /* One SafeBag, as loadSafeContents() treats it. index = its position in its
  * SafeContents (Java's "i"). */
-static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int index,
-                             const char *pass, int passlen)
+static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int index, const char *pass,
+                             int passlen)
 {
     int nid = PKCS12_SAFEBAG_get_nid(bag);
     enum walk_rc rc = WALK_OK;
@@ -340,6 +278,11 @@ static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int inde
          * made with -keypbe NONE), which Java would ignore. */
         PKCS8_PRIV_KEY_INFO *p8 = NULL;
         if (nid == NID_pkcs8ShroudedKeyBag) {
+            const X509_ALGOR *alg = NULL;
+            const X509_SIG *sig = PKCS12_SAFEBAG_get0_pkcs8(bag);
+            if (!sig) return WALK_FORMAT;
+            X509_SIG_get0(sig, &alg, NULL);
+            if (!pbe_iter_ok(alg)) return WALK_ITER;
             p8 = PKCS12_decrypt_skey(bag, pass, passlen);
             if (!p8) return unsupported_error() ? WALK_UNSUPPORTED : WALK_DECRYPT;
             e.key = EVP_PKCS82PKEY(p8);
@@ -392,8 +335,9 @@ static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int inde
             it->keyid = keyid;
             it->keyid_len = keyid_len;
             it->alias = fname ? strdup(fname) : NULL;
+            int oom = fname && !it->alias;
             OPENSSL_free(fname);
-            return WALK_OK;
+            return oom ? WALK_NOMEM : WALK_OK;
         }
         e.kind = KIND_TRUSTED;
         e.keyid = keyid;
@@ -443,6 +387,11 @@ static enum walk_rc walk_file(struct walk *w, PKCS12 *p12, const char *pass)
             bags = PKCS12_unpack_p7data(p7);
             if (!bags) rc = WALK_FORMAT;
         } else if (nid == NID_pkcs7_encrypted) {
+            if (!p7->d.encrypted || !p7->d.encrypted->enc_data ||
+                !pbe_iter_ok(p7->d.encrypted->enc_data->algorithm)) {
+                rc = p7->d.encrypted ? WALK_ITER : WALK_FORMAT;
+                break;
+            }
             bags = PKCS12_unpack_p7encdata(p7, pass, passlen);
             if (!bags) rc = unsupported_error() ? WALK_UNSUPPORTED : WALK_DECRYPT;
         } else {
@@ -491,7 +440,7 @@ static X509 *match_cert(const struct walk *w, const struct p12_entry *e)
     return NULL;
 }
 
-static int in_chain(X509 *leaf, STACK_OF(X509) *chain, X509 *c)
+static int in_chain(X509 *leaf, STACK_OF(X509) * chain, X509 *c)
 {
     if (X509_cmp(leaf, c) == 0) return 1;
     for (int i = 0; i < sk_X509_num(chain); i++)
@@ -501,7 +450,7 @@ static int in_chain(X509 *leaf, STACK_OF(X509) *chain, X509 *c)
 
 /* The issuer of the leaf, its issuer, ... among the file's certificates; stops at a
  * self-signed certificate, when none is found, or at a loop. */
-static STACK_OF(X509) *build_chain(STACK_OF(X509) *all, X509 *leaf)
+static STACK_OF(X509) * build_chain(STACK_OF(X509) * all, X509 *leaf)
 {
     STACK_OF(X509) *chain = sk_X509_new_null();
     X509 *cur = leaf;
@@ -631,6 +580,15 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
 
     int has_mac = PKCS12_mac_present(p12);
     if (has_mac) {
+        const ASN1_INTEGER *mac_iter = NULL;
+        PKCS12_get0_mac(NULL, NULL, NULL, &mac_iter, p12);
+        if (!iter_ok(mac_iter)) {
+            PKCS12_free(p12);
+            seterr(err, errlen,
+                   "%s: not a PKCS#12 file (its iteration count exceeds the limit of %ld)", label,
+                   P12_MAX_ITER);
+            return P12_ERR_FORMAT;
+        }
         int ok = -1;
         for (int i = 0; i < ncand && ok < 0; i++)
             if (PKCS12_verify_mac(p12, cand[i], cand[i] ? (int)strlen(cand[i]) : 0)) ok = i;
@@ -681,9 +639,13 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
         }
         break;
     case WALK_UNSUPPORTED:
-        seterr(err, errlen,
-               "%s: not a PKCS#12 file (unsupported encryption algorithm%s)", label,
+        seterr(err, errlen, "%s: not a PKCS#12 file (unsupported encryption algorithm%s)", label,
                legacy_ok ? "" : "; the OpenSSL legacy provider is not available");
+        st = P12_ERR_FORMAT;
+        break;
+    case WALK_ITER:
+        seterr(err, errlen, "%s: not a PKCS#12 file (its iteration count exceeds the limit of %ld)",
+               label, P12_MAX_ITER);
         st = P12_ERR_FORMAT;
         break;
     case WALK_FORMAT:
@@ -760,7 +722,7 @@ enum p12_status p12_load_file(const char *path, const char *password, struct p12
     return s;
 }
 
-struct p12_file *p12_from_key_cert(EVP_PKEY *key, X509 *cert, STACK_OF(X509) *chain,
+struct p12_file *p12_from_key_cert(EVP_PKEY *key, X509 *cert, STACK_OF(X509) * chain,
                                    const char *alias)
 {
     if (!key || !cert || !alias) return NULL;
@@ -811,8 +773,8 @@ enum p12_status p12_select(const struct p12_file *f, const char *alias,
     size_t used = 0;
     for (size_t i = 0; f && i < f->n && used < sizeof(list); i++) {
         if (f->v[i].kind != KIND_KEY) continue;
-        int r = snprintf(list + used, sizeof(list) - used, "%s'%s'", used ? ", " : "",
-                         f->v[i].alias);
+        int r =
+            snprintf(list + used, sizeof(list) - used, "%s'%s'", used ? ", " : "", f->v[i].alias);
         if (r < 0) break;
         used += (size_t)r;
     }
@@ -841,7 +803,7 @@ X509 *p12_entry_cert(const struct p12_entry *e)
     return e->cert;
 }
 
-STACK_OF(X509) *p12_entry_chain(const struct p12_entry *e)
+STACK_OF(X509) * p12_entry_chain(const struct p12_entry *e)
 {
     return e->chain;
 }

@@ -53,7 +53,9 @@ int p12_init(char *err, size_t errlen);
  *   P12_ERR_NO_KEY       "<label>: no private key in the file; it must hold a private key
  *                         and its certificate chain"
  *   P12_ERR_KEY_MISMATCH "<label>: the private key of alias '<a>' does not match its
- *                         certificate"
+ *                         certificate" (or "... has no certificate" when none pairs with it)
+ * Every key entry is checked, not only the one that will be selected. Iteration counts
+ * above 5,000,000 (Java's limit) are refused as P12_ERR_FORMAT before any work.
  * An empty password and a NULL password are both tried for "" (OpenSSL treats them
  * differently). On success *out owns everything. */
 enum p12_status p12_parse(const void *der, size_t len, const char *password, const char *label,

@@ -1,6 +1,6 @@
-/* p12_describe.c - certificate descriptions exactly as ActiveGate's Java prints them
- * (X500Principal.toString(), java.util.Date.toString(), BigInteger.toString(16)), and
- * the JSON description of a keystore.
+/* p12_describe.c - text exactly as ActiveGate's Java makes it: certificate descriptions
+ * (X500Principal.toString(), java.util.Date.toString(), BigInteger.toString(16)), the
+ * JSON description of a keystore, and aliases lower-cased as String.toLowerCase().
  *
  * The DN is formatted from the certificate's own DER, not from OpenSSL's parsed view, so
  * the string types and the order of the attributes inside a multi-valued RDN are the
@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <jansson.h>
+#include <locale.h>
 #include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -22,6 +23,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <pthread.h>
+#include <wctype.h>
 
 /* ----- a growing string ----- */
 
@@ -415,6 +418,112 @@ char *p12_java_dn(X509 *cert, int issuer)
     return java_dn_der(der, len);
 }
 
+/* ----- aliases ----- */
+
+static pthread_once_t locale_once = PTHREAD_ONCE_INIT;
+static locale_t utf8_locale;
+
+static void locale_init(void)
+{
+    /* towlower() of the process locale would depend on setlocale(); C.UTF-8 always
+     * has the Unicode simple case mappings. */
+    utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+}
+
+static void put_utf8_ptr(char **o, uint32_t cp)
+{
+    unsigned char *u = (unsigned char *)*o;
+    if (cp < 0x80) {
+        *u++ = (unsigned char)cp;
+    } else if (cp < 0x800) {
+        *u++ = (unsigned char)(0xC0 | (cp >> 6));
+        *u++ = (unsigned char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *u++ = (unsigned char)(0xE0 | (cp >> 12));
+        *u++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        *u++ = (unsigned char)(0x80 | (cp & 0x3F));
+    } else {
+        *u++ = (unsigned char)(0xF0 | (cp >> 18));
+        *u++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+        *u++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        *u++ = (unsigned char)(0x80 | (cp & 0x3F));
+    }
+    *o = (char *)u;
+}
+
+/* Decodes UTF-8 into code points; invalid bytes are returned as themselves. */
+static size_t utf8_decode(const char *s, size_t n, uint32_t *out)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t len = c < 0x80             ? 1
+                     : (c & 0xE0) == 0xC0 ? 2
+                     : (c & 0xF0) == 0xE0 ? 3
+                     : (c & 0xF8) == 0xF0 ? 4
+                                          : 0;
+        uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1Fu) : len == 3 ? (c & 0x0Fu) : (c & 7u);
+        size_t j = 1;
+        for (; len > 1 && j < len && i + j < n && (p[i + j] & 0xC0) == 0x80; j++)
+            cp = (cp << 6) | (p[i + j] & 0x3F);
+        if (len == 0 || j < len) {
+            out[k++] = c;
+            i++;
+        } else {
+            out[k++] = cp;
+            i += len;
+        }
+    }
+    return k;
+}
+
+static int is_cased(uint32_t c)
+{
+    return c < 0x80 ? ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
+                    : (utf8_locale ? iswalpha_l((wint_t)c, utf8_locale) : iswalpha((wint_t)c)) != 0;
+}
+
+/* String.toLowerCase(Locale.ENGLISH): the simple Unicode lower-case mapping, plus
+ * Java's two context rules: U+0130 becomes "i" + U+0307, and a capital sigma at the end
+ * of a word becomes the final sigma. */
+char *p12_java_lower(const char *s)
+{
+    pthread_once(&locale_once, locale_init);
+    size_t n = strlen(s);
+    uint32_t *cp = malloc((n + 1) * sizeof(*cp));
+    char *out = malloc(n * 2 + 4 + 1); /* lower case never takes more than 2x + one 0307 */
+    if (!cp || !out) {
+        free(cp);
+        free(out);
+        return NULL;
+    }
+    size_t k = utf8_decode(s, n, cp);
+    char *o = out;
+    for (size_t i = 0; i < k; i++) {
+        uint32_t c = cp[i];
+        if (c >= 'A' && c <= 'Z') {
+            *o++ = (char)(c + 32);
+        } else if (c < 0x80) {
+            *o++ = (char)c;
+        } else if (c == 0x130) {
+            put_utf8_ptr(&o, 'i');
+            put_utf8_ptr(&o, 0x307);
+        } else if (c == 0x3A3) {
+            int final = i > 0 && is_cased(cp[i - 1]) && !(i + 1 < k && is_cased(cp[i + 1]));
+            put_utf8_ptr(&o, final ? 0x3C2 : 0x3C3);
+        } else if (c > 0x10FFFF) {
+            put_utf8_ptr(&o, 0xFFFD);
+        } else {
+            uint32_t l = utf8_locale ? (uint32_t)towlower_l((wint_t)c, utf8_locale) : c;
+            put_utf8_ptr(&o, l);
+        }
+    }
+    *o = '\0';
+    free(cp);
+    return out;
+}
+
 /* ----- dates ----- */
 
 void p12_java_date(time_t t, char *buf, size_t buflen)
@@ -489,8 +598,8 @@ char *p12_java_description(X509 *cert)
         size_t n = strlen(dn) + strlen(from) + strlen(to) + strlen(serial) + 64;
         out = malloc(n);
         if (out)
-            snprintf(out, n, "Subject:%s;Valid from:%s;Valid to:%s;Serial number:%s", dn, from,
-                     to, serial);
+            snprintf(out, n, "Subject:%s;Valid from:%s;Valid to:%s;Serial number:%s", dn, from, to,
+                     serial);
     }
     free(dn);
     free(serial);
@@ -506,8 +615,8 @@ static void iso_utc(time_t t, char *buf, size_t n)
         snprintf(buf, n, "?");
         return;
     }
-    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 static json_t *key_type(EVP_PKEY *pk)
@@ -521,8 +630,8 @@ static json_t *key_type(EVP_PKEY *pk)
     } else if (id == EVP_PKEY_EC) {
         char group[64] = "";
         size_t glen = 0;
-        if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                            sizeof(group), &glen))
+        if (!EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                            &glen))
             snprintf(group, sizeof(group), "unknown");
         const char *nist = EC_curve_nid2nist(OBJ_txt2nid(group));
         if (nist) {

@@ -177,8 +177,8 @@ static void test_created_with_promised_properties(void **state)
     assert_int_equal(EVP_PKEY_get_base_id(k), EVP_PKEY_EC);
     char group[64];
     size_t gl;
-    assert_true(EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                               sizeof(group), &gl));
+    assert_true(
+        EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &gl));
     assert_string_equal(group, "prime256v1");
     assert_int_equal(X509_get_signature_nid(c), NID_ecdsa_with_SHA256);
 
@@ -203,10 +203,9 @@ static void test_created_with_promised_properties(void **state)
         if (!found) fprintf(stderr, "missing SAN %s\n", expect[i]);
         assert_true(found);
     }
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(j, "desc"), 0),
-                                          "keyType")),
-        "EC-P256");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(j, "desc"), 0), "keyType")),
+                        "EC-P256");
     json_decref(j);
     assert_int_equal(X509_check_host(c, "localhost", 0, 0, NULL), 1);
     assert_int_equal(X509_check_ip_asc(c, "127.0.0.1", 0), 1);
@@ -257,6 +256,13 @@ static void test_reused_on_second_call(void **state)
     assert_memory_equal(before, after, l1);
     free(before);
     free(after);
+    /* a reused file readable by others is tightened to 0600 */
+    assert_int_equal(chmod(file_in(dir), 0644), 0);
+    f = load(dir, 0);
+    p12_free(f);
+    struct stat st;
+    assert_int_equal(stat(file_in(dir), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
     /* read-only mode reuses a valid file too */
     f = load(dir, 1);
     fingerprint(f, b);
@@ -315,6 +321,25 @@ static void test_regenerated_when_unreadable(void **state)
     regenerated_when(NULL, 0, 0, 1);
 }
 
+/* An encrypted key in the file (never written by certgate) must not make OpenSSL prompt
+ * for a password: it is treated as unreadable and replaced. */
+static void test_encrypted_key_is_replaced_without_prompt(void **state)
+{
+    const char *dir = new_dir();
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    FILE *f = fopen(file_in(dir), "w");
+    assert_non_null(f);
+    assert_true(PEM_write_PrivateKey(f, k, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)"pw"));
+    fclose(f);
+    EVP_PKEY_free(k);
+    struct p12_file *p = load(dir, 0);
+    p12_free(p);
+    size_t l;
+    char *pem = slurp(file_in(dir), &l);
+    assert_null(strstr(pem, "ENCRYPTED"));
+    free(pem);
+}
+
 static void test_readonly_writes_nothing(void **state)
 {
     const char *dir = new_dir();
@@ -360,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_regenerated_when_expired),
         cmocka_unit_test(test_regenerated_for_another_host),
         cmocka_unit_test(test_regenerated_when_unreadable),
+        cmocka_unit_test(test_encrypted_key_is_replaced_without_prompt),
         cmocka_unit_test(test_readonly_writes_nothing),
         cmocka_unit_test(test_unwritable_folder_still_serves),
     };

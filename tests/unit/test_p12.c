@@ -166,8 +166,8 @@ static void write_p12(const char *name, const struct bag *bags, size_t n, const 
                                               (int)strlen(bags[i].keyid)));
         if (bags[i].trusted) {
             ASN1_OBJECT *any = OBJ_txt2obj("2.5.29.37.0", 1);
-            assert_true(PKCS12_add1_attr_by_txt(b, "2.16.840.1.113894.746875.1.1",
-                                                V_ASN1_OBJECT, (unsigned char *)any, -1));
+            assert_true(PKCS12_add1_attr_by_txt(b, "2.16.840.1.113894.746875.1.1", V_ASN1_OBJECT,
+                                                (unsigned char *)any, -1));
             ASN1_OBJECT_free(any);
         }
     }
@@ -175,8 +175,7 @@ static void write_p12(const char *name, const struct bag *bags, size_t n, const 
     if (keys) assert_true(PKCS12_add_safe(&safes, keys, -1, 0, NULL));
     PKCS12 *p12 = PKCS12_add_safes(safes, 0);
     assert_non_null(p12);
-    if (macpass)
-        assert_true(PKCS12_set_mac(p12, macpass, -1, NULL, 0, 2048, EVP_sha256()));
+    if (macpass) assert_true(PKCS12_set_mac(p12, macpass, -1, NULL, 0, 2048, EVP_sha256()));
     FILE *f = fopen(path_of(name), "wb");
     assert_non_null(f);
     assert_true(i2d_PKCS12_fp(f, p12));
@@ -476,6 +475,23 @@ static void test_legacy_rc2_3des(void **state)
     p12_free(f);
 }
 
+/* keytool's own legacy format (PBEWithSHA1AndRC2_40 certificates, 3DES keys) */
+static void test_keytool_legacy_store(void **state)
+{
+    assert_int_equal(run("keytool -J-Dkeystore.pkcs12.legacy -genkeypair -storetype PKCS12 "
+                         "-keystore jlegacy.p12 -storepass secret -alias Old -keyalg EC "
+                         "-dname CN=old -validity 30"),
+                     0);
+    assert_int_equal(run("openssl pkcs12 -in jlegacy.p12 -info -noout -passin pass:secret "
+                         "-legacy 2>&1 | grep -q 'RC2'"),
+                     0);
+    struct p12_file *f = load_ok("jlegacy.p12", "secret");
+    assert_int_equal(p12_count(f), 1);
+    assert_string_equal(p12_entry_alias(p12_get(f, 0)), "old");
+    assert_string_equal(cert_cn(p12_entry_cert(p12_get(f, 0))), "old");
+    p12_free(f);
+}
+
 static void test_no_friendly_name_gets_1(void **state)
 {
     struct p12_file *f = load_ok("noname.p12", "secret");
@@ -591,11 +607,8 @@ static void test_unnamed_entries_counter(void **state)
     EVP_PKEY *k1 = gen_ec(), *k2 = gen_ec(), *k3 = gen_ec();
     X509 *c1 = simple_cert(k1, "one"), *c2 = simple_cert(k2, "two"), *c3 = simple_cert(k3, "ca");
     struct bag bags[] = {
-        {NULL, c1, NULL, "id-1", 0},
-        {NULL, c2, NULL, "id-2", 0},
-        {NULL, c3, NULL, NULL, 1},
-        {k1, NULL, NULL, "id-1", 0},
-        {k2, NULL, NULL, "id-2", 0},
+        {NULL, c1, NULL, "id-1", 0}, {NULL, c2, NULL, "id-2", 0}, {NULL, c3, NULL, NULL, 1},
+        {k1, NULL, NULL, "id-1", 0}, {k2, NULL, NULL, "id-2", 0},
     };
     write_p12("unnamed.p12", bags, 5, "pw", "pw");
     struct p12_file *f = load_ok("unnamed.p12", "pw");
@@ -749,9 +762,8 @@ static void test_refuse_key_mismatch(void **state)
     write_p12("mismatch.p12", bags, 2, "pw", "pw");
     char err[256];
     assert_int_equal(load_err("mismatch.p12", "pw", err, sizeof(err)), P12_ERR_KEY_MISMATCH);
-    assert_string_equal(err,
-                        "mismatch.p12: the private key of alias 'mixed' does not match its "
-                        "certificate");
+    assert_string_equal(err, "mismatch.p12: the private key of alias 'mixed' does not match its "
+                             "certificate");
     EVP_PKEY_free(k1);
     EVP_PKEY_free(k2);
     X509_free(c2);
@@ -776,6 +788,66 @@ static void test_refuse_not_pkcs12(void **state)
     assert_int_equal(p12_parse("abc", 3, "x", "mem", &f, err, sizeof(err)), P12_ERR_FORMAT);
     assert_null(f);
     assert_prefix(err, "mem: not a PKCS#12 file (");
+}
+
+/* Java refuses iteration counts above 5,000,000; so does certgate, before any work. */
+static void test_refuse_huge_iteration_count(void **state)
+{
+    FILE *in = fopen(path_of("rsa.p12"), "rb");
+    assert_non_null(in);
+    PKCS12 *p12 = d2i_PKCS12_fp(in, NULL);
+    fclose(in);
+    assert_non_null(p12);
+    const ASN1_INTEGER *iter = NULL;
+    PKCS12_get0_mac(NULL, NULL, NULL, &iter, p12);
+    assert_non_null(iter);
+    assert_true(ASN1_INTEGER_set((ASN1_INTEGER *)iter, 2000000000L));
+    FILE *out = fopen(path_of("iter.p12"), "wb");
+    assert_non_null(out);
+    assert_true(i2d_PKCS12_fp(out, p12));
+    fclose(out);
+    PKCS12_free(p12);
+    char err[256];
+    time_t t0 = time(NULL);
+    assert_int_equal(load_err("iter.p12", "secret", err, sizeof(err)), P12_ERR_FORMAT);
+    assert_true(time(NULL) - t0 < 5);
+    assert_string_equal(err, "iter.p12: not a PKCS#12 file (its iteration count exceeds the "
+                             "limit of 5000000)");
+}
+
+/* Truncations and bit flips of a file without MAC (so the walk itself sees the damage):
+ * never a crash or a leak (run under ASan), and a refusal always names the file. */
+static void test_corrupt_inputs(void **state)
+{
+    FILE *in = fopen(path_of("nomac.p12"), "rb");
+    assert_non_null(in);
+    unsigned char buf[16384];
+    size_t n = fread(buf, 1, sizeof(buf), in);
+    fclose(in);
+    assert_true(n > 100 && n < sizeof(buf));
+    struct p12_file *f = NULL;
+    char err[256];
+    for (size_t len = 0; len < n; len += 37) {
+        enum p12_status st = p12_parse(buf, len, "secret", "cut", &f, err, sizeof(err));
+        assert_int_not_equal(st, P12_OK);
+        assert_null(f);
+    }
+    unsigned int seed = 12345;
+    for (int i = 0; i < 300; i++) {
+        unsigned char copy_buf[16384];
+        memcpy(copy_buf, buf, n);
+        size_t pos = (size_t)rand_r(&seed) % n;
+        copy_buf[pos] ^= (unsigned char)(1u << (rand_r(&seed) % 8));
+        enum p12_status st = p12_parse(copy_buf, n, "secret", "flip", &f, err, sizeof(err));
+        if (st == P12_OK) {
+            assert_non_null(f);
+            p12_free(f);
+            f = NULL;
+        } else {
+            assert_null(f);
+            assert_true(strncmp(err, "flip: ", 6) == 0);
+        }
+    }
 }
 
 static void test_from_key_cert(void **state)
@@ -857,18 +929,18 @@ static void test_describe_crafted_names_vs_keytool(void **state)
                                            (const unsigned char *)"DE", 2, -1, 0));
     assert_true(X509_NAME_add_entry_by_txt(n, "O", V_ASN1_T61STRING, t61, sizeof(t61), -1, 0));
     assert_true(X509_NAME_add_entry_by_txt(n, "OU", V_ASN1_BMPSTRING, bmp, sizeof(bmp), -1, 0));
-    assert_true(X509_NAME_add_entry_by_txt(n, "OU", V_ASN1_UNIVERSALSTRING, univ, sizeof(univ),
-                                           -1, 0));
-    assert_true(X509_NAME_add_entry_by_txt(n, "2.5.4.3", V_ASN1_NUMERICSTRING, num, sizeof(num),
-                                           -1, 0));
+    assert_true(
+        X509_NAME_add_entry_by_txt(n, "OU", V_ASN1_UNIVERSALSTRING, univ, sizeof(univ), -1, 0));
+    assert_true(
+        X509_NAME_add_entry_by_txt(n, "2.5.4.3", V_ASN1_NUMERICSTRING, num, sizeof(num), -1, 0));
     assert_true(X509_NAME_add_entry_by_txt(n, "1.2.3.4", V_ASN1_UTF8STRING,
                                            (const unsigned char *)"foo", 3, -1, 0));
     assert_true(X509_NAME_add_entry_by_txt(n, "1.2.3.5", V_ASN1_IA5STRING,
                                            (const unsigned char *)"x,y", 3, -1, 0));
-    assert_true(X509_NAME_add_entry_by_txt(n, "GN", V_ASN1_UTF8STRING,
-                                           (const unsigned char *)"Jo", 2, -1, 0));
-    assert_true(X509_NAME_add_entry_by_txt(n, "SN", V_ASN1_UTF8STRING,
-                                           (const unsigned char *)"Doe", 3, -1, 0));
+    assert_true(X509_NAME_add_entry_by_txt(n, "GN", V_ASN1_UTF8STRING, (const unsigned char *)"Jo",
+                                           2, -1, 0));
+    assert_true(X509_NAME_add_entry_by_txt(n, "SN", V_ASN1_UTF8STRING, (const unsigned char *)"Doe",
+                                           3, -1, 0));
     assert_true(X509_NAME_add_entry_by_txt(n, "initials", V_ASN1_UTF8STRING,
                                            (const unsigned char *)"JD", 2, -1, 0));
     assert_true(X509_NAME_add_entry_by_txt(n, "generationQualifier", V_ASN1_UTF8STRING,
@@ -877,11 +949,10 @@ static void test_describe_crafted_names_vs_keytool(void **state)
                                            (const unsigned char *)"q", 1, -1, 0));
     assert_true(X509_NAME_add_entry_by_txt(n, "1.3.6.1.4.1.42.2.11.2.1", V_ASN1_PRINTABLESTRING,
                                            (const unsigned char *)"10.0.0.1", 8, -1, 0));
-    assert_true(X509_NAME_add_entry_by_txt(n, "OU", V_ASN1_UTF8STRING,
-                                           (const unsigned char *)"\"quoted, already\"", 17, -1,
-                                           0));
-    assert_true(X509_NAME_add_entry_by_txt(n, "OU", V_ASN1_UTF8STRING,
-                                           (const unsigned char *)"", 0, -1, 0));
+    assert_true(X509_NAME_add_entry_by_txt(
+        n, "OU", V_ASN1_UTF8STRING, (const unsigned char *)"\"quoted, already\"", 17, -1, 0));
+    assert_true(X509_NAME_add_entry_by_txt(n, "OU", V_ASN1_UTF8STRING, (const unsigned char *)"", 0,
+                                           -1, 0));
     assert_true(X509_NAME_add_entry_by_txt(n, "DC", V_ASN1_IA5STRING,
                                            (const unsigned char *)"example", 7, -1, 0));
     assert_true(X509_NAME_add_entry_by_txt(n, "CN", V_ASN1_UTF8STRING,
@@ -926,10 +997,11 @@ static void test_describe_crafted_names_vs_keytool(void **state)
     /* and the exact strings, so a keytool change would be noticed too */
     use_ny_tz();
     char *dn = p12_java_dn(c1, 0);
-    assert_string_equal(dn, "CN=\"#hash = sign\", DC=example, OU=, OU=\"quoted, already\", "
-                            "IP=10.0.0.1, DNQ=q, GENERATION=III, INITIALS=JD, SURNAME=Doe, "
-                            "GIVENNAME=Jo, OID.1.2.3.5=\"x,y\", OID.1.2.3.4=foo, CN=#1203313233, "
-                            "OU=ab\xF0\x9F\x98\x80, OU=Zo\xC3\xAB \xE2\x82\xAC, O=Caf\xC3\xA9, C=DE");
+    assert_string_equal(dn,
+                        "CN=\"#hash = sign\", DC=example, OU=, OU=\"quoted, already\", "
+                        "IP=10.0.0.1, DNQ=q, GENERATION=III, INITIALS=JD, SURNAME=Doe, "
+                        "GIVENNAME=Jo, OID.1.2.3.5=\"x,y\", OID.1.2.3.4=foo, CN=#1203313233, "
+                        "OU=ab\xF0\x9F\x98\x80, OU=Zo\xC3\xAB \xE2\x82\xAC, O=Caf\xC3\xA9, C=DE");
     free(dn);
     char *desc = p12_java_description(c1);
     assert_string_equal(strstr(desc, ";Valid from:"),
@@ -960,8 +1032,7 @@ static void test_describe_json_fields(void **state)
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         assert_true(json_is_string(json_object_get(d, fields[i])));
     assert_string_equal(json_string_value(json_object_get(d, "subject")), "CN=leaf.example.com");
-    assert_string_equal(json_string_value(json_object_get(d, "issuer")),
-                        "CN=Test Intermediate CA");
+    assert_string_equal(json_string_value(json_object_get(d, "issuer")), "CN=Test Intermediate CA");
     long long days = json_integer_value(json_object_get(d, "daysLeft"));
     assert_true(days >= 298 && days <= 300);
     const char *nb = json_string_value(json_object_get(d, "notBefore"));
@@ -990,6 +1061,7 @@ int main(void)
         cmocka_unit_test(test_openssl_rsa_friendly_name),
         cmocka_unit_test(test_openssl_ecdsa),
         cmocka_unit_test(test_legacy_rc2_3des),
+        cmocka_unit_test(test_keytool_legacy_store),
         cmocka_unit_test(test_no_friendly_name_gets_1),
         cmocka_unit_test(test_empty_password),
         cmocka_unit_test(test_no_mac),
@@ -1003,6 +1075,8 @@ int main(void)
         cmocka_unit_test(test_refuse_no_key),
         cmocka_unit_test(test_refuse_key_mismatch),
         cmocka_unit_test(test_refuse_not_pkcs12),
+        cmocka_unit_test(test_refuse_huge_iteration_count),
+        cmocka_unit_test(test_corrupt_inputs),
         cmocka_unit_test(test_from_key_cert),
         cmocka_unit_test(test_java_date),
         cmocka_unit_test(test_describe_openssl_odd_dn_vs_keytool),
