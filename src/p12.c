@@ -762,13 +762,17 @@ enum p12_status p12_select(const struct p12_file *f, const char *alias,
                            const struct p12_entry **out, char *err, size_t errlen)
 {
     *out = NULL;
+    /* like Java's KeyStore.getKey(): the alias asked for is lower-cased too */
+    char *want = alias && *alias ? p12_java_lower(alias) : NULL;
     for (size_t i = 0; f && i < f->n; i++) {
         if (f->v[i].kind != KIND_KEY) continue;
-        if (!alias || !*alias || strcmp(f->v[i].alias, alias) == 0) {
+        if (!want || strcmp(f->v[i].alias, want) == 0) {
+            free(want);
             *out = &f->v[i];
             return P12_OK;
         }
     }
+    free(want);
     char list[512] = "";
     size_t used = 0;
     for (size_t i = 0; f && i < f->n && used < sizeof(list); i++) {
