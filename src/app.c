@@ -7,6 +7,8 @@
 #include "gw.h"
 #include "http.h"
 #include "log.h"
+#include "proxy.h"
+#include "server.h"
 #include "secret.h"
 
 #include <http_parser.h>
@@ -29,11 +31,6 @@ static void health(struct http_exchange *x)
     http_respond(x, 200, "text/plain", NULL, "RUNNING", 7);
 }
 
-static void not_found(struct http_exchange *x)
-{
-    http_respond_text(x, 404, "not found: %s", http_req(x)->path);
-}
-
 static void route(const struct http_request *r, const struct gw_snap *snap,
                   struct http_route *out)
 {
@@ -46,12 +43,17 @@ static void route(const struct http_request *r, const struct gw_snap *snap,
         api_route(r, snap, out);
         return;
     }
-    out->handle = not_found;
+    proxy_route(r, snap, out);
 }
 
 void app_init(void)
 {
+    static const struct server_hooks hooks = {
+        .worker_stopping = proxy_worker_stopping,
+        .worker_exit = proxy_worker_exit,
+    };
     http_set_router(route);
+    server_set_hooks(&hooks);
 }
 
 void app_started(void)

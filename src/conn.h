@@ -86,6 +86,7 @@ struct worker {
     unsigned nfree_bufs;
     void *free_xs; /* freelist of exchanges */
     unsigned nfree_xs;
+    void *app; /* per-worker state of the routes (the proxy's pools) */
 };
 
 /* server.c */

@@ -8,6 +8,7 @@
 #include "p12.h"
 #include "secret.h"
 #include "tls.h"
+#include "upstream.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -31,6 +32,7 @@ static char *active_alias; /* alias of the served entry */
 static struct p12_file *active_p12;  /* custom keystore, NULL for default */
 static struct p12_file *default_p12; /* the default certificate, loaded lazily */
 static char *fallback_reason;        /* why the configured certificate is not served */
+static struct upstream *cur_upstream; /* built from cur_settings.upstream */
 
 /* publication */
 static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -52,8 +54,7 @@ void gw_unlock(void)
 static void snap_free(struct gw_snap *s)
 {
     if (s->ctx) tls_ctx_unref(s->ctx);
-    free(s->upstream.url);
-    free(s->upstream.ca_file);
+    upstream_unref(s->upstream);
     free(s);
 }
 
@@ -85,7 +86,8 @@ int gw_snap_refresh(struct gw_snap **cur)
     return 1;
 }
 
-static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settings *s);
+static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settings *s,
+                                struct upstream *up);
 
 /* Publishes n (taken over): one pointer swap. */
 static void publish_snap(struct gw_snap *n)
@@ -100,9 +102,9 @@ static void publish_snap(struct gw_snap *n)
 }
 
 /* Publishes a snapshot made of ctx (taken over) and settings s. */
-static int publish(struct ssl_ctx_st *ctx, const struct conf_settings *s)
+static int publish(struct ssl_ctx_st *ctx, const struct conf_settings *s, struct upstream *up)
 {
-    struct gw_snap *n = snap_new(ctx, s);
+    struct gw_snap *n = snap_new(ctx, s, up);
     if (!n) {
         tls_ctx_unref(ctx);
         return -1;
@@ -250,6 +252,18 @@ static int apply(int initial, char *err, size_t errlen)
     if (!initial && (s.port_ssl != cur_settings.port_ssl || s.port_http != cur_settings.port_http))
         log_warn("%s: a changed port-ssl or port takes effect at the next restart",
                  gw_paths.conf_path);
+    struct upstream *up = NULL;
+    if (s.upstream.url) {
+        if (upstream_same(cur_upstream, &s.upstream)) {
+            up = upstream_ref(cur_upstream);
+        } else if (upstream_new(&s.upstream, &up, err, errlen) != 0) {
+            conf_settings_free(&s);
+            return -1;
+        }
+        if (!s.upstream.verify && !upstream_same(cur_upstream, &s.upstream))
+            log_warn("[upstream] verify = false: the certificate of %s is NOT checked; anyone "
+                     "on the path can read and change the forwarded traffic", s.upstream.url);
+    }
     struct p12_file *p12 = NULL;
     struct ssl_ctx_st *ctx = NULL;
     char why[600] = "";
@@ -259,6 +273,7 @@ static int apply(int initial, char *err, size_t errlen)
             if (!initial) {
                 snprintf(err, errlen, "%s", why);
                 conf_settings_free(&s);
+                upstream_unref(up);
                 return -1;
             }
             fallback = 1;
@@ -269,14 +284,18 @@ static int apply(int initial, char *err, size_t errlen)
     }
     if (!ctx && load_default(&s, &ctx, err, errlen) != 0) {
         conf_settings_free(&s);
+        upstream_unref(up);
         return -1;
     }
-    if (publish(ctx, &s) != 0) {
+    if (publish(ctx, &s, up) != 0) {
         snprintf(err, errlen, "out of memory");
         p12_free(p12);
         conf_settings_free(&s);
+        upstream_unref(up);
         return -1;
     }
+    upstream_unref(cur_upstream);
+    cur_upstream = up;
     p12_free(active_p12);
     active_p12 = p12;
     set_str(&active_file, p12 ? s.certificate_file : NULL);
@@ -369,8 +388,9 @@ struct gw_change {
     char *alias;
 };
 
-/* A snapshot like the published one, with another TLS context. */
-static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settings *s)
+/* A snapshot of ctx (taken over on success), settings s and upstream up (referenced). */
+static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settings *s,
+                                struct upstream *up)
 {
     struct gw_snap *n = calloc(1, sizeof *n);
     if (!n) return NULL;
@@ -380,15 +400,7 @@ static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settin
     n->keepalive_timeout_ms = s->keepalive_timeout_ms;
     n->header_timeout_ms = s->header_timeout_ms;
     n->body_timeout_ms = s->body_timeout_ms;
-    n->upstream = s->upstream;
-    n->upstream.url = s->upstream.url ? strdup(s->upstream.url) : NULL;
-    n->upstream.ca_file = s->upstream.ca_file ? strdup(s->upstream.ca_file) : NULL;
-    n->has_upstream = n->upstream.url != NULL;
-    if ((s->upstream.url && !n->upstream.url) || (s->upstream.ca_file && !n->upstream.ca_file)) {
-        n->ctx = NULL;
-        snap_free(n);
-        return NULL;
-    }
+    n->upstream = upstream_ref(up);
     return n;
 }
 
@@ -402,7 +414,7 @@ struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, cha
     struct ssl_ctx_st *ctx = tls_server_ctx_new(&o, e, err, errlen);
     if (!ctx) return NULL;
     struct gw_change *ch = calloc(1, sizeof *ch);
-    if (ch) ch->snap = snap_new(ctx, &cur_settings);
+    if (ch) ch->snap = snap_new(ctx, &cur_settings, cur_upstream);
     if (ch) ch->alias = strdup(p12_entry_alias(e));
     if (!ch || !ch->snap || !ch->alias) {
         if (ch && ch->snap) gw_snap_release(ch->snap);
@@ -511,6 +523,8 @@ void gw_close(void)
     set_str(&active_alias, NULL);
     set_str(&fallback_reason, NULL);
     conf_settings_free(&cur_settings);
+    upstream_unref(cur_upstream);
+    cur_upstream = NULL;
     secret_key_wipe(&skey);
     free(gw_paths.data_dir);
     free(gw_paths.config_dir);

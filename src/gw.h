@@ -17,6 +17,7 @@
 
 struct ssl_ctx_st;
 struct p12_file;
+struct upstream;
 
 struct gw_snap {
     _Atomic unsigned refs;
@@ -25,8 +26,7 @@ struct gw_snap {
     /* copies of the settings the hot path reads */
     size_t max_upload_bytes;
     unsigned keepalive_timeout_ms, header_timeout_ms, body_timeout_ms;
-    int has_upstream;
-    struct conf_upstream upstream; /* strings owned by the snapshot */
+    struct upstream *upstream; /* NULL: no upstream configured; one reference held */
 };
 
 /* The generation of the published snapshot; cheap (one atomic load). */

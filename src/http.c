@@ -46,6 +46,7 @@ struct http_exchange {
     int status;
     uint64_t bytes_out;
     uint64_t start_ms;
+    int64_t upstream_ms;
     char peer[48];
 };
 
@@ -88,7 +89,17 @@ const char *http_peer(struct http_exchange *x)
 
 void *http_loop(struct http_exchange *x)
 {
-    return x->c ? &x->c->w->loop : NULL;
+    return &x->w->loop;
+}
+
+void **http_worker_slot(struct http_exchange *x)
+{
+    return &x->w->app;
+}
+
+void http_set_upstream_ms(struct http_exchange *x, int64_t ms)
+{
+    x->upstream_ms = ms;
 }
 
 const char *http_reason(int status)
@@ -149,6 +160,7 @@ static struct http_exchange *x_new(struct conn *c)
     x->streaming = x->stream_chunked = x->stream_nobody = x->want_drain = 0;
     x->status = 0;
     x->bytes_out = 0;
+    x->upstream_ms = -1;
     x->peer[0] = 0;
     x->c = c;
     x->w = w;
@@ -212,13 +224,16 @@ static void out_printf(struct conn *c, const char *fmt, ...)
     if (n > 0) out_put(c, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
-/* Status line and the headers every answer carries. */
+/* Status line and the headers every answer carries (Date and Server only on our own
+ * answers, not on relayed ones). */
 static void out_head(struct conn *c, struct http_exchange *x, int status, const char *reason,
-                     int close)
+                     int close, int own)
 {
-    out_printf(c, "HTTP/1.1 %d %s\r\n", status, reason ? reason : http_reason(status));
-    out_put(c, c->w->date, strlen(c->w->date));
-    out_put(c, "Server: certgate\r\n", 18);
+    out_printf(c, "HTTP/1.1 %d %s\r\n", status, reason && *reason ? reason : http_reason(status));
+    if (own) {
+        out_put(c, c->w->date, strlen(c->w->date));
+        out_put(c, "Server: certgate\r\n", 18);
+    }
     if (close)
         out_put(c, "Connection: close\r\n", 19);
     else if (x->req.http_minor == 0)
@@ -253,7 +268,7 @@ void http_respond(struct http_exchange *x, int status, const char *ctype, const 
     int close = answer_closes(x);
     if (close) c->close_after = 1;
     size_t start = c->olen;
-    out_head(c, x, status, NULL, close);
+    out_head(c, x, status, NULL, close, 1);
     if (ctype) out_printf(c, "Content-Type: %s\r\n", ctype);
     out_printf(c, "Content-Length: %zu\r\n", len);
     if (extra) out_put(c, extra, strlen(extra));
@@ -294,7 +309,7 @@ void http_stream_begin(struct http_exchange *x, int status, const char *reason, 
     x->stream_nobody = (unsigned)nobody;
     if (close) c->close_after = 1;
     size_t start = c->olen;
-    out_head(c, x, status, reason, close);
+    out_head(c, x, status, reason, close, 0);
     if (head) out_put(c, head, strlen(head));
     if (content_length >= 0 && status >= 200)
         out_printf(c, "Content-Length: %lld\r\n", (long long)content_length);
@@ -525,7 +540,7 @@ static int on_headers_complete(http_parser *p)
     } else {
         x->streaming = 0;
         if (x->route.on_start) x->route.on_start(x);
-        if (x->done || !c->x) return -1; /* answered at once (e.g. 503): stop parsing */
+        if (x->done) return has_body ? -1 : 0; /* answered at once (e.g. 502) */
     }
     if (has_body && x->req.expect_continue && p->http_minor >= 1 && !x->done)
         out_put(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -650,8 +665,9 @@ static void parse_input(struct conn *c)
 static void finish_exchange(struct conn *c)
 {
     struct http_exchange *x = c->x;
-    accesslog_request(x->c ? http_peer(x) : "-", x->req.method_name, x->req.target, x->status,
-                      x->bytes_out, uv_now(&c->w->loop) - x->start_ms);
+    if (accesslog_enabled())
+        accesslog_request_up(http_peer(x), x->req.method_name, x->req.target, x->status,
+                             x->bytes_out, uv_now(&c->w->loop) - x->start_ms, x->upstream_ms);
     c->x = NULL;
     c->requests++;
     if (!x->complete || !x->keep_alive) c->close_after = 1;

@@ -47,6 +47,10 @@ const char *http_header(const struct http_request *r, const char *name);
 const char *http_peer(struct http_exchange *x);
 /* The event loop of the exchange's thread (uv_loop_t *), for uv_queue_work. */
 void *http_loop(struct http_exchange *x);
+/* The worker's slot for per-thread route state (see server_set_hooks). */
+void **http_worker_slot(struct http_exchange *x);
+/* Records the upstream's time for the access log. */
+void http_set_upstream_ms(struct http_exchange *x, int64_t ms);
 
 struct http_route {
     /* Buffered routes: called once the whole body is in req->body. */
@@ -88,8 +92,10 @@ void http_respond_text(struct http_exchange *x, int status, const char *fmt, ...
     __attribute__((format(printf, 3, 4)));
 
 /* Streaming answers (proxy). begin writes the status line and headers (head is a block
- * of "Name: value\r\n" lines from the upstream, hop-by-hop ones already removed; the
- * framing is chosen here: chunked unless content_length >= 0). write queues body
+ * of "Name: value\r\n" lines from the upstream, hop-by-hop and framing ones already
+ * removed, relayed as they are: no Date or Server of ours is added; the framing is
+ * chosen here: Content-Length when content_length >= 0, else chunked, or the end of the
+ * connection for an HTTP/1.0 client). write queues body
  * bytes; it returns the bytes now queued for the client, so the caller stops reading
  * from its source above HTTP_OUT_HIGH and waits for on_drain. end completes it. */
 #define HTTP_OUT_HIGH (256 * 1024)

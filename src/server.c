@@ -25,6 +25,7 @@
 #define MAX_FREE_BUFS 64
 
 static struct worker *workers;
+static struct server_hooks hooks;
 static int nworkers;
 static unsigned bound_https_port;
 
@@ -119,6 +120,11 @@ static int open_listeners(const char *host, unsigned port, int tls, char *err, s
              strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port, nworkers,
              nworkers == 1 ? "" : "s");
     return 0;
+}
+
+void server_set_hooks(const struct server_hooks *h)
+{
+    hooks = *h;
 }
 
 unsigned server_https_port(void)
@@ -535,6 +541,7 @@ static void on_wakeup(uv_async_t *a)
     for (int j = 0; j < w->nlisteners; j++)
         uv_close((uv_handle_t *)&w->listeners[j].poll, listener_closed);
     w->nlisteners = 0;
+    if (hooks.worker_stopping) hooks.worker_stopping(&w->loop, &w->app);
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = c->next;
         c->draining = 1;
@@ -548,6 +555,10 @@ static void worker_main(void *arg)
 {
     struct worker *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    if (hooks.worker_exit) {
+        hooks.worker_exit(&w->loop, &w->app);
+        uv_run(&w->loop, UV_RUN_DEFAULT); /* let closed handles finish */
+    }
     accesslog_flush();
     while (w->free_bufs) {
         void *b = w->free_bufs;

@@ -15,6 +15,15 @@ struct server_config {
     int threads;             /* >= 1 */
 };
 
+/* Per-worker hooks of the application (each gets the worker's loop (uv_loop_t *) and its
+ * app slot): stopping is called when the worker stops accepting (close idle pooled
+ * connections there), exit when its loop has ended (free the slot's state). */
+struct server_hooks {
+    void (*worker_stopping)(void *loop, void **app);
+    void (*worker_exit)(void *loop, void **app);
+};
+void server_set_hooks(const struct server_hooks *hooks);
+
 /* Binds the listening sockets (failing with a sentence such as "cannot listen on
  * 0.0.0.0:9999: Address already in use") and starts the workers. */
 int server_start(const struct server_config *cfg, char *err, size_t errlen);

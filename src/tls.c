@@ -388,3 +388,77 @@ void tls_last_error(char *buf, size_t len)
     }
     ERR_clear_error();
 }
+
+/* ----- client side ----- */
+
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    SSL_SESSION **slot = SSL_get_app_data(ssl);
+    if (!slot || !SSL_SESSION_is_resumable(sess)) return 0;
+    if (*slot) SSL_SESSION_free(*slot);
+    *slot = sess;
+    return 1; /* we keep the reference */
+}
+
+SSL_CTX *tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "OpenSSL could not create a client TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+    static const unsigned char h11[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(ctx, h11, sizeof h11 - 1);
+    if (verify) {
+        int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                         : SSL_CTX_set_default_verify_paths(ctx);
+        if (!ok) {
+            char why[200];
+            tls_last_error(why, sizeof why);
+            snprintf(err, errlen, "cannot load the CA certificates %s: %s",
+                     ca_file ? ca_file : "of the system store", why);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}
+
+SSL *tls_client_conn_new(SSL_CTX *ctx, int fd, const char *host, int host_is_ip,
+                         SSL_SESSION **session_slot)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl) return NULL;
+    int ok = SSL_set_fd(ssl, fd);
+    if (ok && host_is_ip)
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
+    else if (ok)
+        ok = SSL_set_tlsext_host_name(ssl, host) && SSL_set1_host(ssl, host);
+    if (!ok) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_app_data(ssl, session_slot);
+    if (session_slot && *session_slot) SSL_set_session(ssl, *session_slot);
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+const char *tls_conn_verify_error(SSL *ssl)
+{
+    long v = SSL_get_verify_result(ssl);
+    return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
+}
+
+void tls_session_free(SSL_SESSION *s)
+{
+    SSL_SESSION_free(s);
+}

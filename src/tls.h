@@ -85,4 +85,24 @@ const char *tls_conn_cipher(struct ssl_st *ssl);
 /* The last OpenSSL error queue entry as text (and clears the queue); for debug logs. */
 void tls_last_error(char *buf, size_t len);
 
+
+/* ----- client side (HTTPS upstreams) ----- */
+
+struct ssl_session_st;
+
+/* A client context: TLS 1.2+, peer verification against ca_file (PEM bundle) or the
+ * system store when ca_file is NULL; verify == 0 turns verification off. Sessions are
+ * handed to the slot given to tls_client_conn_new (for resumption). */
+struct ssl_ctx_st *tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t errlen);
+
+/* A client connection on a connecting non-blocking socket: SNI and host-name check for
+ * host (an IP address is checked as such, without SNI). When *session_slot holds a
+ * session it is offered for resumption; new sessions from the server are stored there
+ * (the previous one freed). The slot must outlive the connection. */
+struct ssl_st *tls_client_conn_new(struct ssl_ctx_st *ctx, int fd, const char *host,
+                                   int host_is_ip, struct ssl_session_st **session_slot);
+/* Why verification failed ("hostname mismatch", ...), or NULL when it did not. */
+const char *tls_conn_verify_error(struct ssl_st *ssl);
+void tls_session_free(struct ssl_session_st *s);
+
 #endif

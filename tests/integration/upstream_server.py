@@ -1,0 +1,185 @@
+"""A small HTTP/1.1 upstream for the proxy tests (standard library only).
+
+Run: python3 upstream_server.py PORT   (prints "ready PORT" when listening; PORT 0 picks one)
+
+Routes:
+  /echo...            JSON: method, path (with query), headers, body length and sha256
+  /status/N           answers status N with a short body
+  /chunked            a chunked answer of several chunks
+  /big?bytes=N[&chunked=1]   N bytes of a repeating pattern (Content-Length or chunked)
+  /sink               reads the request body (sized or chunked); JSON: length, sha256
+  /slow?s=S           waits S seconds, then answers
+  /close              closes the connection without answering
+  /flaky...           answers the first request of a connection; closes without answering
+                      on any later request of the same connection
+  /conn               the number of the TCP connection this request came on
+  /headers            answers with several custom headers, Set-Cookie twice
+Any method works; HEAD gets the headers of GET.
+"""
+import hashlib
+import json
+import socket
+import socketserver
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PATTERN = bytes(range(256)) * 256  # 64 KiB
+conn_counter = [0]
+lock = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "upstream-test"
+
+    def setup(self):
+        super().setup()
+        with lock:
+            conn_counter[0] += 1
+            self.conn_id = conn_counter[0]
+        self.requests_on_conn = 0
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def read_body(self):
+        h = hashlib.sha256()
+        n = 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                line = self.rfile.readline()
+                size = int(line.strip().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                left = size
+                while left:
+                    chunk = self.rfile.read(min(left, 1 << 20))
+                    h.update(chunk)
+                    n += len(chunk)
+                    left -= len(chunk)
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("Content-Length") or 0)
+            while left:
+                chunk = self.rfile.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                h.update(chunk)
+                n += len(chunk)
+                left -= len(chunk)
+        return n, h.hexdigest()
+
+    def send_json(self, obj, status=200):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        self.requests_on_conn += 1
+        u = urllib.parse.urlsplit(self.path)
+        q = urllib.parse.parse_qs(u.query)
+        p = u.path
+        if p.startswith("/flaky") and self.requests_on_conn > 1:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if p == "/close":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        n, digest = self.read_body()
+        if p.startswith("/echo") or p.startswith("/flaky"):
+            self.send_json({"method": self.command, "path": self.path,
+                            "headers": [[k, v] for k, v in self.headers.items()],
+                            "body_len": n, "body_sha256": digest, "conn": self.conn_id})
+        elif p.startswith("/status/"):
+            code = int(p.split("/")[2])
+            body = ("status %d\n" % code).encode()
+            self.send_response(code)
+            if code not in (204, 304):
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD" and code not in (204, 304):
+                self.wfile.write(body)
+        elif p == "/chunked":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if self.command != "HEAD":
+                for i in range(5):
+                    part = ("chunk %d\n" % i).encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+        elif p == "/big":
+            total = int(q.get("bytes", ["1048576"])[0])
+            chunked = q.get("chunked", ["0"])[0] == "1"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(total))
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            left = total
+            while left:
+                part = PATTERN[:min(left, len(PATTERN))]
+                if chunked:
+                    self.wfile.write(b"%x\r\n" % len(part) + part + b"\r\n")
+                else:
+                    self.wfile.write(part)
+                left -= len(part)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        elif p == "/sink":
+            self.send_json({"length": n, "sha256": digest})
+        elif p == "/slow":
+            time.sleep(float(q.get("s", ["5"])[0]))
+            self.send_json({"slept": True})
+        elif p == "/conn":
+            self.send_json({"conn": self.conn_id})
+        elif p == "/headers":
+            body = b"with headers\n"
+            self.send_response(201, "Made It")
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("X-Custom", "one")
+            self.send_header("Set-Cookie", "a=1; Path=/")
+            self.send_header("Set-Cookie", "b=2; Path=/")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        else:
+            self.send_json({"error": "no such route", "path": self.path}, 404)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = handle_any
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def main():
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    srv = Server(("127.0.0.1", port), Handler)
+    print("ready %d" % srv.server_address[1], flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
