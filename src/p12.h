@@ -76,7 +76,7 @@ void p12_free(struct p12_file *f);
 size_t p12_count(const struct p12_file *f);
 const struct p12_entry *p12_get(const struct p12_file *f, size_t i);
 
-/* The key entry for alias (compared exactly; aliases are lower case), or the first key
+/* The key entry for alias (lower-cased first, as Java's KeyStore.getKey does), or the first key
  * entry when alias is NULL or "". P12_ERR_ALIAS: "<label>: alias '<a>' not found; the
  * file's key aliases are: 'x', 'y'". */
 enum p12_status p12_select(const struct p12_file *f, const char *alias,

@@ -352,15 +352,18 @@ class GatewayTest(unittest.TestCase):
             g.proc.send_signal(signal.SIGTERM)
             try:
                 rc = g.proc.wait(20 * SLOW)
+                g.log.close()
                 if rc != 0:
                     bad.append("%s exited with %d at the end of the test" % (g.data_dir, rc))
             except subprocess.TimeoutExpired:
                 g.proc.kill()
                 g.proc.wait()
+                g.log.close()
                 bad.append("%s did not stop on SIGTERM" % g.data_dir)
         for g in self.gateways:
             if os.path.exists(g.log_path):
-                text = open(g.log_path).read()
+                with open(g.log_path) as f:
+                    text = f.read()
                 if "ERROR: AddressSanitizer" in text or "runtime error:" in text or \
                         "ERROR: LeakSanitizer" in text:
                     bad.append("sanitizer report in %s:\n%s" % (g.log_path, text[-6000:]))

@@ -12,11 +12,14 @@ class HealthTest(GatewayTest):
         self.assertEqual(body, b"RUNNING")
         self.assertTrue(headers["content-type"].startswith("text/plain"))
 
-    def test_unknown_path_404(self):
+    def test_other_paths_without_upstream_503(self):
+        # issue 2 answered 404 here; since issue 4 every non-local path is forwarded,
+        # and with no [upstream] configured that is 503
         g = self.gateway().start()
-        status, _, body = g.request("GET", "/nothing/here")
-        self.assertEqual(status, 404)
-        self.assertIn(b"/nothing/here", body)
+        status, headers, body = g.request("GET", "/nothing/here")
+        self.assertEqual(status, 503)
+        self.assertIn(b"no upstream configured", body)
+        self.assertTrue(headers["content-type"].startswith("text/plain"))
 
     def test_health_wrong_method_405(self):
         g = self.gateway().start()
