@@ -747,7 +747,8 @@ static int load_certgate(struct loader *ld, struct conf_settings *s)
         get_seconds_ms(ld, "header-timeout", &s->header_timeout_ms) < 0 ||
         get_seconds_ms(ld, "body-timeout", &s->body_timeout_ms) < 0 ||
         get_switch(ld, "ssl-session-cache", onoff, &s->session_cache) < 0 ||
-        get_switch(ld, "ssl-session-tickets", onoff, &s->session_tickets) < 0)
+        get_switch(ld, "ssl-session-tickets", onoff, &s->session_tickets) < 0 ||
+        get_switch(ld, "session-reused-header", onoff, &s->session_reused_header) < 0)
         return -1;
     return 0;
 }

@@ -107,6 +107,8 @@ struct conf_settings {
     unsigned body_timeout_ms;      /* body-timeout (s), default 60 s */
     int session_cache;         /* ssl-session-cache = on|off, default on */
     int session_tickets;       /* ssl-session-tickets = on|off, default on */
+    int session_reused_header; /* session-reused-header = on|off, default off: local answers
+                                * carry X-Session-Reused: 0|1 (benchmarks check it) */
     /* [upstream] */
     struct conf_upstream upstream;
 };

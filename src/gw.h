@@ -26,6 +26,7 @@ struct gw_snap {
     /* copies of the settings the hot path reads */
     size_t max_upload_bytes;
     unsigned keepalive_timeout_ms, header_timeout_ms, body_timeout_ms;
+    int session_reused_header;
     struct upstream *upstream; /* NULL: no upstream configured; one reference held */
 };
 

@@ -6,6 +6,7 @@
 #include "conn.h"
 #include "gw.h"
 #include "log.h"
+#include "tls.h"
 
 #include <ctype.h>
 #include <stddef.h>
@@ -233,6 +234,8 @@ static void out_head(struct conn *c, struct http_exchange *x, int status, const 
     if (own) {
         out_put(c, c->w->date, strlen(c->w->date));
         out_put(c, "Server: certgate\r\n", 18);
+        if (c->ssl && c->w->snap->session_reused_header)
+            out_put(c, tls_conn_resumed(c->ssl) ? "X-Session-Reused: 1\r\n" : "X-Session-Reused: 0\r\n", 21);
     }
     if (close)
         out_put(c, "Connection: close\r\n", 19);
