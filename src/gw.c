@@ -227,8 +227,11 @@ static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
 static int load_default(const struct conf_settings *s, struct ssl_ctx_st **ctxout, char *err,
                         size_t errlen)
 {
-    if (!default_p12 && defcert_load(gw_paths.ssl_dir, readonly, &default_p12, err, errlen) != 0)
-        return -1;
+    /* re-checked at every load, so a reload renews an expired default certificate */
+    struct p12_file *f = NULL;
+    if (defcert_load(gw_paths.ssl_dir, readonly, &f, err, errlen) != 0) return -1;
+    p12_free(default_p12);
+    default_p12 = f;
     const struct p12_entry *e = NULL;
     if (p12_select(default_p12, NULL, &e, err, errlen) != P12_OK) return -1;
     struct tls_server_opts o;

@@ -785,6 +785,7 @@ void http_conn_run(struct conn *c)
         return;
     }
     c->in_run = 1;
+    uint64_t served = c->requests;
     do {
         c->rerun = 0;
         run_once(c);
@@ -800,7 +801,8 @@ void http_conn_run(struct conn *c)
     c->want_read = !c->peer_eof && !c->close_after && !c->body_paused &&
                    (!c->rbuf || c->rlen < RBUF_SIZE || c->rpos > 0);
     enum tq_kind k = wanted_timeout(c);
-    if (k != c->tq) conn_set_timeout(c, k);
+    /* the keep-alive clock restarts after every answered request */
+    if (k != c->tq || (k == TQ_KEEPALIVE && served != c->requests)) conn_set_timeout(c, k);
     conn_update_poll(c);
 }
 
