@@ -1,4 +1,5 @@
 #include "conf.h"
+#include "err.h"
 
 #include "fsutil.h"
 #include "secret.h"
@@ -137,24 +138,13 @@ static void doc_remove(struct conf_doc *doc, size_t i)
     doc->n--;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int conf_doc_parse(const char *text, size_t len, const char *path, struct conf_doc **out, char *err,
                    size_t errlen)
 {
     *out = NULL;
     struct conf_doc *doc = calloc(1, sizeof *doc);
     if (!doc) {
-        set_err(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, "%s: out of memory", path);
         return -1;
     }
     strcpy(doc->eol, "\n");
@@ -180,7 +170,7 @@ int conf_doc_parse(const char *text, size_t len, const char *path, struct conf_d
             if (!eol_seen++) strcpy(doc->eol, eol);
         }
         if (memchr(start, '\0', linelen)) {
-            set_err(err, errlen, "%s:%d: the line contains a NUL byte; the file must be text", path,
+            err_set(err, errlen, "%s:%d: the line contains a NUL byte; the file must be text", path,
                     lineno);
             conf_doc_free(doc);
             return -1;
@@ -188,10 +178,10 @@ int conf_doc_parse(const char *text, size_t len, const char *path, struct conf_d
         struct conf_line l;
         if (line_init(&l, start, linelen, eol) < 0 || doc_insert(doc, doc->n, &l) < 0) {
             if (errno == EINVAL)
-                set_err(err, errlen, "%s:%d: expected 'key = value', '[section]' or a comment",
+                err_set(err, errlen, "%s:%d: expected 'key = value', '[section]' or a comment",
                         path, lineno);
             else
-                set_err(err, errlen, "%s: out of memory", path);
+                err_set(err, errlen, "%s: out of memory", path);
             line_clear(&l); /* l owns nothing after a failed line_init */
             conf_doc_free(doc);
             return -1;
@@ -412,7 +402,7 @@ int conf_doc_save(const struct conf_doc *doc, const char *path, char *err, size_
     size_t len;
     char *text = conf_doc_text(doc, &len);
     if (!text) {
-        set_err(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, "%s: out of memory", path);
         return -1;
     }
     int rc = fs_write_atomic(path, text, len, 0600, err, errlen);
@@ -513,7 +503,7 @@ static int fail_value(const struct loader *ld, const char *key, const char *v, c
 
 static int nomem(const struct loader *ld)
 {
-    set_err(ld->err, ld->errlen, "%s: out of memory", ld->path);
+    err_set(ld->err, ld->errlen, "%s: out of memory", ld->path);
     return -1;
 }
 

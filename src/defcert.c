@@ -1,6 +1,8 @@
 /* defcert.c - the default self-signed certificate (see defcert.h). */
 #include "defcert.h"
 
+#include "err.h"
+#include "fsutil.h"
 #include "log.h"
 #include "p12.h"
 
@@ -26,17 +28,6 @@
 #define DEFCERT_ALIAS "default"
 #define DEFCERT_DAYS 365
 #define DEFCERT_MAX_FILE (1024 * 1024)
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int host_name(char *buf, size_t len)
 {
@@ -158,88 +149,6 @@ out:
 
 /* ----- the file ----- */
 
-static char *join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s%s%s", dir, (*dir && dir[strlen(dir) - 1] == '/') ? "" : "/", name);
-    return p;
-}
-
-/* Atomic, durable replace: temp file in the same folder (".tmp-<name>-<random>", the
- * convention fs_remove_stale_temps() cleans up), fsync, rename, fsync the folder.
- * Stands in for fsutil's fs_write_atomic() until that module is linked in. */
-static int write_atomic(const char *dir, const char *name, const void *data, size_t len, char *err,
-                        size_t errlen)
-{
-    unsigned char rnd[6];
-    char suffix[13];
-    int rc = -1, fd = -1, dfd = -1;
-    char *tmp = NULL, *path = join(dir, name);
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1) goto out;
-    for (size_t i = 0; i < sizeof(rnd); i++)
-        snprintf(suffix + 2 * i, 3, "%02x", rnd[i]);
-    size_t tn = strlen(name) + sizeof(suffix) + 8;
-    char *tname = malloc(tn);
-    if (tname) snprintf(tname, tn, ".tmp-%s-%s", name, suffix);
-    tmp = tname ? join(dir, tname) : NULL;
-    free(tname);
-    if (!path || !tmp) {
-        seterr(err, errlen, "out of memory");
-        goto out;
-    }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (fchmod(fd, 0600) < 0) {
-        seterr(err, errlen, "cannot chmod %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) {
-            seterr(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-            goto out;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) < 0) {
-        seterr(err, errlen, "cannot fsync %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (close(fd) < 0) {
-        fd = -1;
-        seterr(err, errlen, "cannot close %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    fd = -1;
-    if (rename(tmp, path) < 0) {
-        seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        goto out;
-    }
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) < 0) {
-        seterr(err, errlen, "cannot fsync folder %s: %s", dir, strerror(errno));
-        rc = 0; /* the file is in place; only its durability is in doubt */
-        log_warn("%s", err ? err : "cannot fsync the ssl folder");
-        goto out;
-    }
-    rc = 0;
-out:
-    if (fd >= 0) close(fd);
-    if (dfd >= 0) close(dfd);
-    if (rc < 0 && tmp) unlink(tmp);
-    free(tmp);
-    free(path);
-    return rc;
-}
-
 /* The stored key is never encrypted; without this OpenSSL would prompt on a terminal
  * for the password of a key that is. */
 static int no_password(char *buf, int size, int rwflag, void *u)
@@ -252,7 +161,7 @@ static int read_stored(const char *path, EVP_PKEY **keyp, X509 **certp, char *wh
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
-        seterr(why, wlen, "%s", errno == ENOENT ? "missing" : strerror(errno));
+        err_set(why, wlen, "%s", errno == ENOENT ? "missing" : strerror(errno));
         return -1;
     }
     char *buf = malloc(DEFCERT_MAX_FILE);
@@ -263,7 +172,7 @@ static int read_stored(const char *path, EVP_PKEY **keyp, X509 **certp, char *wh
         if (r > 0) len += (size_t)r;
     close(fd);
     if (!buf || r < 0) {
-        seterr(why, wlen, "%s", buf ? strerror(errno) : "out of memory");
+        err_set(why, wlen, "%s", buf ? strerror(errno) : "out of memory");
         free(buf);
         return -1;
     }
@@ -275,7 +184,7 @@ static int read_stored(const char *path, EVP_PKEY **keyp, X509 **certp, char *wh
     free(buf);
     ERR_clear_error();
     if (!key || !cert) {
-        seterr(why, wlen, "cannot be parsed");
+        err_set(why, wlen, "cannot be parsed");
         EVP_PKEY_free(key);
         X509_free(cert);
         return -1;
@@ -290,11 +199,11 @@ static int still_good(EVP_PKEY *key, X509 *cert, const char *host, char *why, si
 {
     time_t now = time(NULL);
     if (X509_cmp_time(X509_get0_notAfter(cert), &now) <= 0) {
-        seterr(why, wlen, "expired");
+        err_set(why, wlen, "expired");
         return 0;
     }
     if (X509_cmp_time(X509_get0_notBefore(cert), &now) >= 0) {
-        seterr(why, wlen, "not valid yet");
+        err_set(why, wlen, "not valid yet");
         return 0;
     }
     char cn[256] = "", want[65];
@@ -303,12 +212,12 @@ static int still_good(EVP_PKEY *key, X509 *cert, const char *host, char *why, si
             0 ||
         strcmp(cn, want) != 0 || X509_check_host(cert, host, 0, 0, NULL) != 1) {
         ERR_clear_error();
-        seterr(why, wlen, "made for another host name");
+        err_set(why, wlen, "made for another host name");
         return 0;
     }
     if (!X509_check_private_key(cert, key)) {
         ERR_clear_error();
-        seterr(why, wlen, "key and certificate do not match");
+        err_set(why, wlen, "key and certificate do not match");
         return 0;
     }
     return 1;
@@ -323,10 +232,14 @@ static int store(const char *ssl_dir, EVP_PKEY *key, X509 *cert, char *err, size
         PEM_write_bio_X509(bio, cert)) {
         char *data = NULL;
         long n = BIO_get_mem_data(bio, &data);
-        if (n > 0) rc = write_atomic(ssl_dir, DEFCERT_FILE, data, (size_t)n, err, errlen);
+        if (n > 0) {
+            char *path = fs_path_join(ssl_dir, DEFCERT_FILE);
+            rc = path ? fs_write_atomic(path, data, (size_t)n, 0600, err, errlen) : -1;
+            free(path);
+        }
         if (n > 0) OPENSSL_cleanse(data, (size_t)n);
     } else {
-        seterr(err, errlen, "cannot encode the certificate as PEM");
+        err_set(err, errlen, "cannot encode the certificate as PEM");
     }
     BIO_free(bio);
     return rc;
@@ -339,12 +252,12 @@ int defcert_load(const char *ssl_dir, int readonly, struct p12_file **out, char 
     X509 *cert = NULL;
     *out = NULL;
     if (host_name(host, sizeof(host)) < 0) {
-        seterr(err, errlen, "cannot get the host name: %s", strerror(errno));
+        err_set(err, errlen, "cannot get the host name: %s", strerror(errno));
         return -1;
     }
-    char *path = join(ssl_dir, DEFCERT_FILE);
+    char *path = fs_path_join(ssl_dir, DEFCERT_FILE);
     if (!path) {
-        seterr(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         return -1;
     }
 
@@ -366,7 +279,7 @@ int defcert_load(const char *ssl_dir, int readonly, struct p12_file **out, char 
 
     if (generate(host, &key, &cert) < 0) {
         ERR_clear_error();
-        seterr(err, errlen, "cannot generate the default certificate");
+        err_set(err, errlen, "cannot generate the default certificate");
         free(path);
         return -1;
     }
@@ -383,7 +296,7 @@ done:
     X509_free(cert);
     free(path);
     if (!*out) {
-        seterr(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         return -1;
     }
     return 0;

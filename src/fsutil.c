@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #endif
 #include "fsutil.h"
+#include "err.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,21 +20,6 @@
 #define TEMP_PREFIX ".tmp-"
 /* keeps ".tmp-<base>-<16 hex>" under NAME_MAX for any base name */
 #define TEMP_BASE_MAX 200
-
-/* Formats a message into err (when given) without disturbing errno. */
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    int saved = errno;
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    errno = saved;
-}
 
 /* Splits path into a malloc'd folder ("." when there is none) and a pointer to the
  * base name inside path. */
@@ -98,12 +84,12 @@ static int write_temp(const char *path, const void *data, size_t len, mode_t mod
     const char *base;
     char *dir = split_path(path, &base);
     if (!dir) {
-        set_err(err, errlen, "out of memory writing %s", path);
+        err_set(err, errlen, "out of memory writing %s", path);
         return -1;
     }
     if (*base == '\0') {
         errno = EISDIR;
-        set_err(err, errlen, "cannot write %s: the path names a folder", path);
+        err_set(err, errlen, "cannot write %s: the path names a folder", path);
         free(dir);
         return -1;
     }
@@ -112,7 +98,7 @@ static int write_temp(const char *path, const void *data, size_t len, mode_t mod
     size_t tmpsize = strlen(dir) + 1 + sizeof TEMP_PREFIX + baselen + 1 + 16 + 1;
     char *tmp = malloc(tmpsize);
     if (!tmp) {
-        set_err(err, errlen, "out of memory writing %s", path);
+        err_set(err, errlen, "out of memory writing %s", path);
         free(dir);
         return -1;
     }
@@ -125,7 +111,7 @@ static int write_temp(const char *path, const void *data, size_t len, mode_t mod
         if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
-        set_err(err, errlen, "cannot create a temp file in %s: %s", dir, strerror(errno));
+        err_set(err, errlen, "cannot create a temp file in %s: %s", dir, strerror(errno));
         free(tmp);
         free(dir);
         return -1;
@@ -142,7 +128,7 @@ static int write_temp(const char *path, const void *data, size_t len, mode_t mod
         if (fchown(fd, owner->st_uid, owner->st_gid) < 0) errno = 0;
     }
     if (what) {
-        set_err(err, errlen, "cannot %s the temp file %s: %s", what, tmp, strerror(errno));
+        err_set(err, errlen, "cannot %s the temp file %s: %s", what, tmp, strerror(errno));
         close(fd);
         unlink(tmp);
         free(tmp);
@@ -150,7 +136,7 @@ static int write_temp(const char *path, const void *data, size_t len, mode_t mod
         return -1;
     }
     if (close(fd) < 0) {
-        set_err(err, errlen, "cannot close the temp file %s: %s", tmp, strerror(errno));
+        err_set(err, errlen, "cannot close the temp file %s: %s", tmp, strerror(errno));
         unlink(tmp);
         free(tmp);
         free(dir);
@@ -183,19 +169,19 @@ static int write_atomic(const char *path, const void *data, size_t len, mode_t m
     if (stat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode)) {
             errno = EISDIR;
-            set_err(err, errlen, "cannot write %s: it is a folder", path);
+            err_set(err, errlen, "cannot write %s: it is a folder", path);
             return -1;
         }
         mode = st.st_mode & 07777;
         owner = &st;
     } else if (errno != ENOENT) {
-        set_err(err, errlen, "cannot check %s: %s", path, strerror(errno));
+        err_set(err, errlen, "cannot check %s: %s", path, strerror(errno));
         return -1;
     }
     char *tmp, *dir;
     if (write_temp(path, data, len, mode, owner, &tmp, &dir, err, errlen) < 0) return -1;
     if (rename(tmp, path) < 0) {
-        set_err(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        err_set(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
         unlink(tmp);
         free(tmp);
         free(dir);
@@ -222,9 +208,9 @@ int fs_create_atomic(const char *path, const void *data, size_t len, mode_t mode
         unlink(tmp);
         errno = saved;
         if (saved == EEXIST)
-            set_err(err, errlen, "cannot create %s: it already exists", path);
+            err_set(err, errlen, "cannot create %s: it already exists", path);
         else
-            set_err(err, errlen, "cannot create %s: %s", path, strerror(saved));
+            err_set(err, errlen, "cannot create %s: %s", path, strerror(saved));
         free(tmp);
         free(dir);
         return -1;
@@ -242,25 +228,25 @@ int fs_read_file(const char *path, size_t max, char **data, size_t *len, char *e
     if (len) *len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        err_set(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        set_err(err, errlen, "cannot check %s: %s", path, strerror(errno));
+        err_set(err, errlen, "cannot check %s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
         errno = EINVAL;
-        set_err(err, errlen, "cannot read %s: it is not a regular file", path);
+        err_set(err, errlen, "cannot read %s: it is not a regular file", path);
         return -1;
     }
     if ((uintmax_t)st.st_size > (uintmax_t)max) {
         close(fd);
         errno = EFBIG;
-        set_err(err, errlen, "%s is larger than %zu bytes", path, max);
+        err_set(err, errlen, "%s is larger than %zu bytes", path, max);
         return -1;
     }
     /* the size may change while reading: read up to max + 1 to notice growth */
@@ -269,7 +255,7 @@ int fs_read_file(const char *path, size_t max, char **data, size_t *len, char *e
     if (!buf) {
         close(fd);
         errno = ENOMEM;
-        set_err(err, errlen, "out of memory reading %s", path);
+        err_set(err, errlen, "out of memory reading %s", path);
         return -1;
     }
     for (;;) {
@@ -281,7 +267,7 @@ int fs_read_file(const char *path, size_t max, char **data, size_t *len, char *e
                 free(buf);
                 close(fd);
                 errno = ENOMEM;
-                set_err(err, errlen, "out of memory reading %s", path);
+                err_set(err, errlen, "out of memory reading %s", path);
                 return -1;
             }
             buf = nbuf;
@@ -290,7 +276,7 @@ int fs_read_file(const char *path, size_t max, char **data, size_t *len, char *e
         ssize_t n = read(fd, buf + used, cap - used);
         if (n < 0) {
             if (errno == EINTR) continue;
-            set_err(err, errlen, "cannot read %s: %s", path, strerror(errno));
+            err_set(err, errlen, "cannot read %s: %s", path, strerror(errno));
             free(buf);
             close(fd);
             return -1;
@@ -302,7 +288,7 @@ int fs_read_file(const char *path, size_t max, char **data, size_t *len, char *e
     if (used > max) {
         free(buf);
         errno = EFBIG;
-        set_err(err, errlen, "%s is larger than %zu bytes", path, max);
+        err_set(err, errlen, "%s is larger than %zu bytes", path, max);
         return -1;
     }
     buf[used] = '\0';
@@ -315,12 +301,12 @@ int fs_fsync_dir(const char *dir, char *err, size_t errlen)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "cannot open the folder %s: %s", dir, strerror(errno));
+        err_set(err, errlen, "cannot open the folder %s: %s", dir, strerror(errno));
         return -1;
     }
     /* some file systems cannot fsync a folder; their renames are as durable as it gets */
     if (fsync(fd) < 0 && errno != EINVAL && errno != EROFS && errno != EOPNOTSUPP) {
-        set_err(err, errlen, "cannot fsync the folder %s: %s", dir, strerror(errno));
+        err_set(err, errlen, "cannot fsync the folder %s: %s", dir, strerror(errno));
         close(fd);
         return -1;
     }
@@ -341,11 +327,11 @@ static int mkdir_one(const char *dir, mode_t mode, int *created, char *err, size
     if (stat(dir, &st) == 0) {
         if (S_ISDIR(st.st_mode)) return 0;
         errno = ENOTDIR;
-        set_err(err, errlen, "cannot create the folder %s: a file of that name is in the way", dir);
+        err_set(err, errlen, "cannot create the folder %s: a file of that name is in the way", dir);
         return -1;
     }
     errno = saved;
-    set_err(err, errlen, "cannot create the folder %s: %s", dir, strerror(saved));
+    err_set(err, errlen, "cannot create the folder %s: %s", dir, strerror(saved));
     return -1;
 }
 
@@ -356,13 +342,13 @@ int fs_mkdir_p(const char *dir, mode_t mode, int force_mode, char *err, size_t e
         n--;
     if (n == 0) {
         errno = EINVAL;
-        set_err(err, errlen, "cannot create a folder with an empty name");
+        err_set(err, errlen, "cannot create a folder with an empty name");
         return -1;
     }
     char *p = strndup(dir, n);
     if (!p) {
         errno = ENOMEM;
-        set_err(err, errlen, "out of memory creating %s", dir);
+        err_set(err, errlen, "out of memory creating %s", dir);
         return -1;
     }
     int created = 0;
@@ -382,7 +368,7 @@ int fs_mkdir_p(const char *dir, mode_t mode, int force_mode, char *err, size_t e
     }
     /* mkdir's mode went through the umask; chmod sets it exactly */
     if ((created || force_mode) && chmod(p, mode & 07777) < 0) {
-        set_err(err, errlen, "cannot set the mode of the folder %s: %s", p, strerror(errno));
+        err_set(err, errlen, "cannot set the mode of the folder %s: %s", p, strerror(errno));
         free(p);
         return -1;
     }
@@ -400,14 +386,14 @@ int fs_mkdir_p(const char *dir, mode_t mode, int force_mode, char *err, size_t e
 int fs_unlink_durable(const char *path, char *err, size_t errlen)
 {
     if (unlink(path) < 0) {
-        set_err(err, errlen, "cannot remove %s: %s", path, strerror(errno));
+        err_set(err, errlen, "cannot remove %s: %s", path, strerror(errno));
         return -1;
     }
     const char *base;
     char *dir = split_path(path, &base);
     if (!dir) {
         errno = ENOMEM;
-        set_err(err, errlen, "out of memory removing %s", path);
+        err_set(err, errlen, "out of memory removing %s", path);
         return -1;
     }
     int rc = fs_fsync_dir(dir, err, errlen);

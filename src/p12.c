@@ -8,6 +8,7 @@
  * by localKeyID then alias. certgate adds a public-key fallback for a key that Java
  * would leave without a certificate. */
 #include "p12.h"
+#include "err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -84,17 +85,6 @@ int p12_init(char *err, size_t errlen)
 }
 
 /* ----- small helpers ----- */
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void entry_clear(struct p12_entry *e)
 {
@@ -492,13 +482,13 @@ static enum p12_status finish(struct walk *w, const char *label, struct p12_file
         nkeys++;
         X509 *cert = match_cert(w, e);
         if (!cert) {
-            seterr(err, errlen, "%s: the private key of alias '%s' has no certificate", label,
+            err_set(err, errlen, "%s: the private key of alias '%s' has no certificate", label,
                    e->alias);
             return P12_ERR_KEY_MISMATCH;
         }
         if (!X509_check_private_key(cert, e->key)) {
             ERR_clear_error();
-            seterr(err, errlen, "%s: the private key of alias '%s' does not match its certificate",
+            err_set(err, errlen, "%s: the private key of alias '%s' does not match its certificate",
                    label, e->alias);
             return P12_ERR_KEY_MISMATCH;
         }
@@ -508,7 +498,7 @@ static enum p12_status finish(struct walk *w, const char *label, struct p12_file
         if (!e->chain) goto nomem;
     }
     if (nkeys == 0) {
-        seterr(err, errlen,
+        err_set(err, errlen,
                "%s: no private key in the file; it must hold a private key and its certificate "
                "chain",
                label);
@@ -537,7 +527,7 @@ static enum p12_status finish(struct walk *w, const char *label, struct p12_file
     *out = f;
     return P12_OK;
 nomem:
-    seterr(err, errlen, "%s: out of memory", label);
+    err_set(err, errlen, "%s: out of memory", label);
     return P12_ERR_INTERNAL;
 }
 
@@ -555,7 +545,7 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
     pthread_once(&init_once, init_providers);
 
     if (len > 10 && memcmp(der, "-----BEGIN", 10) == 0) {
-        seterr(err, errlen, "%s: not a PKCS#12 file (it is PEM text; a binary .p12/.pfx is needed)",
+        err_set(err, errlen, "%s: not a PKCS#12 file (it is PEM text; a binary .p12/.pfx is needed)",
                label);
         return P12_ERR_FORMAT;
     }
@@ -563,7 +553,7 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
     PKCS12 *p12 = len <= LONG_MAX ? d2i_PKCS12(NULL, &p, (long)len) : NULL;
     if (!p12) {
         ERR_clear_error();
-        seterr(err, errlen, "%s: not a PKCS#12 file (cannot decode it as DER PKCS#12)", label);
+        err_set(err, errlen, "%s: not a PKCS#12 file (cannot decode it as DER PKCS#12)", label);
         return P12_ERR_FORMAT;
     }
 
@@ -584,7 +574,7 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
         PKCS12_get0_mac(NULL, NULL, NULL, &mac_iter, p12);
         if (!iter_ok(mac_iter)) {
             PKCS12_free(p12);
-            seterr(err, errlen,
+            err_set(err, errlen,
                    "%s: not a PKCS#12 file (its iteration count exceeds the limit of %ld)", label,
                    P12_MAX_ITER);
             return P12_ERR_FORMAT;
@@ -596,11 +586,11 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
             int unsup = unsupported_error();
             PKCS12_free(p12);
             if (unsup) {
-                seterr(err, errlen, "%s: not a PKCS#12 file (unsupported integrity algorithm)",
+                err_set(err, errlen, "%s: not a PKCS#12 file (unsupported integrity algorithm)",
                        label);
                 return P12_ERR_FORMAT;
             }
-            seterr(err, errlen, "%s: wrong password", label);
+            err_set(err, errlen, "%s: wrong password", label);
             return P12_ERR_PASSWORD;
         }
         if (ok == 1) { /* try the variant that verified the MAC first */
@@ -628,32 +618,32 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
         break;
     case WALK_DECRYPT:
         if (has_mac) {
-            seterr(err, errlen,
+            err_set(err, errlen,
                    "%s: the key password differs from the file password (files made with "
                    "-twopass are not supported)",
                    label);
             st = P12_ERR_TWOPASS;
         } else {
-            seterr(err, errlen, "%s: wrong password", label);
+            err_set(err, errlen, "%s: wrong password", label);
             st = P12_ERR_PASSWORD;
         }
         break;
     case WALK_UNSUPPORTED:
-        seterr(err, errlen, "%s: not a PKCS#12 file (unsupported encryption algorithm%s)", label,
+        err_set(err, errlen, "%s: not a PKCS#12 file (unsupported encryption algorithm%s)", label,
                legacy_ok ? "" : "; the OpenSSL legacy provider is not available");
         st = P12_ERR_FORMAT;
         break;
     case WALK_ITER:
-        seterr(err, errlen, "%s: not a PKCS#12 file (its iteration count exceeds the limit of %ld)",
+        err_set(err, errlen, "%s: not a PKCS#12 file (its iteration count exceeds the limit of %ld)",
                label, P12_MAX_ITER);
         st = P12_ERR_FORMAT;
         break;
     case WALK_FORMAT:
-        seterr(err, errlen, "%s: not a PKCS#12 file (corrupt or unsupported content)", label);
+        err_set(err, errlen, "%s: not a PKCS#12 file (corrupt or unsupported content)", label);
         st = P12_ERR_FORMAT;
         break;
     default:
-        seterr(err, errlen, "%s: out of memory", label);
+        err_set(err, errlen, "%s: out of memory", label);
         st = P12_ERR_INTERNAL;
         break;
     }
@@ -669,17 +659,17 @@ enum p12_status p12_load_file(const char *path, const char *password, struct p12
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        seterr(err, errlen, "%s: cannot open: %s", label, strerror(errno));
+        err_set(err, errlen, "%s: cannot open: %s", label, strerror(errno));
         return P12_ERR_IO;
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        seterr(err, errlen, "%s: not a regular file", label);
+        err_set(err, errlen, "%s: not a regular file", label);
         close(fd);
         return P12_ERR_IO;
     }
     if ((unsigned long long)st.st_size > P12_MAX_FILE) {
-        seterr(err, errlen, "%s: larger than %u bytes", label, P12_MAX_FILE);
+        err_set(err, errlen, "%s: larger than %u bytes", label, P12_MAX_FILE);
         close(fd);
         return P12_ERR_IO;
     }
@@ -687,7 +677,7 @@ enum p12_status p12_load_file(const char *path, const char *password, struct p12
     unsigned char *buf = malloc(cap);
     if (!buf) {
         close(fd);
-        seterr(err, errlen, "%s: out of memory", label);
+        err_set(err, errlen, "%s: out of memory", label);
         return P12_ERR_INTERNAL;
     }
     for (;;) {
@@ -704,7 +694,7 @@ enum p12_status p12_load_file(const char *path, const char *password, struct p12
             int e = errno;
             close(fd);
             free(buf);
-            seterr(err, errlen, "%s: cannot read: %s", label, strerror(e));
+            err_set(err, errlen, "%s: cannot read: %s", label, strerror(e));
             return P12_ERR_IO;
         }
         if (r == 0) break;
@@ -713,7 +703,7 @@ enum p12_status p12_load_file(const char *path, const char *password, struct p12
     close(fd);
     if (len > P12_MAX_FILE) {
         free(buf);
-        seterr(err, errlen, "%s: larger than %u bytes", label, P12_MAX_FILE);
+        err_set(err, errlen, "%s: larger than %u bytes", label, P12_MAX_FILE);
         return P12_ERR_IO;
     }
     enum p12_status s = p12_parse(buf, len, password, label, out, err, errlen);
@@ -782,7 +772,7 @@ enum p12_status p12_select(const struct p12_file *f, const char *alias,
         if (r < 0) break;
         used += (size_t)r;
     }
-    seterr(err, errlen, "%s: alias '%s' not found; the file's key aliases are: %s",
+    err_set(err, errlen, "%s: alias '%s' not found; the file's key aliases are: %s",
            f ? f->label : "keystore", alias ? alias : "", used ? list : "(none)");
     return P12_ERR_ALIAS;
 }

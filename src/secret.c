@@ -1,4 +1,5 @@
 #include "secret.h"
+#include "err.h"
 
 #include "fsutil.h"
 
@@ -22,49 +23,35 @@
 #define AAD "certgate certificate-password v1"
 #define AGAIN "; set certificate-password in plain text again"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    int saved = errno;
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    errno = saved;
-}
-
 static int read_key(const char *path, struct secret_key *out, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)
-            set_err(err, errlen, "the key file %s does not exist", path);
+            err_set(err, errlen, "the key file %s does not exist", path);
         else
-            set_err(err, errlen, "cannot open the key file %s: %s", path, strerror(errno));
+            err_set(err, errlen, "cannot open the key file %s: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        set_err(err, errlen, "cannot check the key file %s: %s", path, strerror(errno));
+        err_set(err, errlen, "cannot check the key file %s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
     int rc = -1;
     if (!S_ISREG(st.st_mode)) {
         errno = EINVAL;
-        set_err(err, errlen, "the key file %s is not a regular file", path);
+        err_set(err, errlen, "the key file %s is not a regular file", path);
     } else if ((st.st_mode & 07777 & ~(mode_t)0600) != 0) {
         errno = EPERM;
-        set_err(err, errlen,
+        err_set(err, errlen,
                 "the key file %s has mode %04o, which lets others read it; make it private "
                 "with chmod 600 %s",
                 path, (unsigned)(st.st_mode & 07777), path);
     } else if (st.st_size != (off_t)sizeof out->bytes) {
         errno = EINVAL;
-        set_err(err, errlen,
+        err_set(err, errlen,
                 "the key file %s is %lld bytes long instead of %zu; remove it to make a new key "
                 "and set certificate-password in plain text again",
                 path, (long long)st.st_size, sizeof out->bytes);
@@ -82,7 +69,7 @@ static int read_key(const char *path, struct secret_key *out, char *err, size_t 
             rc = 0;
         } else {
             errno = EIO;
-            set_err(err, errlen, "cannot read the %zu bytes of the key file %s", sizeof out->bytes,
+            err_set(err, errlen, "cannot read the %zu bytes of the key file %s", sizeof out->bytes,
                     path);
         }
         OPENSSL_cleanse(buf, sizeof buf);
@@ -96,14 +83,14 @@ int secret_key_load(const char *config_dir, int create, struct secret_key *out, 
 {
     char *path = fs_path_join(config_dir, SECRET_KEY_FILE);
     if (!path) {
-        set_err(err, errlen, "out of memory loading the key in %s", config_dir);
+        err_set(err, errlen, "out of memory loading the key in %s", config_dir);
         return -1;
     }
     int rc = read_key(path, out, err, errlen);
     if (rc < 0 && errno == ENOENT && create) {
         struct secret_key fresh;
         if (RAND_priv_bytes(fresh.bytes, sizeof fresh.bytes) != 1) {
-            set_err(err, errlen, "cannot make a random key for %s: the random generator failed",
+            err_set(err, errlen, "cannot make a random key for %s: the random generator failed",
                     path);
         } else if (fs_create_atomic(path, fresh.bytes, sizeof fresh.bytes, 0600, err, errlen) ==
                    0) {
@@ -184,7 +171,7 @@ int secret_decrypt(const struct secret_key *key, const char *encr, char **plain,
 {
     *plain = NULL;
     if (strncmp(encr, PREFIX, sizeof PREFIX - 1) != 0) {
-        set_err(err, errlen,
+        err_set(err, errlen,
                 "certificate-password-encr is not a value made by certgate (it must start "
                 "with '" PREFIX "')" AGAIN);
         return -1;
@@ -193,12 +180,12 @@ int secret_decrypt(const struct secret_key *key, const char *encr, char **plain,
     size_t b64len = strlen(b64);
     unsigned char *buf = malloc(b64len / 4 * 3 + 3);
     if (!buf) {
-        set_err(err, errlen, "out of memory decrypting certificate-password-encr");
+        err_set(err, errlen, "out of memory decrypting certificate-password-encr");
         return -1;
     }
     long blen = b64_decode(b64, b64len, buf);
     if (blen < NONCE_LEN + TAG_LEN) {
-        set_err(err, errlen, "certificate-password-encr is damaged (%s)" AGAIN,
+        err_set(err, errlen, "certificate-password-encr is damaged (%s)" AGAIN,
                 blen < 0 ? "not valid base64" : "too short");
         free(buf);
         return -1;
@@ -215,17 +202,17 @@ int secret_decrypt(const struct secret_key *key, const char *encr, char **plain,
         EVP_DecryptUpdate(ctx, (unsigned char *)out, &len, buf + NONCE_LEN, (int)ctlen) == 1 &&
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, buf + NONCE_LEN + ctlen) == 1;
     if (!ok) {
-        set_err(err, errlen,
+        err_set(err, errlen,
                 "out of memory or cipher failure decrypting "
                 "certificate-password-encr");
     } else if (EVP_DecryptFinal_ex(ctx, (unsigned char *)out + len, &fin) != 1) {
         /* GCM cannot tell a wrong key from altered bytes; both fail the tag check */
-        set_err(err, errlen,
+        err_set(err, errlen,
                 "certificate-password-encr was not made with this gateway's key "
                 "(config/" SECRET_KEY_FILE ")" AGAIN);
         ok = 0;
     } else if (memchr(out, '\0', ctlen)) {
-        set_err(err, errlen, "certificate-password-encr holds a NUL byte" AGAIN);
+        err_set(err, errlen, "certificate-password-encr holds a NUL byte" AGAIN);
         ok = 0;
     }
     EVP_CIPHER_CTX_free(ctx);
