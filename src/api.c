@@ -260,22 +260,41 @@ static void op_upload(struct api_job *j, const struct http_request *r)
     secret_free(pw);
 }
 
-static void op_activate(struct api_job *j, const struct http_request *r)
+/* Opens the stored file j->name with the request's password: 0 with *p12 and *pw (the
+ * caller frees both), or -1 with the answer (404, 400) already in j. */
+static int open_stored(struct api_job *j, const struct http_request *r, struct p12_file **p12,
+                       char **pw)
 {
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
-    char *pw = NULL;
-    if (!file_exists(path)) {
+    int rc = -1;
+    *pw = NULL;
+    *p12 = NULL;
+    if (!path) {
+        job_text(j, 500, "out of memory");
+    } else if (!file_exists(path)) {
         job_text(j, 404, "no certificate file named %s", j->name);
-    } else if (request_password(j, r, &pw) == 0) {
+    } else if (request_password(j, r, pw) == 0) {
         char err[1024];
-        struct p12_file *p12 = NULL;
-        if (p12_load_file(path, pw, &p12, err, sizeof err) != P12_OK)
-            job_text(j, 400, "%s", err);
+        if (p12_load_file(path, *pw, p12, err, sizeof err) == P12_OK)
+            rc = 0;
         else
-            switch_to(j, p12, pw, NULL, 0);
+            job_text(j, 400, "%s", err);
     }
-    secret_free(pw);
     free(path);
+    if (rc != 0) {
+        secret_free(*pw);
+        *pw = NULL;
+    }
+    return rc;
+}
+
+static void op_activate(struct api_job *j, const struct http_request *r)
+{
+    struct p12_file *p12;
+    char *pw;
+    if (open_stored(j, r, &p12, &pw) != 0) return;
+    switch_to(j, p12, pw, NULL, 0);
+    secret_free(pw);
 }
 
 static void op_delete(struct api_job *j)
@@ -346,24 +365,14 @@ static void op_list(struct api_job *j)
 
 static void op_describe(struct api_job *j, const struct http_request *r)
 {
-    char *path = fs_path_join(gw_paths.ssl_dir, j->name);
-    char *pw = NULL;
-    if (!file_exists(path)) {
-        job_text(j, 404, "no certificate file named %s", j->name);
-    } else if (request_password(j, r, &pw) == 0) {
-        char err[1024];
-        struct p12_file *p12 = NULL;
-        if (p12_load_file(path, pw, &p12, err, sizeof err) != P12_OK) {
-            job_text(j, 400, "%s", err);
-        } else {
-            json_t *dd = describe(p12, j->name, gw_is_active_name(j->name));
-            job_json(j, dd);
-            json_decref(dd);
-            p12_free(p12);
-        }
-    }
+    struct p12_file *p12;
+    char *pw;
+    if (open_stored(j, r, &p12, &pw) != 0) return;
     secret_free(pw);
-    free(path);
+    json_t *d = describe(p12, j->name, gw_is_active_name(j->name));
+    job_json(j, d);
+    json_decref(d);
+    p12_free(p12);
 }
 
 static void work_cb(uv_work_t *w)
