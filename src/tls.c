@@ -300,6 +300,10 @@ SSL *tls_conn_new(SSL_CTX *ctx, int fd)
 
 void tls_conn_free(SSL *ssl)
 {
+    /* Freeing an SSL that has not "shut down" makes OpenSSL evict its session from the
+     * cache (and mark it not resumable), so every client that closes first, or times out,
+     * would lose resumption. Fatal alerts evict sessions on their own already. */
+    if (ssl && SSL_is_init_finished(ssl)) SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(ssl);
 }
 
