@@ -170,7 +170,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     int had_old = 0;
     if (data) { /* upload: keep what it replaces, to put it back if the config fails */
         had_old = fs_read_file(path, 64u << 20, &old, &oldlen, NULL, 0) == 0;
-        if (fs_write_atomic(path, data, len, 0600, err, sizeof err) != 0) {
+        if (fs_write_atomic_mode(path, data, len, 0600, err, sizeof err) != 0) {
             job_text(j, 500, "cannot store %s: %s", j->name, err);
             goto fail;
         }
