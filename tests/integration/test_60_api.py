@@ -193,6 +193,17 @@ class UploadTest(ApiTest):
         self.assertEqual(os.stat(os.path.join(g.ssl_dir, "x.p12")).st_mode & 0o777, 0o600)
         self.assertRecorded("x.p12", "pw-d")  # no alias was configured: none recorded
 
+    def test_upload_over_hand_copied_file_is_0600(self):
+        """A file an operator copied in with a looser mode: the upload that replaces it
+        writes the new file 0600 all the same (the key must not become world-readable)."""
+        g = self.start()
+        path = g.install(F.a, "x.p12")
+        os.chmod(path, 0o644)
+        self.upload_ok("x.p12", F.b, "pw-b")
+        self.assertServes(g, F.b_crt)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        self.assertEqual(file_sha256(path), file_sha256(F.b))
+
     def test_upload_over_active_file_403(self):
         g = self.start()
         self.upload_ok("cert.p12", F.a, "pw-a")
