@@ -329,7 +329,7 @@ static void op_list(struct api_job *j)
         names[n++] = strdup(de->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_names);
+    if (n > 1) qsort(names, n, sizeof *names, cmp_names); /* names is NULL when n == 0 */
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *e = NULL;
