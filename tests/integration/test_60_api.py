@@ -55,6 +55,33 @@ class Fixtures:
         cls.garbage = pki.path("garbage.p12")
         with open(cls.garbage, "wb") as f:
             f.write(os.urandom(3000))
+        # keys no TLS 1.2/1.3 client can use: DSA (no cipher suite signs with it) and EC
+        # keys on curves outside TLS's signature schemes and groups
+        dsa_params = pki.path("dsa.params")
+        run(["openssl", "genpkey", "-genparam", "-algorithm", "DSA", "-pkeyopt",
+             "dsa_paramgen_bits:2048", "-out", dsa_params])
+        cls.unusable = {}
+        for kind, genargs in (("dsa", ["-paramfile", dsa_params]),
+                              ("secp256k1", ["-algorithm", "EC", "-pkeyopt",
+                                             "ec_paramgen_curve:secp256k1"]),
+                              ("brainpoolP256r1", ["-algorithm", "EC", "-pkeyopt",
+                                                   "ec_paramgen_curve:brainpoolP256r1"])):
+            key = pki.path(kind + ".key")
+            run(["openssl", "genpkey"] + genargs + ["-out", key])
+            crt = pki.path(kind + ".crt")
+            run(["openssl", "req", "-x509", "-new", "-key", key, "-out", crt, "-days", "30",
+                 "-subj", "/CN=" + kind])
+            cls.unusable[kind] = pki.p12(kind + ".p12", key, crt, "pw-u")
+        # usable, if less common: Ed25519 and P-384
+        cls.usable = {}
+        for kind, genargs in (("ed25519", ["-algorithm", "ED25519"]),
+                              ("p384", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"])):
+            key = pki.path(kind + ".key")
+            run(["openssl", "genpkey"] + genargs + ["-out", key])
+            crt = pki.path(kind + ".crt")
+            run(["openssl", "req", "-x509", "-new", "-key", key, "-out", crt, "-days", "30",
+                 "-subj", "/CN=" + kind])
+            cls.usable[kind] = (pki.p12(kind + ".p12", key, crt, "pw-u"), crt)
         # legacy encryption (RC2/3DES), as older Java and Windows exports
         cls.legacy = pki.p12("legacy.p12", cls.b_key, cls.b_crt, "pw-l", alias="old",
                              legacy=True)
@@ -192,6 +219,32 @@ class UploadTest(ApiTest):
         self.assertEqual(file_sha256(os.path.join(g.ssl_dir, "x.p12")), file_sha256(F.d))
         self.assertEqual(os.stat(os.path.join(g.ssl_dir, "x.p12")).st_mode & 0o777, 0o600)
         self.assertRecorded("x.p12", "pw-d")  # no alias was configured: none recorded
+
+    def test_upload_key_no_tls_client_can_use_400(self):
+        """A key store whose key no TLS client can negotiate with (DSA, secp256k1,
+        brainpool) is refused: activating it would make every handshake fail, the API
+        included, so nobody could switch back without a shell on the machine."""
+        g = self.start()
+        self.upload_ok("good.p12", F.a, "pw-a")
+        for kind, p12 in sorted(F.unusable.items()):
+            with self.subTest(kind):
+                before = self.state(g)
+                self.assertTextError(self.upload(kind + ".p12", p12, "pw-u"), 400)
+                self.assertEqual(self.state(g), before)
+                self.assertEqual(g.request("GET", "/rest/health")[0], 200)
+                # the same through activation of a file copied in by hand
+                g.install(p12, "hand-" + kind + ".p12")
+                snap = self.state(g)
+                self.assertTextError(g.activate("hand-" + kind + ".p12", "pw-u", self.tok), 400)
+                self.assertEqual(self.state(g), snap)
+        code, body = g.curl(g.url("/rest/health"))
+        self.assertEqual((code, body), (200, "RUNNING"))
+        for kind, (p12, crt) in sorted(F.usable.items()):
+            with self.subTest(kind):
+                self.upload_ok(kind + ".p12", p12, "pw-u")
+                self.assertServes(g, crt)
+                code, body = g.curl(g.url("/rest/health"))
+                self.assertEqual((code, body), (200, "RUNNING"))
 
     def test_upload_over_hand_copied_file_is_0600(self):
         """A file an operator copied in with a looser mode: the upload that replaces it
