@@ -371,6 +371,54 @@ class UploadTest(ApiTest):
         self.assertDescribes(json.loads(body), "e.p12", F.b, "pw-b")
         self.assertServes(g, F.b_crt)
 
+    def test_chunked_upload(self):
+        """curl -T - (standard input) sends the file chunked, without a Content-Length;
+        the size limit holds for it too."""
+        g = self.start(conf="[certgate]\nmax-upload-size = 2K\n")
+        with open(F.b, "rb") as f:
+            data = f.read()
+        cmd = ["curl", "-sk", "-o", "-", "-w", "\n%{http_code}", "-T", "-",
+               "-H", "Authorization: Api-Token " + self.tok, "-H", "X-Password: pw-b",
+               "-H", "Content-Type: application/octet-stream", g.api("chunked.p12")]
+        import subprocess
+        p = subprocess.run(cmd, input=data, capture_output=True, timeout=60)
+        body, _, code = p.stdout.rpartition(b"\n")
+        self.assertEqual(int(code), 200, body)
+        self.assertDescribes(json.loads(body), "chunked.p12", F.b, "pw-b")
+        self.assertServes(g, F.b_crt)
+        before = self.state(g)
+        with open(F.a, "rb") as f:
+            p = subprocess.run(cmd[:-1] + [g.api("big.p12")], input=f.read(), capture_output=True,
+                               timeout=60)
+        body, _, code = p.stdout.rpartition(b"\n")
+        self.assertEqual(int(code), 413, body)
+        self.assertEqual(self.state(g), before)
+
+    def test_keepalive_api_connection_survives_refusals(self):
+        """Refusals of certificate operations (403, 400, 404 after the request was read)
+        keep the connection; the next request on it works."""
+        g = self.start()
+        c = g.connect()
+        steps = [(lambda: g.upload("a.p12", F.a, "pw-a", self.tok, conn=c), 200),
+                 (lambda: g.upload("a.p12", F.a, "pw-a", self.tok, conn=c), 403),
+                 (lambda: g.upload("x.p12", F.garbage, "pw", self.tok, conn=c), 400),
+                 (lambda: g.activate("none.p12", "pw", self.tok, conn=c), 404),
+                 (lambda: g.call("DELETE", "a.p12", self.tok, conn=c), 403),
+                 (lambda: g.call("GET", "a.p12/list", self.tok, conn=c,
+                                 headers={"X-Password": "bad"}), 400),
+                 (lambda: g.upload("b.p12", F.b, "pw-b", self.tok, conn=c), 200)]
+        sock = None
+        for n, (step, want) in enumerate(steps):
+            status, headers, body = step()
+            self.assertEqual(status, want, "step %d: %s" % (n, body))
+            self.assertNotEqual(headers.get("connection", "").lower(), "close",
+                                "step %d (%d) closed the connection" % (n, status))
+            if sock is None:
+                sock = c.sock
+            self.assertIs(c.sock, sock, "step %d: the connection was not kept" % n)
+        self.assertServes(g, F.b_crt)
+        c.close()
+
     def test_open_connections_keep_working_after_switch(self):
         g = self.start()
         old = g.connect()
@@ -410,6 +458,39 @@ class AliasTest(ApiTest):
         self.assertServes(g, F.a_crt)
 
 
+class ConfigTest(ApiTest):
+    def test_api_writes_keep_the_rest_of_custom_properties(self):
+        """The API rewrites three keys; comments, other keys and sections stay as the
+        operator wrote them."""
+        conf = ("# managed by ops -- keep this comment\n"
+                "[com.compuware.apm.webserver]\n"
+                "certificate-alias = second\n"
+                "some-future-key = kept value\n"
+                "\n"
+                "[certgate]\n"
+                "max-upload-size = 512K\n"
+                "# trailing comment\n")
+        g = self.start(conf=conf)
+        self.upload_ok("d.p12", F.d, "pw-d")
+        self.upload_ok("a.p12", F.a, "pw-a")  # "second" is not in a.p12: the alias goes
+        self.assertJson(g.activate("d.p12", "pw-d", self.tok))
+        text = g.read_conf()
+        for line in ("# managed by ops -- keep this comment",
+                     "some-future-key = kept value", "[certgate]", "max-upload-size = 512K",
+                     "# trailing comment"):
+            self.assertIn(line + "\n", text, "lost: %r in\n%s" % (line, text))
+        self.assertEqual(text.count("[com.compuware.apm.webserver]"), 1)
+        self.assertLess(text.index("some-future-key"), text.index("[certgate]"),
+                        "a key moved out of its section")
+        self.assertLess(text.index("certificate-file"), text.index("[certgate]"),
+                        "certificate-file is not in [com.compuware.apm.webserver]")
+        self.assertRecorded("d.p12", "pw-d", alias=None)
+        # the settings still apply: 512K is the upload limit
+        st = g.call("PUT", "big.p12", self.tok, body=os.urandom(512 * 1024 + 1),
+                    headers={"X-Password": "x"})
+        self.assertTextError(st, 413)
+
+
 class ActivateTest(ApiTest):
     def two(self):
         g = self.start()
@@ -443,6 +524,32 @@ class ActivateTest(ApiTest):
                 self.assertServes(g, F.b_crt)
                 self.assertJson(g.activate("a.p12", "pw-a", self.tok, json_body=True))
                 self.assertServes(g, F.a_crt)
+
+    def test_password_with_special_characters(self):
+        """A password with quotes, a backslash, spaces and non-ASCII letters: X-Password
+        (UTF-8 bytes) and the JSON body (escaped) reach the file the same way."""
+        pw = 'q"uo\\te s päss'
+        g = self.start()
+        p12 = Pki(os.path.join(self.tmp, "sp")).p12("sp.p12", F.b_key, F.b_crt, pw)
+        with open(p12, "rb") as f:
+            body = f.read()
+        head = ("PUT %s HTTP/1.1\r\nHost: x\r\nAuthorization: Api-Token %s\r\n"
+                "Content-Length: %d\r\nConnection: close\r\nX-Password: "
+                % (g.api_path("sp.p12"), self.tok, len(body))).encode() + pw.encode() + b"\r\n\r\n"
+        resp = g.raw(head + body)
+        self.assertTrue(resp.startswith(b"HTTP/1.1 200"), resp[:300])
+        self.assertServes(g, F.b_crt)
+        self.upload_ok("a.p12", F.a, "pw-a")
+        r = g.call("POST", "sp.p12/activate", self.tok, body=json.dumps({"password": pw}))
+        self.assertEqual(r[0], 200, r[2])
+        self.assertServes(g, F.b_crt)
+        r = g.call("POST", "sp.p12/list", self.tok, body=json.dumps({"password": pw}))
+        self.assertEqual(r[0], 200, r[2])
+        # restart: the obfuscated password round-trips
+        g.stop()
+        g.start()
+        self.assertServes(g, F.b_crt)
+        self.assertNotIn(pw, g.read_conf())
 
     def test_activate_active_file_again_200(self):
         g = self.two()
@@ -558,6 +665,17 @@ class ListTest(ApiTest):
                 self.assertDescribes(e, "m.p12", F.m, "pw-multi")
             else:
                 self.assertNotIn("desc", e)
+
+
+    def test_list_many_files_sorted(self):
+        g = self.start()
+        names = ["f%03d.p12" % i for i in range(60)]
+        for n in names:
+            g.install(F.b, n)
+        g.install(F.b, "bad name.p12")  # not a certificate name: not listed
+        os.makedirs(os.path.join(g.ssl_dir, "folder.p12"))  # not a file: not listed
+        lst = self.assertJson(g.call("GET", "list", self.tok))
+        self.assertEqual(sorted(e["name"] for e in lst), names)
 
 
 class DescribeTest(ApiTest):

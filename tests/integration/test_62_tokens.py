@@ -85,6 +85,25 @@ class TokenTest(GatewayTest):
         self.assertEqual(st, 200, body)
         self.assertServes(g, self.crt)
 
+    def test_query_token_not_logged(self):
+        """The api-token query parameter is a secret: neither the access log nor the log
+        keeps it (nor its secret part)."""
+        g = self.gateway()
+        tok = g.token()
+        g.start()
+        for rest in ("list?api-token=" + tok, "list?x=1&api-token=" + tok + "&y=2",
+                     "t.p12/list?api-token=" + tok):
+            g.call("GET", rest, headers={"X-Password": "pw"})
+        g.call("GET", "list", tok)
+        self.assertEqual(g.stop(), 0)  # flushes the access log
+        secret = tok.rsplit(".", 1)[1]
+        for path in (g.access_path, g.log_path):
+            with open(path) as f:
+                text = f.read()
+            self.assertNotIn(secret[:16], text, "the token is in %s" % path)
+        with open(g.access_path) as f:
+            self.assertGreaterEqual(f.read().count("/list"), 4, "requests not in the access log")
+
     def test_missing_token_401_on_every_endpoint(self):
         g = self.gateway()
         g.token()
