@@ -10,12 +10,12 @@ import os
 import re
 import shutil
 import socket
-import ssl
+import subprocess
 import tempfile
 import time
 import unittest
 
-from harness import (SLOW, TOKEN_RE, GatewayTest, Pki, client_context, der_fingerprint,
+from harness import (SLOW, GatewayTest, Pki, client_context, der_fingerprint,
                      file_sha256, java_descriptions, keytool_entries, main, read_http_response,
                      run)
 
@@ -381,7 +381,6 @@ class UploadTest(ApiTest):
         cmd = ["curl", "-sk", "-o", "-", "-w", "\n%{http_code}", "-T", "-",
                "-H", "Authorization: Api-Token " + self.tok, "-H", "X-Password: pw-b",
                "-H", "Content-Type: application/octet-stream", g.api("chunked.p12")]
-        import subprocess
         p = subprocess.run(cmd, input=data, capture_output=True, timeout=60)
         body, _, code = p.stdout.rpartition(b"\n")
         self.assertEqual(int(code), 200, body)
