@@ -163,10 +163,20 @@ class Pki:
         return path
 
 
+_keytool_cache = {}
+
+
 def keytool_entries(p12_path, password, tz="UTC"):
     """`keytool -list -v` of a PKCS#12 file, in time zone tz: a list of dicts with alias,
     owner, serial, valid_from, valid_to and the first certificate's SHA-256 (lower-case
-    hex, no colons), in keytool's order."""
+    hex, no colons), in keytool's order. Cached by file contents (a JVM start is slow)."""
+    key = (file_sha256(p12_path), password, tz)
+    if key not in _keytool_cache:
+        _keytool_cache[key] = _keytool_entries(p12_path, password, tz)
+    return [dict(e) for e in _keytool_cache[key]]
+
+
+def _keytool_entries(p12_path, password, tz):
     env = dict(os.environ, TZ=tz, LC_ALL="C", LANG="C")
     out = run(["keytool", "-list", "-v", "-storetype", "PKCS12", "-keystore", p12_path,
                "-storepass", password, "-J-Duser.language=en", "-J-Duser.country=US"],
