@@ -170,7 +170,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     int had_old = 0;
     if (data) { /* upload: keep what it replaces, to put it back if the config fails */
         had_old = fs_read_file(path, 64u << 20, &old, &oldlen, NULL, 0) == 0;
-        if (fs_write_atomic(path, data, len, 0600, err, sizeof err) != 0) {
+        if (fs_write_atomic_mode(path, data, len, 0600, err, sizeof err) != 0) {
             job_text(j, 500, "cannot store %s: %s", j->name, err);
             goto fail;
         }
@@ -348,7 +348,7 @@ static void op_list(struct api_job *j)
         names[n++] = strdup(de->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_names);
+    if (n > 1) qsort(names, n, sizeof *names, cmp_names); /* names is NULL when n == 0 */
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *e = NULL;

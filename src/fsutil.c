@@ -74,8 +74,8 @@ static int write_all(int fd, const void *data, size_t len)
 
 /* Creates a temp file next to path holding data, with `mode`, fsync'd and closed.
  * On success *tmp_out is the malloc'd temp path and *dir_out the malloc'd folder. */
-static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
-                        size_t errlen);
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                        int keep_mode, char *err, size_t errlen);
 
 static int write_temp(const char *path, const void *data, size_t len, mode_t mode,
                       const struct stat *owner, char **tmp_out, char **dir_out, char *err,
@@ -147,8 +147,8 @@ static int write_temp(const char *path, const void *data, size_t len, mode_t mod
     return 0;
 }
 
-int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
-                    size_t errlen)
+static int write_resolved(const char *path, const void *data, size_t len, mode_t mode,
+                          int keep_mode, char *err, size_t errlen)
 {
     /* a symlink (e.g. to a file kept elsewhere by configuration management) stays in
      * place: the file it points to is replaced, in that file's folder */
@@ -156,13 +156,25 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
     char *real = NULL;
     if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && (real = realpath(path, NULL)) != NULL)
         path = real;
-    int rc = write_atomic(path, data, len, mode, err, errlen);
+    int rc = write_atomic(path, data, len, mode, keep_mode, err, errlen);
     free(real);
     return rc;
 }
 
-static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
-                        size_t errlen)
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                    size_t errlen)
+{
+    return write_resolved(path, data, len, mode, 1, err, errlen);
+}
+
+int fs_write_atomic_mode(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                         size_t errlen)
+{
+    return write_resolved(path, data, len, mode, 0, err, errlen);
+}
+
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                        int keep_mode, char *err, size_t errlen)
 {
     struct stat st;
     const struct stat *owner = NULL;
@@ -172,7 +184,7 @@ static int write_atomic(const char *path, const void *data, size_t len, mode_t m
             err_set(err, errlen, "cannot write %s: it is a folder", path);
             return -1;
         }
-        mode = st.st_mode & 07777;
+        if (keep_mode) mode = st.st_mode & 07777;
         owner = &st;
     } else if (errno != ENOENT) {
         err_set(err, errlen, "cannot check %s: %s", path, strerror(errno));

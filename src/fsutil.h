@@ -17,6 +17,12 @@
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err,
                     size_t errlen);
 
+/* Like fs_write_atomic, but the new file always gets `mode`, whatever the mode of the
+ * file it replaces (for secrets such as uploaded key stores, which must stay 0600 even
+ * when they replace a file copied in with a looser mode). */
+int fs_write_atomic_mode(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                         size_t errlen);
+
 /* Like fs_write_atomic, but never replaces an existing file (O_EXCL semantics): the
  * temp file is link(2)ed to path, so of several processes racing exactly one wins.
  * When path already exists, fails with errno == EEXIST preserved. The file gets `mode`. */

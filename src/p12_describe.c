@@ -539,9 +539,22 @@ void p12_java_date(time_t t, char *buf, size_t buflen)
         snprintf(buf, buflen, "?");
         return;
     }
+    /* tzdata spells zones without an established abbreviation as an offset ("-05",
+     * "+0545"); Java then prints "GMT-05:00", "GMT+05:45" */
+    char zone[48];
+    const char *z = tm.tm_zone;
+    if (!z || !*z || *z == '+' || *z == '-' || (*z >= '0' && *z <= '9')) {
+        long off = tm.tm_gmtoff, a = (off < 0 ? -off : off) % 86400;
+        if (off == 0)
+            snprintf(zone, sizeof zone, "GMT");
+        else
+            snprintf(zone, sizeof zone, "GMT%c%02ld:%02ld", off < 0 ? '-' : '+', a / 3600,
+                     a % 3600 / 60);
+        z = zone;
+    }
     snprintf(buf, buflen, "%s %s %02d %02d:%02d:%02d %s %d", days[tm.tm_wday % 7],
-             months[tm.tm_mon % 12], tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             tm.tm_zone ? tm.tm_zone : "GMT", tm.tm_year + 1900);
+             months[tm.tm_mon % 12], tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, z,
+             tm.tm_year + 1900);
 }
 
 static int asn1_time_t(const ASN1_TIME *at, time_t *out)

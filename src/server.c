@@ -384,9 +384,12 @@ static void conn_linger_read(struct conn *c)
         ssize_t r = read(c->fd, scratch, sizeof scratch);
         if (r > 0) continue;
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
-        break;
+        conn_close(c); /* EOF or error: the client has stopped sending */
+        return;
     }
-    conn_close(c);
+    /* 64 KiB drained and more may be pending: go on at the next readable event (the
+     * linger timeout bounds it). Closing now would reset the connection and could
+     * destroy the answer before the client has read it. */
 }
 
 static void on_conn_io(uv_poll_t *h, int status, int events)

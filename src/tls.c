@@ -241,6 +241,53 @@ int tls_check_opts(const struct tls_server_opts *opts, char *err, size_t errlen)
     return 0;
 }
 
+/* One handshake in memory (a BIO pair) between ctx and a permissive OpenSSL client.
+ * OpenSSL accepts keys into a context that no TLS 1.2/1.3 handshake can use (DSA: no
+ * enabled suite signs with it; EC keys on curves outside TLS's signature schemes such as
+ * secp256k1 or brainpool); publishing such a context would make every handshake fail,
+ * the certificate API's included. 0 when the handshake completes, else -1 with
+ * OpenSSL's reason in why. Leaves no session in ctx's cache and sends no ticket. */
+static int ctx_self_test(SSL_CTX *ctx, char *why, size_t len)
+{
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *c = cctx ? SSL_new(cctx) : NULL;
+    SSL *s = SSL_new(ctx);
+    BIO *cb = NULL, *sb = NULL;
+    int ok = 0;
+    if (c && s && BIO_new_bio_pair(&cb, 0, &sb, 0)) {
+        SSL_CTX_set_security_level(cctx, 0); /* only the server's limits count */
+        SSL_set_bio(c, cb, cb);
+        SSL_set_bio(s, sb, sb);
+        SSL_set_num_tickets(s, 0);
+        SSL_set_connect_state(c);
+        SSL_set_accept_state(s);
+        int done_c = 0, done_s = 0, failed = 0;
+        for (int i = 0; i < 16 && !failed && !(done_c && done_s); i++) {
+            SSL *side[2] = {c, s};
+            int *done[2] = {&done_c, &done_s};
+            for (int k = 0; k < 2 && !failed; k++) {
+                if (*done[k]) continue;
+                int r = SSL_do_handshake(side[k]);
+                int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(side[k], r);
+                if (r == 1)
+                    *done[k] = 1;
+                else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+                    failed = 1;
+            }
+        }
+        ok = done_c && done_s;
+        if (!ok) tls_last_error(why, len);
+        if (SSL_get0_session(s)) SSL_CTX_remove_session(ctx, SSL_get0_session(s));
+    } else {
+        snprintf(why, len, "out of memory");
+    }
+    SSL_free(c);
+    SSL_free(s);
+    SSL_CTX_free(cctx);
+    ERR_clear_error();
+    return ok ? 0 : -1;
+}
+
 SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *opts, const struct p12_entry *e,
                             char *err, size_t errlen)
 {
@@ -265,6 +312,13 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *opts, const struct p12
     if (chain && sk_X509_num(chain) > 0 && !SSL_CTX_set1_chain(ctx, chain)) {
         tls_last_error(why, sizeof why);
         snprintf(err, errlen, "the chain of alias '%s' cannot be served: %s",
+                 p12_entry_alias(e), why);
+        goto fail;
+    }
+    if (ctx_self_test(ctx, why, sizeof why) != 0) {
+        snprintf(err, errlen,
+                 "the key of alias '%s' cannot be used by TLS clients (%s); use an RSA key "
+                 "or an EC key on P-256, P-384 or P-521 (or Ed25519)",
                  p12_entry_alias(e), why);
         goto fail;
     }

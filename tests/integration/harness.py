@@ -5,6 +5,7 @@ test time by openssl and keytool.
 Only the standard library is used, so the tests run on a fresh Debian 12 with the
 packages scripts/deps.sh installs."""
 
+import hashlib
 import http.client
 import json
 import os
@@ -29,6 +30,8 @@ SLOW = 4.0 if SANITIZED else 1.0
 
 WEBSERVER = "com.compuware.apm.webserver"
 SCOPE = "ActiveGateCertManagement"
+ENV = "myenv"  # the environment ID the API tests use
+TOKEN_RE = re.compile(r"^dt0c01\.[A-Z2-7]{24}\.[A-Z2-7]{64}$")
 
 
 def run(cmd, check=True, input=None, env=None, cwd=None, timeout=120):
@@ -119,11 +122,33 @@ class Pki:
             bundle = out + ".chain.pem"
             with open(bundle, "w") as f:
                 for c in chain:
-                    f.write(open(c).read())
+                    with open(c) as src:
+                        f.write(src.read())
             cmd += ["-certfile", bundle]
         if legacy:
             cmd += ["-legacy"]
         run(cmd)
+        return out
+
+    def p12_twopass(self, name, key, cert, file_password, key_password):
+        """A real `openssl pkcs12 -export -twopass` file: the MAC verifies with file_password,
+        the bags are encrypted with key_password. openssl reads both from its terminal, so it
+        runs in a new session (no controlling tty) and gets them on stdin."""
+        out = self.path(name)
+        p = subprocess.run(["openssl", "pkcs12", "-export", "-twopass", "-inkey", key, "-in", cert,
+                            "-out", out],
+                           input="%s\n%s\n%s\n%s\n" % (file_password, file_password, key_password,
+                                                          key_password),
+                           capture_output=True, text=True, start_new_session=True, timeout=60)
+        if p.returncode != 0 or not os.path.exists(out):
+            raise AssertionError("openssl pkcs12 -twopass failed: %s" % p.stderr)
+        return out
+
+    def p12_nokey(self, name, cert, password):
+        """A PKCS#12 file holding only a certificate (openssl pkcs12 -export -nokeys)."""
+        out = self.path(name)
+        run(["openssl", "pkcs12", "-export", "-nokeys", "-in", cert, "-out", out, "-passout",
+             "pass:" + password])
         return out
 
     def keytool_keypair(self, store, alias, cn, password, keyalg="RSA", keysize=None):
@@ -138,13 +163,79 @@ class Pki:
         return path
 
 
+_keytool_cache = {}
+
+
+def keytool_entries(p12_path, password, tz="UTC"):
+    """`keytool -list -v` of a PKCS#12 file, in time zone tz: a list of dicts with alias,
+    owner, serial, valid_from, valid_to and the first certificate's SHA-256 (lower-case
+    hex, no colons), in keytool's order. Cached by file contents (a JVM start is slow)."""
+    key = (file_sha256(p12_path), password, tz)
+    if key not in _keytool_cache:
+        _keytool_cache[key] = _keytool_entries(p12_path, password, tz)
+    return [dict(e) for e in _keytool_cache[key]]
+
+
+def _keytool_entries(p12_path, password, tz):
+    env = dict(os.environ, TZ=tz, LC_ALL="C", LANG="C")
+    out = run(["keytool", "-list", "-v", "-storetype", "PKCS12", "-keystore", p12_path,
+               "-storepass", password, "-J-Duser.language=en", "-J-Duser.country=US"],
+              env=env).stdout
+    entries = []
+    for block in re.split(r"^Alias name: ", out, flags=re.M)[1:]:
+        alias = block.split("\n", 1)[0].strip()
+        owner = re.search(r"^Owner: (.*)$", block, re.M).group(1)
+        serial = re.search(r"^Serial number: (\S+)$", block, re.M).group(1)
+        vf = re.search(r"^Valid from: (.*) until: (.*)$", block, re.M)
+        sha = re.search(r"SHA256: ([0-9A-F:]+)", block).group(1).replace(":", "").lower()
+        entries.append({"alias": alias, "owner": owner, "serial": serial,
+                        "valid_from": vf.group(1), "valid_to": vf.group(2), "sha256": sha})
+    return entries
+
+
+def java_descriptions(p12_path, password, tz="UTC"):
+    """{alias: description} as ActiveGate (Java) describes each entry of the file,
+    built from keytool's output: Subject:<DN>;Valid from:<date>;Valid to:<date>;Serial number:<hex>."""
+    return {e["alias"]: "Subject:%s;Valid from:%s;Valid to:%s;Serial number:%s"
+            % (e["owner"], e["valid_from"], e["valid_to"], e["serial"])
+            for e in keytool_entries(p12_path, password, tz)}
+
+
+def tree_snapshot(root, skip=()):
+    """{relative path: (kind, mode, size, sha256)} of everything under root (files, folders,
+    symlinks); paths whose base name matches one of the regexes in skip are left out."""
+    snap = {}
+    if not os.path.lexists(root):
+        return snap
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            full = os.path.join(dirpath, n)
+            rel = os.path.relpath(full, root)
+            if any(re.search(p, n) for p in skip):
+                continue
+            st = os.lstat(full)
+            if os.path.islink(full):
+                snap[rel] = ("link", 0, 0, os.readlink(full))
+            elif os.path.isdir(full):
+                snap[rel] = ("dir", st.st_mode & 0o7777, 0, "")
+            else:
+                with open(full, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+                snap[rel] = ("file", st.st_mode & 0o7777, st.st_size, digest)
+    return snap
+
+
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def cert_fingerprint(cert_pem_path):
     out = run(["openssl", "x509", "-in", cert_pem_path, "-noout", "-fingerprint", "-sha256"]).stdout
     return out.strip().split("=", 1)[1].replace(":", "").lower()
 
 
 def der_fingerprint(der):
-    import hashlib
     return hashlib.sha256(der).hexdigest()
 
 
@@ -168,8 +259,9 @@ def client_context(cafile=None):
 class Gateway:
     """One certgate process on a free loopback port, with its own data directory."""
 
-    def __init__(self, data_dir, threads=2, extra_args=(), listen_host="127.0.0.1"):
+    def __init__(self, data_dir, threads=2, extra_args=(), listen_host="127.0.0.1", env=None):
         self.data_dir = data_dir
+        self.env = dict(env or {})  # extra environment of the process, e.g. {"TZ": ...}
         self.threads = threads
         self.extra_args = list(extra_args)
         self.listen_host = listen_host
@@ -220,7 +312,9 @@ class Gateway:
                 "--access-log", self.access_path] + self.extra_args
         self.log = open(self.log_path, "a")
         self.log_start = self.log.tell()
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+        penv = dict(os.environ)
+        penv.update(self.env)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, env=penv)
         if wait:
             self.wait_ready()
         return self
@@ -321,6 +415,60 @@ class Gateway:
         body, _, code = p.stdout.rpartition("\n")
         return int(code or 0), body
 
+    # ----- certificate API -----
+
+    def api_path(self, rest="", env=ENV):
+        return "/e/%s/api/v1/certificate/%s" % (env, rest)
+
+    def call(self, method, rest, token=None, body=None, headers=None, env=ENV, conn=None,
+             timeout=30):
+        """One certificate API request (Authorization: Api-Token token when given); on conn
+        when given (keep-alive), else on a new connection. Returns (status, headers, body)."""
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Api-Token " + token
+        path = self.api_path(rest, env)
+        if conn is None:
+            return self.request(method, path, body=body, headers=h, timeout=timeout)
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+    def upload(self, name, p12_path, password, token, **kw):
+        with open(p12_path, "rb") as f:
+            body = f.read()
+        h = {"X-Password": password, "Content-Type": "application/octet-stream"}
+        return self.call("PUT", name, token, body=body, headers=h, **kw)
+
+    def activate(self, name, password, token, json_body=False, **kw):
+        if json_body:
+            return self.call("POST", name + "/activate", token,
+                             body=json.dumps({"password": password}),
+                             headers={"Content-Type": "application/json"}, **kw)
+        return self.call("POST", name + "/activate", token, headers={"X-Password": password},
+                         **kw)
+
+    def raw(self, data, timeout=10, until_close=True):
+        """Sends raw bytes over a new TLS connection; returns what comes back until the
+        server closes (or the timeout passes, then what came so far)."""
+        ctx = client_context()
+        chunks = []
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout * SLOW) as s:
+            with ctx.wrap_socket(s) as t:
+                t.sendall(data)
+                try:
+                    while True:
+                        b = t.recv(65536)
+                        if not b:
+                            break
+                        chunks.append(b)
+                        if not until_close and b"\r\n\r\n" in b"".join(chunks):
+                            break
+                except (socket.timeout, ssl.SSLError, ConnectionError):
+                    pass
+        return b"".join(chunks)
+
     def served_cert(self, server_name=None, timeout=10):
         """DER of the certificate a new TLS handshake gets, and the chain length."""
         ctx = client_context()
@@ -333,6 +481,100 @@ class Gateway:
         p = run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.port, "-showcerts",
                  "-servername", "localhost"], input="", check=False, timeout=30)
         return re.findall(r"^\s*\d+ s:(.*)$", p.stdout, re.M)
+
+
+def read_http_response(sock_file):
+    """Reads one HTTP/1.1 response (status, {lower-case header: value}, body) from a
+    buffered socket file; the body by Content-Length."""
+    line = sock_file.readline()
+    if not line:
+        raise ConnectionError("connection closed before a status line")
+    status = int(line.split()[1])
+    headers = {}
+    while True:
+        h = sock_file.readline()
+        if h in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = h.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    body = sock_file.read(n) if n else b""
+    return status, headers, body
+
+
+class KeepAliveLoad:
+    """Client threads, each with ONE persistent HTTPS connection (http.client), sending
+    requests back to back until stop(). A failure is an exception, an unexpected status or
+    body, or the connection not being kept alive (http.client would silently reconnect);
+    after a failure the client reconnects and goes on. Each client records the
+    certificate its connection got at the handshake."""
+
+    def __init__(self, gateway, clients=4, path="/rest/health", status=200, body=b"RUNNING"):
+        self.g = gateway
+        self.clients = clients
+        self.path = path
+        self.want = (status, body)
+        self.counts = [0] * clients
+        self.connections = [0] * clients
+        self.peer_certs = [set() for _ in range(clients)]
+        self.failures = []
+        self._stop = threading.Event()
+        self._threads = []
+        self._lock = threading.Lock()
+
+    def _fail(self, i, what):
+        with self._lock:
+            self.failures.append("client %d, request %d: %s" % (i, self.counts[i] + 1, what))
+
+    def _client(self, i):
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = self.g.connect(timeout=15)
+                    conn.connect()
+                    self.connections[i] += 1
+                    self.peer_certs[i].add(der_fingerprint(conn.sock.getpeercert(True)))
+                sock = conn.sock
+                conn.request("GET", self.path)
+                r = conn.getresponse()
+                body = r.read()
+                if (r.status, body) != self.want:
+                    self._fail(i, "got %d %r" % (r.status, body[:200]))
+                elif conn.sock is not sock or r.will_close:
+                    self._fail(i, "the server did not keep the connection alive")
+                    conn.close()
+                    conn = None
+                self.counts[i] += 1
+            except Exception as e:  # noqa: BLE001 - every error is a failed request
+                self._fail(i, "%s: %s" % (type(e).__name__, e))
+                self.counts[i] += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.01)
+        if conn is not None:
+            conn.close()
+
+    def start(self):
+        for i in range(self.clients):
+            t = threading.Thread(target=self._client, args=(i,), daemon=True)
+            t.start()
+            self._threads.append(t)
+        deadline = time.time() + 15 * SLOW
+        while min(self.counts) == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        return self
+
+    @property
+    def total(self):
+        return sum(self.counts)
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(30 * SLOW)
+        return self
 
 
 class GatewayTest(unittest.TestCase):
@@ -361,6 +603,8 @@ class GatewayTest(unittest.TestCase):
                 g.log.close()
                 bad.append("%s did not stop on SIGTERM" % g.data_dir)
         for g in self.gateways:
+            if getattr(g, "log", None) and not g.log.closed:
+                g.log.close()
             if os.path.exists(g.log_path):
                 with open(g.log_path) as f:
                     text = f.read()
@@ -376,6 +620,45 @@ class GatewayTest(unittest.TestCase):
         os.makedirs(g.data_dir, exist_ok=True)
         self.gateways.append(g)
         return g
+
+    def api_gateway(self, name="gw", conf=None, tz="America/New_York", env=None, **kw):
+        """A started gateway with a token of scope ActiveGateCertManagement for ENV; a
+        non-UTC time zone so that descriptions show local dates. Returns (gateway, token)."""
+        e = {"TZ": tz}
+        e.update(env or {})
+        g = self.gateway(name, env=e, **kw)
+        if conf is not None:
+            g.write_conf(conf)
+        token = g.token()
+        g.start()
+        return g, token
+
+    def state(self, g):
+        """What a failed operation must leave alone: the certificate a new handshake gets,
+        the ssl directory and the config directory (names, modes, contents)."""
+        return {"served": der_fingerprint(g.served_cert()),
+                "ssl": tree_snapshot(g.ssl_dir),
+                "config": tree_snapshot(os.path.join(g.data_dir, "config"))}
+
+    def assertTextError(self, resp, status, *words):
+        """resp = (status, headers, body): the status, a text/plain body, and each word
+        (case-insensitive) in it."""
+        code, headers, body = resp
+        text = body.decode("utf-8", "replace")
+        self.assertEqual(code, status, "expected %d, got %d: %s" % (status, code, text))
+        self.assertTrue(headers.get("content-type", "").startswith("text/plain"),
+                        "failure answers are text/plain, got %r" % headers.get("content-type"))
+        self.assertTrue(text.strip(), "the failure answer names no reason")
+        for w in words:
+            self.assertIn(w.lower(), text.lower(), "reason %r not in %r" % (w, text))
+        return text
+
+    def assertJson(self, resp, status=200):
+        code, headers, body = resp
+        self.assertEqual(code, status, body.decode("utf-8", "replace"))
+        self.assertTrue(headers.get("content-type", "").startswith("application/json"),
+                        headers.get("content-type"))
+        return json.loads(body)
 
     def assertServes(self, g, cert_path, msg=None):
         """The certificate of a new handshake is cert_path (compared by fingerprint)."""
