@@ -315,6 +315,16 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *opts, const struct p12
                  p12_entry_alias(e), why);
         goto fail;
     }
+    /* Sessions are bound to the certificate: a context rebuilt for the same certificate
+     * (a reload) resumes its sessions, but after a switch every client, resuming or not,
+     * gets a full handshake with the new certificate. */
+    unsigned char fp[EVP_MAX_MD_SIZE];
+    unsigned int fplen = 0;
+    if (!X509_digest(cert, EVP_sha256(), fp, &fplen) ||
+        !SSL_CTX_set_session_id_context(ctx, fp, fplen > SSL_MAX_SID_CTX_LENGTH ? SSL_MAX_SID_CTX_LENGTH : fplen)) {
+        snprintf(err, errlen, "cannot fingerprint the certificate of alias '%s'", p12_entry_alias(e));
+        goto fail;
+    }
     if (ctx_self_test(ctx, why, sizeof why) != 0) {
         snprintf(err, errlen,
                  "the key of alias '%s' cannot be used by TLS clients (%s); use an RSA key "

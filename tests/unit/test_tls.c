@@ -189,7 +189,7 @@ static void test_exclusions_that_leave_nothing(void **state)
     assert_non_null(strstr(err, "leaves no cipher"));
 }
 
-static void test_tickets_survive_a_context_switch(void **state)
+static void test_tickets_survive_a_reload_not_a_switch(void **state)
 {
     SSL_CTX *a = server_ctx(TLS_V12 | TLS_V13, NULL, 1);
     struct result r1 = handshake(a, TLS1_3_VERSION, TLS1_3_VERSION, NULL, NULL, NULL);
@@ -199,7 +199,8 @@ static void test_tickets_survive_a_context_switch(void **state)
     assert_true(r0.ok);
     assert_true(r0.resumed); /* same context */
     SSL_SESSION_free(r0.session);
-    SSL_CTX *b = server_ctx(TLS_V12 | TLS_V13, NULL, 1); /* "the certificate switched" */
+    /* a reload builds a new context for the same certificate: sessions go on */
+    SSL_CTX *b = server_ctx(TLS_V12 | TLS_V13, NULL, 1);
     struct result r2 = handshake(b, TLS1_3_VERSION, TLS1_3_VERSION, NULL, NULL, r1.session);
     assert_true(r2.ok);
     assert_true(r2.resumed); /* the ticket key ring is shared by all contexts */
@@ -207,11 +208,29 @@ static void test_tickets_survive_a_context_switch(void **state)
     tls_tickets_rotate();
     struct result r3 = handshake(b, TLS1_3_VERSION, TLS1_3_VERSION, NULL, NULL, r2.session);
     assert_true(r3.resumed);
+    /* another certificate: the same ticket no longer resumes; a full handshake shows it */
+    char d2[600];
+    snprintf(d2, sizeof d2, "%s/other", dir);
+    mkdir(d2, 0700);
+    struct p12_file *other = NULL;
+    char err[256];
+    assert_int_equal(defcert_load(d2, 0, &other, err, sizeof err), 0);
+    const struct p12_entry *e;
+    assert_int_equal(p12_select(other, NULL, &e, NULL, 0), P12_OK);
+    struct tls_server_opts o = {.versions = TLS_V12 | TLS_V13, .session_cache = 1, .session_tickets = 1};
+    SSL_CTX *c = tls_server_ctx_new(&o, e, err, sizeof err);
+    assert_non_null(c);
+    struct result r4 = handshake(c, TLS1_3_VERSION, TLS1_3_VERSION, NULL, NULL, r3.session);
+    assert_true(r4.ok);
+    assert_false(r4.resumed);
     SSL_SESSION_free(r1.session);
     SSL_SESSION_free(r2.session);
     SSL_SESSION_free(r3.session);
+    SSL_SESSION_free(r4.session);
     tls_ctx_unref(a);
     tls_ctx_unref(b);
+    tls_ctx_unref(c);
+    p12_free(other);
 }
 
 static void test_no_tickets_no_resumption(void **state)
@@ -250,7 +269,7 @@ int main(void)
         cmocka_unit_test(test_only_tls13),
         cmocka_unit_test(test_excluded_cipher),
         cmocka_unit_test(test_exclusions_that_leave_nothing),
-        cmocka_unit_test(test_tickets_survive_a_context_switch),
+        cmocka_unit_test(test_tickets_survive_a_reload_not_a_switch),
         cmocka_unit_test(test_no_tickets_no_resumption),
         cmocka_unit_test(test_session_cache_survives_unclean_close),
     };
