@@ -119,7 +119,8 @@ class Pki:
             bundle = out + ".chain.pem"
             with open(bundle, "w") as f:
                 for c in chain:
-                    f.write(open(c).read())
+                    with open(c) as src:
+                        f.write(src.read())
             cmd += ["-certfile", bundle]
         if legacy:
             cmd += ["-legacy"]
@@ -143,7 +144,8 @@ class Pki:
         bundle = out + ".pem"
         with open(bundle, "w") as f:
             for c in (cert,) + tuple(chain):
-                f.write(open(c).read())
+                with open(c) as src:
+                    f.write(src.read())
         run(["openssl", "pkcs12", "-export", "-nokeys", "-in", bundle, "-out", out,
              "-passout", "pass:" + password])
         return out
@@ -304,11 +306,15 @@ class Gateway:
 
     def write_conf(self, text):
         os.makedirs(os.path.dirname(self.conf_path), exist_ok=True)
-        with open(self.conf_path, "w") as f:
+        with open(self.conf_path, "w", newline="") as f:
             f.write(text)
 
     def read_conf(self):
-        with open(self.conf_path) as f:
+        with open(self.conf_path, newline="") as f:
+            return f.read()
+
+    def read_conf_bytes(self):
+        with open(self.conf_path, "rb") as f:
             return f.read()
 
     def install(self, src, name=None):
