@@ -204,10 +204,11 @@ def der_text(der):
     return proc.stdout.decode()
 
 
-def read_response(f):
+def read_response(f, head=False):
     """Reads one HTTP/1.1 response from a binary file object (sock.makefile("rb")):
     returns (status, headers dict with lower-case names, body bytes). Handles
-    Content-Length bodies (and no body for 1xx/204/304); raises EOFError at EOF."""
+    Content-Length bodies (and no body for HEAD (head=True), 1xx, 204, 304); raises
+    EOFError at EOF."""
     line = f.readline()
     if not line:
         raise EOFError("connection closed before a response")
@@ -225,7 +226,7 @@ def read_response(f):
         k, _, v = h.decode("latin-1").partition(":")
         headers[k.strip().lower()] = v.strip()
     body = b""
-    if status >= 200 and status not in (204, 304) and "content-length" in headers:
+    if not head and status >= 200 and status not in (204, 304) and "content-length" in headers:
         n = int(headers["content-length"])
         while len(body) < n:
             chunk = f.read(n - len(body))
