@@ -766,6 +766,7 @@ void http_conn_run(struct conn *c)
         return;
     }
     c->in_run = 1;
+    uint64_t served = c->requests;
     do {
         c->rerun = 0;
         run_once(c);
@@ -781,7 +782,9 @@ void http_conn_run(struct conn *c)
     c->want_read = !c->peer_eof && !c->close_after && !c->body_paused &&
                    (!c->rbuf || c->rlen < RBUF_SIZE || c->rpos > 0);
     enum tq_kind k = wanted_timeout(c);
-    if (k != c->tq) conn_set_timeout(c, k);
+    /* a request answered within this run leaves the kind at KEEPALIVE, but the idle
+     * time starts again now */
+    if (k != c->tq || (k == TQ_KEEPALIVE && c->requests != served)) conn_set_timeout(c, k);
     conn_update_poll(c);
 }
 
