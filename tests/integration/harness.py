@@ -335,13 +335,22 @@ class Gateway:
 
     # ----- process -----
 
-    def start(self, wait=True, port=0):
-        args = [BIN, "run", "--data-dir", self.data_dir, "--threads", str(self.threads),
-                "--listen", "%s:%d" % (self.listen_host, port),
-                "--access-log", self.access_path] + self.extra_args
+    @property
+    def stdout_path(self):
+        return self.data_dir + ".stdout"
+
+    def start(self, wait=True, port=0, listen=True):
+        """Starts `certgate run` on listen_host:port (port 0: any free one; listen=False:
+        no --listen, so custom.properties' port-ssl applies). stderr goes to log_path,
+        stdout to stdout_path."""
+        args = [BIN, "run", "--data-dir", self.data_dir, "--threads", str(self.threads)]
+        if listen:
+            args += ["--listen", "%s:%d" % (self.listen_host, port)]
+        args += ["--access-log", self.access_path] + self.extra_args
         self.log = open(self.log_path, "a")
         self.log_start = self.log.tell()
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+        with open(self.stdout_path, "ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=self.log)
         if wait:
             self.wait_ready()
         return self
@@ -489,9 +498,12 @@ class Gateway:
 
     def served_chain(self):
         """The subjects of the certificates the server sends (openssl s_client -showcerts)."""
-        p = run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.port, "-showcerts",
-                 "-servername", "localhost"], input="", check=False, timeout=30)
-        return re.findall(r"^\s*\d+ s:(.*)$", p.stdout, re.M)
+        p = s_client(self.port, "-showcerts", "-servername", "localhost")
+        subjects = re.findall(r"^\s*\d+ s:(.*)$", p.stdout, re.M)
+        if not subjects:
+            raise AssertionError("openssl s_client got no certificate (exit %d):\n%s\n%s"
+                                 % (p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
+        return subjects
 
 
 class GatewayTest(unittest.TestCase):

@@ -144,6 +144,25 @@ class RunOptionsTest(GatewayTest):
                          "--access-log off still wrote an access log")
         self.assertNotIn("off-test", g.logs())
 
+    def test_access_log_stdout(self):
+        g = self.gateway()
+        g.extra_args = ["--access-log", "-"]
+        g.start()
+        g.request("GET", "/rest/health?from=stdout-test")
+        self.assertEqual(g.stop(), 0)
+        with open(g.stdout_path) as f:
+            self.assertRegex(f.read(), r'"GET /rest/health\?from=stdout-test" 200 ')
+        self.assertNotIn("stdout-test", g.logs())
+
+    def test_port_ssl_without_listen(self):
+        port = free_port()
+        g = self.gateway()
+        g.write_conf("[%s]\nport-ssl = %d\n" % (WEBSERVER, port))
+        g.start(listen=False)
+        self.assertEqual(g.port, port)
+        self.assertIn("listening on https://0.0.0.0:%d" % port, g.logs())
+        self.assertEqual(g.request("GET", "/rest/health")[2], b"RUNNING")
+
     def test_log_level_warn_hides_info_debug_shows_more(self):
         port = free_port()
         g = self.gateway(extra_args=["--log-level", "warn"])

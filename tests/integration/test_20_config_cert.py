@@ -246,12 +246,15 @@ class ObfuscationTest(GatewayTest):
         g.install(self.pki.p12("obf.p12", key, cert, self.PASSWORD, alias="obf"))
         g.write_conf(self.original())
         os.chmod(g.conf_path, 0o640)
+        inode = os.stat(g.conf_path).st_ino
         g.start()
         self.assertServes(g, cert)
         after = g.read_conf_bytes()
         self.assert_rewritten(self.original(), after.decode())
         self.assertEqual(stat.S_IMODE(os.stat(g.conf_path).st_mode), 0o640,
                          "the rewrite changed the file's mode")
+        self.assertNotEqual(os.stat(g.conf_path).st_ino, inode,
+                            "the file was rewritten in place, not replaced atomically")
         leftovers = [f for f in os.listdir(os.path.dirname(g.conf_path)) if "tmp" in f.lower()]
         self.assertEqual(leftovers, [], "a temporary file was left behind")
         self.assertEqual(g.stop(), 0)
