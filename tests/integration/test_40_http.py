@@ -118,6 +118,22 @@ class PipeliningTest(HttpTest):
             self.assertEqual(status, 404)
             self.assertEqual(body, b"not found: /p/%d\n" % i)
 
+    def test_pipelined_burst_larger_than_one_pass(self):
+        """Hundreds of requests in one write: more than the server handles in one pass of
+        its loop (and than its 16 KiB read buffer holds). Every one is answered, in order,
+        even when nothing more arrives from the client to wake the server up."""
+        g = self.start()
+        t, f = self.raw(g, timeout=3)
+        for burst in range(3):
+            t.sendall(b"".join(get("/b%d/%d" % (burst, i)) for i in range(300)))
+            for i in range(300):
+                try:
+                    status, _, body = read_response(f)
+                except (socket.timeout, EOFError) as e:
+                    self.fail("burst %d: no answer to request %d of 300 (%r)" % (burst, i, e))
+                self.assertEqual(body, b"not found: /b%d/%d\n" % (burst, i))
+        self.assertHealthy(t, f)
+
     def test_pipelined_requests_with_bodies(self):
         g = self.start()
         t, f = self.raw(g)
