@@ -181,6 +181,36 @@ class CustomCertificateTest(GatewayTest):
         self.assertServes(g, cert)
         self.assertIn("alias '1'", g.logs())
 
+    def test_file_without_password(self):
+        key, cert = self.pki.self_signed("nopw", "nopw.example")
+        p12 = self.pki.p12("nopw.p12", key, cert, "")
+        g = self.gateway()
+        g.install(p12)
+        g.write_conf("[%s]\ncertificate-file = nopw.p12\n" % WEBSERVER)
+        g.start()
+        self.assertServes(g, cert)
+
+    def test_password_with_special_characters(self):
+        pw = "p#ss\\w0rd; with spaces"  # '#' and ';' inside a value are not comments
+        key, cert = self.pki.self_signed("spec", "spec.example")
+        g = self.start_with(self.pki.p12("spec.p12", key, cert, pw), pw)
+        self.assertServes(g, cert)
+        self.assertEqual(g.stop(), 0)
+        g.start()
+        self.assertServes(g, cert)
+
+    def test_trusted_certificate_entries_are_not_key_aliases(self):
+        _, ca = self.pki.self_signed("trusted", "trusted.example")
+        store = self.pki.path("mixed.p12")
+        run(["keytool", "-importcert", "-noprompt", "-storetype", "PKCS12", "-keystore", store,
+             "-storepass", "storepw", "-alias", "trustedca", "-file", ca])
+        self.pki.keytool_keypair("mixed.p12", "server", "server.example", "storepw")
+        g = self.start_with(store, "storepw")  # the first key entry, not the first entry
+        self.assertEqual(der_subject(g.served_cert()), "CN=server.example")
+        g.write_conf(conf("mixed.p12", "storepw", "trustedca"))
+        self.assertIn("mixed.p12: alias 'trustedca' not found; the file's key aliases are: "
+                      "'server'", g.reload())
+
     def test_absolute_certificate_file(self):
         key, cert = self.pki.self_signed("abs", "abs.example")
         p12 = self.pki.p12("abs.p12", key, cert, "pw")  # stays outside DIR/ssl

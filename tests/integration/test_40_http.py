@@ -328,6 +328,19 @@ class TimeoutTest(HttpTest):
         if data:
             self.assertTrue(data.startswith(b"HTTP/1.1 408 "), data)
 
+    def test_header_timeout_on_a_keepalive_connection(self):
+        """The next request's header block gets header-timeout, not keepalive-timeout."""
+        g = self.start(certgate="keepalive-timeout = 20\nheader-timeout = 0.5\n")
+        t, f = self.raw(g)
+        self.assertHealthy(t, f)
+        time.sleep(0.2)
+        t.sendall(b"GET /rest/health HTTP/1.1\r\nHo")
+        took, data = wait_closed(t, 6 * SLOW)
+        self.assertIsNotNone(took)
+        self.assertLess(took, 3 * SLOW)
+        if data:
+            self.assertTrue(data.startswith(b"HTTP/1.1 408 "), data)
+
     def test_trickling_header_block_is_cut_off(self):
         """header-timeout bounds the whole header block, not the pause between bytes."""
         g = self.start(certgate="header-timeout = 0.5\n")

@@ -7,7 +7,7 @@ import threading
 import time
 
 from harness import (SLOW, WEBSERVER, GatewayTest, cert_fingerprint, der_fingerprint, main,
-                     read_response)
+                     read_response, wait_closed)
 
 HEALTH = b"GET /rest/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
@@ -117,6 +117,45 @@ class ReloadTest(GatewayTest):
         # the old connection keeps its certificate and keeps working
         self.assertStillWorks(c, sock, cert_a)
         self.assertStillWorks(c, sock, cert_a)
+
+    def test_sighup_picks_up_a_replaced_file(self):
+        """Renewal: the same file name with new content, then SIGHUP."""
+        g, cert_a = self.start_with_a()
+        c = self.open_keepalive(g)
+        sock = c.sock
+        p12, cert_new = self.make_p12("renewed", "a.example", "pa")
+        g.install(p12, "a.p12")
+        self.assertIn("reloaded", g.reload())
+        self.assertServes(g, cert_new)
+        self.assertStillWorks(c, sock, cert_a)
+
+    def test_request_in_flight_across_sighup(self):
+        g, cert_a = self.start_with_a()
+        t = g.tls_socket()
+        self.addCleanup(t.close)
+        f = t.makefile("rb")
+        t.sendall(b"GET /rest/health HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+        p12, _ = self.make_p12("b", "b.example", "pb")
+        g.install(p12)
+        self.configure(g, "b.p12", "pb")
+        self.assertIn("reloaded", g.reload())
+        t.sendall(b"def")
+        self.assertEqual(read_response(f)[::2], (200, b"RUNNING"))
+        t.sendall(HEALTH)
+        self.assertEqual(read_response(f)[::2], (200, b"RUNNING"))
+
+    def test_sighup_applies_http_timeouts_to_new_connections(self):
+        g, _ = self.start_with_a()
+        text = g.read_conf()
+        g.write_conf(text + "[certgate]\nkeepalive-timeout = 0.5\n")
+        self.assertIn("reloaded", g.reload())
+        t = g.tls_socket()
+        self.addCleanup(t.close)
+        f = t.makefile("rb")
+        t.sendall(HEALTH)
+        self.assertEqual(read_response(f)[0], 200)
+        took, _ = wait_closed(t, 5 * SLOW)
+        self.assertIsNotNone(took, "the reloaded keepalive-timeout was not applied")
 
     def test_sighup_back_to_default(self):
         g, cert_a = self.start_with_a()
