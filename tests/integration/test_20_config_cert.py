@@ -4,7 +4,6 @@ password obfuscation, every refusal reason with its message, and configuration e
 import os
 import re
 import socket
-import ssl
 import stat
 import subprocess
 

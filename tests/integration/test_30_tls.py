@@ -4,7 +4,6 @@ resumption (ssl-session-cache, ssl-session-tickets) and ALPN, driven with
 openssl s_client, curl and Python's ssl."""
 import os
 import re
-import socket
 
 from harness import (SLOW, WEBSERVER, GatewayTest, client_context, handshake_ok, main, run)
 

@@ -2,12 +2,12 @@
 (431, 413 per route, 400 and close on malformed input), idle keep-alive, header and
 body timeouts against slow clients, and the plain HTTP listener."""
 import http.client
-import os
 import socket
 import ssl
 import time
 
-from harness import (SLOW, WEBSERVER, GatewayTest, main, read_response, run, wait_closed)
+from harness import (SLOW, WEBSERVER, GatewayTest, free_port, main, read_response, run,
+                     wait_closed)
 
 KIB = 1024
 
@@ -401,7 +401,6 @@ class TimeoutTest(HttpTest):
 
 class PlainListenerTest(HttpTest):
     def test_port_opens_plain_http(self):
-        from harness import free_port
         port = free_port()
         g = self.start(webserver="port = %d\n" % port)
         self.assertIn("listening on http://127.0.0.1:%d" % port, g.logs())

@@ -1,6 +1,7 @@
 """Layer 50: signals. SIGTERM/SIGINT stop gracefully (no new connections, in-flight
 requests finish within 10 s, exit 0); SIGHUP re-reads custom.properties and the
 certificate, keeps serving the current one on any error, and drops no connection."""
+import os
 import signal
 import socket
 import threading
@@ -163,7 +164,6 @@ class ReloadTest(GatewayTest):
         sock = c.sock
         g.write_conf("[%s]\n" % WEBSERVER)
         self.assertIn("reloaded; serving default self-signed certificate", g.reload())
-        import os
         self.assertServes(g, os.path.join(g.ssl_dir, ".default-certificate.pem"))
         self.assertStillWorks(c, sock, cert_a)
 
