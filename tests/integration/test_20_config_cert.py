@@ -350,6 +350,12 @@ class RefusalTest(GatewayTest):
         g = self.setup_file(self.pki.p12("c.p12", key, cert, "right"), "WrongOne")
         logs = self.assert_refused(g, "c.p12: wrong password")
         self.assertNotIn("WrongOne", logs)
+        # the certificate API, the way to repair it remotely, answers
+        token = g.token()
+        status, _, body = g.request("GET", "/e/myenv/api/v1/certificate/list",
+                                    headers={"Authorization": "Api-Token " + token})
+        self.assertEqual(status, 200, body)
+        self.assertIn(b'"name":"c.p12"', body.replace(b" ", b""))
 
     def test_no_private_key(self):
         key, cert = self.pki.self_signed("c", "c.example")

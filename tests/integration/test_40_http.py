@@ -195,7 +195,7 @@ class BodyTest(HttpTest):
         self.assertClosed(t, f)
 
     def test_certificate_upload_limit_is_max_upload_size(self):
-        g = self.start(certgate="max-upload-size = 2K\n")
+        g = self.start(certgate="max-upload-size = 2048\n")
         token = g.token()
         path = "/e/myenv/api/v1/certificate/limit.p12"
         hdr = "Authorization: Api-Token %s\r\nX-Password: pw\r\n" \
