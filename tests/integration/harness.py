@@ -25,7 +25,7 @@ BIN = os.environ.get("CERTGATE_BIN") or os.path.join(ROOT, "build", "certgate")
 TOOLS = os.environ.get("CERTGATE_TOOLS") or os.path.join(ROOT, "build", "tools")
 SANITIZED = os.environ.get("CERTGATE_SANITIZED") == "1"
 # sanitizers slow everything down; waits scale with this
-SLOW = 4.0 if SANITIZED else 1.0
+SLOW = float(os.environ.get("CERTGATE_TEST_SLOW") or (4.0 if SANITIZED else 1.0))
 
 WEBSERVER = "com.compuware.apm.webserver"
 SCOPE = "ActiveGateCertManagement"
