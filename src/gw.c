@@ -159,13 +159,18 @@ static int load_settings(struct conf_settings *s, char *err, size_t errlen)
                  gw_paths.conf_path);
     }
     int rc = conf_settings_load(doc, gw_paths.conf_path, s, err, errlen);
+    /* the cipher exclusions can only be judged by OpenSSL; the line is that of the key */
+    int line = conf_doc_line(doc, CONF_SECTION_WEBSERVER, "excluded-ciphers");
     conf_doc_free(doc);
     if (rc != 0) return -1;
     struct tls_server_opts o;
     tls_opts_of(s, &o);
     char why[300];
     if (tls_check_opts(&o, why, sizeof why) != 0) {
-        snprintf(err, errlen, "%s: %s", gw_paths.conf_path, why);
+        if (line > 0)
+            snprintf(err, errlen, "%s:%d: %s", gw_paths.conf_path, line, why);
+        else
+            snprintf(err, errlen, "%s: %s", gw_paths.conf_path, why);
         conf_settings_free(s);
         return -1;
     }

@@ -776,6 +776,9 @@ static void run_once(struct conn *c)
         conn_close(c);
         return;
     }
+    /* Round limit (fairness). What is buffered here or inside OpenSSL may never make the
+     * socket readable again, so ask the loop to come back. */
+    c->resume = 1;
 }
 
 void http_conn_run(struct conn *c)
@@ -788,6 +791,7 @@ void http_conn_run(struct conn *c)
     uint64_t served = c->requests;
     do {
         c->rerun = 0;
+        c->resume = 0;
         run_once(c);
     } while (c->rerun && c->state == CS_ACTIVE);
     c->in_run = 0;

@@ -26,7 +26,7 @@ BIN = os.environ.get("CERTGATE_BIN") or os.path.join(ROOT, "build", "certgate")
 TOOLS = os.environ.get("CERTGATE_TOOLS") or os.path.join(ROOT, "build", "tools")
 SANITIZED = os.environ.get("CERTGATE_SANITIZED") == "1"
 # sanitizers slow everything down; waits scale with this
-SLOW = 4.0 if SANITIZED else 1.0
+SLOW = float(os.environ.get("CERTGATE_TEST_SLOW") or (4.0 if SANITIZED else 1.0))
 
 WEBSERVER = "com.compuware.apm.webserver"
 SCOPE = "ActiveGateCertManagement"
@@ -144,11 +144,27 @@ class Pki:
             raise AssertionError("openssl pkcs12 -twopass failed: %s" % p.stderr)
         return out
 
-    def p12_nokey(self, name, cert, password):
-        """A PKCS#12 file holding only a certificate (openssl pkcs12 -export -nokeys)."""
+    def forge_p12(self, name, key, cert, macpass, encpass=None, alias=None):
+        """A PKCS#12 file that openssl refuses to make (tests/tools/p12forge): the key
+        bag need not belong to the certificate, and the bags may be encrypted with
+        another password (encpass) than the MAC's (macpass), as -twopass does."""
         out = self.path(name)
-        run(["openssl", "pkcs12", "-export", "-nokeys", "-in", cert, "-out", out, "-passout",
-             "pass:" + password])
+        cmd = [tool("p12forge"), "pkcs12", out, key, cert, macpass, encpass or macpass]
+        if alias:
+            cmd.append(alias)
+        run(cmd)
+        return out
+
+    def p12_nokey(self, name, cert, password, chain=()):
+        """A PKCS#12 file with certificates only (openssl pkcs12 -export -nokeys)."""
+        out = self.path(name)
+        bundle = out + ".pem"
+        with open(bundle, "w") as f:
+            for c in (cert,) + tuple(chain):
+                with open(c) as src:
+                    f.write(src.read())
+        run(["openssl", "pkcs12", "-export", "-nokeys", "-in", bundle, "-out", out,
+             "-passout", "pass:" + password])
         return out
 
     def keytool_keypair(self, store, alias, cn, password, keyalg="RSA", keysize=None):
@@ -230,6 +246,99 @@ def file_sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def tool(name):
+    """A helper program built from tests/tools/<name>.c."""
+    path = os.path.join(TOOLS, name)
+    if not os.access(path, os.X_OK):
+        raise AssertionError("test tool %s is missing; build the project first" % path)
+    return path
+
+
+def free_port():
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def s_client(port, *args, input="", timeout=20, host="127.0.0.1"):
+    """openssl s_client against host:port; returns the CompletedProcess (never raises on
+    a failed handshake: look at returncode and stdout)."""
+    cmd = ["openssl", "s_client", "-connect", "%s:%d" % (host, port)] + list(args)
+    try:
+        return run(cmd, check=False, input=input, timeout=timeout * SLOW)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("openssl s_client did not finish: " + " ".join(cmd))
+
+
+def handshake_ok(p):
+    """Whether an s_client run completed a handshake (a protocol and cipher chosen)."""
+    return p.returncode == 0 and re.search(r"^(New|Reused), TLSv1\.[23], Cipher is (?!\(NONE\))",
+                                           p.stdout, re.M) is not None
+
+
+def pem_of_der(der):
+    return ssl.DER_cert_to_PEM_cert(der)
+
+
+def der_text(der):
+    """openssl x509 -text of a DER certificate."""
+    proc = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-text"], input=der,
+                          capture_output=True)
+    return proc.stdout.decode()
+
+
+def read_response(f, head=False):
+    """Reads one HTTP/1.1 response from a binary file object (sock.makefile("rb")):
+    returns (status, headers dict with lower-case names, body bytes). Handles
+    Content-Length bodies (and no body for HEAD (head=True), 1xx, 204, 304); raises
+    EOFError at EOF."""
+    line = f.readline()
+    if not line:
+        raise EOFError("connection closed before a response")
+    m = re.match(rb"HTTP/1\.[01] (\d{3}) ", line)
+    if not m:
+        raise AssertionError("not an HTTP status line: %r" % line)
+    status = int(m.group(1))
+    headers = {}
+    while True:
+        h = f.readline()
+        if not h:
+            raise EOFError("connection closed inside the header block")
+        if h in (b"\r\n", b"\n"):
+            break
+        k, _, v = h.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    body = b""
+    if not head and status >= 200 and status not in (204, 304) and "content-length" in headers:
+        n = int(headers["content-length"])
+        while len(body) < n:
+            chunk = f.read(n - len(body))
+            if not chunk:
+                raise EOFError("connection closed inside the body")
+            body += chunk
+    return status, headers, body
+
+
+def wait_closed(sock, timeout):
+    """Reads until the peer closes; returns (seconds it took, bytes read), or (None,
+    bytes) when it was still open after timeout seconds."""
+    start = time.time()
+    data = b""
+    sock.settimeout(0.05)
+    while time.time() - start < timeout:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ssl.SSLWantReadError):
+            continue
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            return time.time() - start, data
+        if not chunk:
+            return time.time() - start, data
+        data += chunk
+    return None, data
+
+
 def cert_fingerprint(cert_pem_path):
     out = run(["openssl", "x509", "-in", cert_pem_path, "-noout", "-fingerprint", "-sha256"]).stdout
     return out.strip().split("=", 1)[1].replace(":", "").lower()
@@ -282,11 +391,15 @@ class Gateway:
 
     def write_conf(self, text):
         os.makedirs(os.path.dirname(self.conf_path), exist_ok=True)
-        with open(self.conf_path, "w") as f:
+        with open(self.conf_path, "w", newline="") as f:
             f.write(text)
 
     def read_conf(self):
-        with open(self.conf_path) as f:
+        with open(self.conf_path, newline="") as f:
+            return f.read()
+
+    def read_conf_bytes(self):
+        with open(self.conf_path, "rb") as f:
             return f.read()
 
     def install(self, src, name=None):
@@ -306,15 +419,24 @@ class Gateway:
 
     # ----- process -----
 
-    def start(self, wait=True, port=0):
-        args = [BIN, "run", "--data-dir", self.data_dir, "--threads", str(self.threads),
-                "--listen", "%s:%d" % (self.listen_host, port),
-                "--access-log", self.access_path] + self.extra_args
+    @property
+    def stdout_path(self):
+        return self.data_dir + ".stdout"
+
+    def start(self, wait=True, port=0, listen=True):
+        """Starts `certgate run` on listen_host:port (port 0: any free one; listen=False:
+        no --listen, so custom.properties' port-ssl applies). stderr goes to log_path,
+        stdout to stdout_path."""
+        args = [BIN, "run", "--data-dir", self.data_dir, "--threads", str(self.threads)]
+        if listen:
+            args += ["--listen", "%s:%d" % (self.listen_host, port)]
+        args += ["--access-log", self.access_path] + self.extra_args
         self.log = open(self.log_path, "a")
         self.log_start = self.log.tell()
         penv = dict(os.environ)
         penv.update(self.env)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, env=penv)
+        with open(self.stdout_path, "ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=self.log, env=penv)
         if wait:
             self.wait_ready()
         return self
@@ -334,6 +456,22 @@ class Gateway:
                 return bool(re.search(pattern, self.logs()))
             time.sleep(0.02)
         return False
+
+    def wait_answering(self, port, timeout=15):
+        """For a gateway whose log does not say it is ready (e.g. --log-level warn): waits
+        until https://127.0.0.1:port/rest/health answers, then uses that port."""
+        deadline = time.time() + timeout * SLOW
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("certgate exited with %s:\n%s"
+                                     % (self.proc.returncode, self.logs()))
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    self.port = port
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("nothing listens on port %d after %ss" % (port, timeout))
 
     def wait_ready(self, timeout=15):
         deadline = time.time() + timeout * SLOW
@@ -407,6 +545,28 @@ class Gateway:
         finally:
             c.close()
 
+    def tls_socket(self, timeout=10, alpn=None, session=None, context=None):
+        """A raw TLS socket (Python ssl, no verification) for hand-made requests."""
+        ctx = context or client_context()
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout * SLOW)
+        return ctx.wrap_socket(s, server_hostname="localhost", session=session)
+
+    def s_client(self, *args, **kw):
+        return s_client(self.port, *args, **kw)
+
+    def run_to_exit(self, timeout=15):
+        """Starts `certgate run` expecting it to exit on its own (e.g. a configuration
+        error); returns its exit status. The log is in self.logs()."""
+        self.start(wait=False)
+        try:
+            rc = self.proc.wait(timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("certgate kept running:\n" + self.logs())
+        self.log.close()
+        return rc
+
     def curl(self, *args, check=False):
         """curl -sk with the given arguments; returns (status code, body text)."""
         cmd = ["curl", "-sk", "--max-time", str(int(30 * SLOW)), "-o", "-", "-w",
@@ -478,9 +638,12 @@ class Gateway:
 
     def served_chain(self):
         """The subjects of the certificates the server sends (openssl s_client -showcerts)."""
-        p = run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.port, "-showcerts",
-                 "-servername", "localhost"], input="", check=False, timeout=30)
-        return re.findall(r"^\s*\d+ s:(.*)$", p.stdout, re.M)
+        p = s_client(self.port, "-showcerts", "-servername", "localhost")
+        subjects = re.findall(r"^\s*\d+ s:(.*)$", p.stdout, re.M)
+        if not subjects:
+            raise AssertionError("openssl s_client got no certificate (exit %d):\n%s\n%s"
+                                 % (p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
+        return subjects
 
 
 def read_http_response(sock_file):
