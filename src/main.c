@@ -168,6 +168,15 @@ static int cmd_run(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+    /* signals are caught from here on; they are acted upon once the loop runs, so a
+     * SIGTERM that arrives while starting still ends in a clean stop */
+    uv_loop_t *main_loop = uv_default_loop();
+    uv_signal_init(main_loop, &sig_term);
+    uv_signal_init(main_loop, &sig_int);
+    uv_signal_init(main_loop, &sig_hup);
+    uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
+    uv_signal_start(&sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&sig_hup, on_hup, SIGHUP);
 
     char err[1024];
     if (accesslog_open(access, err, sizeof err) != 0) {
@@ -205,12 +214,6 @@ static int cmd_run(int argc, char **argv)
     app_started();
 
     uv_loop_t *loop = uv_default_loop();
-    uv_signal_init(loop, &sig_term);
-    uv_signal_init(loop, &sig_int);
-    uv_signal_init(loop, &sig_hup);
-    uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
-    uv_signal_start(&sig_int, on_stop_signal, SIGINT);
-    uv_signal_start(&sig_hup, on_hup, SIGHUP);
     uv_timer_init(loop, &ticket_timer);
     uv_timer_start(&ticket_timer, on_ticket_timer, TLS_TICKET_ROTATE_S * 1000ull,
                    TLS_TICKET_ROTATE_S * 1000ull);

@@ -130,7 +130,7 @@ class RunOptionsTest(GatewayTest):
                 break
             time.sleep(0.05)
         self.assertRegex(text, r'"GET /rest/health\?from=access-test" 200 ')
-        self.assertRegex(text, r'"GET /missing-page" 404 ')
+        self.assertRegex(text, r'"GET /missing-page" 503 ')
 
     def test_access_log_off(self):
         g = self.gateway()
