@@ -592,6 +592,18 @@ static void uc_read(struct upconn *u)
     uc_update_poll(u);
 }
 
+/* Resumes reading the client's body once the request's output has drained below the
+ * low-water mark. The caller must check u->state afterwards: reading more of the body can
+ * end the connection. */
+static void uc_resume_body(struct upconn *u)
+{
+    struct pxreq *r = u->req;
+    if (r && r->x && r->body_paused && u->olen - u->opos < UP_OUT_LOW) {
+        r->body_paused = 0;
+        http_resume_body(r->x);
+    }
+}
+
 /* ----- connecting ----- */
 
 static void uc_start_io(struct upconn *u)
@@ -604,6 +616,10 @@ static void uc_start_io(struct upconn *u)
         if (r) px_upstream_gone(r, u, "write error");
         return;
     }
+    /* the body may have been paused while connecting; a flush that empties the buffer
+     * leaves no writable event to resume it from */
+    uc_resume_body(u);
+    if (u->state != U_ACTIVE) return;
     uc_update_poll(u);
 }
 
@@ -702,15 +718,13 @@ static void uc_io(uv_poll_t *h, int status, int events)
     default:
         return;
     }
-    struct pxreq *r = u->req;
     if ((events & UV_WRITABLE) && u->want_write) {
         if (uc_flush(u) != 0) {
             u->write_failed = 1;
             u->olen = u->opos = 0;
             /* the upstream may have answered already (e.g. 413); read it if so */
-        } else if (r && r->x && r->body_paused && u->olen - u->opos < UP_OUT_LOW) {
-            r->body_paused = 0;
-            http_resume_body(r->x);
+        } else {
+            uc_resume_body(u);
             if (u->state != U_ACTIVE) return;
         }
     }
