@@ -788,6 +788,9 @@ void http_conn_run(struct conn *c)
     } while (c->rerun && c->state == CS_ACTIVE);
     c->in_run = 0;
     if (c->state != CS_ACTIVE) return;
+    /* run_once gives up after a number of rounds (fairness) and may leave output it has
+     * not tried to write; only a writable event brings it back then */
+    if (c->olen > c->opos) c->want_write = 1;
     /* idle: give the read buffer back */
     if (c->rbuf && c->rpos == c->rlen && !c->x) {
         worker_buf_put(c->w, c->rbuf);
