@@ -803,7 +803,9 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
     const char *conn = http_header(q, "Connection");
     int rc = buf_printf(&h, &len, &cap, "%s %s%s HTTP/1.1\r\nHost: %s\r\n", q->method_name,
                         r->target->prefix, target, r->target->host_header);
-    const char *xff = NULL, *host = NULL;
+    const char *host = NULL;
+    char *xff = NULL; /* every X-Forwarded-For line, comma-joined, in order */
+    size_t xfflen = 0, xffcap = 0;
     for (unsigned i = 0; i < q->nheaders && rc == 0; i++) {
         const struct http_header *hd = &q->headers[i];
         if (hop_by_hop(hd->name, hd->name_len, conn)) continue;
@@ -812,7 +814,9 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
             continue;
         }
         if (strcasecmp(hd->name, "x-forwarded-for") == 0) {
-            xff = hd->value;
+            if (hd->value_len)
+                rc = (xfflen && buf_put(&xff, &xfflen, &xffcap, ", ", 2)) ||
+                     buf_put(&xff, &xfflen, &xffcap, hd->value, hd->value_len);
             continue;
         }
         if (strcasecmp(hd->name, "expect") == 0 || strcasecmp(hd->name, "content-length") == 0 ||
@@ -824,8 +828,12 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
              buf_put(&h, &len, &cap, hd->value, hd->value_len) || buf_put(&h, &len, &cap, "\r\n", 2);
     }
     if (rc == 0)
-        rc = buf_printf(&h, &len, &cap, "X-Forwarded-For: %s%s%s\r\nX-Forwarded-Proto: %s\r\n",
-                        xff ? xff : "", xff ? ", " : "", peer, q->tls ? "https" : "http");
+        rc = buf_put(&h, &len, &cap, "X-Forwarded-For: ", 17) ||
+             (xfflen && (buf_put(&h, &len, &cap, xff, xfflen) || buf_put(&h, &len, &cap, ", ", 2)));
+    free(xff);
+    if (rc == 0)
+        rc = buf_printf(&h, &len, &cap, "%s\r\nX-Forwarded-Proto: %s\r\n", peer,
+                        q->tls ? "https" : "http");
     if (rc == 0 && host) rc = buf_printf(&h, &len, &cap, "X-Forwarded-Host: %s\r\n", host);
     if (rc == 0 && q->chunked)
         rc = buf_put(&h, &len, &cap, "Transfer-Encoding: chunked\r\n", 28);
