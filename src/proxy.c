@@ -71,6 +71,7 @@ struct pxreq {
     size_t cur_start, cur_name_len; /* header being read: its start in rh, name length */
     int cur_in_value;
     char reason[64];
+    char resp_conn[256]; /* the answer's Connection header values, comma-joined */
 };
 
 /* ----- small buffers ----- */
@@ -355,6 +356,13 @@ static void rh_end_header(struct pxreq *r, const char *connection)
     size_t nl = r->cur_name_len;
     int drop = hop_by_hop(name, nl, connection) ||
                (nl == 14 && strncasecmp(name, "content-length", 14) == 0);
+    if (nl == 10 && strncasecmp(name, "connection", 10) == 0 && r->cur_in_value) {
+        /* dropped, but the headers it names are dropped too once all are in */
+        const char *v = name + nl + 2;
+        size_t have = strlen(r->resp_conn);
+        snprintf(r->resp_conn + have, sizeof r->resp_conn - have, "%s%.*s", have ? ", " : "",
+                 (int)(r->rh + r->rhlen - v), v);
+    }
     if (drop)
         r->rhlen = r->cur_start;
     else
@@ -373,6 +381,7 @@ static int on_resp_begin(http_parser *p)
         r->cur_name_len = 0;
         r->cur_in_value = 0;
         r->reason[0] = '\0';
+        r->resp_conn[0] = '\0';
     }
     return 0;
 }
@@ -409,25 +418,6 @@ static int on_resp_value(http_parser *p, const char *at, size_t n)
     return rh_add(r, at, n);
 }
 
-/* The value of a header in the assembled block (for Connection), or NULL. */
-static const char *rh_find(struct pxreq *r, const char *name, char *buf, size_t len)
-{
-    size_t nl = strlen(name);
-    const char *p = r->rh, *end = r->rh + r->rhlen;
-    while (p && p < end) {
-        const char *eol = memchr(p, '\r', (size_t)(end - p));
-        if (!eol) break;
-        if ((size_t)(eol - p) > nl + 1 && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
-            const char *v = p + nl + 1;
-            while (*v == ' ') v++;
-            snprintf(buf, len, "%.*s", (int)(eol - v), v);
-            return buf;
-        }
-        p = eol + 2;
-    }
-    return NULL;
-}
-
 static int on_resp_headers(http_parser *p)
 {
     struct upconn *u = p->data;
@@ -438,8 +428,8 @@ static int on_resp_headers(http_parser *p)
     if (status == 101) return -1; /* no protocol switches through the proxy */
     if (r->cur_in_value || r->cur_name_len) rh_end_header(r, NULL);
     /* drop the headers the Connection header names */
-    char conn[256];
-    if (rh_find(r, "Connection", conn, sizeof conn)) {
+    const char *conn = r->resp_conn;
+    if (conn[0]) {
         /* rebuild without them */
         char *old = r->rh;
         size_t oldlen = r->rhlen;
