@@ -135,7 +135,8 @@ static int hop_by_hop(const char *name, size_t nlen, const char *connection)
                                       "proxy-authorization", "proxy-authenticate"};
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
         if (strlen(hop[i]) == nlen && strncasecmp(name, hop[i], nlen) == 0) return 1;
-    if (nlen > 6 && strncasecmp(name, "proxy-", 6) == 0) return 1; /* Proxy-*: for a proxy, never passed on */
+    /* Proxy-* headers are for a proxy and never passed on */
+    if (nlen > 6 && strncasecmp(name, "proxy-", 6) == 0) return 1;
     return token_in_list(connection, name, nlen);
 }
 
