@@ -940,15 +940,18 @@ static void px_free(void *ctx)
 
 static void no_upstream(struct http_exchange *x)
 {
-    http_respond_text(x, 503,
-                      "no upstream configured: set url in the [upstream] section of "
-                      "custom.properties and send SIGHUP");
+    static const char msg[] = "no upstream configured: set url in the [upstream] section of "
+                              "custom.properties and send SIGHUP";
+    log_warn("proxy: 503: %s", msg);
+    http_respond_text(x, 503, "%s", msg);
 }
 
 void proxy_route(const struct http_request *req, const struct gw_snap *snap,
                  struct http_route *out)
 {
     if (!snap->upstream) {
+        /* answered when the headers are in: a body of any size gets 503, not 413 */
+        out->on_headers = no_upstream;
         out->handle = no_upstream;
         out->max_body = 64 * 1024;
         return;
