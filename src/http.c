@@ -660,14 +660,19 @@ static void parse_input(struct conn *c)
     answer_error(c, status, msg);
 }
 
+static void x_log(struct conn *c, struct http_exchange *x, int status)
+{
+    if (accesslog_enabled())
+        accesslog_request_up(http_peer(x), x->req.method_name, x->req.target, status,
+                             x->bytes_out, uv_now(&c->w->loop) - x->start_ms, x->upstream_ms);
+}
+
 /* The exchange is answered: release it, then either continue with the next request or
  * let the connection end. */
 static void finish_exchange(struct conn *c)
 {
     struct http_exchange *x = c->x;
-    if (accesslog_enabled())
-        accesslog_request_up(http_peer(x), x->req.method_name, x->req.target, x->status,
-                             x->bytes_out, uv_now(&c->w->loop) - x->start_ms, x->upstream_ms);
+    x_log(c, x, x->status);
     c->x = NULL;
     c->requests++;
     if (!x->complete || !x->keep_alive) c->close_after = 1;
@@ -823,7 +828,12 @@ void http_conn_release(struct conn *c)
     struct http_exchange *x = c->x;
     if (!x) return;
     c->x = NULL;
+    /* a request that ends unanswered (or half answered) still gets its access log line:
+     * the status sent, or 499 (client closed request) when none was */
+    int unfinished = x->headers_done && !x->done;
+    if (unfinished) http_peer(x); /* while the connection is still known */
     if (x->dispatched && !x->done && x->route.handle) {
+        x_log(c, x, x->status ? x->status : 499);
         x->c = NULL; /* the handler will answer into the void, which frees it */
         return;
     }
@@ -831,8 +841,9 @@ void http_conn_release(struct conn *c)
         void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
         x->route.on_abort = NULL;
         x->c = NULL;
-        abort_cb(x);
+        abort_cb(x); /* may record the upstream's time */
     }
+    if (unfinished) x_log(c, x, x->status ? x->status : 499);
     x_free(x);
 }
 

@@ -921,6 +921,7 @@ static void px_on_drain(struct http_exchange *x)
 static void px_on_abort(struct http_exchange *x)
 {
     struct pxreq *r = http_route(x)->ctx;
+    if (r->pool) http_set_upstream_ms(x, (int64_t)(uv_now(r->pool->loop) - r->t0));
     r->x = NULL;
     if (r->uc) {
         log_debug("proxy: the client went away; aborting its upstream request");
