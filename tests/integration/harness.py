@@ -436,9 +436,10 @@ class Upstream:
         self.proc = None
         self.port = None
 
-    def start(self):
+    def start(self, port=0):
+        """Starts it on port (0: a free one; a given one: e.g. to come back after stop)."""
         import sys
-        self.proc = subprocess.Popen([sys.executable, "-B", UPSTREAM_SERVER, "0", self.name],
+        self.proc = subprocess.Popen([sys.executable, "-B", UPSTREAM_SERVER, str(port), self.name],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         line = self.proc.stdout.readline().decode()
         m = re.match(r"ready (\d+)", line)
@@ -446,7 +447,16 @@ class Upstream:
             self.proc.kill()
             raise AssertionError("upstream_server.py did not start: %r" % line)
         self.port = int(m.group(1))
+        # drain its output (tracebacks of broken connections) so it never blocks on a pipe
+        self.output = []
+        threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
         return self
+
+    def _drain(self, pipe):
+        for line in pipe:
+            self.output.append(line.decode(errors="replace"))
+            del self.output[:-200]
+        pipe.close()
 
     @property
     def url(self):
@@ -472,8 +482,6 @@ class Upstream:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if self.proc and self.proc.stdout:
-            self.proc.stdout.close()
 
 
 NGINX = os.environ.get("CERTGATE_NGINX") or "/usr/sbin/nginx"

@@ -23,6 +23,8 @@ Routes:
   /hop                an answer with hop-by-hop headers (Connection naming X-Hop-Secret,
                       X-Hop-Secret, Keep-Alive, Proxy-Authenticate) and an end-to-end X-Kept
   /sink?pause=S       as /sink, but waits S seconds before reading the body
+  /truncate           promises 1000000 bytes (Content-Length), sends 1000, closes
+  /garbage            answers something that is not HTTP
   /stats              JSON counters: connections (accepted), open (now), requests (by path
                       without query), slow_aborted, slow_done; not counted itself
 Paths under /prefix/ are routed as without it (for [upstream] url path prefixes); the
@@ -226,6 +228,12 @@ class Handler(BaseHTTPRequestHandler):
                 for i in range(3):
                     self.wfile.write(b"until the end %d\n" % i)
                     self.wfile.flush()
+        elif p == "/truncate":
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        elif p == "/garbage":
+            self.close_connection = True
+            self.wfile.write(b"THIS IS NOT HTTP\r\n\r\n")
         elif p == "/hop":
             body = b"hop\n"
             self.send_response(200)
