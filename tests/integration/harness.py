@@ -494,8 +494,10 @@ class Nginx:
     unbuffered) to `backend` (an Upstream) when given. The access log lines are
     '<r|.> <sni|-> <uri> <status>' ($ssl_session_reused, $ssl_server_name)."""
 
-    def __init__(self, folder, cert, key, backend=None, keepalive_requests=1000):
+    def __init__(self, folder, cert, key, backend=None, keepalive_requests=1000,
+                 protocols="TLSv1.2 TLSv1.3"):
         self.dir = folder
+        self.protocols = protocols
         self.cert = cert
         self.key = key
         self.backend = backend
@@ -531,8 +533,8 @@ worker_processes 1;
 error_log %(d)s/error.log info;
 events { worker_connections 256; }
 http {
-    access_log %(d)s/access.log reuse;
     log_format reuse '$ssl_session_reused $ssl_server_name $request_uri $status';
+    access_log %(d)s/access.log reuse;
     client_body_temp_path %(d)s/tmp/body;
     proxy_temp_path %(d)s/tmp/proxy;
     fastcgi_temp_path %(d)s/tmp/fastcgi;
@@ -542,18 +544,19 @@ http {
     keepalive_requests %(kr)d;
     server {
         listen 127.0.0.1:%(port)d ssl;
+        ssl_protocols %(protocols)s;
         ssl_certificate %(cert)s;
         ssl_certificate_key %(key)s;
         ssl_session_cache shared:SSL:1m;
         ssl_session_tickets on;
         location = /nginx-info {
             default_type application/json;
-            return 200 '{"reused": "$ssl_session_reused", "sni": "$ssl_server_name", "host": "$http_host", "protocol": "$ssl_protocol", "uri": "$request_uri"}';
+            return 200 '{"reused": "$ssl_session_reused", "sni": "$ssl_server_name", "host": "$http_host", "protocol": "$ssl_protocol", "uri": "$request_uri", "conn": $connection}';
         }%(proxy)s
     }
 }
 """ % {"d": d, "kr": self.keepalive_requests, "port": port, "cert": self.cert,
-       "key": self.key, "proxy": proxy}
+       "key": self.key, "proxy": proxy, "protocols": self.protocols}
 
     def start(self):
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
