@@ -202,7 +202,12 @@ static void uc_close(struct upconn *u)
     u->state = U_CLOSED;
     if (u->req) u->req->uc = NULL;
     u->req = NULL;
-    if (u->ssl) tls_conn_free(u->ssl);
+    if (u->ssl) {
+        /* close_notify first: OpenSSL marks the session of a connection freed without
+         * it as not resumable, and that session is the one the pool resumes with */
+        tls_conn_shutdown(u->ssl);
+        tls_conn_free(u->ssl);
+    }
     u->ssl = NULL;
     uv_close((uv_handle_t *)&u->poll, uc_handle_closed);
     uv_close((uv_handle_t *)&u->timer, uc_handle_closed);
