@@ -526,6 +526,9 @@ static int on_headers_complete(http_parser *p)
     x->headers_done = 1;
     x->keep_alive = http_should_keep_alive(p) != 0;
     memset(&x->route, 0, sizeof x->route);
+    /* a reload applies from the next request on, also on connections already open (one
+     * atomic load when nothing changed) */
+    gw_snap_refresh(&c->w->snap);
     router(&x->req, c->w->snap, &x->route);
     int has_body = x->req.chunked || x->req.content_length > 0;
     if (x->route.handle) {
