@@ -713,18 +713,21 @@ static void on_peer_eof(struct conn *c)
     c->close_after = 1; /* answer what was asked, then close */
 }
 
-static void run_once(struct conn *c)
+/* Runs the connection until it waits for something; returns 1 when it stopped only
+ * because its budget of rounds was used up (work may be left: buffered input to parse,
+ * output to write). */
+static int run_once(struct conn *c)
 {
     struct worker *w = c->w;
     for (int rounds = 0; rounds < 256; rounds++) {
         if (c->x && c->x->done) finish_exchange(c);
-        if (c->state != CS_ACTIVE) return;
+        if (c->state != CS_ACTIVE) return 0;
         struct http_exchange *x = c->x;
         /* 1. parse what is buffered, unless a request waits for its answer */
         int parse_ok = !c->close_after && !c->body_paused && !(x && x->complete);
         if (parse_ok && c->rpos < c->rlen) {
             parse_input(c);
-            if (c->state != CS_ACTIVE) return;
+            if (c->state != CS_ACTIVE) return 0;
             if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
             continue;
         }
@@ -733,7 +736,7 @@ static void run_once(struct conn *c)
             size_t before = c->olen - c->opos;
             if (conn_flush(c) < 0) {
                 conn_close(c);
-                return;
+                return 0;
             }
             x = c->x;
             if (x && x->want_drain && c->olen - c->opos < HTTP_OUT_HIGH / 2 &&
@@ -748,17 +751,17 @@ static void run_once(struct conn *c)
                 if (c->x) finish_exchange(c);
                 conn_finish(c, needs_linger(c));
             }
-            return;
+            return 0;
         }
-        if (c->olen - c->opos >= HTTP_OUT_HIGH) return; /* wait for the client to read */
+        if (c->olen - c->opos >= HTTP_OUT_HIGH) return 0; /* wait for the client to read */
         /* 3. read more */
-        if (!c->more_input || c->peer_eof || c->body_paused) return;
+        if (!c->more_input || c->peer_eof || c->body_paused) return 0;
         if (!c->rbuf) {
             c->rbuf = worker_buf_get(w);
             c->rpos = c->rlen = 0;
             if (!c->rbuf) {
                 conn_close(c);
-                return;
+                return 0;
             }
         }
         if (c->rpos > 0 && c->rlen == RBUF_SIZE) {
@@ -766,21 +769,22 @@ static void run_once(struct conn *c)
             c->rlen -= c->rpos;
             c->rpos = 0;
         }
-        if (c->rlen == RBUF_SIZE) return; /* full: wait until a request is answered */
+        if (c->rlen == RBUF_SIZE) return 0; /* full: wait until a request is answered */
         int r = conn_read(c);
         if (r > 0) {
             if (c->x && c->x->headers_done && !c->x->complete) conn_set_timeout(c, TQ_BODY);
             continue;
         }
-        if (r == 0) return;
+        if (r == 0) return 0;
         if (r == -1) {
             on_peer_eof(c);
-            if (c->state != CS_ACTIVE) return;
+            if (c->state != CS_ACTIVE) return 0;
             continue;
         }
         conn_close(c);
-        return;
+        return 0;
     }
+    return 1;
 }
 
 void http_conn_run(struct conn *c)
@@ -790,15 +794,19 @@ void http_conn_run(struct conn *c)
         return;
     }
     c->in_run = 1;
+    c->kick = 0;
+    int more;
     do {
         c->rerun = 0;
-        run_once(c);
+        more = run_once(c);
     } while (c->rerun && c->state == CS_ACTIVE);
     c->in_run = 0;
     if (c->state != CS_ACTIVE) return;
-    /* run_once gives up after a number of rounds (fairness) and may leave output it has
-     * not tried to write; only a writable event brings it back then */
-    if (c->olen > c->opos) c->want_write = 1;
+    /* run_once gives up after a number of rounds so that one busy connection does not
+     * starve the others; what it left (a full input buffer to parse, output not yet
+     * written) is invisible to epoll, so ask for the next writable event, which comes
+     * at the next loop iteration, to carry on */
+    if (more) c->kick = 1;
     /* idle: give the read buffer back */
     if (c->rbuf && c->rpos == c->rlen && !c->x) {
         worker_buf_put(c->w, c->rbuf);

@@ -224,7 +224,7 @@ void conn_update_poll(struct conn *c)
         break;
     case CS_ACTIVE:
         if (c->want_read) ev |= UV_READABLE;
-        if (c->want_write || c->read_wants_write) ev |= UV_WRITABLE;
+        if (c->want_write || c->read_wants_write || c->kick) ev |= UV_WRITABLE;
         break;
     case CS_LINGER:
         ev = UV_READABLE;
