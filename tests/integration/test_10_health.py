@@ -12,11 +12,12 @@ class HealthTest(GatewayTest):
         self.assertEqual(body, b"RUNNING")
         self.assertTrue(headers["content-type"].startswith("text/plain"))
 
-    def test_unknown_path_404(self):
+    def test_unknown_path_without_upstream_503(self):
+        # every non-local path is forwarded (issue #4); with no [upstream] that is a 503
         g = self.gateway().start()
         status, _, body = g.request("GET", "/nothing/here")
-        self.assertEqual(status, 404)
-        self.assertIn(b"/nothing/here", body)
+        self.assertEqual(status, 503)
+        self.assertIn(b"no upstream configured", body)
 
     def test_health_wrong_method_405(self):
         g = self.gateway().start()
