@@ -321,11 +321,12 @@ class ForwardingTest(GatewayTest):
             results = list(ex.map(lambda _: g.request("GET", "/slow?s=0.4"), range(6)))
         self.assertEqual([r[0] for r in results], [200] * 6)
         self.assertGreaterEqual(self.up.stats()["connections"], 6)
-        # the extra connections are closed; at most 2 stay idle (+1: the stats request)
-        open_now = wait_until(lambda: self.up.stats()["open"] - 1 <= 2, timeout=5)
+        # the extra connections are closed; 2 stay idle in the pool
+        open_now = wait_until(lambda: self.up.stats()["open_proxied"] <= 2, timeout=5)
         self.assertTrue(open_now, "idle upstream connections: %d, max-connections is 2"
-                        % (self.up.stats()["open"] - 1))
-        self.assertEqual(self.up.stats()["open"] - 1, 2, "the pool should keep 2 idle")
+                        % self.up.stats()["open_proxied"])
+        time.sleep(0.2)
+        self.assertEqual(self.up.stats()["open_proxied"], 2, "the pool should keep 2 idle")
 
     def test_concurrent_clients(self):
         g = self.gw()

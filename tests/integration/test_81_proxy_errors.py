@@ -145,8 +145,9 @@ class ErrorsTest(GatewayTest):
                         "the upstream did not see its connection closed: %s" % up.stats())
         self.assertLess(time.time() - t0, 2 * SLOW)
         self.assertEqual(up.stats()["slow_done"], 0)
-        # no connection left behind at the upstream (only the one asking for stats)
-        self.assertTrue(wait_until(lambda: up.stats()["open"] == 1, timeout=2), up.stats())
+        # no connection left behind at the upstream
+        self.assertTrue(wait_until(lambda: up.stats()["open_proxied"] == 0, timeout=2),
+                        up.stats())
 
     def test_client_abort_is_logged(self):
         up = self.upstream()
@@ -178,7 +179,7 @@ class ErrorsTest(GatewayTest):
         for _ in range(64):
             s.sendall(block)
         s.close()
-        self.assertTrue(wait_until(lambda: up.stats()["open"] == 1, timeout=3),
+        self.assertTrue(wait_until(lambda: up.stats()["open_proxied"] == 0, timeout=3),
                         "upstream connections still open after the clients left: %s"
                         % up.stats())
         self.assertEqual(g.request("GET", "/echo")[0], 200)

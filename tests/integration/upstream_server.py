@@ -25,8 +25,9 @@ Routes:
   /sink?pause=S       as /sink, but waits S seconds before reading the body
   /truncate           promises 1000000 bytes (Content-Length), sends 1000, closes
   /garbage            answers something that is not HTTP
-  /stats              JSON counters: connections (accepted), open (now), requests (by path
-                      without query), slow_aborted, slow_done; not counted itself
+  /stats              JSON counters: connections (accepted), open (now), open_proxied (open
+                      now and having carried a request other than /stats), requests (by
+                      path without query), slow_aborted, slow_done; not counted itself
 Paths under /prefix/ are routed as without it (for [upstream] url path prefixes); the
 reported path keeps it. Any method works; HEAD gets the headers of GET.
 """
@@ -45,7 +46,8 @@ PATTERN = bytes(range(256)) * 256  # 64 KiB
 conn_counter = [0]
 lock = threading.Lock()
 NAME = "upstream"
-stats = {"connections": 0, "open": 0, "requests": {}, "slow_aborted": 0, "slow_done": 0}
+stats = {"connections": 0, "open": 0, "open_proxied": 0, "requests": {}, "slow_aborted": 0,
+         "slow_done": 0}
 
 
 def count(key, path=None):
@@ -68,6 +70,7 @@ class Handler(BaseHTTPRequestHandler):
             stats["connections"] += 1
             stats["open"] += 1
         self.requests_on_conn = 0
+        self.proxied = False
 
     def finish(self):
         try:
@@ -75,6 +78,8 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             with lock:
                 stats["open"] -= 1
+                if self.proxied:
+                    stats["open_proxied"] -= 1
 
     def peer_closed(self):
         """True when the peer has closed the connection (or reset it)."""
@@ -140,6 +145,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(snap)
             return
         count("requests", p)
+        if not self.proxied:
+            self.proxied = True
+            count("open_proxied")
         if p.startswith("/prefix/"):
             p = p[len("/prefix"):]
         if p.startswith("/flaky") and self.requests_on_conn > 1:
