@@ -175,10 +175,12 @@ class Gateway:
     """One certgate process on a free loopback port, with its own data directory."""
 
     def __init__(self, data_dir, threads=2, extra_args=(), listen_host="127.0.0.1",
-                 access_log=None):
+                 access_log=None, env=None):
         """access_log: None writes it to self.access_path (--access-log FILE); "default"
         passes no --access-log option; any other value ("off", "-") is passed as it is.
-        Standard output goes to self.stdout_path."""
+        Standard output goes to self.stdout_path. env: variables added to the process's
+        environment."""
+        self.env = env
         self.data_dir = data_dir
         self.threads = threads
         self.extra_args = list(extra_args)
@@ -237,7 +239,8 @@ class Gateway:
         self.log = open(self.log_path, "a")
         self.log_start = self.log.tell()
         with open(self.stdout_path, "ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=self.log)
+            env = dict(os.environ, **self.env) if self.env else None
+            self.proc = subprocess.Popen(args, stdout=out, stderr=self.log, env=env)
         if wait:
             self.wait_ready()
         return self
