@@ -641,14 +641,8 @@ class GatewayTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="certgate-it-")
         self.pki = Pki(os.path.join(self.tmp, "pki"))
         self.gateways = []
-        self.upstreams = []
-        self.nginxes = []
 
     def tearDown(self):
-        for u in self.upstreams:
-            u.stop()
-        for n in self.nginxes:
-            n.stop()
         bad = []
         for g in self.gateways:
             if not g.proc or g.proc.poll() is not None:
@@ -684,13 +678,13 @@ class GatewayTest(unittest.TestCase):
     def upstream(self, name="upstream"):
         """A started upstream_server.py, stopped at the end of the test."""
         u = Upstream(name)
-        self.upstreams.append(u)
+        self.addCleanup(u.stop)  # also when setUp fails after this
         return u.start()
 
     def nginx(self, cert, key, backend=None, **kw):
         """A started nginx HTTPS upstream (see Nginx), stopped at the end of the test."""
         n = Nginx(tempfile.mkdtemp(prefix="nginx-", dir=self.tmp), cert, key, backend, **kw)
-        self.nginxes.append(n)
+        self.addCleanup(n.stop)
         return n.start()
 
     def proxy_gateway(self, upstream_url, extra="", name="gw", **kw):

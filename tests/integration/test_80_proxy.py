@@ -378,10 +378,12 @@ class ForwardingTest(GatewayTest):
         self.assertEqual(self.up.requests("/echo/logged"), 1)
 
     def test_access_log_on_by_default_to_stdout(self):
-        g = self.gw(access_log="default")
-        self.assertEqual(g.request("GET", "/echo/default-log")[0], 200)
-        lines = g.access_lines(r'"GET /echo/default-log" 200', path=g.stdout_path)
-        self.assertEqual(len(lines), 1, "no access log line on standard output by default")
+        for option in ("default", "-"):  # no --access-log option; --access-log -
+            g = self.gw(access_log=option, name="gw%d" % len(self.gateways))
+            self.assertEqual(g.request("GET", "/echo/stdout-log")[0], 200)
+            lines = g.access_lines(r'"GET /echo/stdout-log" 200', path=g.stdout_path)
+            self.assertEqual(len(lines), 1, "no access log line on standard output (%s)"
+                             % option)
 
     def test_access_log_off(self):
         g = self.gw(access_log="off")
