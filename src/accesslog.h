@@ -3,6 +3,10 @@
  *   2026-11-27T09:51:38.123Z 127.0.0.1 "GET /rest/health" 200 142 0.001 -
  *   time, client, method and target, status, bytes sent, seconds, upstream seconds
  *
+ * A request whose client went away before the answer was complete is logged too, with
+ * the status sent so far, or 499 when none was. The upstream time is "-" for requests
+ * that were not forwarded.
+ *
  * Query parameters that carry secrets (api-token, password, token) are written as
  * `name=***`. Lines are buffered per thread and written at 16 KiB, or by
  * accesslog_flush() (called from each worker's timer tick), so logging costs no

@@ -41,7 +41,7 @@ struct conn {
     unsigned body_paused : 1; /* streaming route asked to stop reading the body */
     unsigned in_run : 1;      /* http_conn_run is on the stack */
     unsigned rerun : 1;       /* something changed while it was */
-    unsigned resume : 1;      /* the run stopped at its round limit: run again from the loop */
+    unsigned kick : 1;        /* run again at the next loop iteration (budget used up) */
     struct conn *prev, *next;       /* worker's list of connections */
     struct conn *tq_prev, *tq_next; /* timeout queue links */
     uint64_t deadline;              /* loop ms */

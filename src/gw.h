@@ -3,8 +3,8 @@
  * Everything the worker threads read is published as an immutable, reference-counted
  * snapshot (struct gw_snap). A reload or a certificate activation builds a complete new
  * snapshot on the side and publishes it with one pointer swap; workers pick it up when
- * they accept a connection (one atomic load when nothing changed). A connection keeps
- * the TLS context it was accepted with.
+ * they accept a connection and before they route a request (one atomic load when nothing
+ * changed). A connection keeps the TLS context it was accepted with.
  *
  * Changes (SIGHUP reloads, API operations) are serialized by gw_lock()/gw_unlock(). */
 #ifndef CERTGATE_GW_H

@@ -529,6 +529,9 @@ static int on_headers_complete(http_parser *p)
     x->headers_done = 1;
     x->keep_alive = http_should_keep_alive(p) != 0;
     memset(&x->route, 0, sizeof x->route);
+    /* a reload applies from the next request on, also on connections already open (one
+     * atomic load when nothing changed) */
+    gw_snap_refresh(&c->w->snap);
     router(&x->req, c->w->snap, &x->route);
     int has_body = x->req.chunked || x->req.content_length > 0;
     if (x->route.handle) {
@@ -663,14 +666,19 @@ static void parse_input(struct conn *c)
     answer_error(c, status, msg);
 }
 
+static void x_log(struct conn *c, struct http_exchange *x, int status)
+{
+    if (accesslog_enabled())
+        accesslog_request_up(http_peer(x), x->req.method_name, x->req.target, status,
+                             x->bytes_out, uv_now(&c->w->loop) - x->start_ms, x->upstream_ms);
+}
+
 /* The exchange is answered: release it, then either continue with the next request or
  * let the connection end. */
 static void finish_exchange(struct conn *c)
 {
     struct http_exchange *x = c->x;
-    if (accesslog_enabled())
-        accesslog_request_up(http_peer(x), x->req.method_name, x->req.target, x->status,
-                             x->bytes_out, uv_now(&c->w->loop) - x->start_ms, x->upstream_ms);
+    x_log(c, x, x->status);
     c->x = NULL;
     c->requests++;
     if (!x->complete || !x->keep_alive) c->close_after = 1;
@@ -708,18 +716,21 @@ static void on_peer_eof(struct conn *c)
     c->close_after = 1; /* answer what was asked, then close */
 }
 
-static void run_once(struct conn *c)
+/* Runs the connection until it waits for something; returns 1 when it stopped only
+ * because its budget of rounds was used up (work may be left: buffered input to parse,
+ * output to write). */
+static int run_once(struct conn *c)
 {
     struct worker *w = c->w;
     for (int rounds = 0; rounds < 256; rounds++) {
         if (c->x && c->x->done) finish_exchange(c);
-        if (c->state != CS_ACTIVE) return;
+        if (c->state != CS_ACTIVE) return 0;
         struct http_exchange *x = c->x;
         /* 1. parse what is buffered, unless a request waits for its answer */
         int parse_ok = !c->close_after && !c->body_paused && !(x && x->complete);
         if (parse_ok && c->rpos < c->rlen) {
             parse_input(c);
-            if (c->state != CS_ACTIVE) return;
+            if (c->state != CS_ACTIVE) return 0;
             if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
             continue;
         }
@@ -728,7 +739,7 @@ static void run_once(struct conn *c)
             size_t before = c->olen - c->opos;
             if (conn_flush(c) < 0) {
                 conn_close(c);
-                return;
+                return 0;
             }
             x = c->x;
             if (x && x->want_drain && c->olen - c->opos < HTTP_OUT_HIGH / 2 &&
@@ -743,17 +754,17 @@ static void run_once(struct conn *c)
                 if (c->x) finish_exchange(c);
                 conn_finish(c, needs_linger(c));
             }
-            return;
+            return 0;
         }
-        if (c->olen - c->opos >= HTTP_OUT_HIGH) return; /* wait for the client to read */
+        if (c->olen - c->opos >= HTTP_OUT_HIGH) return 0; /* wait for the client to read */
         /* 3. read more */
-        if (!c->more_input || c->peer_eof || c->body_paused) return;
+        if (!c->more_input || c->peer_eof || c->body_paused) return 0;
         if (!c->rbuf) {
             c->rbuf = worker_buf_get(w);
             c->rpos = c->rlen = 0;
             if (!c->rbuf) {
                 conn_close(c);
-                return;
+                return 0;
             }
         }
         if (c->rpos > 0 && c->rlen == RBUF_SIZE) {
@@ -761,24 +772,22 @@ static void run_once(struct conn *c)
             c->rlen -= c->rpos;
             c->rpos = 0;
         }
-        if (c->rlen == RBUF_SIZE) return; /* full: wait until a request is answered */
+        if (c->rlen == RBUF_SIZE) return 0; /* full: wait until a request is answered */
         int r = conn_read(c);
         if (r > 0) {
             if (c->x && c->x->headers_done && !c->x->complete) conn_set_timeout(c, TQ_BODY);
             continue;
         }
-        if (r == 0) return;
+        if (r == 0) return 0;
         if (r == -1) {
             on_peer_eof(c);
-            if (c->state != CS_ACTIVE) return;
+            if (c->state != CS_ACTIVE) return 0;
             continue;
         }
         conn_close(c);
-        return;
+        return 0;
     }
-    /* Round limit (fairness). What is buffered here or inside OpenSSL may never make the
-     * socket readable again, so ask the loop to come back. */
-    c->resume = 1;
+    return 1;
 }
 
 void http_conn_run(struct conn *c)
@@ -789,13 +798,19 @@ void http_conn_run(struct conn *c)
     }
     c->in_run = 1;
     uint64_t served = c->requests;
+    c->kick = 0;
+    int more;
     do {
         c->rerun = 0;
-        c->resume = 0;
-        run_once(c);
+        more = run_once(c);
     } while (c->rerun && c->state == CS_ACTIVE);
     c->in_run = 0;
     if (c->state != CS_ACTIVE) return;
+    /* run_once gives up after a number of rounds so that one busy connection does not
+     * starve the others; what it left (a full input buffer to parse, output not yet
+     * written) is invisible to epoll, so ask for the next writable event, which comes
+     * at the next loop iteration, to carry on */
+    if (more) c->kick = 1;
     /* idle: give the read buffer back */
     if (c->rbuf && c->rpos == c->rlen && !c->x) {
         worker_buf_put(c->w, c->rbuf);
@@ -829,7 +844,12 @@ void http_conn_release(struct conn *c)
     struct http_exchange *x = c->x;
     if (!x) return;
     c->x = NULL;
+    /* a request that ends unanswered (or half answered) still gets its access log line:
+     * the status sent, or 499 (client closed request) when none was */
+    int unfinished = x->headers_done && !x->done;
+    if (unfinished) http_peer(x); /* while the connection is still known */
     if (x->dispatched && !x->done && x->route.handle) {
+        x_log(c, x, x->status ? x->status : 499);
         x->c = NULL; /* the handler will answer into the void, which frees it */
         return;
     }
@@ -837,8 +857,9 @@ void http_conn_release(struct conn *c)
         void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
         x->route.on_abort = NULL;
         x->c = NULL;
-        abort_cb(x);
+        abort_cb(x); /* may record the upstream's time */
     }
+    if (unfinished) x_log(c, x, x->status ? x->status : 499);
     x_free(x);
 }
 

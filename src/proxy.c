@@ -71,6 +71,7 @@ struct pxreq {
     size_t cur_start, cur_name_len; /* header being read: its start in rh, name length */
     int cur_in_value;
     char reason[64];
+    char resp_conn[256]; /* the answer's Connection header values, comma-joined */
 };
 
 /* ----- small buffers ----- */
@@ -134,6 +135,8 @@ static int hop_by_hop(const char *name, size_t nlen, const char *connection)
                                       "proxy-authorization", "proxy-authenticate"};
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
         if (strlen(hop[i]) == nlen && strncasecmp(name, hop[i], nlen) == 0) return 1;
+    /* Proxy-* headers are for a proxy and never passed on */
+    if (nlen > 6 && strncasecmp(name, "proxy-", 6) == 0) return 1;
     return token_in_list(connection, name, nlen);
 }
 
@@ -199,7 +202,12 @@ static void uc_close(struct upconn *u)
     u->state = U_CLOSED;
     if (u->req) u->req->uc = NULL;
     u->req = NULL;
-    if (u->ssl) tls_conn_free(u->ssl);
+    if (u->ssl) {
+        /* close_notify first: OpenSSL marks the session of a connection freed without
+         * it as not resumable, and that session is the one the pool resumes with */
+        tls_conn_shutdown(u->ssl);
+        tls_conn_free(u->ssl);
+    }
     u->ssl = NULL;
     uv_close((uv_handle_t *)&u->poll, uc_handle_closed);
     uv_close((uv_handle_t *)&u->timer, uc_handle_closed);
@@ -354,6 +362,13 @@ static void rh_end_header(struct pxreq *r, const char *connection)
     size_t nl = r->cur_name_len;
     int drop = hop_by_hop(name, nl, connection) ||
                (nl == 14 && strncasecmp(name, "content-length", 14) == 0);
+    if (nl == 10 && strncasecmp(name, "connection", 10) == 0 && r->cur_in_value) {
+        /* dropped, but the headers it names are dropped too once all are in */
+        const char *v = name + nl + 2;
+        size_t have = strlen(r->resp_conn);
+        snprintf(r->resp_conn + have, sizeof r->resp_conn - have, "%s%.*s", have ? ", " : "",
+                 (int)(r->rh + r->rhlen - v), v);
+    }
     if (drop)
         r->rhlen = r->cur_start;
     else
@@ -372,6 +387,7 @@ static int on_resp_begin(http_parser *p)
         r->cur_name_len = 0;
         r->cur_in_value = 0;
         r->reason[0] = '\0';
+        r->resp_conn[0] = '\0';
     }
     return 0;
 }
@@ -408,25 +424,6 @@ static int on_resp_value(http_parser *p, const char *at, size_t n)
     return rh_add(r, at, n);
 }
 
-/* The value of a header in the assembled block (for Connection), or NULL. */
-static const char *rh_find(struct pxreq *r, const char *name, char *buf, size_t len)
-{
-    size_t nl = strlen(name);
-    const char *p = r->rh, *end = r->rh + r->rhlen;
-    while (p && p < end) {
-        const char *eol = memchr(p, '\r', (size_t)(end - p));
-        if (!eol) break;
-        if ((size_t)(eol - p) > nl + 1 && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
-            const char *v = p + nl + 1;
-            while (*v == ' ') v++;
-            snprintf(buf, len, "%.*s", (int)(eol - v), v);
-            return buf;
-        }
-        p = eol + 2;
-    }
-    return NULL;
-}
-
 static int on_resp_headers(http_parser *p)
 {
     struct upconn *u = p->data;
@@ -437,8 +434,8 @@ static int on_resp_headers(http_parser *p)
     if (status == 101) return -1; /* no protocol switches through the proxy */
     if (r->cur_in_value || r->cur_name_len) rh_end_header(r, NULL);
     /* drop the headers the Connection header names */
-    char conn[256];
-    if (rh_find(r, "Connection", conn, sizeof conn)) {
+    const char *conn = r->resp_conn;
+    if (conn[0]) {
         /* rebuild without them */
         char *old = r->rh;
         size_t oldlen = r->rhlen;
@@ -592,6 +589,18 @@ static void uc_read(struct upconn *u)
     uc_update_poll(u);
 }
 
+/* Resumes reading the client's body once the request's output has drained below the
+ * low-water mark. The caller must check u->state afterwards: reading more of the body can
+ * end the connection. */
+static void uc_resume_body(struct upconn *u)
+{
+    struct pxreq *r = u->req;
+    if (r && r->x && r->body_paused && u->olen - u->opos < UP_OUT_LOW) {
+        r->body_paused = 0;
+        http_resume_body(r->x);
+    }
+}
+
 /* ----- connecting ----- */
 
 static void uc_start_io(struct upconn *u)
@@ -604,6 +613,10 @@ static void uc_start_io(struct upconn *u)
         if (r) px_upstream_gone(r, u, "write error");
         return;
     }
+    /* the body may have been paused while connecting; a flush that empties the buffer
+     * leaves no writable event to resume it from */
+    uc_resume_body(u);
+    if (u->state != U_ACTIVE) return;
     uc_update_poll(u);
 }
 
@@ -702,15 +715,13 @@ static void uc_io(uv_poll_t *h, int status, int events)
     default:
         return;
     }
-    struct pxreq *r = u->req;
     if ((events & UV_WRITABLE) && u->want_write) {
         if (uc_flush(u) != 0) {
             u->write_failed = 1;
             u->olen = u->opos = 0;
             /* the upstream may have answered already (e.g. 413); read it if so */
-        } else if (r && r->x && r->body_paused && u->olen - u->opos < UP_OUT_LOW) {
-            r->body_paused = 0;
-            http_resume_body(r->x);
+        } else {
+            uc_resume_body(u);
             if (u->state != U_ACTIVE) return;
         }
     }
@@ -789,7 +800,9 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
     const char *conn = http_header(q, "Connection");
     int rc = buf_printf(&h, &len, &cap, "%s %s%s HTTP/1.1\r\nHost: %s\r\n", q->method_name,
                         r->target->prefix, target, r->target->host_header);
-    const char *xff = NULL, *host = NULL;
+    const char *host = NULL;
+    char *xff = NULL; /* every X-Forwarded-For line, comma-joined, in order */
+    size_t xfflen = 0, xffcap = 0;
     for (unsigned i = 0; i < q->nheaders && rc == 0; i++) {
         const struct http_header *hd = &q->headers[i];
         if (hop_by_hop(hd->name, hd->name_len, conn)) continue;
@@ -798,7 +811,9 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
             continue;
         }
         if (strcasecmp(hd->name, "x-forwarded-for") == 0) {
-            xff = hd->value;
+            if (hd->value_len)
+                rc = (xfflen && buf_put(&xff, &xfflen, &xffcap, ", ", 2)) ||
+                     buf_put(&xff, &xfflen, &xffcap, hd->value, hd->value_len);
             continue;
         }
         if (strcasecmp(hd->name, "expect") == 0 || strcasecmp(hd->name, "content-length") == 0 ||
@@ -810,8 +825,12 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
              buf_put(&h, &len, &cap, hd->value, hd->value_len) || buf_put(&h, &len, &cap, "\r\n", 2);
     }
     if (rc == 0)
-        rc = buf_printf(&h, &len, &cap, "X-Forwarded-For: %s%s%s\r\nX-Forwarded-Proto: %s\r\n",
-                        xff ? xff : "", xff ? ", " : "", peer, q->tls ? "https" : "http");
+        rc = buf_put(&h, &len, &cap, "X-Forwarded-For: ", 17) ||
+             (xfflen && (buf_put(&h, &len, &cap, xff, xfflen) || buf_put(&h, &len, &cap, ", ", 2)));
+    free(xff);
+    if (rc == 0)
+        rc = buf_printf(&h, &len, &cap, "%s\r\nX-Forwarded-Proto: %s\r\n", peer,
+                        q->tls ? "https" : "http");
     if (rc == 0 && host) rc = buf_printf(&h, &len, &cap, "X-Forwarded-Host: %s\r\n", host);
     if (rc == 0 && q->chunked)
         rc = buf_put(&h, &len, &cap, "Transfer-Encoding: chunked\r\n", 28);
@@ -907,6 +926,7 @@ static void px_on_drain(struct http_exchange *x)
 static void px_on_abort(struct http_exchange *x)
 {
     struct pxreq *r = http_route(x)->ctx;
+    if (r->pool) http_set_upstream_ms(x, (int64_t)(uv_now(r->pool->loop) - r->t0));
     r->x = NULL;
     if (r->uc) {
         log_debug("proxy: the client went away; aborting its upstream request");
@@ -926,15 +946,20 @@ static void px_free(void *ctx)
 
 static void no_upstream(struct http_exchange *x)
 {
+    const char *target = http_req(x)->path;
+    log_warn("proxy: 503: no upstream configured for %.200s", target);
     http_respond_text(x, 503,
-                      "no upstream configured: set url in the [upstream] section of "
-                      "custom.properties and send SIGHUP");
+                      "no upstream configured for %.200s: set url in the [upstream] section of "
+                      "custom.properties and send SIGHUP",
+                      target);
 }
 
 void proxy_route(const struct http_request *req, const struct gw_snap *snap,
                  struct http_route *out)
 {
     if (!snap->upstream) {
+        /* answered when the headers are in: a body of any size gets 503, not 413 */
+        out->on_headers = no_upstream;
         out->handle = no_upstream;
         out->max_body = 64 * 1024;
         return;

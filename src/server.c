@@ -224,9 +224,7 @@ void conn_update_poll(struct conn *c)
         break;
     case CS_ACTIVE:
         if (c->want_read) ev |= UV_READABLE;
-        /* resume: the socket is (nearly always) writable, so the loop calls back at once,
-         * after the other connections had their turn */
-        if (c->want_write || c->read_wants_write || c->resume) ev |= UV_WRITABLE;
+        if (c->want_write || c->read_wants_write || c->kick) ev |= UV_WRITABLE;
         break;
     case CS_LINGER:
         ev = UV_READABLE;

@@ -44,6 +44,12 @@ def run(cmd, check=True, input=None, env=None, cwd=None, timeout=120):
     return p
 
 
+def read_text(path):
+    """The whole text of a file (closed again at once)."""
+    with open(path) as f:
+        return f.read()
+
+
 def certgate(*args, check=True, **kw):
     return run([BIN] + list(args), check=check, **kw)
 
@@ -122,8 +128,7 @@ class Pki:
             bundle = out + ".chain.pem"
             with open(bundle, "w") as f:
                 for c in chain:
-                    with open(c) as src:
-                        f.write(src.read())
+                    f.write(read_text(c))
             cmd += ["-certfile", bundle]
         if legacy:
             cmd += ["-legacy"]
@@ -368,7 +373,12 @@ def client_context(cafile=None):
 class Gateway:
     """One certgate process on a free loopback port, with its own data directory."""
 
-    def __init__(self, data_dir, threads=2, extra_args=(), listen_host="127.0.0.1", env=None):
+    def __init__(self, data_dir, threads=2, extra_args=(), listen_host="127.0.0.1",
+                 access_log=None, env=None):
+        """access_log: None writes it to self.access_path (--access-log FILE); "default"
+        passes no --access-log option; any other value ("off", "-") is passed as it is.
+        Standard output goes to self.stdout_path. env: variables added to the process's
+        environment."""
         self.data_dir = data_dir
         self.env = dict(env or {})  # extra environment of the process, e.g. {"TZ": ...}
         self.threads = threads
@@ -378,6 +388,8 @@ class Gateway:
         self.port = None
         self.log_path = os.path.join(data_dir + ".log")
         self.access_path = os.path.join(data_dir + ".access.log")
+        self.stdout_path = os.path.join(data_dir + ".stdout")
+        self.access_log = access_log
 
     # ----- configuration -----
 
@@ -419,10 +431,6 @@ class Gateway:
 
     # ----- process -----
 
-    @property
-    def stdout_path(self):
-        return self.data_dir + ".stdout"
-
     def start(self, wait=True, port=0, listen=True):
         """Starts `certgate run` on listen_host:port (port 0: any free one; listen=False:
         no --listen, so custom.properties' port-ssl applies). stderr goes to log_path,
@@ -430,13 +438,16 @@ class Gateway:
         args = [BIN, "run", "--data-dir", self.data_dir, "--threads", str(self.threads)]
         if listen:
             args += ["--listen", "%s:%d" % (self.listen_host, port)]
-        args += ["--access-log", self.access_path] + self.extra_args
+        if self.access_log is None:
+            args += ["--access-log", self.access_path]
+        elif self.access_log != "default":
+            args += ["--access-log", self.access_log]
+        args += self.extra_args
         self.log = open(self.log_path, "a")
         self.log_start = self.log.tell()
-        penv = dict(os.environ)
-        penv.update(self.env)
         with open(self.stdout_path, "ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=self.log, env=penv)
+            env = dict(os.environ, **self.env) if self.env else None
+            self.proc = subprocess.Popen(args, stdout=out, stderr=self.log, env=env)
         if wait:
             self.wait_ready()
         return self
@@ -488,6 +499,22 @@ class Gateway:
 
     def send_signal(self, sig):
         self.proc.send_signal(sig)
+
+    def memory(self):
+        """VmRSS and VmHWM of the process, in KiB (see proc_memory)."""
+        return proc_memory(self.proc.pid)
+
+    def access_lines(self, pattern=None, count=1, timeout=5, path=None):
+        """Waits until the access log (flushed every 250 ms) holds at least count lines
+        matching pattern (all lines when None); returns the matching lines."""
+        path = path or self.access_path
+        deadline = time.time() + timeout * SLOW
+        while True:
+            text = read_text(path) if os.path.exists(path) else ""
+            lines = [l for l in text.splitlines() if pattern is None or re.search(pattern, l)]
+            if len(lines) >= count or time.time() > deadline:
+                return lines
+            time.sleep(0.05)
 
     def reload(self, expect="reloaded|reload failed"):
         before = len(self.logs())
@@ -740,6 +767,269 @@ class KeepAliveLoad:
         return self
 
 
+def free_port(host="127.0.0.1"):
+    """A TCP port that nothing listens on right now (closed again before returning)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def proc_memory(pid):
+    """{"VmRSS": KiB, "VmHWM": KiB} from /proc/<pid>/status."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+class RssSampler:
+    """Samples a process's VmRSS every `interval` seconds in a thread; `peak` is the
+    largest seen (KiB). Use as a context manager."""
+
+    def __init__(self, pid, interval=0.05):
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, proc_memory(self.pid)["VmRSS"])
+            except (OSError, KeyError):
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def wait_until(predicate, timeout=5, interval=0.02):
+    """Polls predicate() until it returns a true value (returned) or timeout*SLOW passes
+    (then the last value is returned)."""
+    deadline = time.time() + timeout * SLOW
+    while True:
+        v = predicate()
+        if v or time.time() > deadline:
+            return v
+        time.sleep(interval)
+
+
+UPSTREAM_SERVER = os.path.join(HERE, "upstream_server.py")
+
+
+class Upstream:
+    """tests/integration/upstream_server.py in its own process on a free loopback port."""
+
+    def __init__(self, name="upstream"):
+        self.name = name
+        self.proc = None
+        self.port = None
+
+    def start(self, port=0):
+        """Starts it on port (0: a free one; a given one: e.g. to come back after stop)."""
+        import sys
+        self.proc = subprocess.Popen([sys.executable, "-B", UPSTREAM_SERVER, str(port), self.name],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline().decode()
+        m = re.match(r"ready (\d+)", line)
+        if not m:
+            self.proc.kill()
+            raise AssertionError("upstream_server.py did not start: %r" % line)
+        self.port = int(m.group(1))
+        # drain its output (tracebacks of broken connections) so it never blocks on a pipe
+        self.output = []
+        threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
+        return self
+
+    def _drain(self, pipe):
+        for line in pipe:
+            self.output.append(line.decode(errors="replace"))
+            del self.output[:-200]
+        pipe.close()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def get(self, path):
+        """A request straight to the upstream (not through certgate); returns JSON."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("GET", path)
+            return json.loads(c.getresponse().read())
+        finally:
+            c.close()
+
+    def stats(self):
+        return self.get("/stats")
+
+    def requests(self, path):
+        """How many requests for path (without query) the upstream has seen."""
+        return self.stats()["requests"].get(path, 0)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+NGINX = os.environ.get("CERTGATE_NGINX") or "/usr/sbin/nginx"
+
+
+class Nginx:
+    """Debian's nginx as an HTTPS upstream on a free loopback port, with its own
+    configuration, logs and temp folders in `folder`. /nginx-info answers JSON about the
+    TLS connection (session reused, SNI, Host); everything else is proxied (streaming,
+    unbuffered) to `backend` (an Upstream) when given. The access log lines are
+    '<r|.> <sni|-> <uri> <status>' ($ssl_session_reused, $ssl_server_name)."""
+
+    def __init__(self, folder, cert, key, backend=None, keepalive_requests=1000,
+                 protocols="TLSv1.2 TLSv1.3"):
+        self.dir = folder
+        self.protocols = protocols
+        self.cert = cert
+        self.key = key
+        self.backend = backend
+        self.keepalive_requests = keepalive_requests
+        self.proc = None
+        self.port = None
+
+    @property
+    def access_log(self):
+        return os.path.join(self.dir, "access.log")
+
+    @property
+    def error_log(self):
+        return os.path.join(self.dir, "error.log")
+
+    def _conf(self, port):
+        d = self.dir
+        proxy = ""
+        if self.backend:
+            proxy = """
+        location / {
+            proxy_pass http://127.0.0.1:%d;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 300s;
+            proxy_send_timeout 300s;
+        }""" % self.backend.port
+        return """
+worker_processes 1;
+error_log %(d)s/error.log info;
+events { worker_connections 256; }
+http {
+    log_format reuse '$ssl_session_reused $ssl_server_name $request_uri $status';
+    access_log %(d)s/access.log reuse;
+    client_body_temp_path %(d)s/tmp/body;
+    proxy_temp_path %(d)s/tmp/proxy;
+    fastcgi_temp_path %(d)s/tmp/fastcgi;
+    uwsgi_temp_path %(d)s/tmp/uwsgi;
+    scgi_temp_path %(d)s/tmp/scgi;
+    client_max_body_size 0;
+    keepalive_requests %(kr)d;
+    server {
+        listen 127.0.0.1:%(port)d ssl;
+        ssl_protocols %(protocols)s;
+        ssl_certificate %(cert)s;
+        ssl_certificate_key %(key)s;
+        ssl_session_cache shared:SSL:1m;
+        ssl_session_tickets on;
+        location = /nginx-info {
+            default_type application/json;
+            return 200 '{"reused": "$ssl_session_reused", "sni": "$ssl_server_name", "host": "$http_host", "protocol": "$ssl_protocol", "uri": "$request_uri", "conn": $connection}';
+        }%(proxy)s
+    }
+}
+""" % {"d": d, "kr": self.keepalive_requests, "port": port, "cert": self.cert,
+       "key": self.key, "proxy": proxy, "protocols": self.protocols}
+
+    def start(self):
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        for attempt in range(5):
+            self.port = free_port()
+            with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
+                f.write(self._conf(self.port))
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf"), "-g",
+                 "daemon off; pid %s/nginx.pid;" % self.dir],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.time() + 10
+            while time.time() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return self
+                except OSError:
+                    time.sleep(0.05)
+            err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
+            self.stop()
+            if "Address already in use" not in err:
+                raise AssertionError("nginx did not start: %s\n%s" % (err, self.errors()))
+        raise AssertionError("nginx found no free port")
+
+    def errors(self):
+        return read_text(self.error_log) if os.path.exists(self.error_log) else ""
+
+    def access_lines(self, count=1, timeout=5):
+        """nginx writes its access log line at the end of each request; waits for count."""
+        deadline = time.time() + timeout * SLOW
+        while True:
+            lines = read_text(self.access_log).splitlines() \
+                if os.path.exists(self.access_log) else []
+            if len(lines) >= count or time.time() > deadline:
+                return lines
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: lets workers finish
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+
+
+def tls_socket(port, timeout=10, host="127.0.0.1"):
+    """A TLS client socket to certgate (certificate not checked)."""
+    s = socket.create_connection((host, port), timeout=timeout * SLOW)
+    return client_context().wrap_socket(s, server_hostname=None)
+
+
+def read_head(sock):
+    """Reads a response's status line and header block from a socket; returns (status
+    line, [(name, value)], bytes already read past the head)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("connection closed before the end of the header block: %r"
+                                 % buf)
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = []
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        headers.append((k, v.strip()))
+    return lines[0], headers, rest
+
+
 class GatewayTest(unittest.TestCase):
     """Base class: a temp folder per test, a Pki, and gateways stopped at the end."""
 
@@ -769,8 +1059,7 @@ class GatewayTest(unittest.TestCase):
             if getattr(g, "log", None) and not g.log.closed:
                 g.log.close()
             if os.path.exists(g.log_path):
-                with open(g.log_path) as f:
-                    text = f.read()
+                text = read_text(g.log_path)
                 if "ERROR: AddressSanitizer" in text or "runtime error:" in text or \
                         "ERROR: LeakSanitizer" in text:
                     bad.append("sanitizer report in %s:\n%s" % (g.log_path, text[-6000:]))
@@ -822,6 +1111,25 @@ class GatewayTest(unittest.TestCase):
         self.assertTrue(headers.get("content-type", "").startswith("application/json"),
                         headers.get("content-type"))
         return json.loads(body)
+
+    def upstream(self, name="upstream"):
+        """A started upstream_server.py, stopped at the end of the test."""
+        u = Upstream(name)
+        self.addCleanup(u.stop)  # also when setUp fails after this
+        return u.start()
+
+    def nginx(self, cert, key, backend=None, **kw):
+        """A started nginx HTTPS upstream (see Nginx), stopped at the end of the test."""
+        n = Nginx(tempfile.mkdtemp(prefix="nginx-", dir=self.tmp), cert, key, backend, **kw)
+        self.addCleanup(n.stop)
+        return n.start()
+
+    def proxy_gateway(self, upstream_url, extra="", name="gw", **kw):
+        """A gateway whose [upstream] url is upstream_url (plus `extra` lines of that
+        section), started."""
+        g = self.gateway(name, **kw)
+        g.write_conf("[upstream]\nurl = %s\n%s" % (upstream_url, extra))
+        return g.start()
 
     def assertServes(self, g, cert_path, msg=None):
         """The certificate of a new handshake is cert_path (compared by fingerprint)."""

@@ -1,6 +1,8 @@
 """A small HTTP/1.1 upstream for the proxy tests (standard library only).
 
-Run: python3 upstream_server.py PORT   (prints "ready PORT" when listening; PORT 0 picks one)
+Run: python3 upstream_server.py PORT [NAME]
+  (prints "ready PORT" when listening; PORT 0 picks one; NAME, default "upstream", is
+  reported as "server" by /echo, /conn and /stats so a test can tell upstreams apart)
 
 Routes:
   /echo...            JSON: method, path (with query), headers, body length and sha256
@@ -8,16 +10,30 @@ Routes:
   /chunked            a chunked answer of several chunks
   /big?bytes=N[&chunked=1]   N bytes of a repeating pattern (Content-Length or chunked)
   /sink               reads the request body (sized or chunked); JSON: length, sha256
-  /slow?s=S           waits S seconds, then answers
+  /slow?s=S           waits S seconds, then answers; notices (and counts in /stats as
+                      slow_aborted) a peer that closes the connection while it waits
   /close              closes the connection without answering
   /flaky...           answers the first request of a connection; closes without answering
                       on any later request of the same connection
   /conn               the number of the TCP connection this request came on
   /headers            answers with several custom headers, Set-Cookie twice
-Any method works; HEAD gets the headers of GET.
+  /bare               a minimal answer without Date and Server headers
+  /eof                an answer without Content-Length or chunking: the body ends with the
+                      connection (close-delimited)
+  /hop                an answer with hop-by-hop headers (Connection naming X-Hop-Secret,
+                      X-Hop-Secret, Keep-Alive, Proxy-Authenticate) and an end-to-end X-Kept
+  /sink?pause=S       as /sink, but waits S seconds before reading the body
+  /truncate           promises 1000000 bytes (Content-Length), sends 1000, closes
+  /garbage            answers something that is not HTTP
+  /stats              JSON counters: connections (accepted), open (now), open_proxied (open
+                      now and having carried a request other than /stats), requests (by
+                      path without query), slow_aborted, slow_done; not counted itself
+Paths under /prefix/ are routed as without it (for [upstream] url path prefixes); the
+reported path keeps it. Any method works; HEAD gets the headers of GET.
 """
 import hashlib
 import json
+import select
 import socket
 import socketserver
 import sys
@@ -29,6 +45,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 PATTERN = bytes(range(256)) * 256  # 64 KiB
 conn_counter = [0]
 lock = threading.Lock()
+NAME = "upstream"
+stats = {"connections": 0, "open": 0, "open_proxied": 0, "requests": {}, "slow_aborted": 0,
+         "slow_done": 0}
+
+
+def count(key, path=None):
+    with lock:
+        if path is None:
+            stats[key] += 1
+        else:
+            stats[key][path] = stats[key].get(path, 0) + 1
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -40,7 +67,29 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             conn_counter[0] += 1
             self.conn_id = conn_counter[0]
+            stats["connections"] += 1
+            stats["open"] += 1
         self.requests_on_conn = 0
+        self.proxied = False
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            with lock:
+                stats["open"] -= 1
+                if self.proxied:
+                    stats["open_proxied"] -= 1
+
+    def peer_closed(self):
+        """True when the peer has closed the connection (or reset it)."""
+        try:
+            r, _, _ = select.select([self.connection], [], [], 0)
+            if not r:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def log_message(self, fmt, *args):
         pass
@@ -88,6 +137,19 @@ class Handler(BaseHTTPRequestHandler):
         u = urllib.parse.urlsplit(self.path)
         q = urllib.parse.parse_qs(u.query)
         p = u.path
+        if p == "/stats":
+            self.read_body()
+            with lock:
+                snap = json.loads(json.dumps(stats))
+            snap["server"] = NAME
+            self.send_json(snap)
+            return
+        count("requests", p)
+        if not self.proxied:
+            self.proxied = True
+            count("open_proxied")
+        if p.startswith("/prefix/"):
+            p = p[len("/prefix"):]
         if p.startswith("/flaky") and self.requests_on_conn > 1:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -96,11 +158,14 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if p == "/sink" and "pause" in q:
+            time.sleep(float(q["pause"][0]))
         n, digest = self.read_body()
         if p.startswith("/echo") or p.startswith("/flaky"):
             self.send_json({"method": self.command, "path": self.path,
                             "headers": [[k, v] for k, v in self.headers.items()],
-                            "body_len": n, "body_sha256": digest, "conn": self.conn_id})
+                            "body_len": n, "body_sha256": digest, "conn": self.conn_id,
+                            "server": NAME})
         elif p.startswith("/status/"):
             code = int(p.split("/")[2])
             body = ("status %d\n" % code).encode()
@@ -147,10 +212,49 @@ class Handler(BaseHTTPRequestHandler):
         elif p == "/sink":
             self.send_json({"length": n, "sha256": digest})
         elif p == "/slow":
-            time.sleep(float(q.get("s", ["5"])[0]))
+            deadline = time.time() + float(q.get("s", ["5"])[0])
+            while time.time() < deadline:
+                if self.peer_closed():
+                    count("slow_aborted")
+                    self.close_connection = True
+                    return
+                time.sleep(0.02)
+            count("slow_done")
             self.send_json({"slept": True})
         elif p == "/conn":
-            self.send_json({"conn": self.conn_id})
+            self.send_json({"conn": self.conn_id, "server": NAME})
+        elif p == "/bare":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                             b"Content-Length: 5\r\nX-Bare: yes\r\n\r\n")
+            if self.command != "HEAD":
+                self.wfile.write(b"bare\n")
+        elif p == "/eof":
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                             b"Connection: close\r\n\r\n")
+            if self.command != "HEAD":
+                for i in range(3):
+                    self.wfile.write(b"until the end %d\n" % i)
+                    self.wfile.flush()
+        elif p == "/truncate":
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        elif p == "/garbage":
+            self.close_connection = True
+            self.wfile.write(b"THIS IS NOT HTTP\r\n\r\n")
+        elif p == "/hop":
+            body = b"hop\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Connection", "X-Hop-Secret")
+            self.send_header("X-Hop-Secret", "must not pass")
+            self.send_header("Keep-Alive", "timeout=5")
+            self.send_header("Proxy-Authenticate", "Basic realm=x")
+            self.send_header("X-Kept", "passes")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
         elif p == "/headers":
             body = b"with headers\n"
             self.send_response(201, "Made It")
@@ -175,7 +279,10 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
+    global NAME
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if len(sys.argv) > 2:
+        NAME = sys.argv[2]
     srv = Server(("127.0.0.1", port), Handler)
     print("ready %d" % srv.server_address[1], flush=True)
     srv.serve_forever()
