@@ -247,7 +247,10 @@ static void out_head(struct conn *c, struct http_exchange *x, int status, const 
 static int answer_closes(struct http_exchange *x)
 {
     struct conn *c = x->c;
-    return !x->keep_alive || !x->complete || c->draining || c->peer_eof;
+    /* a request without a body is whole once its headers are in; an answer given before
+     * a body was read ends the connection (the body is not read) */
+    int whole = x->complete || (x->headers_done && !x->req.chunked && x->req.content_length <= 0);
+    return !x->keep_alive || !whole || c->draining || c->peer_eof;
 }
 
 static void x_mark_done(struct http_exchange *x)
