@@ -342,7 +342,9 @@ int conn_flush(struct conn *c)
     }
     c->want_write = 0;
     c->opos = c->olen = 0;
-    if (c->ocap > RBUF_SIZE) { /* do not keep a big buffer on an idle connection */
+    /* no big buffer on an idle connection; but while an answer streams, keep it rather
+     * than free and allocate it again at every drain */
+    if (c->ocap > RBUF_SIZE && !c->x) {
         free(c->obuf);
         c->obuf = NULL;
         c->ocap = 0;
