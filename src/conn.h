@@ -101,6 +101,9 @@ void conn_finish(struct conn *c, int linger);
 void conn_set_timeout(struct conn *c, enum tq_kind kind);
 unsigned conn_timeout_ms(const struct conn *c, enum tq_kind kind);
 void *worker_buf_get(struct worker *w);
+/* Gives the output buffer back (to the worker's free list when it is one of its
+ * RBUF_SIZE buffers); c->obuf becomes NULL. */
+void conn_obuf_release(struct conn *c);
 void worker_buf_put(struct worker *w, void *buf);
 /* Reads into c->rbuf; >0 bytes read, 0 would block, -1 EOF, -2 error. */
 int conn_read(struct conn *c);

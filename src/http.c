@@ -198,10 +198,18 @@ static int out_reserve(struct conn *c, size_t n)
     if (c->olen + n <= c->ocap) return 0;
     if (c->opos > 0 && c->opos == c->olen) c->opos = c->olen = 0;
     if (c->olen + n <= c->ocap) return 0;
-    size_t cap = c->ocap ? c->ocap : 4096;
+    if (!c->obuf && n <= RBUF_SIZE) { /* the common case: one of the worker's buffers */
+        c->obuf = worker_buf_get(c->w);
+        if (!c->obuf) return -1;
+        c->ocap = RBUF_SIZE;
+        return 0;
+    }
+    size_t cap = c->ocap ? c->ocap : RBUF_SIZE;
     while (cap < c->olen + n) cap *= 2;
-    char *p = realloc(c->obuf, cap);
+    char *p = malloc(cap);
     if (!p) return -1;
+    if (c->olen) memcpy(p, c->obuf, c->olen);
+    conn_obuf_release(c);
     c->obuf = p;
     c->ocap = cap;
     return 0;

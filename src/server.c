@@ -157,6 +157,16 @@ void worker_buf_put(struct worker *w, void *buf)
     w->nfree_bufs++;
 }
 
+void conn_obuf_release(struct conn *c)
+{
+    if (c->ocap == RBUF_SIZE)
+        worker_buf_put(c->w, c->obuf);
+    else
+        free(c->obuf);
+    c->obuf = NULL;
+    c->ocap = 0;
+}
+
 /* ----- timeouts ----- */
 
 unsigned conn_timeout_ms(const struct conn *c, enum tq_kind kind)
@@ -257,8 +267,7 @@ void conn_close(struct conn *c)
     c->ssl = NULL;
     worker_buf_put(w, c->rbuf);
     c->rbuf = NULL;
-    free(c->obuf);
-    c->obuf = NULL;
+    conn_obuf_release(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -342,13 +351,9 @@ int conn_flush(struct conn *c)
     }
     c->want_write = 0;
     c->opos = c->olen = 0;
-    /* no big buffer on an idle connection; but while an answer streams, keep it rather
-     * than free and allocate it again at every drain */
-    if (c->ocap > RBUF_SIZE && !c->x) {
-        free(c->obuf);
-        c->obuf = NULL;
-        c->ocap = 0;
-    }
+    /* an idle connection keeps no output buffer; while an answer streams the buffer
+     * stays, rather than be freed and taken again at every drain */
+    if (c->obuf && !c->x) conn_obuf_release(c);
     return 0;
 }
 

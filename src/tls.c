@@ -92,7 +92,9 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
             if (CRYPTO_memcmp(key_name, k->name, 16) != 0) continue;
             if (EVP_DecryptInit_ex(cctx, ticket_cipher, NULL, k->aes, iv) &&
                 set_hmac_key(mctx, k->hmac))
-                ret = i == 0 ? 1 : 2;
+                /* 2 = renew: a TLS 1.3 client uses a ticket once, so it needs a new one
+                 * after every resumption; a ticket of an older key is renewed too */
+                ret = (i == 0 && SSL_version(ssl) != TLS1_3_VERSION) ? 1 : 2;
             else
                 ret = -1;
             break;

@@ -246,6 +246,31 @@ static void test_no_tickets_no_resumption(void **state)
     tls_ctx_unref(s);
 }
 
+/* TLS 1.3 clients use a ticket once: every resumption must bring a new ticket, so a
+ * client can resume again and again. */
+static void test_tls13_resumption_renews_the_ticket(void **state)
+{
+    SSL_CTX *s = server_ctx(TLS_V12 | TLS_V13, NULL, 1);
+    struct result r = handshake(s, TLS1_3_VERSION, TLS1_3_VERSION, NULL, NULL, NULL);
+    assert_true(r.ok);
+    for (int i = 0; i < 3; i++) {
+        struct result n = handshake(s, TLS1_3_VERSION, TLS1_3_VERSION, NULL, NULL, r.session);
+        assert_true(n.ok);
+        assert_true(n.resumed);
+        assert_ptr_not_equal(n.session, r.session);
+        const unsigned char *t1, *t2;
+        size_t l1, l2;
+        SSL_SESSION_get0_ticket(r.session, &t1, &l1);
+        SSL_SESSION_get0_ticket(n.session, &t2, &l2);
+        assert_true(l2 > 0);
+        assert_false(l1 == l2 && memcmp(t1, t2, l1) == 0); /* a new ticket came */
+        SSL_SESSION_free(r.session);
+        r = n;
+    }
+    SSL_SESSION_free(r.session);
+    tls_ctx_unref(s);
+}
+
 /* The server frees its SSL without a close_notify (the client closed first, or a
  * timeout): its TLS 1.2 session must stay in the cache. */
 static void test_session_cache_survives_unclean_close(void **state)
@@ -272,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_tickets_survive_a_reload_not_a_switch),
         cmocka_unit_test(test_no_tickets_no_resumption),
         cmocka_unit_test(test_session_cache_survives_unclean_close),
+        cmocka_unit_test(test_tls13_resumption_renews_the_ticket),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
