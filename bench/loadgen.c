@@ -58,11 +58,12 @@ enum err {
     E_TIMEOUT,
     E_HEADER,
     E_PARSE,
+    E_UNFINISHED,
     E_N
 };
 static const char *const err_names[E_N] = {
     "connect", "handshake", "write",          "read", "keepalive_closed",
-    "status",  "timeout",   "header_missing", "parse"};
+    "status",  "timeout",   "header_missing", "parse", "unfinished"};
 
 struct slot {
     int fd;
@@ -175,9 +176,17 @@ static void slot_next(struct slot *s)
     if (!stopping && mode != M_HOLD) slot_start(s);
 }
 
+static uint64_t errors_total(void)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < E_N; i++) n += errors[i];
+    return n;
+}
+
 static void slot_fail(struct slot *s, int e)
 {
     errors[e]++;
+    if (total_limit && ops + errors_total() >= total_limit) stopping = 1; /* -N: attempts */
     if (mode == M_HOLD && s->st != S_IDLE) connecting--;
     slot_next(s);
 }
@@ -389,7 +398,7 @@ static void response_done(struct slot *s)
         connecting--;
         return;
     }
-    if (total_limit && ops >= total_limit) stopping = 1;
+    if (total_limit && ops + errors_total() >= total_limit) stopping = 1;
     if (mode == M_HS || s->conn_close || stopping || (per_conn && s->reqs >= per_conn)) {
         slot_next(s);
         return;
@@ -555,11 +564,9 @@ static void print_json(double elapsed)
         printf("\"max\":%u,\"mean\":%.1f", lat[nlat - 1], sum / (double)nlat);
     }
     printf("},\"errors\":{");
-    uint64_t total = 0;
-    for (int i = 0; i < E_N; i++) {
+    uint64_t total = errors_total();
+    for (int i = 0; i < E_N; i++)
         printf("%s\"%s\":%llu", i ? "," : "", err_names[i], (unsigned long long)errors[i]);
-        total += errors[i];
-    }
     printf("},\"errors_total\":%llu,\"handshakes\":%llu,\"offered\":%llu,"
            "\"resumed_client\":%llu,\"hdr_resumed\":%llu,\"hdr_full\":%llu,"
            "\"sessions_received\":%llu,\"bytes_body\":%llu,\"cert_changes\":%llu,"
@@ -710,9 +717,13 @@ int main(int argc, char **argv)
         }
     }
     if (!t_end) t_end = clock_ns();
-    /* what is still in flight after the drain is abandoned, not counted */
+    /* what is still in flight after the drain is abandoned: an error, unless it is a
+     * held connection or a new connection that had not sent its request yet */
     for (int i = 0; i < nconns; i++) {
-        if (slots[i].st != S_FREE) slot_close(&slots[i]);
+        int st = slots[i].st;
+        if (st == S_SEND || st == S_RECV || (mode == M_HS && st != S_FREE))
+            errors[E_UNFINISHED]++;
+        if (st != S_FREE) slot_close(&slots[i]);
         if (slots[i].sess) SSL_SESSION_free(slots[i].sess);
     }
     qsort(lat, nlat, sizeof *lat, cmp_u32);

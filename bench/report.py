@@ -9,9 +9,16 @@ LABEL = {"certgate": "certgate", "nginx": "nginx", "haproxy": "HAProxy"}
 
 
 def rows(data, case, variant=None, server=None):
+    """The runs of a case; of a stream, only the transfers that completed."""
     return [r for r in data["runs"] if r.get("case") == case
             and (variant is None or r.get("variant") == variant)
-            and (server is None or r.get("server") == server)]
+            and (server is None or r.get("server") == server)
+            and (not str(r.get("variant")).startswith("stream") or r.get("complete"))]
+
+
+def incomplete(data, variant, server):
+    return [r for r in data["runs"] if r.get("case") == "4" and r.get("variant") == variant
+            and r.get("server") == server and not r.get("complete")]
 
 
 def med(data, case, variant, server, key):
@@ -132,14 +139,21 @@ def case_stream(data):
             continue
         body = []
         for s in SERVERS:
+            bad = incomplete(data, v, s)
             body.append([LABEL[s], f(med(data, "4", v, s, "mib_per_s")),
                          "**%s**" % f(none_div(med(data, "4", v, s, "cpu_us_per_op"), 1000)),
                          each(data, "4", v, s, "server_cpu_s", "%.2f s"),
-                         f(med(data, "4", v, s, "errors")), others(data, "4", v, s),
-                         ratio_cells(data, "4", v, s)])
-        out.append("*%s, one connection*\n\n" % v + table(
-            ["server", "MiB/s", "server CPU ms/GiB", "server CPU per round", "errors",
-             "others on CPU 0", "certgate's ratio"], body))
+                         "%d of %d" % (len(rows(data, "4", v, s)),
+                                       len(rows(data, "4", v, s)) + len(bad)),
+                         "; ".join("%.0f MiB arrived (%s)" % (
+                             r["lg"]["bytes_body"] / 2**20,
+                             ", ".join("%s %d" % kv for kv in r["error_kinds"].items()))
+                             for r in bad) or "–",
+                         others(data, "4", v, s), ratio_cells(data, "4", v, s)])
+        out.append("*%s, one connection* (medians over the transfers that completed)\n\n" % v
+                   + table(["server", "MiB/s", "server CPU ms/GiB", "server CPU per complete "
+                            "transfer", "complete transfers", "incomplete transfers",
+                            "others on CPU 0", "certgate's ratio"], body))
     return "\n\n".join(out)
 
 
@@ -241,6 +255,9 @@ def targets(data):
                             "%s): it is a mix, not a resumed-handshake figure"
                             % (100 * fr, ", ".join("%.0f %%" % (100 * (med(
                                 data, "3", v, p, "resumed_fraction") or 0)) for p in PEERS)))
+            if case == "4" and v.startswith("stream") and incomplete(data, v, "certgate"):
+                note = ("%d of certgate's transfers stalled and did not complete"
+                        % len(incomplete(data, v, "certgate")))
             add("case %s %s: certgate's CPU per operation ≤ the better peer's (ratio ≥ 1.0)"
                 % (case, v), f(b, "%.2f"), b is not None and b >= 1.0 and not note, note)
     if "2" in cases and "7" in cases:
