@@ -307,7 +307,7 @@ class Bench:
                 % (server.name, 100 * r["others_cpu0"]))
         self.runs.append(r)
         if rnd == 1:
-            self.note_command(case, "load", argv)
+            self.note_command(case, "load → " + server.name, argv)
         return r
 
     def record(self, r):
@@ -454,7 +454,7 @@ class Bench:
         argv = ON_CLIENT + [LOADGEN, "-p", str(s.port), "-m", "hold", "-c", str(HOLD),
                             "-k", "64", "-d", "300", "-t", "60"]
         if rnd == 1:
-            self.note_command("5", "load", argv)
+            self.note_command("5", "load → " + s.name, argv)
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         line = p.stdout.readline()
@@ -535,7 +535,7 @@ class Bench:
     def switch_run(self, s, rnd, argv, switch, interval):
         gate = quiet_gate()
         if rnd == 1:
-            self.note_command("6", "load", argv)
+            self.note_command("6", "load → %s (while switching)" % s.name, argv)
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)
@@ -620,16 +620,16 @@ class Bench:
             data = os.path.join(self.results, "perf-%d.data" % len(self.extra["perf"]))
             load = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
-            rec = ON_CLIENT + ["perf", "record", "-F", "999", "-g", "-p", str(cg.proc.pid), "-o",
-                               data, "--", "sleep", str(max(1, DUR - 2))]
+            rec = ON_CLIENT + ["perf", "record", "-F", "1999", "-g", "-p", str(cg.proc.pid),
+                               "-o", data, "--", "sleep", str(max(1, DUR - 2))]
             run(rec, timeout=DUR + 60)
             load.wait(timeout=DUR + 60)
             rep = run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none",
-                       "--sort", "dso,symbol", "--percent-limit", "0.7"], timeout=300)
-            text = "\n".join(l for l in rep.stdout.splitlines() if l and not l.startswith("#"))
+                       "--sort", "dso,symbol"], timeout=300)
             with open(data + ".txt", "w") as f:
                 f.write(rep.stdout)
-            self.extra["perf"][label] = {"cmd": shlex.join(rec[2:]), "top": text}
+            self.extra["perf"][label] = {"cmd": shlex.join(rec[3:]),
+                                         "top": report.perf_summary(rep.stdout)}
         self.stop([cg])
 
     # ----- all -----

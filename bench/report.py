@@ -286,6 +286,30 @@ def targets(data):
     return out
 
 
+# ----- perf -----
+
+def perf_summary(text, top=18):
+    """perf report --sort dso,symbol --stdio: the share of each shared object, then the
+    top symbols (addresses a stripped library does not resolve are summed per object)."""
+    import re
+    by_dso, syms = {}, {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(\S+)", line)
+        if not m:
+            continue
+        pct, dso, sym = float(m.group(1)), m.group(2), m.group(4)
+        dso = "kernel" if dso.startswith("[kernel") else dso
+        by_dso[dso] = by_dso.get(dso, 0) + pct
+        if re.match(r"^0x[0-9a-f]+$", sym):
+            sym = "(symbols not resolved)"
+        syms[(dso, sym)] = syms.get((dso, sym), 0) + pct
+    out = ["by object: " + ", ".join("%s %.1f %%" % kv for kv in sorted(
+        by_dso.items(), key=lambda kv: -kv[1]) if kv[1] >= 0.5), "", "top symbols (self):"]
+    for (dso, sym), pct in sorted(syms.items(), key=lambda kv: -kv[1])[:top]:
+        out.append("  %5.1f %%  %-16s %s" % (pct, dso, sym))
+    return "\n".join(out)
+
+
 # ----- the document -----
 
 def diff(base, other):
@@ -482,7 +506,8 @@ def render(data):
         out.append("\n## Where certgate's CPU goes\n")
         out.append("`perf record -g` on the certgate process during a keep-alive and a "
                    "full-handshake load (after the measured runs; the profile is not part of "
-                   "any figure above). Self time by shared object and symbol, entries ≥ 0.7 %:\n")
+                   "any figure above). Self time by shared object and by symbol; Debian's "
+                   "libcrypto is stripped, so its internal functions show as unresolved:\n")
         for label, p in perf.items():
             out.append("*%s* — `%s`\n\n```\n%s\n```" % (label, p["cmd"], p["top"]))
     out.append("\n## Configurations\n")
