@@ -394,14 +394,16 @@ def render(data):
   are shown beside it, and every run is in `bench/results/<date>/runs.jsonl` (git-ignored).
 - Servers run on CPU 0 (`taskset -c 0`), load generators and the case-4 upstream on CPU 1
   (`taskset -c 1`). All loads go to 127.0.0.1 and are bounded in time.
-- **Others on CPU 0**: CPU 0 time used by other programs during the run (the machine is
-  shared). Before each run the harness waits up to %d s for both CPUs to be nearly idle; a
-  run during which others used more than %d %% of CPU 0 is repeated once. "CPU 0 busy
+- **Others on CPU 0**: CPU 0 time used by other programs during the run (the machine may
+  be shared). Before each run the harness waits up to %d s for both CPUs to be nearly idle
+  (%d s when the previous wait was in vain); a run during which others used more than %d %%
+  of CPU 0 is repeated once (at most %d repeats per bench; this one made %d). "CPU 0 busy
   (server)" is the server's CPU time over the run's wall time: below 1.0 the server was
   waiting for the client.
 - Loopback packet processing that the kernel accounts as softirq time is not in any
   server's utime+stime; it is the same kind of work for all three.
-""" % (st["gate_max"], round(100 * st["disturbed"])))
+""" % (st["gate_max"], st["gate_busy"], round(100 * st["disturbed"]), st["max_repeats"],
+       st["repeats"]))
 
     out.append("## Targets\n")
     tg = targets(data)
