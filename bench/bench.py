@@ -346,7 +346,7 @@ class Bench:
 
     def warm(self, servers, argv_for):
         for s in servers:
-            run(argv_for(s, 1 if QUICK else 2), timeout=60)
+            run(argv_for(s, 1), timeout=60)
 
     # ----- cases -----
 

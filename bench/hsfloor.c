@@ -85,8 +85,8 @@ static SSL_CTX *client_ctx(void)
 
 /* One full handshake; adds the server's CPU time to *srv and the client's to *cli, and
  * counts the server's timed intervals in *reads. */
-static void handshake(SSL_CTX *sctx, SSL_CTX *cctx, uint64_t *srv, uint64_t *cli,
-                      unsigned *reads, char *info, size_t infolen)
+static void handshake(SSL_CTX *sctx, SSL_CTX *cctx, uint64_t *srv, uint64_t *cli, unsigned *reads,
+                      char *info, size_t infolen)
 {
     uint64_t t0 = cpu_ns();
     SSL *s = SSL_new(sctx);
@@ -168,13 +168,15 @@ int main(int argc, char **argv)
 
     /* the cost of one clock read, to subtract */
     uint64_t c0 = cpu_ns();
-    for (int i = 0; i < 100000; i++) (void)cpu_ns();
+    for (int i = 0; i < 100000; i++)
+        (void)cpu_ns();
     double clock_ns_per_read = (double)(cpu_ns() - c0) / 100001.0;
 
     char info[200] = "";
     uint64_t srv = 0, cli = 0;
     unsigned reads = 0;
-    for (int i = 0; i < warmup; i++) handshake(sctx, cctx, &srv, &cli, &reads, info, sizeof info);
+    for (int i = 0; i < warmup; i++)
+        handshake(sctx, cctx, &srv, &cli, &reads, info, sizeof info);
 
     size_t cap = 1 << 16, n = 0;
     uint64_t *each = malloc(cap * sizeof *each);

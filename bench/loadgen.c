@@ -62,7 +62,7 @@ enum err {
     E_N
 };
 static const char *const err_names[E_N] = {
-    "connect", "handshake", "write",          "read", "keepalive_closed",
+    "connect", "handshake", "write",          "read",  "keepalive_closed",
     "status",  "timeout",   "header_missing", "parse", "unfinished"};
 
 struct slot {
@@ -87,8 +87,9 @@ struct slot {
 
 /* options */
 static struct sockaddr_in addr;
-static int mode = M_KA, nconns = 32, resume, reuse_first, check_header, track_certs, verbose, stop_on_stdin;
-static unsigned per_conn; /* -n: requests per connection, 0 = unlimited */
+static int mode = M_KA, nconns = 32, resume, reuse_first, check_header, track_certs, verbose,
+           stop_on_stdin;
+static unsigned per_conn;    /* -n: requests per connection, 0 = unlimited */
 static uint64_t total_limit; /* -N: stop after that many ops */
 static double duration = 10, op_timeout = 10;
 static int max_connecting = 64;
@@ -100,16 +101,16 @@ static int ep;
 static struct slot *slots;
 static uint64_t t_start, t_stop, now_ns;
 static int stopping, ready, stdin_closed;
-static int active;  /* slots not S_FREE */
-static int started; /* hold: slots started so far */
+static int active;     /* slots not S_FREE */
+static int started;    /* hold: slots started so far */
 static int connecting; /* hold: slots started and not yet idle or failed */
 static char buf[65536];
 static char req_ka[512], req_close[512];
 static size_t req_ka_len, req_close_len;
 
 /* results */
-static uint64_t ops, errors[E_N], bytes_body, handshakes, offered, resumed_client,
-    hdr_resumed, hdr_full, sessions_received, cert_changes, held, closed_while_held;
+static uint64_t ops, errors[E_N], bytes_body, handshakes, offered, resumed_client, hdr_resumed,
+    hdr_full, sessions_received, cert_changes, held, closed_while_held;
 static uint32_t *lat;
 static size_t nlat, caplat;
 static char tls_info[256];
@@ -179,7 +180,8 @@ static void slot_next(struct slot *s)
 static uint64_t errors_total(void)
 {
     uint64_t n = 0;
-    for (int i = 0; i < E_N; i++) n += errors[i];
+    for (int i = 0; i < E_N; i++)
+        n += errors[i];
     return n;
 }
 
@@ -238,8 +240,7 @@ static void note_certificate(SSL *ssl)
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned len = 0;
     if (!peer || !X509_digest(peer, EVP_sha256(), md, &len)) return;
-    if (last_cert_len && (len != last_cert_len || memcmp(md, last_cert, len) != 0))
-        cert_changes++;
+    if (last_cert_len && (len != last_cert_len || memcmp(md, last_cert, len) != 0)) cert_changes++;
     memcpy(last_cert, md, len);
     last_cert_len = len;
     for (unsigned i = 0; i < ncerts_seen; i++)
@@ -253,7 +254,7 @@ static void note_tls(SSL *ssl)
     EVP_PKEY *pk = peer ? X509_get0_pubkey(peer) : NULL;
     int nid = SSL_get_negotiated_group(ssl);
     const char *grp = SSL_group_to_name(ssl, nid);
-    const char *kt = !pk                                         ? "?"
+    const char *kt = !pk                                        ? "?"
                      : EVP_PKEY_get_base_id(pk) == EVP_PKEY_RSA ? "RSA"
                      : EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC  ? "EC"
                                                                 : "other";
@@ -275,7 +276,8 @@ static int parse_head(struct slot *s)
         char *h = l + 2, *colon = strchr(h, ':'), *eol = strstr(h, "\r\n");
         if (!colon || !eol || colon > eol) continue;
         char *v = colon + 1;
-        while (*v == ' ' || *v == '\t') v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
         size_t nl = (size_t)(colon - h), vl = (size_t)(eol - v);
         if (nl == 14 && strncasecmp(h, "Content-Length", 14) == 0) {
             if (s->body != B_CHUNKED) {
@@ -548,14 +550,17 @@ static void print_json(double elapsed)
     double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
                  (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     printf("{\"mode\":\"%s\",\"conns\":%d,\"elapsed_s\":%.4f,\"ops\":%llu,\"ops_per_s\":%.1f,",
-           mode == M_HS ? "hs" : mode == M_KA ? "ka" : "hold", nconns, elapsed,
-           (unsigned long long)ops, elapsed > 0 ? (double)ops / elapsed : 0.0);
+           mode == M_HS   ? "hs"
+           : mode == M_KA ? "ka"
+                          : "hold",
+           nconns, elapsed, (unsigned long long)ops, elapsed > 0 ? (double)ops / elapsed : 0.0);
     printf("\"lat_us\":{");
     if (nlat) {
         static const double ps[] = {0.5, 0.9, 0.99, 0.999};
         static const char *const pn[] = {"p50", "p90", "p99", "p999"};
         double sum = 0;
-        for (size_t i = 0; i < nlat; i++) sum += lat[i];
+        for (size_t i = 0; i < nlat; i++)
+            sum += lat[i];
         for (int i = 0; i < 4; i++) {
             size_t k = (size_t)(ps[i] * (double)nlat);
             if (k >= nlat) k = nlat - 1;
@@ -572,12 +577,11 @@ static void print_json(double elapsed)
            "\"sessions_received\":%llu,\"bytes_body\":%llu,\"cert_changes\":%llu,"
            "\"certs_seen\":%u,\"held\":%llu,\"closed_while_held\":%llu,\"still_open\":%llu,"
            "\"client_cpu_s\":%.3f,\"tls\":\"%s\"}\n",
-           (unsigned long long)total, (unsigned long long)handshakes,
-           (unsigned long long)offered, (unsigned long long)resumed_client,
-           (unsigned long long)hdr_resumed, (unsigned long long)hdr_full,
-           (unsigned long long)sessions_received, (unsigned long long)bytes_body,
-           (unsigned long long)cert_changes, ncerts_seen, (unsigned long long)held,
-           (unsigned long long)closed_while_held,
+           (unsigned long long)total, (unsigned long long)handshakes, (unsigned long long)offered,
+           (unsigned long long)resumed_client, (unsigned long long)hdr_resumed,
+           (unsigned long long)hdr_full, (unsigned long long)sessions_received,
+           (unsigned long long)bytes_body, (unsigned long long)cert_changes, ncerts_seen,
+           (unsigned long long)held, (unsigned long long)closed_while_held,
            (unsigned long long)(held - closed_while_held), cpu, tls_info);
     fflush(stdout);
 }
@@ -594,8 +598,12 @@ int main(int argc, char **argv)
     int port = 0, opt;
     while ((opt = getopt(argc, argv, "a:p:m:c:d:n:N:u:rRHCk:t:Sv")) != -1) {
         switch (opt) {
-        case 'a': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
+        case 'a':
+            host = optarg;
+            break;
+        case 'p':
+            port = atoi(optarg);
+            break;
         case 'm':
             mode = strcmp(optarg, "hs") == 0     ? M_HS
                    : strcmp(optarg, "ka") == 0   ? M_KA
@@ -603,20 +611,47 @@ int main(int argc, char **argv)
                                                  : -1;
             if (mode < 0) usage();
             break;
-        case 'c': nconns = atoi(optarg); break;
-        case 'd': duration = atof(optarg); break;
-        case 'n': per_conn = (unsigned)atoi(optarg); break;
-        case 'N': total_limit = strtoull(optarg, NULL, 10); break;
-        case 'u': path = optarg; break;
-        case 'r': resume = 1; break;
-        case 'R': resume = reuse_first = 1; break;
-        case 'H': check_header = 1; break;
-        case 'C': track_certs = 1; break;
-        case 'k': max_connecting = atoi(optarg); break;
-        case 't': op_timeout = atof(optarg); break;
-        case 'S': stop_on_stdin = 1; break;
-        case 'v': verbose = 1; break;
-        default: usage();
+        case 'c':
+            nconns = atoi(optarg);
+            break;
+        case 'd':
+            duration = atof(optarg);
+            break;
+        case 'n':
+            per_conn = (unsigned)atoi(optarg);
+            break;
+        case 'N':
+            total_limit = strtoull(optarg, NULL, 10);
+            break;
+        case 'u':
+            path = optarg;
+            break;
+        case 'r':
+            resume = 1;
+            break;
+        case 'R':
+            resume = reuse_first = 1;
+            break;
+        case 'H':
+            check_header = 1;
+            break;
+        case 'C':
+            track_certs = 1;
+            break;
+        case 'k':
+            max_connecting = atoi(optarg);
+            break;
+        case 't':
+            op_timeout = atof(optarg);
+            break;
+        case 'S':
+            stop_on_stdin = 1;
+            break;
+        case 'v':
+            verbose = 1;
+            break;
+        default:
+            usage();
         }
     }
     if (port <= 0 || port > 65535 || nconns < 1 || max_connecting < 1 || duration <= 0) usage();
@@ -648,7 +683,8 @@ int main(int argc, char **argv)
     if (ep < 0) die("epoll_create1 failed");
     slots = calloc((size_t)nconns, sizeof *slots);
     if (!slots) die("out of memory");
-    for (int i = 0; i < nconns; i++) slots[i].fd = -1;
+    for (int i = 0; i < nconns; i++)
+        slots[i].fd = -1;
     const uint64_t stdin_tag = UINT64_MAX;
     if (stop_on_stdin || mode == M_HOLD) {
         fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
@@ -663,7 +699,8 @@ int main(int argc, char **argv)
         for (; started < nconns && connecting < max_connecting; started++, connecting++)
             slot_start(&slots[started]);
     } else {
-        for (int i = 0; i < nconns; i++) slot_start(&slots[i]);
+        for (int i = 0; i < nconns; i++)
+            slot_start(&slots[i]);
     }
 
     struct epoll_event evs[256];
@@ -721,8 +758,7 @@ int main(int argc, char **argv)
      * held connection or a new connection that had not sent its request yet */
     for (int i = 0; i < nconns; i++) {
         int st = slots[i].st;
-        if (st == S_SEND || st == S_RECV || (mode == M_HS && st != S_FREE))
-            errors[E_UNFINISHED]++;
+        if (st == S_SEND || st == S_RECV || (mode == M_HS && st != S_FREE)) errors[E_UNFINISHED]++;
         if (st != S_FREE) slot_close(&slots[i]);
         if (slots[i].sess) SSL_SESSION_free(slots[i].sess);
     }

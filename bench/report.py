@@ -223,21 +223,23 @@ def floors(data):
         floor = med(data, "7", "handshake " + v, "in-process", "server_us")
         floor_med = med(data, "7", "handshake " + v, "in-process", "server_us_median")
         cg = med(data, "2", v, "certgate", "cpu_us_per_op")
-        out[key] = (v, sign, floor, floor_med, cg)
+        peers = [med(data, "2", v, p, "cpu_us_per_op") for p in PEERS]
+        out[key] = (v, sign, floor, floor_med, cg, peers)
     return out
 
 
 def case_floor(data):
     body = []
-    for v, sign, floor, floor_med, cg in floors(data).values():
+    for v, sign, floor, floor_med, cg, peers in floors(data).values():
         body.append([v, f(sign), f(1e6 / sign if sign else None, "%.1f"),
                      "%s (median %s)" % (f(floor, "%.1f"), f(floor_med, "%.1f")),
-                     f(cg, "%.1f"), f(cg / floor if cg and floor else None, "%.2f"),
-                     f(cg / (1e6 / sign) if cg and sign else None, "%.1f")])
+                     f(cg, "%.1f"), "**%s**" % f(cg / floor if cg and floor else None, "%.2f"),
+                     f(cg / (1e6 / sign) if cg and sign else None, "%.1f")]
+                    + [f(p / floor if p and floor else None, "%.2f") for p in peers])
     return table(["key", "openssl speed sign/s (CPU 0)", "µs per sign",
                   "in-process full handshake, server µs (mean)",
                   "certgate µs per full handshake (case 2)", "certgate / in-process floor",
-                  "certgate / one sign"], body)
+                  "certgate / one sign", "nginx / floor", "HAProxy / floor"], body)
 
 
 # ----- targets -----
@@ -268,7 +270,7 @@ def targets(data):
             add("case %s %s: certgate's CPU per operation ≤ the better peer's (ratio ≥ 1.0)"
                 % (case, v), f(b, "%.2f"), b is not None and b >= 1.0 and not note, note)
     if "2" in cases and "7" in cases:
-        for v, sign, floor, floor_med, cg in floors(data).values():
+        for v, sign, floor, floor_med, cg, _ in floors(data).values():
             r = cg / floor if cg and floor else None
             add("case 2 %s: certgate's µs per full handshake within 15 %% of the in-process "
                 "floor" % v, "%s µs vs %s µs: %s" % (f(cg, "%.0f"), f(floor, "%.0f"),
