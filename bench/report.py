@@ -63,6 +63,28 @@ def best_ratio(data, case, variant, key="cpu_us_per_op"):
     return min(rs) if rs else None
 
 
+def best_peer(data, case, variant, key="cpu_us_per_op"):
+    vals = [(med(data, case, variant, p, key), p) for p in PEERS]
+    vals = [v for v in vals if v[0] is not None]
+    return min(vals)[1] if vals else None
+
+
+def overlap_note(data, case, variant, key="cpu_us_per_op"):
+    """A sentence when certgate's per-round values and the better peer's overlap."""
+    peer = best_peer(data, case, variant, key)
+    a = [r[key] for r in rows(data, case, variant, "certgate") if r.get(key) is not None]
+    b = [r[key] for r in rows(data, case, variant, peer) if r.get(key) is not None]
+    if len(a) < 2 or len(b) < 2 or max(a) < min(b) or max(b) < min(a):
+        return ""
+    stream = case == "4" and variant.startswith("stream")
+    scale, unit, fmt = (1000, "ms per GiB", "%.0f") if stream else (1, "µs per operation",
+                                                                    "%.1f")
+    rng = fmt + "–" + fmt
+    return ("per-round values overlap (certgate %s, %s %s %s): a difference within this "
+            "machine's noise" % (rng % (min(a) / scale, max(a) / scale), LABEL[peer],
+                                 rng % (min(b) / scale, max(b) / scale), unit))
+
+
 def table(head, body):
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
@@ -256,19 +278,31 @@ def targets(data):
             continue
         for v in vs or variants(data, "4"):
             b = best_ratio(data, case, v)
-            note = ""
+            notes, blocking = [], False
             if case == "3":
                 fr = med(data, "3", v, "certgate", "resumed_fraction")
                 if fr is not None and fr < 0.95:
-                    note = ("only %.0f %% of certgate's handshakes were resumptions (the peers: "
-                            "%s): it is a mix, not a resumed-handshake figure"
-                            % (100 * fr, ", ".join("%.0f %%" % (100 * (med(
-                                data, "3", v, p, "resumed_fraction") or 0)) for p in PEERS)))
+                    blocking = True
+                    notes.append(
+                        "only %.0f %% of certgate's handshakes were resumptions (the peers: "
+                        "%s): it is a mix, not a resumed-handshake figure"
+                        % (100 * fr, ", ".join("%.0f %%" % (100 * (med(
+                            data, "3", v, p, "resumed_fraction") or 0)) for p in PEERS)))
+                t = med(data, "3", v, "certgate", "tickets_per_handshake")
+                if v == "ticket reused" and t is not None and t < 0.5:
+                    notes.append("certgate issues no ticket on a resumed connection (%.2f per "
+                                 "handshake), the peers one: part of its lead is work it skips"
+                                 % t)
             if case == "4" and v.startswith("stream") and incomplete(data, v, "certgate"):
-                note = ("%d of certgate's transfers stalled and did not complete"
-                        % len(incomplete(data, v, "certgate")))
+                blocking = True
+                notes.append("%d of certgate's transfers stalled and did not complete"
+                             % len(incomplete(data, v, "certgate")))
+            ov = overlap_note(data, case, v)
+            if ov:
+                notes.append(ov)
             add("case %s %s: certgate's CPU per operation ≤ the better peer's (ratio ≥ 1.0)"
-                % (case, v), f(b, "%.2f"), b is not None and b >= 1.0 and not note, note)
+                % (case, v), f(b, "%.2f"), b is not None and b >= 1.0 and not blocking,
+                "; ".join(notes))
     if "2" in cases and "7" in cases:
         for v, sign, floor, floor_med, cg, _ in floors(data).values():
             r = cg / floor if cg and floor else None
@@ -387,7 +421,10 @@ def render(data):
         ["rounds", "%d, interleaved (certgate, nginx, HAProxy; the order rotates each round)"
          % m["rounds"]],
         ["run length", "%g s per load run" % m["duration_s"]],
-        ["command", "`make bench` (or `bench/run.sh` after a build)"]]))
+        ["command", "`make bench` (or `bench/run.sh` after a build)"]]
+        + ([["rendered", "again after the run, from `%s`, by `python3 bench/report.py` "
+             "(same figures; report text and notes updated)" % data["rerendered_from"]]]
+           if data.get("rerendered_from") else [])))
     out.append("""
 ## How to read the tables
 
@@ -545,4 +582,7 @@ def console(data):
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as fh:
-        sys.stdout.write(render(json.load(fh)))
+        d = json.load(fh)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    d["rerendered_from"] = os.path.relpath(os.path.realpath(sys.argv[1]), root)
+    sys.stdout.write(render(d))
