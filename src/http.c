@@ -19,7 +19,7 @@
 
 #define HEADER_LIMIT (16 * 1024) /* request line + header block; more is 431 */
 #define MAX_HEADERS 128
-#define MAX_FREE_XS 64
+#define MAX_FREE_XS 16
 
 enum cb_kind { CB_NONE, CB_FIELD, CB_VALUE };
 

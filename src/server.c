@@ -22,7 +22,7 @@
 #define TICK_MS 250
 #define STOP_GRACE_MS 10000
 #define ACCEPT_BATCH 64
-#define MAX_FREE_BUFS 64
+#define MAX_FREE_BUFS 16 /* enough for the requests in flight at one moment */
 
 static struct worker *workers;
 static struct server_hooks hooks;
