@@ -25,12 +25,11 @@ struct tqueue {
 
 struct conn {
     struct worker *w;
-    uv_poll_t poll;
     int fd;
     struct ssl_st *ssl; /* NULL on the plain HTTP listener */
     uint8_t state;      /* enum conn_state */
     uint8_t tq;         /* enum tq_kind */
-    uint8_t events;     /* events currently polled */
+    uint8_t events;     /* EPOLLIN/EPOLLOUT currently asked for (registered when non-zero) */
     unsigned want_read : 1;   /* the HTTP layer wants input now */
     unsigned want_write : 1;  /* output blocked: wait for writable */
     unsigned read_wants_write : 1; /* TLS read needs the socket writable */
@@ -69,6 +68,11 @@ struct listener {
 struct worker {
     int id;
     uv_loop_t loop;
+    /* Client connections are watched by this epoll set of the worker's own, itself watched
+     * by the libuv loop: one epoll_ctl per connection and no per-connection libuv handle. */
+    int epfd;
+    uv_poll_t ep_watch;
+    struct conn *graveyard; /* closed connections, freed once no event can refer to them */
     uv_thread_t thread;
     uv_async_t wakeup;
     uv_timer_t tick;

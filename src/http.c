@@ -351,7 +351,9 @@ size_t http_stream_write(struct http_exchange *x, const void *p, size_t n)
         }
     }
     size_t queued = c->olen - c->opos;
-    if (queued >= HTTP_OUT_HIGH) x->want_drain = 1;
+    /* from the latest state: a flush in between may have emptied the buffer, and then no
+     * drain event would ever come to undo a stale "wait" */
+    x->want_drain = queued >= HTTP_OUT_HIGH;
     return queued;
 }
 

@@ -465,7 +465,8 @@ static int on_resp_body(http_parser *p, const char *at, size_t n)
     struct upconn *u = p->data;
     struct pxreq *r = u->req;
     if (!r || !r->x) return -1;
-    if (http_stream_write(r->x, at, n) >= HTTP_OUT_HIGH) u->read_paused = 1;
+    /* several pieces of body can come from one read: the last one decides */
+    u->read_paused = http_stream_write(r->x, at, n) >= HTTP_OUT_HIGH;
     return 0;
 }
 

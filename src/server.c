@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -223,37 +224,43 @@ void conn_set_timeout(struct conn *c, enum tq_kind kind)
 
 /* ----- connections ----- */
 
-static void on_conn_io(uv_poll_t *h, int status, int events);
-
 void conn_update_poll(struct conn *c)
 {
-    int ev = 0;
+    unsigned ev = 0;
     switch (c->state) {
     case CS_HANDSHAKE:
-        ev = c->read_wants_write ? UV_WRITABLE : UV_READABLE;
+        ev = c->read_wants_write ? EPOLLOUT : EPOLLIN;
         break;
     case CS_ACTIVE:
-        if (c->want_read) ev |= UV_READABLE;
-        if (c->want_write || c->read_wants_write || c->kick) ev |= UV_WRITABLE;
+        if (c->want_read) ev |= EPOLLIN;
+        if (c->want_write || c->read_wants_write || c->kick) ev |= EPOLLOUT;
         break;
     case CS_LINGER:
-        ev = UV_READABLE;
+        ev = EPOLLIN;
         break;
     default:
         return;
     }
     if (ev == c->events) return;
+    /* level-triggered; a connection that waits for nothing leaves the set, so that a
+     * hang-up (always reported) cannot spin the loop */
+    struct epoll_event e = {.events = ev, .data.ptr = c};
+    int op = !ev ? EPOLL_CTL_DEL : c->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(c->w->epfd, op, c->fd, &e) != 0 && op != EPOLL_CTL_DEL) {
+        log_error("epoll_ctl: %s; closing the connection", strerror(errno));
+        conn_close(c);
+        return;
+    }
     c->events = (uint8_t)ev;
-    if (ev)
-        uv_poll_start(&c->poll, ev, on_conn_io);
-    else
-        uv_poll_stop(&c->poll);
 }
 
-static void conn_free_cb(uv_handle_t *h)
+static void free_graveyard(struct worker *w)
 {
-    struct conn *c = h->data;
-    free(c);
+    while (w->graveyard) {
+        struct conn *c = w->graveyard;
+        w->graveyard = c->next;
+        free(c);
+    }
 }
 
 void conn_close(struct conn *c)
@@ -274,8 +281,11 @@ void conn_close(struct conn *c)
         w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     w->nconns--;
-    uv_close((uv_handle_t *)&c->poll, conn_free_cb); /* removes fd from epoll now */
-    close(c->fd);
+    close(c->fd); /* leaves the epoll set too */
+    /* events already fetched may still name c: free it after the batch */
+    c->prev = NULL;
+    c->next = w->graveyard;
+    w->graveyard = c;
 }
 
 void conn_finish(struct conn *c, int linger)
@@ -399,19 +409,16 @@ static void conn_linger_read(struct conn *c)
      * destroy the answer before the client has read it. */
 }
 
-static void on_conn_io(uv_poll_t *h, int status, int events)
+static void on_conn_io(struct conn *c, unsigned events)
 {
-    struct conn *c = h->data;
-    if (status < 0 && c->state != CS_LINGER) {
-        conn_close(c);
-        return;
-    }
+    if (events & (EPOLLERR | EPOLLHUP)) /* let the read or write find out what happened */
+        events |= c->events;
     switch (c->state) {
     case CS_HANDSHAKE:
         conn_handshake(c);
         break;
     case CS_ACTIVE:
-        if ((events & UV_READABLE) || (c->read_wants_write && (events & UV_WRITABLE)))
+        if ((events & EPOLLIN) || (c->read_wants_write && (events & EPOLLOUT)))
             c->more_input = 1;
         http_conn_run(c);
         break;
@@ -434,12 +441,6 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
     c->fd = fd;
     c->tq = TQ_NONE;
     memcpy(&c->peer, ss, ss->ss_family == AF_INET6 ? sizeof c->peer.in6 : sizeof c->peer.in4);
-    if (uv_poll_init_socket(&w->loop, &c->poll, fd) != 0) {
-        close(fd);
-        free(c);
-        return;
-    }
-    c->poll.data = c;
     c->next = w->conns;
     if (w->conns) w->conns->prev = c;
     w->conns = c;
@@ -462,12 +463,24 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
     }
 }
 
+/* The worker's epoll set has events: handle a batch of them. */
+static void on_epoll(uv_poll_t *h, int status, int events)
+{
+    struct worker *w = h->data;
+    struct epoll_event ev[128];
+    int n = epoll_wait(w->epfd, ev, 128, 0);
+    for (int i = 0; i < n; i++) {
+        struct conn *c = ev[i].data.ptr;
+        if (c->state != CS_CLOSED) on_conn_io(c, ev[i].events);
+    }
+    free_graveyard(w);
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
     struct listener *l = h->data;
     struct worker *w = l->w;
     if (w->stopping) return;
-    gw_snap_refresh(&w->snap);
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
@@ -481,6 +494,9 @@ static void on_accept(uv_poll_t *h, int status, int events)
             }
             return;
         }
+        /* per connection, not per batch: a batch that started before a switch must not
+         * hand the old certificate to a client that connected after the switch's 200 */
+        gw_snap_refresh(&w->snap);
         conn_accepted(w, fd, &ss, l->tls);
     }
 }
@@ -498,8 +514,16 @@ static void update_date(struct worker *w)
     strftime(w->date, sizeof w->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
 }
 
+static void epoll_closed(uv_handle_t *h)
+{
+    struct worker *w = h->data;
+    close(w->epfd);
+    w->epfd = -1;
+}
+
 static void worker_finish(struct worker *w)
 {
+    uv_close((uv_handle_t *)&w->ep_watch, epoll_closed);
     uv_timer_stop(&w->tick);
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
@@ -511,6 +535,7 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = uv_now(&w->loop);
     update_date(w);
     accesslog_flush();
+    free_graveyard(w); /* closed outside an epoll batch (timers, thread-pool answers) */
     gw_snap_refresh(&w->snap);
     for (int k = 0; k < TQ_N; k++) {
         struct conn *c;
@@ -570,6 +595,7 @@ static void worker_main(void *arg)
         uv_run(&w->loop, UV_RUN_DEFAULT); /* let closed handles finish */
     }
     accesslog_flush();
+    free_graveyard(w);
     while (w->free_bufs) {
         void *b = w->free_bufs;
         w->free_bufs = *(void **)b;
@@ -600,6 +626,13 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
         struct worker *w = &workers[i];
         w->id = i;
         uv_loop_init(&w->loop);
+        w->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (w->epfd < 0 || uv_poll_init(&w->loop, &w->ep_watch, w->epfd) != 0) {
+            snprintf(err, errlen, "cannot create an epoll set: %s", strerror(errno));
+            return -1;
+        }
+        w->ep_watch.data = w;
+        uv_poll_start(&w->ep_watch, UV_READABLE, on_epoll);
         uv_async_init(&w->loop, &w->wakeup, on_wakeup);
         w->wakeup.data = w;
         uv_timer_init(&w->loop, &w->tick);
