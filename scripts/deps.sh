@@ -8,12 +8,12 @@ set -eu
 mode=${1:-build}
 
 pkgs="gcc make cmake pkg-config libc6-dev libssl-dev libuv1-dev libhttp-parser-dev \
-libjansson-dev libcmocka-dev libcurl4-openssl-dev libmimalloc-dev openssl ca-certificates"
+libjansson-dev libcmocka-dev libcurl4-openssl-dev openssl ca-certificates"
 case "$mode" in
   build) ;;
   test)  pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2" ;;
   bench) pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 \
-haproxy wrk linux-perf" ;;
+haproxy wrk linux-perf libmimalloc-dev" ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 

@@ -16,10 +16,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-#ifdef CERTGATE_MIMALLOC
-#include <mimalloc.h>
-#endif
-
 #define DEFAULT_DATA_DIR "./var"
 
 static const char USAGE[] =
@@ -90,18 +86,6 @@ static void raise_fd_limit(void)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-}
-
-/* mimalloc, when linked, takes every allocation of the process. Its defaults commit
- * memory eagerly and keep freed pages; these settings give freed pages back, so that
- * thousands of idle connections cost no more than with the C library's malloc. */
-static void allocator_tune(void)
-{
-#ifdef CERTGATE_MIMALLOC
-    mi_option_set(mi_option_eager_commit, 0);
-    mi_option_set(mi_option_page_reset, 1);
-    mi_option_set(mi_option_decommit_delay, 0);
-#endif
 }
 
 /* ----- run ----- */
@@ -184,7 +168,6 @@ static int cmd_run(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
-    allocator_tune();
     /* signals are caught from here on; they are acted upon once the loop runs, so a
      * SIGTERM that arrives while starting still ends in a clean stop */
     uv_loop_t *main_loop = uv_default_loop();
