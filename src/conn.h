@@ -59,7 +59,6 @@ struct conn {
 };
 
 struct listener {
-    uv_poll_t poll;
     int fd;
     int tls;
     struct worker *w;
@@ -68,10 +67,11 @@ struct listener {
 struct worker {
     int id;
     uv_loop_t loop;
-    /* Client connections are watched by this epoll set of the worker's own, itself watched
-     * by the libuv loop: one epoll_ctl per connection and no per-connection libuv handle. */
+    /* The worker's own epoll set: client connections, listeners and libuv's backend fd.
+     * The worker waits in it (one epoll_wait per turn) and runs libuv only when libuv has
+     * something to do (timers, wake-ups, thread-pool answers, upstream sockets). */
     int epfd;
-    uv_poll_t ep_watch;
+    int finished; /* worker_finish() ran: leave once libuv is idle */
     struct conn *graveyard; /* closed connections, freed once no event can refer to them */
     uv_thread_t thread;
     uv_async_t wakeup;
@@ -113,6 +113,10 @@ void worker_buf_put(struct worker *w, void *buf);
 int conn_read(struct conn *c);
 /* Writes c->obuf; 0 flushed (or blocked: want_write set), -1 error. */
 int conn_flush(struct conn *c);
+/* Writes p straight to the socket (no copy) when nothing is queued before it: returns
+ * the bytes written (fewer than n when the socket is full: want_write is then set and the
+ * caller queues the rest, which OpenSSL accepts as the retry), or -1 on error. */
+ssize_t conn_write_direct(struct conn *c, const void *p, size_t n);
 
 /* http.c */
 void http_conn_init(struct conn *c);

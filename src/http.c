@@ -336,7 +336,18 @@ size_t http_stream_write(struct http_exchange *x, const void *p, size_t n)
 {
     struct conn *c = x->c;
     if (!c) return 0;
-    if (n && !x->stream_nobody) {
+    if (n && !x->stream_nobody && !x->stream_chunked && c->opos == c->olen && !c->want_write) {
+        /* nothing queued: straight from the caller's buffer to the socket, no copy */
+        ssize_t w = conn_write_direct(c, p, n);
+        if (w < 0) {
+            conn_close(c);
+            return 0;
+        }
+        if ((size_t)w < n) out_put(c, (const char *)p + w, n - (size_t)w);
+        x->bytes_out += n;
+        if (c->want_write && (w > 0 || c->tq != TQ_WRITE)) conn_set_timeout(c, TQ_WRITE);
+        if (!c->in_run) conn_update_poll(c);
+    } else if (n && !x->stream_nobody) {
         size_t start = c->olen;
         if (x->stream_chunked) out_printf(c, "%zx\r\n", n);
         out_put(c, p, n);

@@ -20,7 +20,9 @@
 
 #define UP_OUT_HIGH (256 * 1024) /* pause the client's body above this */
 #define UP_OUT_LOW (64 * 1024)   /* and resume below this */
-#define UP_READ_BUF (64 * 1024) /* fewer recv calls (and TCP window updates) per GiB */
+/* on the stack of the worker thread (8 MiB): few recv calls (and TCP window updates) per
+ * GiB, and the body goes from here straight to the client's socket */
+#define UP_READ_BUF (256 * 1024)
 #define IDLE_TIMEOUT_MS 60000
 
 enum up_state { U_CONNECTING, U_HANDSHAKE, U_ACTIVE, U_IDLE, U_CLOSED };

@@ -367,6 +367,34 @@ int conn_flush(struct conn *c)
     return 0;
 }
 
+ssize_t conn_write_direct(struct conn *c, const void *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        size_t w = 0;
+        if (c->ssl) {
+            enum tls_io st = tls_conn_write(c->ssl, (const char *)p + off, n - off, &w);
+            if (st == TLS_IO_WANT_WRITE || st == TLS_IO_WANT_READ) {
+                c->want_write = 1;
+                break;
+            }
+            if (st != TLS_IO_OK) return -1;
+        } else {
+            ssize_t r = write(c->fd, (const char *)p + off, n - off);
+            if (r < 0) {
+                if (errno == EAGAIN || errno == EINTR) {
+                    c->want_write = 1;
+                    break;
+                }
+                return -1;
+            }
+            w = (size_t)r;
+        }
+        off += w;
+    }
+    return (ssize_t)off;
+}
+
 static void conn_handshake(struct conn *c)
 {
     switch (tls_conn_handshake(c->ssl)) {
@@ -463,22 +491,19 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
     }
 }
 
-/* The worker's epoll set has events: handle a batch of them. */
-static void on_epoll(uv_poll_t *h, int status, int events)
+/* epoll data of a listener: its address with the lowest bit set (a connection's is even;
+ * libuv's backend fd has NULL) */
+#define LISTENER_TAG 1u
+
+static void listener_watch(struct listener *l, int on)
 {
-    struct worker *w = h->data;
-    struct epoll_event ev[128];
-    int n = epoll_wait(w->epfd, ev, 128, 0);
-    for (int i = 0; i < n; i++) {
-        struct conn *c = ev[i].data.ptr;
-        if (c->state != CS_CLOSED) on_conn_io(c, ev[i].events);
-    }
-    free_graveyard(w);
+    struct epoll_event e = {.events = on ? EPOLLIN : 0,
+                            .data.ptr = (void *)((uintptr_t)l | LISTENER_TAG)};
+    epoll_ctl(l->w->epfd, EPOLL_CTL_MOD, l->fd, &e);
 }
 
-static void on_accept(uv_poll_t *h, int status, int events)
+static void on_accept(struct listener *l)
 {
-    struct listener *l = h->data;
     struct worker *w = l->w;
     if (w->stopping) return;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
@@ -489,7 +514,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_error("accept: %s; pausing new connections for 100 ms", strerror(errno));
-                for (int j = 0; j < w->nlisteners; j++) uv_poll_stop(&w->listeners[j].poll);
+                for (int j = 0; j < w->nlisteners; j++) listener_watch(&w->listeners[j], 0);
                 w->accept_paused_until = uv_now(&w->loop) + 100;
             }
             return;
@@ -514,16 +539,9 @@ static void update_date(struct worker *w)
     strftime(w->date, sizeof w->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
 }
 
-static void epoll_closed(uv_handle_t *h)
-{
-    struct worker *w = h->data;
-    close(w->epfd);
-    w->epfd = -1;
-}
-
 static void worker_finish(struct worker *w)
 {
-    uv_close((uv_handle_t *)&w->ep_watch, epoll_closed);
+    w->finished = 1;
     uv_timer_stop(&w->tick);
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
@@ -550,7 +568,7 @@ static void on_tick(uv_timer_t *t)
     if (w->accept_paused_until && now >= w->accept_paused_until && !w->stopping) {
         w->accept_paused_until = 0;
         for (int j = 0; j < w->nlisteners; j++)
-            uv_poll_start(&w->listeners[j].poll, UV_READABLE, on_accept);
+            listener_watch(&w->listeners[j], 1);
     }
     if (w->stopping) {
         if (now >= w->stop_deadline) {
@@ -561,20 +579,13 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
-static void listener_closed(uv_handle_t *h)
-{
-    struct listener *l = h->data;
-    close(l->fd);
-}
-
 static void on_wakeup(uv_async_t *a)
 {
     struct worker *w = a->data;
     if (w->stopping) return;
     w->stopping = 1;
     w->stop_deadline = uv_now(&w->loop) + STOP_GRACE_MS;
-    for (int j = 0; j < w->nlisteners; j++)
-        uv_close((uv_handle_t *)&w->listeners[j].poll, listener_closed);
+    for (int j = 0; j < w->nlisteners; j++) close(w->listeners[j].fd); /* leaves the set */
     w->nlisteners = 0;
     if (hooks.worker_stopping) hooks.worker_stopping(&w->loop, &w->app);
     for (struct conn *c = w->conns, *next; c; c = next) {
@@ -586,10 +597,35 @@ static void on_wakeup(uv_async_t *a)
     if (!w->nconns) worker_finish(w);
 }
 
+/* One turn: wait in the worker's epoll set, handle what came, and run libuv when it has
+ * work (its backend fd is ready, a timer is due, handles are closing). */
 static void worker_main(void *arg)
 {
     struct worker *w = arg;
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_t *loop = &w->loop;
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(w->epfd, EPOLL_CTL_ADD, uv_backend_fd(loop), &e);
+    uv_run(loop, UV_RUN_NOWAIT);
+    for (;;) {
+        struct epoll_event ev[128];
+        int n = epoll_wait(w->epfd, ev, 128, uv_backend_timeout(loop));
+        int run_uv = n <= 0;
+        uv_update_time(loop);
+        for (int i = 0; i < n; i++) {
+            void *p = ev[i].data.ptr;
+            if (!p) {
+                run_uv = 1;
+            } else if ((uintptr_t)p & LISTENER_TAG) {
+                on_accept((struct listener *)((uintptr_t)p & ~(uintptr_t)LISTENER_TAG));
+            } else {
+                struct conn *c = p;
+                if (c->state != CS_CLOSED) on_conn_io(c, ev[i].events);
+            }
+        }
+        free_graveyard(w);
+        if (run_uv || uv_backend_timeout(loop) == 0) uv_run(loop, UV_RUN_NOWAIT);
+        if (w->finished && !uv_loop_alive(loop)) break;
+    }
     if (hooks.worker_exit) {
         hooks.worker_exit(&w->loop, &w->app);
         uv_run(&w->loop, UV_RUN_DEFAULT); /* let closed handles finish */
@@ -609,6 +645,7 @@ static void worker_main(void *arg)
     gw_snap_release(w->snap);
     w->snap = NULL;
     uv_loop_close(&w->loop);
+    close(w->epfd);
 }
 
 int server_start(const struct server_config *cfg, char *err, size_t errlen)
@@ -627,12 +664,10 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
         w->id = i;
         uv_loop_init(&w->loop);
         w->epfd = epoll_create1(EPOLL_CLOEXEC);
-        if (w->epfd < 0 || uv_poll_init(&w->loop, &w->ep_watch, w->epfd) != 0) {
+        if (w->epfd < 0) {
             snprintf(err, errlen, "cannot create an epoll set: %s", strerror(errno));
             return -1;
         }
-        w->ep_watch.data = w;
-        uv_poll_start(&w->ep_watch, UV_READABLE, on_epoll);
         uv_async_init(&w->loop, &w->wakeup, on_wakeup);
         w->wakeup.data = w;
         uv_timer_init(&w->loop, &w->tick);
@@ -642,9 +677,12 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
         update_date(w);
         for (int j = 0; j < w->nlisteners; j++) {
             struct listener *l = &w->listeners[j];
-            uv_poll_init_socket(&w->loop, &l->poll, l->fd);
-            l->poll.data = l;
-            uv_poll_start(&l->poll, UV_READABLE, on_accept);
+            struct epoll_event le = {.events = EPOLLIN,
+                                     .data.ptr = (void *)((uintptr_t)l | LISTENER_TAG)};
+            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->fd, &le) != 0) {
+                snprintf(err, errlen, "cannot watch a listener: %s", strerror(errno));
+                return -1;
+            }
         }
     }
     for (int i = 0; i < nworkers; i++) {
