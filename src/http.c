@@ -6,6 +6,7 @@
 #include "conn.h"
 #include "gw.h"
 #include "log.h"
+#include "strfmt.h"
 #include "tls.h"
 
 #include <ctype.h>
@@ -82,8 +83,15 @@ const char *http_peer(struct http_exchange *x)
         const struct conn *c = x->c;
         if (c->peer.sa.sa_family == AF_INET6)
             inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, x->peer, sizeof x->peer);
-        else
-            inet_ntop(AF_INET, &c->peer.in4.sin_addr, x->peer, sizeof x->peer);
+        else { /* dotted quad without stdio: this runs for every proxied request */
+            const unsigned char *a = (const unsigned char *)&c->peer.in4.sin_addr;
+            size_t n = 0;
+            for (int i = 0; i < 4; i++) {
+                if (i) x->peer[n++] = '.';
+                n += strfmt_u(x->peer + n, a[i], 10);
+            }
+            x->peer[n] = '\0';
+        }
     }
     return x->peer;
 }
@@ -222,15 +230,16 @@ static void out_put(struct conn *c, const void *p, size_t n)
     c->olen += n;
 }
 
-static void out_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_printf(struct conn *c, const char *fmt, ...)
+/* prefix, v in base 10 or 16, suffix: one line such as "Content-Length: 7\r\n" */
+static void out_num(struct conn *c, const char *prefix, unsigned long long v, unsigned base,
+                    const char *suffix)
 {
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) out_put(c, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+    char line[64];
+    struct strfmt f = {line, 0, sizeof line, 0};
+    strfmt_str(&f, prefix);
+    strfmt_num(&f, v, base);
+    strfmt_str(&f, suffix);
+    out_put(c, line, f.len);
 }
 
 /* Status line and the headers every answer carries (Date and Server only on our own
@@ -238,7 +247,10 @@ static void out_printf(struct conn *c, const char *fmt, ...)
 static void out_head(struct conn *c, struct http_exchange *x, int status, const char *reason,
                      int close, int own)
 {
-    out_printf(c, "HTTP/1.1 %d %s\r\n", status, reason && *reason ? reason : http_reason(status));
+    out_num(c, "HTTP/1.1 ", (unsigned)status, 10, " ");
+    const char *r = reason && *reason ? reason : http_reason(status);
+    out_put(c, r, strlen(r));
+    out_put(c, "\r\n", 2);
     if (own) {
         out_put(c, c->w->date, strlen(c->w->date));
         out_put(c, "Server: certgate\r\n", 18);
@@ -283,8 +295,12 @@ void http_respond(struct http_exchange *x, int status, const char *ctype, const 
     if (close) c->close_after = 1;
     size_t start = c->olen;
     out_head(c, x, status, NULL, close, 1);
-    if (ctype) out_printf(c, "Content-Type: %s\r\n", ctype);
-    out_printf(c, "Content-Length: %zu\r\n", len);
+    if (ctype) {
+        out_put(c, "Content-Type: ", 14);
+        out_put(c, ctype, strlen(ctype));
+        out_put(c, "\r\n", 2);
+    }
+    out_num(c, "Content-Length: ", len, 10, "\r\n");
     if (extra) out_put(c, extra, strlen(extra));
     out_put(c, "\r\n", 2);
     if (!x->req.head) out_put(c, body, len);
@@ -326,7 +342,7 @@ void http_stream_begin(struct http_exchange *x, int status, const char *reason, 
     out_head(c, x, status, reason, close, 0);
     if (head) out_put(c, head, strlen(head));
     if (content_length >= 0 && status >= 200)
-        out_printf(c, "Content-Length: %lld\r\n", (long long)content_length);
+        out_num(c, "Content-Length: ", (unsigned long long)content_length, 10, "\r\n");
     if (x->stream_chunked) out_put(c, "Transfer-Encoding: chunked\r\n", 28);
     out_put(c, "\r\n", 2);
     x->bytes_out += c->olen - start;
@@ -349,7 +365,7 @@ size_t http_stream_write(struct http_exchange *x, const void *p, size_t n)
         if (!c->in_run) conn_update_poll(c);
     } else if (n && !x->stream_nobody) {
         size_t start = c->olen;
-        if (x->stream_chunked) out_printf(c, "%zx\r\n", n);
+        if (x->stream_chunked) out_num(c, "", n, 16, "\r\n");
         out_put(c, p, n);
         if (x->stream_chunked) out_put(c, "\r\n", 2);
         x->bytes_out += c->olen - start;
@@ -549,6 +565,10 @@ static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
     struct http_exchange *x = c->x;
+    if (p->http_major != 1 || p->http_minor > 1) { /* http-parser takes any digit pair */
+        x->fail_status = 505;
+        return -1;
+    }
     build_request(c, x, p);
     x->headers_done = 1;
     x->keep_alive = http_should_keep_alive(p) != 0;
@@ -681,6 +701,9 @@ static void parse_input(struct conn *c)
         break;
     case 500:
         msg = "out of memory";
+        break;
+    case 505:
+        msg = "HTTP version not supported: certgate speaks HTTP/1.0 and HTTP/1.1";
         break;
     default:
         snprintf(buf, sizeof buf, "malformed HTTP request: %s", http_errno_description(e));

@@ -3,6 +3,7 @@
 
 #include "gw.h"
 #include "log.h"
+#include "strfmt.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -93,24 +94,15 @@ static int buf_put(char **b, size_t *len, size_t *cap, const void *p, size_t n)
     return 0;
 }
 
-static int buf_printf(char **b, size_t *len, size_t *cap, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int buf_printf(char **b, size_t *len, size_t *cap, const char *fmt, ...)
+/* Appends the NUL-terminated strings given, up to a NULL. */
+static int buf_cat(char **b, size_t *len, size_t *cap, ...)
 {
-    char tmp[512];
     va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_start(ap, cap);
+    int rc = 0;
+    for (const char *s; rc == 0 && (s = va_arg(ap, const char *));)
+        rc = buf_put(b, len, cap, s, strlen(s));
     va_end(ap);
-    if (n < 0) return -1;
-    if ((size_t)n < sizeof tmp) return buf_put(b, len, cap, tmp, (size_t)n);
-    char *big = malloc((size_t)n + 1);
-    if (!big) return -1;
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    int rc = buf_put(b, len, cap, big, (size_t)n);
-    free(big);
     return rc;
 }
 
@@ -368,8 +360,10 @@ static void rh_end_header(struct pxreq *r, const char *connection)
         /* dropped, but the headers it names are dropped too once all are in */
         const char *v = name + nl + 2;
         size_t have = strlen(r->resp_conn);
-        snprintf(r->resp_conn + have, sizeof r->resp_conn - have, "%s%.*s", have ? ", " : "",
-                 (int)(r->rh + r->rhlen - v), v);
+        struct strfmt f = {r->resp_conn, have, sizeof r->resp_conn - 1, 0};
+        if (have) strfmt_put(&f, ", ", 2);
+        strfmt_put(&f, v, (size_t)(r->rh + r->rhlen - v));
+        r->resp_conn[f.len] = '\0';
     }
     if (drop)
         r->rhlen = r->cur_start;
@@ -801,8 +795,8 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
         target = rebuilt;
     }
     const char *conn = http_header(q, "Connection");
-    int rc = buf_printf(&h, &len, &cap, "%s %s%s HTTP/1.1\r\nHost: %s\r\n", q->method_name,
-                        r->target->prefix, target, r->target->host_header);
+    int rc = buf_cat(&h, &len, &cap, q->method_name, " ", r->target->prefix, target,
+                     " HTTP/1.1\r\nHost: ", r->target->host_header, "\r\n", (char *)NULL);
     const char *host = NULL;
     char *xff = NULL; /* every X-Forwarded-For line, comma-joined, in order */
     size_t xfflen = 0, xffcap = 0;
@@ -832,13 +826,18 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
              (xfflen && (buf_put(&h, &len, &cap, xff, xfflen) || buf_put(&h, &len, &cap, ", ", 2)));
     free(xff);
     if (rc == 0)
-        rc = buf_printf(&h, &len, &cap, "%s\r\nX-Forwarded-Proto: %s\r\n", peer,
-                        q->tls ? "https" : "http");
-    if (rc == 0 && host) rc = buf_printf(&h, &len, &cap, "X-Forwarded-Host: %s\r\n", host);
-    if (rc == 0 && q->chunked)
+        rc = buf_cat(&h, &len, &cap, peer, "\r\nX-Forwarded-Proto: ", q->tls ? "https" : "http",
+                     "\r\n", (char *)NULL);
+    if (rc == 0 && host)
+        rc = buf_cat(&h, &len, &cap, "X-Forwarded-Host: ", host, "\r\n", (char *)NULL);
+    if (rc == 0 && q->chunked) {
         rc = buf_put(&h, &len, &cap, "Transfer-Encoding: chunked\r\n", 28);
-    else if (rc == 0 && q->content_length >= 0)
-        rc = buf_printf(&h, &len, &cap, "Content-Length: %lld\r\n", (long long)q->content_length);
+    } else if (rc == 0 && q->content_length >= 0) {
+        char d[STRFMT_NUM_MAX];
+        rc = buf_put(&h, &len, &cap, "Content-Length: ", 16) ||
+             buf_put(&h, &len, &cap, d, strfmt_u(d, (unsigned long long)q->content_length, 10)) ||
+             buf_put(&h, &len, &cap, "\r\n", 2);
+    }
     if (rc == 0) rc = buf_put(&h, &len, &cap, "\r\n", 2);
     if (rc != 0) {
         free(h);
@@ -881,9 +880,10 @@ static void px_on_body(struct http_exchange *x, const char *p, size_t n)
     struct upconn *u = r->uc;
     if (!u || n == 0) return;
     if (r->chunked) {
-        char hdr[24];
-        int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", n);
-        uc_queue(u, hdr, (size_t)hl);
+        char hdr[STRFMT_NUM_MAX + 2];
+        size_t hl = strfmt_u(hdr, n, 16);
+        memcpy(hdr + hl, "\r\n", 2);
+        uc_queue(u, hdr, hl + 2);
         uc_queue(u, p, n);
         uc_queue(u, "\r\n", 2);
     } else {

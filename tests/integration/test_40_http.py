@@ -280,6 +280,20 @@ class LimitTest(HttpTest):
         t, f = self.raw(g)
         self.assertHealthy(t, f)
 
+    def test_unknown_http_version_is_505_and_closed(self):
+        g = self.start()
+        for version in (b"HTTP/9.9", b"HTTP/2.0", b"HTTP/1.2", b"HTTP/0.9"):
+            with self.subTest(version=version):
+                t, f = self.raw(g)
+                t.sendall(b"GET /rest/health " + version + b"\r\nHost: x\r\n\r\n" + get())
+                status, headers, body = read_response(f)
+                self.assertEqual(status, 505, body)
+                self.assertIn(b"HTTP/1.0 and HTTP/1.1", body)
+                self.assertEqual(headers.get("connection"), "close")
+                self.assertClosed(t, f)
+        t, f = self.raw(g)
+        self.assertHealthy(t, f)
+
 
 class TimeoutTest(HttpTest):
     def test_idle_keepalive_timeout(self):
