@@ -3,7 +3,7 @@ JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 DATA_DIR  ?= ./var
 CTEST_ARGS ?=
 
-.PHONY: all build deps deps-test run test test-asan bench clean format
+.PHONY: all build deps deps-test run test test-asan bench bench-instructions clean format
 
 all: build
 
@@ -34,6 +34,11 @@ test-asan: deps-test
 bench: build
 	@scripts/deps.sh bench
 	@bench/run.sh
+
+# user-space instructions per operation under callgrind (no timing noise); ~6 minutes
+bench-instructions: build
+	@scripts/deps.sh bench
+	@taskset -c 1 python3 -B bench/instructions.py
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c

@@ -13,7 +13,7 @@ case "$mode" in
   build) ;;
   test)  pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2" ;;
   bench) pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 \
-haproxy wrk linux-perf" ;;
+haproxy wrk linux-perf valgrind" ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 
