@@ -362,7 +362,7 @@ static void rh_end_header(struct pxreq *r, const char *connection)
         size_t have = strlen(r->resp_conn);
         struct strfmt f = {r->resp_conn, have, sizeof r->resp_conn - 1, 0};
         if (have) strfmt_put(&f, ", ", 2);
-        strfmt_put(&f, v, (size_t)(r->rh + r->rhlen - v));
+        if (v <= r->rh + r->rhlen) strfmt_put(&f, v, (size_t)(r->rh + r->rhlen - v));
         r->resp_conn[f.len] = '\0';
     }
     if (drop)
