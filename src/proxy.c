@@ -307,24 +307,12 @@ static int uc_flush(struct upconn *u)
 {
     while (u->opos < u->olen) {
         size_t n = 0;
-        if (u->ssl) {
-            enum tls_io st = tls_conn_write(u->ssl, u->obuf + u->opos, u->olen - u->opos, &n);
-            if (st == TLS_IO_WANT_WRITE || st == TLS_IO_WANT_READ) {
-                u->want_write = 1;
-                return 0;
-            }
-            if (st != TLS_IO_OK) return -1;
-        } else {
-            ssize_t w = send(u->fd, u->obuf + u->opos, u->olen - u->opos, MSG_NOSIGNAL);
-            if (w < 0) {
-                if (errno == EAGAIN || errno == EINTR) {
-                    u->want_write = 1;
-                    return 0;
-                }
-                return -1;
-            }
-            n = (size_t)w;
+        enum tls_io st = tls_conn_write(u->ssl, u->fd, u->obuf + u->opos, u->olen - u->opos, &n);
+        if (st == TLS_IO_WANT_WRITE || st == TLS_IO_WANT_READ) {
+            u->want_write = 1;
+            return 0;
         }
+        if (st != TLS_IO_OK) return -1;
         u->opos += n;
         /* progress: the read-timeout counts from the last activity either way */
         if (u->req && u->state == U_ACTIVE)
@@ -531,22 +519,14 @@ static void uc_read(struct upconn *u)
         size_t n = 0;
         int eof = 0;
         u->io_wants_write = 0;
-        if (u->ssl) {
-            enum tls_io st = tls_conn_read(u->ssl, buf, sizeof buf, &n);
-            if (st == TLS_IO_WANT_READ) break;
-            if (st == TLS_IO_WANT_WRITE) {
-                u->io_wants_write = 1;
-                break;
-            }
-            if (st == TLS_IO_EOF) eof = 1;
-            else if (st != TLS_IO_OK) eof = 2;
-        } else {
-            ssize_t got = recv(u->fd, buf, sizeof buf, 0);
-            if (got < 0 && (errno == EAGAIN || errno == EINTR)) break;
-            if (got == 0) eof = 1;
-            else if (got < 0) eof = 2;
-            else n = (size_t)got;
+        enum tls_io st = tls_conn_read(u->ssl, u->fd, buf, sizeof buf, &n);
+        if (st == TLS_IO_WANT_READ) break;
+        if (st == TLS_IO_WANT_WRITE) {
+            u->io_wants_write = 1;
+            break;
         }
+        if (st == TLS_IO_EOF) eof = 1;
+        else if (st != TLS_IO_OK) eof = 2;
         if (!r) { /* nobody waits for this: stray bytes or close */
             uc_close(u);
             return;

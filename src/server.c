@@ -307,29 +307,21 @@ int conn_read(struct conn *c)
     size_t room = RBUF_SIZE - c->rlen, n = 0;
     c->read_wants_write = 0;
     c->more_input = 0;
-    if (c->ssl) {
-        switch (tls_conn_read(c->ssl, c->rbuf + c->rlen, room, &n)) {
-        case TLS_IO_OK:
-            break;
-        case TLS_IO_WANT_READ:
-            return 0;
-        case TLS_IO_WANT_WRITE:
-            c->read_wants_write = 1;
-            return 0;
-        case TLS_IO_EOF:
-            return -1;
-        default:
-            return -2;
-        }
-        /* records already decrypted or buffered by read-ahead are not visible to epoll */
-        c->more_input = n == room || tls_conn_pending(c->ssl);
-    } else {
-        ssize_t r = read(c->fd, c->rbuf + c->rlen, room);
-        if (r < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -2;
-        if (r == 0) return -1;
-        n = (size_t)r;
-        c->more_input = n == room;
+    switch (tls_conn_read(c->ssl, c->fd, c->rbuf + c->rlen, room, &n)) {
+    case TLS_IO_OK:
+        break;
+    case TLS_IO_WANT_READ:
+        return 0;
+    case TLS_IO_WANT_WRITE:
+        c->read_wants_write = 1;
+        return 0;
+    case TLS_IO_EOF:
+        return -1;
+    default:
+        return -2;
     }
+    /* records already decrypted or buffered by read-ahead are not visible to epoll */
+    c->more_input = n == room || (c->ssl && tls_conn_pending(c->ssl));
     c->rlen += (uint32_t)n;
     return (int)n;
 }
@@ -338,24 +330,12 @@ int conn_flush(struct conn *c)
 {
     while (c->opos < c->olen) {
         size_t n = 0;
-        if (c->ssl) {
-            enum tls_io st = tls_conn_write(c->ssl, c->obuf + c->opos, c->olen - c->opos, &n);
-            if (st == TLS_IO_WANT_WRITE || st == TLS_IO_WANT_READ) {
-                c->want_write = 1;
-                return 0;
-            }
-            if (st != TLS_IO_OK) return -1;
-        } else {
-            ssize_t r = write(c->fd, c->obuf + c->opos, c->olen - c->opos);
-            if (r < 0) {
-                if (errno == EAGAIN || errno == EINTR) {
-                    c->want_write = 1;
-                    return 0;
-                }
-                return -1;
-            }
-            n = (size_t)r;
+        enum tls_io st = tls_conn_write(c->ssl, c->fd, c->obuf + c->opos, c->olen - c->opos, &n);
+        if (st == TLS_IO_WANT_WRITE || st == TLS_IO_WANT_READ) {
+            c->want_write = 1;
+            return 0;
         }
+        if (st != TLS_IO_OK) return -1;
         c->opos += n;
         if (c->tq == TQ_WRITE) conn_set_timeout(c, TQ_WRITE);
     }
@@ -372,24 +352,12 @@ ssize_t conn_write_direct(struct conn *c, const void *p, size_t n)
     size_t off = 0;
     while (off < n) {
         size_t w = 0;
-        if (c->ssl) {
-            enum tls_io st = tls_conn_write(c->ssl, (const char *)p + off, n - off, &w);
-            if (st == TLS_IO_WANT_WRITE || st == TLS_IO_WANT_READ) {
-                c->want_write = 1;
-                break;
-            }
-            if (st != TLS_IO_OK) return -1;
-        } else {
-            ssize_t r = write(c->fd, (const char *)p + off, n - off);
-            if (r < 0) {
-                if (errno == EAGAIN || errno == EINTR) {
-                    c->want_write = 1;
-                    break;
-                }
-                return -1;
-            }
-            w = (size_t)r;
+        enum tls_io st = tls_conn_write(c->ssl, c->fd, (const char *)p + off, n - off, &w);
+        if (st == TLS_IO_WANT_WRITE || st == TLS_IO_WANT_READ) {
+            c->want_write = 1;
+            break;
         }
+        if (st != TLS_IO_OK) return -1;
         off += w;
     }
     return (ssize_t)off;

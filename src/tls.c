@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -406,14 +407,27 @@ enum tls_io tls_conn_handshake(SSL *ssl)
     return rc == 1 ? TLS_IO_OK : map_error(ssl, rc);
 }
 
-enum tls_io tls_conn_read(SSL *ssl, void *buf, size_t len, size_t *n)
+enum tls_io tls_conn_read(SSL *ssl, int fd, void *buf, size_t len, size_t *n)
 {
+    if (!ssl) {
+        ssize_t r = recv(fd, buf, len, 0);
+        if (r < 0) return errno == EAGAIN || errno == EINTR ? TLS_IO_WANT_READ : TLS_IO_ERROR;
+        if (r == 0) return TLS_IO_EOF;
+        *n = (size_t)r;
+        return TLS_IO_OK;
+    }
     int rc = SSL_read_ex(ssl, buf, len, n);
     return rc == 1 ? TLS_IO_OK : map_error(ssl, rc);
 }
 
-enum tls_io tls_conn_write(SSL *ssl, const void *buf, size_t len, size_t *n)
+enum tls_io tls_conn_write(SSL *ssl, int fd, const void *buf, size_t len, size_t *n)
 {
+    if (!ssl) {
+        ssize_t r = send(fd, buf, len, MSG_NOSIGNAL);
+        if (r < 0) return errno == EAGAIN || errno == EINTR ? TLS_IO_WANT_WRITE : TLS_IO_ERROR;
+        *n = (size_t)r;
+        return TLS_IO_OK;
+    }
     int rc = SSL_write_ex(ssl, buf, len, n);
     return rc == 1 ? TLS_IO_OK : map_error(ssl, rc);
 }

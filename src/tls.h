@@ -68,11 +68,13 @@ void tls_conn_free(struct ssl_st *ssl);
 
 /* Drives the handshake. TLS_IO_OK when complete. */
 enum tls_io tls_conn_handshake(struct ssl_st *ssl);
-/* Reads up to len bytes; *n gets the count when TLS_IO_OK. */
-enum tls_io tls_conn_read(struct ssl_st *ssl, void *buf, size_t len, size_t *n);
+/* Reads up to len bytes; *n gets the count when TLS_IO_OK. With ssl NULL, reads the
+ * plain socket fd with the same answers (EAGAIN: TLS_IO_WANT_READ, end: TLS_IO_EOF). */
+enum tls_io tls_conn_read(struct ssl_st *ssl, int fd, void *buf, size_t len, size_t *n);
 /* Writes up to len bytes (partial writes allowed); *n gets the count when TLS_IO_OK.
- * After TLS_IO_WANT_*, repeat the call with the same buffer start. */
-enum tls_io tls_conn_write(struct ssl_st *ssl, const void *buf, size_t len, size_t *n);
+ * After TLS_IO_WANT_*, repeat the call with the same buffer start. With ssl NULL, writes
+ * the plain socket fd (EAGAIN: TLS_IO_WANT_WRITE). */
+enum tls_io tls_conn_write(struct ssl_st *ssl, int fd, const void *buf, size_t len, size_t *n);
 /* 1 when decrypted or read-ahead bytes wait inside OpenSSL (invisible to epoll). */
 int tls_conn_pending(struct ssl_st *ssl);
 /* Sends close_notify (best effort, never blocks). */
