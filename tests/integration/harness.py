@@ -325,6 +325,16 @@ def read_response(f, head=False):
     return status, headers, body
 
 
+def recv_all(sock, size=65536):
+    """Reads until the peer closes; returns the bytes."""
+    data = b""
+    while True:
+        chunk = sock.recv(size)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def wait_closed(sock, timeout):
     """Reads until the peer closes; returns (seconds it took, bytes read), or (None,
     bytes) when it was still open after timeout seconds."""
@@ -405,6 +415,17 @@ class Gateway:
         os.makedirs(os.path.dirname(self.conf_path), exist_ok=True)
         with open(self.conf_path, "w", newline="") as f:
             f.write(text)
+
+    def write_sections(self, webserver="", certgate=""):
+        """Writes custom.properties with the ActiveGate section and the [certgate] one,
+        each only when it has lines; nothing at all when both are empty."""
+        text = ""
+        if webserver:
+            text += "[%s]\n%s" % (WEBSERVER, webserver)
+        if certgate:
+            text += "[certgate]\n%s" % certgate
+        if text:
+            self.write_conf(text)
 
     def read_conf(self):
         with open(self.conf_path, newline="") as f:

@@ -5,7 +5,8 @@ openssl s_client, curl and Python's ssl."""
 import os
 import re
 
-from harness import (SLOW, WEBSERVER, GatewayTest, client_context, handshake_ok, main, run)
+from harness import (SLOW, GatewayTest, client_context, handshake_ok, main,
+                     recv_all, run)
 
 REQUEST = "GET /rest/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 # Debian's openssl client will not even offer TLS 1.0/1.1 at its default security level
@@ -21,17 +22,11 @@ def negotiated(p):
 class TlsTest(GatewayTest):
     def start(self, webserver="", certgate="", rsa=False):
         g = self.gateway()
-        text = ""
         if rsa:
             key, cert = self.pki.self_signed("rsa", "rsa.example")
             g.install(self.pki.p12("rsa.p12", key, cert, "pw"))
             webserver += "certificate-file = rsa.p12\ncertificate-password = pw\n"
-        if webserver:
-            text += "[%s]\n%s" % (WEBSERVER, webserver)
-        if certgate:
-            text += "[certgate]\n%s" % certgate
-        if text:
-            g.write_conf(text)
+        g.write_sections(webserver, certgate)
         return g.start()
 
     def assertHandshake(self, g, *args, proto=None, cipher=None):
@@ -211,12 +206,7 @@ class AlpnTest(TlsTest):
         with g.tls_socket(alpn=["h2", "http/1.1"]) as t:
             self.assertEqual(t.selected_alpn_protocol(), "http/1.1")
             t.sendall(REQUEST.encode())
-            data = b""
-            while True:
-                chunk = t.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_all(t)
             self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
         p = run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}",
                  "--max-time", str(int(20 * SLOW)), g.url("/rest/health")], check=False)

@@ -6,7 +6,7 @@ import socket
 import ssl
 import time
 
-from harness import (SLOW, WEBSERVER, GatewayTest, free_port, main, read_response, run,
+from harness import (SLOW, GatewayTest, free_port, main, read_response, run,
                      wait_closed)
 
 KIB = 1024
@@ -19,13 +19,7 @@ def get(path="/rest/health", extra=""):
 class HttpTest(GatewayTest):
     def start(self, certgate="", webserver="", **kw):
         g = self.gateway(**kw)
-        text = ""
-        if webserver:
-            text += "[%s]\n%s" % (WEBSERVER, webserver)
-        if certgate:
-            text += "[certgate]\n%s" % certgate
-        if text:
-            g.write_conf(text)
+        g.write_sections(webserver, certgate)
         return g.start()
 
     def raw(self, g, timeout=10):

@@ -18,7 +18,7 @@ import threading
 import time
 
 from harness import (SLOW, GatewayTest, KeepAliveLoad, cert_fingerprint, client_context,
-                     der_fingerprint, main)
+                     der_fingerprint, main, recv_all)
 
 SWITCHES = 50
 NCERTS = 5
@@ -115,12 +115,7 @@ class SwitchLoadTest(GatewayTest):
                             fp = der_fingerprint(t.getpeercert(True))
                             t.sendall(b"GET /rest/health HTTP/1.1\r\nHost: x\r\n"
                                       b"Connection: close\r\n\r\n")
-                            data = b""
-                            while True:
-                                b = t.recv(4096)
-                                if not b:
-                                    break
-                                data += b
+                            data = recv_all(t)
                     if not data.startswith(b"HTTP/1.1 200") or not data.endswith(b"RUNNING"):
                         failures.append("bad answer %r" % data[:100])
                     seen.append((t_start, time.monotonic(), fp))

@@ -12,8 +12,8 @@ import os
 import re
 import time
 
-from harness import (GatewayTest, SLOW, main, read_head, read_text, run, tls_socket,
-                     wait_until)
+from harness import (GatewayTest, SLOW, main, read_head, read_text, recv_all, run,
+                     tls_socket, wait_until)
 
 
 def echo(g, method, path, body=None, headers=None, conn=None):
@@ -134,12 +134,7 @@ class ForwardingTest(GatewayTest):
         s = tls_socket(g.port)
         s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.1\r\n"
                   b"X-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
         s.close()
         seen = json.loads(data.partition(b"\r\n\r\n")[2])
         self.assertEqual(", ".join(header_values(seen, "X-Forwarded-For")),
@@ -266,12 +261,7 @@ class ForwardingTest(GatewayTest):
         g = self.gw()
         s = tls_socket(g.port)
         s.sendall(b"GET /chunked HTTP/1.0\r\nHost: x\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
         s.close()
         head, _, body = data.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)

@@ -233,16 +233,23 @@ static void test_tickets_survive_a_reload_not_a_switch(void **state)
     p12_free(other);
 }
 
+/* Two handshakes of the given version, the second offering the first's session: 1 when
+ * the second resumed. Both must succeed. */
+static int second_handshake_resumes(SSL_CTX *s, int version)
+{
+    struct result r1 = handshake(s, version, version, NULL, NULL, NULL);
+    assert_true(r1.ok);
+    struct result r2 = handshake(s, version, version, NULL, NULL, r1.session);
+    assert_true(r2.ok);
+    SSL_SESSION_free(r1.session);
+    SSL_SESSION_free(r2.session);
+    return r2.resumed;
+}
+
 static void test_no_tickets_no_resumption(void **state)
 {
     SSL_CTX *s = server_ctx(TLS_V12 | TLS_V13, NULL, 0);
-    struct result r1 = handshake(s, TLS1_3_VERSION, TLS1_3_VERSION, NULL, NULL, NULL);
-    assert_true(r1.ok);
-    struct result r2 = handshake(s, TLS1_3_VERSION, TLS1_3_VERSION, NULL, NULL, r1.session);
-    assert_true(r2.ok);
-    assert_false(r2.resumed);
-    SSL_SESSION_free(r1.session);
-    SSL_SESSION_free(r2.session);
+    assert_false(second_handshake_resumes(s, TLS1_3_VERSION));
     tls_ctx_unref(s);
 }
 
@@ -276,13 +283,7 @@ static void test_tls13_resumption_renews_the_ticket(void **state)
 static void test_session_cache_survives_unclean_close(void **state)
 {
     SSL_CTX *s = server_ctx(TLS_V12 | TLS_V13, NULL, 0);
-    struct result r1 = handshake(s, TLS1_2_VERSION, TLS1_2_VERSION, NULL, NULL, NULL);
-    assert_true(r1.ok);
-    struct result r2 = handshake(s, TLS1_2_VERSION, TLS1_2_VERSION, NULL, NULL, r1.session);
-    assert_true(r2.ok);
-    assert_true(r2.resumed);
-    SSL_SESSION_free(r1.session);
-    SSL_SESSION_free(r2.session);
+    assert_true(second_handshake_resumes(s, TLS1_2_VERSION));
     tls_ctx_unref(s);
 }
 
