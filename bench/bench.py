@@ -256,10 +256,14 @@ class Bench:
             self.live.append(s)
             s.start()
             made.append(s)
-            self.note_command(case, s.name, s.cmd)
-            for fname, text in s.files().items():
-                self.configs.setdefault(case, {})[s.name + ": " + fname] = text
+            self.note_server(case, s)
         return made
+
+    def note_server(self, case, s):
+        """The report shows how the server was started and its configuration."""
+        self.note_command(case, s.name, s.cmd)
+        for fname, text in s.files().items():
+            self.configs.setdefault(case, {})[s.name + ": " + fname] = text
 
     def stop(self, servers):
         for s in servers:
@@ -355,16 +359,19 @@ class Bench:
         servers = self.start("1", {"cert": "rsa", "tickets": False})
         for s in servers:
             self.probe("1", s)
+        self.wrk_rounds("1", "keep-alive", servers, "/rest/health")
+        self.stop(servers)
 
+    def wrk_rounds(self, case, variant, servers, path):
+        """Keep-alive requests for path with wrk: a warm-up, then every round."""
         def wrk(s, d):
             return ON_CLIENT + ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % d, "--latency",
-                                "https://127.0.0.1:%d/rest/health" % s.port]
+                                "https://127.0.0.1:%d%s" % (s.port, path)]
         self.warm(servers, wrk)
         for rnd, s in self.rounds(servers):
-            r = self.measure("1", "keep-alive", rnd, s, wrk(s, DUR), parse_wrk)
+            r = self.measure(case, variant, rnd, s, wrk(s, DUR), parse_wrk)
             log("  round %d %-8s %9.0f req/s  %6.2f us CPU/req  p99 %.0f us"
                 % (rnd, s.name, r["ops_per_s"], r["cpu_us_per_op"], r.get("p99_us", 0)))
-        self.stop(servers)
 
     def handshake_case(self, case, variant, opts, flag):
         servers = self.start(case, opts)
@@ -404,8 +411,7 @@ class Bench:
         up = S.Upstream(self.work, BIG)
         self.live.append(up)
         up.start()
-        self.note_command("4", "upstream", up.cmd)
-        self.configs.setdefault("4", {})["upstream: nginx.conf"] = up.conf_text
+        self.note_server("4", up)
         # page the large file in once, so that no run pays for it
         run(ON_CLIENT + ["curl", "-s", "-m", "120", "-o", "/dev/null",
                          "http://127.0.0.1:%d/big.bin" % up.port], timeout=300)
@@ -415,15 +421,7 @@ class Bench:
             if j["lg"]["bytes_body"] != 1024:
                 raise RuntimeError("%s: /small.txt came back with %d bytes"
                                    % (s.name, j["lg"]["bytes_body"]))
-
-        def wrk(s, d):
-            return ON_CLIENT + ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % d, "--latency",
-                                "https://127.0.0.1:%d/small.txt" % s.port]
-        self.warm(servers, wrk)
-        for rnd, s in self.rounds(servers):
-            r = self.measure("4", "proxied 1 KiB", rnd, s, wrk(s, DUR), parse_wrk)
-            log("  round %d %-8s %9.0f req/s  %6.2f us CPU/req  p99 %.0f us"
-                % (rnd, s.name, r["ops_per_s"], r["cpu_us_per_op"], r.get("p99_us", 0)))
+        self.wrk_rounds("4", "proxied 1 KiB", servers, "/small.txt")
 
         def big(s):
             return ON_CLIENT + [LOADGEN, "-p", str(s.port), "-m", "ka", "-c", "1", "-N", "1",

@@ -116,18 +116,14 @@ def measure(work, pki, upstream, name, case):
         s = S.Nginx(work, pki, opts)
     else:
         s = S.Haproxy(work, pki, opts)
-    s.configure()
-    if name == "nginx":  # one process, so that callgrind sees the worker
-        s.cmd[-1] = "daemon off; master_process off;"
     out = os.path.join(work, "callgrind.%s.%s" % (name, case))
-    s.cmd = under_callgrind(s.cmd, out)
-    s.configure = lambda: None
-    logf = open(s.log, "ab")
-    s.proc = subprocess.Popen(s.cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
-                              cwd=s.dir, start_new_session=True)
-    logf.close()
+
+    def wrap(cmd):
+        if name == "nginx":  # one process, so that callgrind sees the worker
+            cmd[-1] = "daemon off; master_process off;"
+        return under_callgrind(cmd, out)
     try:
-        S.wait_port(s.port, s.proc, s.log, timeout=120)
+        s.start(wrap, timeout=120)
         loadgen(s.port, args, 3)  # warm-up, not counted
         pid = str(s.proc.pid)
         subprocess.run(["callgrind_control", "-i", "on", pid], capture_output=True, check=True)

@@ -112,53 +112,47 @@ def others(data, case, variant, server):
 
 # ----- per case -----
 
-def case_requests(data, case, unit):
-    out = []
-    for v in variants(data, case):
-        if v.startswith("stream"):
+def variant_table(data, case, v, heads, cells):
+    """One table of a case's variant: per server its rate, CPU per operation (median and per
+    round), CPU 0 use, the columns of cells (cells(None) gives their headings), latencies,
+    errors and the ratio."""
+    rate, cpu, per_round, fmt = heads
+    body = []
+    for s in SERVERS:
+        if not rows(data, case, v, s):
             continue
-        body = []
-        for s in SERVERS:
-            if not rows(data, case, v, s):
-                continue
-            body.append([
-                LABEL[s], f(med(data, case, v, s, "ops_per_s")),
-                "**%s**" % f(med(data, case, v, s, "cpu_us_per_op"), "%.2f"),
-                each(data, case, v, s, "cpu_us_per_op", "%.2f"),
-                f(med(data, case, v, s, "server_cpu_util"), "%.2f"),
-                ms(med(data, case, v, s, "p50_us")), ms(med(data, case, v, s, "p99_us")),
-                f(med(data, case, v, s, "errors")), others(data, case, v, s),
-                ratio_cells(data, case, v, s)])
-        out.append("*%s*\n\n" % v + table(
-            ["server", unit + "/s", "server CPU µs/" + unit, "µs/%s per round" % unit,
-             "CPU 0 busy (server)", "p50", "p99", "errors", "others on CPU 0",
-             "certgate's ratio"], body))
-    return "\n\n".join(out)
+        body.append([
+            LABEL[s], f(med(data, case, v, s, "ops_per_s")),
+            "**%s**" % f(med(data, case, v, s, "cpu_us_per_op"), fmt),
+            each(data, case, v, s, "cpu_us_per_op", fmt),
+            f(med(data, case, v, s, "server_cpu_util"), "%.2f")] + cells(s) + [
+            ms(med(data, case, v, s, "p50_us")), ms(med(data, case, v, s, "p99_us")),
+            f(med(data, case, v, s, "errors")), others(data, case, v, s),
+            ratio_cells(data, case, v, s)])
+    return "*%s*\n\n" % v + table(
+        ["server", rate, cpu, per_round, "CPU 0 busy (server)"] + cells(None)
+        + ["p50", "p99", "errors", "others on CPU 0", "certgate's ratio"], body)
+
+
+def case_requests(data, case, unit):
+    heads = (unit + "/s", "server CPU µs/" + unit, "µs/%s per round" % unit, "%.2f")
+    return "\n\n".join(variant_table(data, case, v, heads, lambda s: [])
+                       for v in variants(data, case) if not v.startswith("stream"))
 
 
 def case_handshakes(data, case):
-    out = []
-    for v in variants(data, case):
-        body = []
-        for s in SERVERS:
-            if not rows(data, case, v, s):
-                continue
-            body.append([
-                LABEL[s], f(med(data, case, v, s, "ops_per_s")),
-                "**%s**" % f(med(data, case, v, s, "cpu_us_per_op"), "%.1f"),
-                each(data, case, v, s, "cpu_us_per_op", "%.1f"),
-                f(med(data, case, v, s, "server_cpu_util"), "%.2f"),
-                "%s / %s" % (f(med(data, case, v, s, "resumed_fraction"), "%.3f"),
-                             f(med(data, case, v, s, "hdr_resumed_fraction"), "%.3f")),
-                f(med(data, case, v, s, "tickets_per_handshake"), "%.2f"),
-                ms(med(data, case, v, s, "p50_us")), ms(med(data, case, v, s, "p99_us")),
-                f(med(data, case, v, s, "errors")), others(data, case, v, s),
-                ratio_cells(data, case, v, s)])
-        out.append("*%s*\n\n" % v + table(
-            ["server", "handshakes/s", "server CPU µs/handshake", "µs per round",
-             "CPU 0 busy (server)", "resumed (client / header)", "tickets received per "
-             "handshake", "p50", "p99", "errors", "others on CPU 0", "certgate's ratio"], body))
-    return "\n\n".join(out)
+    heads = ("handshakes/s", "server CPU µs/handshake", "µs per round", "%.1f")
+
+    def resumption(v):
+        def cells(s):
+            if s is None:
+                return ["resumed (client / header)", "tickets received per handshake"]
+            return ["%s / %s" % (f(med(data, case, v, s, "resumed_fraction"), "%.3f"),
+                                 f(med(data, case, v, s, "hdr_resumed_fraction"), "%.3f")),
+                    f(med(data, case, v, s, "tickets_per_handshake"), "%.2f")]
+        return cells
+    return "\n\n".join(variant_table(data, case, v, heads, resumption(v))
+                       for v in variants(data, case))
 
 
 def case_stream(data):

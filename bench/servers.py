@@ -138,13 +138,17 @@ class Server:
         self.log = os.path.join(self.dir, "server.log")
         self.cmd = None
 
-    def start(self):
+    def start(self, wrap=None, timeout=15):
+        """Configures and starts the server; wrap(cmd), when given, returns the command to
+        run instead (e.g. under valgrind)."""
         self.configure()
+        if wrap:
+            self.cmd = wrap(self.cmd)
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
                                      cwd=self.dir, start_new_session=True)
         logf.close()
-        wait_port(self.port, self.proc, self.log)
+        wait_port(self.port, self.proc, self.log, timeout)
 
     def pids(self):
         return [self.proc.pid]
@@ -168,13 +172,16 @@ class Server:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    conf_name = None  # the configuration file's name, for the report
+
     def files(self):
         """The configuration files, for the report."""
-        return {}
+        return {self.conf_name: self.conf_text} if self.conf_name else {}
 
 
 class Certgate(Server):
     name = "certgate"
+    conf_name = "custom.properties"
 
     def __init__(self, workdir, pki, opts, binary):
         super().__init__(workdir, pki, opts)
@@ -212,12 +219,10 @@ class Certgate(Server):
                     "127.0.0.1:%d" % self.port, "--threads", "1", "--access-log", "off",
                     "--log-level", "warn"]
 
-    def files(self):
-        return {"custom.properties": self.conf_text}
-
 
 class Nginx(Server):
     name = "nginx"
+    conf_name = "nginx.conf"
 
     def configure(self):
         c = self.pki[self.opts["cert"]]
@@ -320,12 +325,10 @@ class Nginx(Server):
         kids = children(self.proc.pid)
         return kids[-1] if kids else self.proc.pid
 
-    def files(self):
-        return {"nginx.conf": self.conf_text}
-
 
 class Haproxy(Server):
     name = "haproxy"
+    conf_name = "haproxy.cfg"
 
     def configure(self):
         c = self.pki[self.opts["cert"]]
@@ -407,15 +410,13 @@ class Haproxy(Server):
         b = self.admin("commit ssl cert %s" % self.pem)
         return "Success" in b, (a + b).strip()
 
-    def files(self):
-        return {"haproxy.cfg": self.conf_text}
-
 
 class Upstream(Server):
     """The shared upstream of case 4: nginx over plain HTTP, pinned to CPU 1 (with the load
     generator, apart from the server under test), serving a small file and a large one."""
 
     name = "upstream"
+    conf_name = "nginx.conf"
 
     def __init__(self, workdir, big_bytes):
         super().__init__(workdir, None, {})
@@ -462,6 +463,3 @@ class Upstream(Server):
 
     def pids(self):
         return [self.proc.pid] + children(self.proc.pid)
-
-    def files(self):
-        return {"upstream nginx.conf": self.conf_text}
