@@ -123,25 +123,17 @@ void accesslog_request_up(const char *peer, const char *method, const char *targ
     if (n > 0) tl_len += (size_t)n < TL_BUF - tl_len ? (size_t)n : TL_BUF - tl_len - 1;
 }
 
-void accesslog_request(const char *peer, const char *method, const char *target, int status,
-                       uint64_t bytes, uint64_t ms)
-{
-    accesslog_request_up(peer, method, target, status, bytes, ms, -1);
-}
-
 void accesslog_reopen(void)
 {
     pthread_mutex_lock(&reopen_lock);
     if (log_path) {
         int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
         int cur = atomic_load(&log_fd);
-        if (fd >= 0 && cur > STDERR_FILENO) {
+        if (fd >= 0) {
             /* the descriptor number stays; only the file behind it changes, so a thread
              * writing at this instant writes to one file or the other, never to a
              * closed descriptor */
-            dup3(fd, cur, O_CLOEXEC);
-            close(fd);
-        } else if (fd >= 0) {
+            if (cur > STDERR_FILENO) dup3(fd, cur, O_CLOEXEC);
             close(fd);
         }
     }

@@ -21,9 +21,7 @@
  * Returns 0, or -1 with a sentence in err. */
 int accesslog_open(const char *spec, char *err, size_t errlen);
 int accesslog_enabled(void);
-/* Upstream time: -1 when the request was not forwarded. */
-void accesslog_request(const char *peer, const char *method, const char *target, int status,
-                       uint64_t bytes, uint64_t ms);
+/* One request's line. Upstream time: -1 when the request was not forwarded. */
 void accesslog_request_up(const char *peer, const char *method, const char *target, int status,
                           uint64_t bytes, uint64_t ms, int64_t upstream_ms);
 /* Writes this thread's buffered lines. */

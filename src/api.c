@@ -29,7 +29,6 @@ struct api_job {
     struct http_exchange *x;
     uv_work_t work;
     enum op op;
-    char env[65];
     char name[MAX_NAME + 1];
     /* result, made in the thread pool */
     int status;
@@ -156,7 +155,8 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
                       const void *data, size_t len)
 {
     char err[1024];
-    char *alias = pick_alias(p12) ? strdup(pick_alias(p12)) : NULL;
+    const char *picked = pick_alias(p12);
+    char *alias = picked ? strdup(picked) : NULL;
     struct gw_change *ch = gw_change_prepare(p12, alias, err, sizeof err);
     if (!ch) {
         p12_free(p12);
@@ -497,7 +497,6 @@ static void on_headers(struct http_exchange *x)
     }
     j->x = x;
     j->op = op;
-    snprintf(j->env, sizeof j->env, "%s", envbuf);
     if (name) snprintf(j->name, sizeof j->name, "%.*s", (int)namelen, name);
     j->work.data = j;
     /* the exchange owns the job from here on */

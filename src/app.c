@@ -17,7 +17,6 @@
 #include <string.h>
 
 #define SMALL_BODY_LIMIT (64 * 1024)
-#define DEFAULT_DATA_DIR "./var"
 
 static void health(struct http_exchange *x)
 {

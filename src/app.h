@@ -3,6 +3,9 @@
 #ifndef CERTGATE_APP_H
 #define CERTGATE_APP_H
 
+/* The data directory when none is given (`run`, `check-config`, `token`). */
+#define DEFAULT_DATA_DIR "./var"
+
 /* Installs the router (call after gw_open, before server_start). */
 void app_init(void);
 /* Called once the listeners are up (logs hints such as a missing API token). */

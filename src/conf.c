@@ -62,7 +62,7 @@ static void line_clear(struct conf_line *l)
 {
     wipe_free(l->text, l->len);
     free(l->name);
-    if (l->value) wipe_free(l->value, strlen(l->value));
+    secret_free(l->value);
     memset(l, 0, sizeof *l);
 }
 
@@ -276,7 +276,7 @@ static char *key_text(const char *indent, size_t indent_len, const char *key, co
     size_t len = indent_len + strlen(key) + 3 + strlen(esc);
     char *text = malloc(len + 1);
     if (text) snprintf(text, len + 1, "%.*s%s = %s", (int)indent_len, indent, key, esc);
-    wipe_free(esc, strlen(esc));
+    secret_free(esc);
     return text;
 }
 
@@ -331,7 +331,7 @@ static int set_new(struct conf_doc *doc, const char *section, const char *key, c
             doc_remove(doc, doc->n - 1);
     }
     free(head_text);
-    if (text) wipe_free(text, strlen(text));
+    secret_free(text);
     return rc;
 }
 
@@ -351,7 +351,7 @@ int conf_doc_set(struct conf_doc *doc, const char *section, const char *key, con
         indent++;
     char *text = key_text(old->text, indent, old->name, value);
     int rc = text ? line_init(&l, text, strlen(text), old->eol) : -1;
-    if (text) wipe_free(text, strlen(text));
+    secret_free(text);
     if (rc < 0) return -1;
     line_clear(old);
     *old = l;
@@ -508,20 +508,24 @@ static int nomem(const struct loader *ld)
 }
 
 /* The unescaped value of key, or NULL (absent) in *out. */
-static int get(const struct loader *ld, const char *key, char **out)
+/* *out = the unescaped raw value, or NULL when raw is NULL. */
+static int unescaped(const struct loader *ld, const char *raw, char **out)
 {
-    const char *raw = conf_doc_get_raw(ld->doc, ld->section, key);
     *out = NULL;
     if (raw && !(*out = conf_unescape(raw))) return nomem(ld);
     return 0;
+}
+
+static int get(const struct loader *ld, const char *key, char **out)
+{
+    return unescaped(ld, conf_doc_get_raw(ld->doc, ld->section, key), out);
 }
 
 /* A string setting: an empty value counts as absent. */
 static int get_string(const struct loader *ld, const char *key, char **out)
 {
     const char *raw = conf_doc_get_raw(ld->doc, ld->section, key);
-    *out = NULL;
-    return raw && *raw ? get(ld, key, out) : 0;
+    return unescaped(ld, raw && *raw ? raw : NULL, out);
 }
 
 /* Parses decimal digits only: 0, -1 when not a number, -2 when larger than limit. */

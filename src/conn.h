@@ -65,7 +65,6 @@ struct listener {
 };
 
 struct worker {
-    int id;
     uv_loop_t loop;
     /* The worker's own epoll set: client connections, listeners and libuv's backend fd.
      * The worker waits in it (one epoll_wait per turn) and runs libuv only when libuv has

@@ -223,7 +223,7 @@ static int still_good(EVP_PKEY *key, X509 *cert, const char *host, char *why, si
     return 1;
 }
 
-static int store(const char *ssl_dir, EVP_PKEY *key, X509 *cert, char *err, size_t errlen)
+static int store(const char *path, EVP_PKEY *key, X509 *cert, char *err, size_t errlen)
 {
     BIO *bio = BIO_new(BIO_s_mem());
     int rc = -1;
@@ -233,11 +233,9 @@ static int store(const char *ssl_dir, EVP_PKEY *key, X509 *cert, char *err, size
         char *data = NULL;
         long n = BIO_get_mem_data(bio, &data);
         if (n > 0) {
-            char *path = fs_path_join(ssl_dir, DEFCERT_FILE);
-            rc = path ? fs_write_atomic(path, data, (size_t)n, 0600, err, errlen) : -1;
-            free(path);
+            rc = fs_write_atomic(path, data, (size_t)n, 0600, err, errlen);
+            OPENSSL_cleanse(data, (size_t)n);
         }
-        if (n > 0) OPENSSL_cleanse(data, (size_t)n);
     } else {
         err_set(err, errlen, "cannot encode the certificate as PEM");
     }
@@ -287,7 +285,7 @@ int defcert_load(const char *ssl_dir, int readonly, struct p12_file **out, char 
         char werr[512] = "";
         /* Failing to keep it is not fatal: the certificate still serves, it is just
          * made anew on the next start. */
-        if (store(ssl_dir, key, cert, werr, sizeof(werr)) < 0)
+        if (store(path, key, cert, werr, sizeof(werr)) < 0)
             log_warn("cannot store the default certificate in %s: %s", ssl_dir, werr);
     }
 done:

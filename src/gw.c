@@ -198,9 +198,11 @@ static int cert_password(const struct conf_settings *s, char **pw, char *err, si
     return *pw ? 0 : -1;
 }
 
-/* Loads the configured custom certificate and builds its context. */
+/* Loads the configured custom certificate and builds its context; *eout is the entry
+ * served (inside *p12out). */
 static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
-                       struct ssl_ctx_st **ctxout, char *err, size_t errlen)
+                       const struct p12_entry **eout, struct ssl_ctx_st **ctxout, char *err,
+                       size_t errlen)
 {
     char *pw = NULL;
     if (cert_password(s, &pw, err, errlen) != 0) return -1;
@@ -225,6 +227,7 @@ static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
         return -1;
     }
     *p12out = p12;
+    *eout = e;
     *ctxout = ctx;
     return 0;
 }
@@ -262,22 +265,24 @@ static int apply(int initial, char *err, size_t errlen)
                  gw_paths.conf_path);
     struct upstream *up = NULL;
     if (s.upstream.url) {
-        if (upstream_same(cur_upstream, &s.upstream)) {
+        int same = upstream_same(cur_upstream, &s.upstream);
+        if (same) {
             up = upstream_ref(cur_upstream);
         } else if (upstream_new(&s.upstream, &up, err, errlen) != 0) {
             conf_settings_free(&s);
             return -1;
         }
-        if (!s.upstream.verify && !upstream_same(cur_upstream, &s.upstream))
+        if (!s.upstream.verify && !same)
             log_warn("[upstream] verify = false: the certificate of %s is NOT checked; anyone "
                      "on the path can read and change the forwarded traffic", s.upstream.url);
     }
     struct p12_file *p12 = NULL;
+    const struct p12_entry *served = NULL;
     struct ssl_ctx_st *ctx = NULL;
     char why[600] = "";
     int fallback = 0;
     if (s.certificate_file) {
-        if (load_custom(&s, &p12, &ctx, why, sizeof why) != 0) {
+        if (load_custom(&s, &p12, &served, &ctx, why, sizeof why) != 0) {
             if (!initial) {
                 snprintf(err, errlen, "%s", why);
                 conf_settings_free(&s);
@@ -307,10 +312,7 @@ static int apply(int initial, char *err, size_t errlen)
     p12_free(active_p12);
     active_p12 = p12;
     set_str(&active_file, p12 ? s.certificate_file : NULL);
-    const struct p12_entry *e = NULL;
-    set_str(&active_alias, NULL);
-    if (p12 && p12_select(p12, s.certificate_alias, &e, NULL, 0) == P12_OK)
-        set_str(&active_alias, p12_entry_alias(e));
+    set_str(&active_alias, served ? p12_entry_alias(served) : NULL);
     set_str(&fallback_reason, fallback ? why : NULL);
     conf_settings_free(&cur_settings);
     cur_settings = s;
@@ -360,16 +362,6 @@ int gw_reload(char *err, size_t errlen)
 const char *gw_fallback_reason(void)
 {
     return fallback_reason;
-}
-
-const char *gw_active_file(void)
-{
-    return active_file;
-}
-
-const char *gw_active_alias(void)
-{
-    return active_alias;
 }
 
 const struct p12_file *gw_active_p12(void)

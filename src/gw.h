@@ -78,10 +78,8 @@ void gw_describe_served(char *buf, size_t len);
  * configured). */
 const char *gw_fallback_reason(void);
 
-/* The active custom certificate file name as configured (NULL: default certificate),
- * its alias and its loaded keystore (NULL when default). Under gw_lock. */
-const char *gw_active_file(void);
-const char *gw_active_alias(void);
+/* The active custom certificate's loaded keystore (NULL: default certificate). Under
+ * gw_lock. */
 const struct p12_file *gw_active_p12(void);
 
 /* 1 when `name` (a file name in the ssl directory) is the certificate file in use. */

@@ -53,11 +53,13 @@ struct http_exchange {
 };
 
 static http_router_fn router;
-static http_parser_settings settings;
 
 void http_set_router(http_router_fn r)
 {
     router = r;
+    /* once, before any connection: http-parser's limit is global (the proxy's answer
+     * parser has it too) */
+    http_parser_set_max_header_size(HEADER_LIMIT);
 }
 
 const struct http_request *http_req(const struct http_exchange *x)
@@ -638,20 +640,18 @@ static int on_message_complete(http_parser *p)
 
 /* ----- the connection driver ----- */
 
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
 void http_conn_init(struct conn *c)
 {
-    static int once;
-    if (!once) { /* same values every time; a benign race between workers */
-        settings.on_message_begin = on_message_begin;
-        settings.on_url = on_url;
-        settings.on_header_field = on_header_field;
-        settings.on_header_value = on_header_value;
-        settings.on_headers_complete = on_headers_complete;
-        settings.on_body = on_body;
-        settings.on_message_complete = on_message_complete;
-        http_parser_set_max_header_size(HEADER_LIMIT);
-        once = 1;
-    }
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
 }

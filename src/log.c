@@ -14,11 +14,6 @@ void log_set_level(enum log_level level)
     atomic_store(&min_level, (int)level);
 }
 
-enum log_level log_get_level(void)
-{
-    return (enum log_level)atomic_load(&min_level);
-}
-
 int log_level_parse(const char *s, enum log_level *out)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};

@@ -12,7 +12,6 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
 
 /* Minimum level printed (default LOG_INFO). */
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 /* Parses "debug", "info", "warn", "error"; returns -1 for anything else. */
 int log_level_parse(const char *s, enum log_level *out);
 

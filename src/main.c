@@ -16,8 +16,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define DEFAULT_DATA_DIR "./var"
-
 static const char USAGE[] =
     "certgate " CERTGATE_VERSION " - HTTPS gateway with ActiveGate-compatible certificate management\n"
     "\n"
@@ -170,10 +168,10 @@ static int cmd_run(int argc, char **argv)
     raise_fd_limit();
     /* signals are caught from here on; they are acted upon once the loop runs, so a
      * SIGTERM that arrives while starting still ends in a clean stop */
-    uv_loop_t *main_loop = uv_default_loop();
-    uv_signal_init(main_loop, &sig_term);
-    uv_signal_init(main_loop, &sig_int);
-    uv_signal_init(main_loop, &sig_hup);
+    uv_loop_t *loop = uv_default_loop();
+    uv_signal_init(loop, &sig_term);
+    uv_signal_init(loop, &sig_int);
+    uv_signal_init(loop, &sig_hup);
     uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
     uv_signal_start(&sig_int, on_stop_signal, SIGINT);
     uv_signal_start(&sig_hup, on_hup, SIGHUP);
@@ -213,7 +211,6 @@ static int cmd_run(int argc, char **argv)
              try_host, strchr(try_host, ':') ? "]" : "", server_https_port());
     app_started();
 
-    uv_loop_t *loop = uv_default_loop();
     uv_timer_init(loop, &ticket_timer);
     uv_timer_start(&ticket_timer, on_ticket_timer, TLS_TICKET_ROTATE_S * 1000ull,
                    TLS_TICKET_ROTATE_S * 1000ull);

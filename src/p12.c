@@ -58,23 +58,21 @@ struct p12_file {
 /* ----- providers ----- */
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static int legacy_ok;
-static OSSL_PROVIDER *prov_legacy, *prov_default;
+static OSSL_PROVIDER *prov_legacy; /* NULL: not available */
 
 static void init_providers(void)
 {
     /* Loading any provider explicitly stops OpenSSL from loading "default" on its
      * own, so both are loaded. */
-    prov_default = OSSL_PROVIDER_load(NULL, "default");
+    OSSL_PROVIDER_load(NULL, "default");
     prov_legacy = OSSL_PROVIDER_load(NULL, "legacy");
-    legacy_ok = prov_legacy != NULL;
     ERR_clear_error();
 }
 
 int p12_init(char *err, size_t errlen)
 {
     pthread_once(&init_once, init_providers);
-    if (!legacy_ok) {
+    if (!prov_legacy) {
         if (err && errlen)
             snprintf(err, errlen,
                      "the OpenSSL legacy provider could not be loaded: PKCS#12 files encrypted "
@@ -630,7 +628,7 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
         break;
     case WALK_UNSUPPORTED:
         err_set(err, errlen, "%s: not a PKCS#12 file (unsupported encryption algorithm%s)", label,
-               legacy_ok ? "" : "; the OpenSSL legacy provider is not available");
+               prov_legacy ? "" : "; the OpenSSL legacy provider is not available");
         st = P12_ERR_FORMAT;
         break;
     case WALK_ITER:

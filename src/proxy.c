@@ -124,12 +124,12 @@ static int token_in_list(const char *list, const char *name, size_t nlen)
 /* Headers a proxy must not forward (RFC 9110 7.6.1), plus those it sets itself. */
 static int hop_by_hop(const char *name, size_t nlen, const char *connection)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                      "trailer", "transfer-encoding", "upgrade",
-                                      "proxy-authorization", "proxy-authenticate"};
+    static const char *const hop[] = {"connection", "keep-alive", "te", "trailer",
+                                      "transfer-encoding", "upgrade"};
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
         if (strlen(hop[i]) == nlen && strncasecmp(name, hop[i], nlen) == 0) return 1;
-    /* Proxy-* headers are for a proxy and never passed on */
+    /* Proxy-* headers (Proxy-Connection, Proxy-Authorization, ...) are for a proxy and
+     * never passed on */
     if (nlen > 6 && strncasecmp(name, "proxy-", 6) == 0) return 1;
     return token_in_list(connection, name, nlen);
 }
@@ -337,12 +337,12 @@ static int rh_add(struct pxreq *r, const char *p, size_t n)
 }
 
 /* Ends the header being assembled: keeps it unless hop-by-hop or framing. */
-static void rh_end_header(struct pxreq *r, const char *connection)
+static void rh_end_header(struct pxreq *r)
 {
     if (!r->cur_in_value && r->cur_name_len == 0) return;
     const char *name = r->rh + r->cur_start;
     size_t nl = r->cur_name_len;
-    int drop = hop_by_hop(name, nl, connection) ||
+    int drop = hop_by_hop(name, nl, NULL) ||
                (nl == 14 && strncasecmp(name, "content-length", 14) == 0);
     if (nl == 10 && strncasecmp(name, "connection", 10) == 0 && r->cur_in_value) {
         /* dropped, but the headers it names are dropped too once all are in */
@@ -391,7 +391,7 @@ static int on_resp_field(http_parser *p, const char *at, size_t n)
 {
     struct pxreq *r = ((struct upconn *)p->data)->req;
     if (!r) return 0;
-    if (r->cur_in_value) rh_end_header(r, NULL);
+    if (r->cur_in_value) rh_end_header(r);
     if (r->cur_name_len == 0) r->cur_start = r->rhlen;
     r->cur_name_len += n;
     return rh_add(r, at, n);
@@ -416,7 +416,7 @@ static int on_resp_headers(http_parser *p)
     int status = p->status_code;
     if (status >= 100 && status < 200 && status != 101) return 0; /* interim: skip */
     if (status == 101) return -1; /* no protocol switches through the proxy */
-    if (r->cur_in_value || r->cur_name_len) rh_end_header(r, NULL);
+    rh_end_header(r);
     /* drop the headers the Connection header names */
     const char *conn = r->resp_conn;
     if (conn[0]) {

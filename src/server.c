@@ -328,16 +328,12 @@ int conn_read(struct conn *c)
 
 int conn_flush(struct conn *c)
 {
-    while (c->opos < c->olen) {
-        size_t n = 0;
-        enum tls_io st = tls_conn_write(c->ssl, c->fd, c->obuf + c->opos, c->olen - c->opos, &n);
-        if (st == TLS_IO_WANT_WRITE || st == TLS_IO_WANT_READ) {
-            c->want_write = 1;
-            return 0;
-        }
-        if (st != TLS_IO_OK) return -1;
-        c->opos += n;
-        if (c->tq == TQ_WRITE) conn_set_timeout(c, TQ_WRITE);
+    if (c->opos < c->olen) {
+        ssize_t n = conn_write_direct(c, c->obuf + c->opos, c->olen - c->opos);
+        if (n < 0) return -1;
+        c->opos += (size_t)n;
+        if (n > 0 && c->tq == TQ_WRITE) conn_set_timeout(c, TQ_WRITE); /* progress */
+        if (c->opos < c->olen) return 0; /* the socket is full: want_write is set */
     }
     c->want_write = 0;
     c->opos = c->olen = 0;
@@ -463,11 +459,11 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
  * libuv's backend fd has NULL) */
 #define LISTENER_TAG 1u
 
-static void listener_watch(struct listener *l, int on)
+static int listener_watch(struct listener *l, int op, int on)
 {
     struct epoll_event e = {.events = on ? EPOLLIN : 0,
                             .data.ptr = (void *)((uintptr_t)l | LISTENER_TAG)};
-    epoll_ctl(l->w->epfd, EPOLL_CTL_MOD, l->fd, &e);
+    return epoll_ctl(l->w->epfd, op, l->fd, &e);
 }
 
 static void on_accept(struct listener *l)
@@ -482,7 +478,7 @@ static void on_accept(struct listener *l)
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_error("accept: %s; pausing new connections for 100 ms", strerror(errno));
-                for (int j = 0; j < w->nlisteners; j++) listener_watch(&w->listeners[j], 0);
+                for (int j = 0; j < w->nlisteners; j++) listener_watch(&w->listeners[j], EPOLL_CTL_MOD, 0);
                 w->accept_paused_until = uv_now(&w->loop) + 100;
             }
             return;
@@ -536,7 +532,7 @@ static void on_tick(uv_timer_t *t)
     if (w->accept_paused_until && now >= w->accept_paused_until && !w->stopping) {
         w->accept_paused_until = 0;
         for (int j = 0; j < w->nlisteners; j++)
-            listener_watch(&w->listeners[j], 1);
+            listener_watch(&w->listeners[j], EPOLL_CTL_MOD, 1);
     }
     if (w->stopping) {
         if (now >= w->stop_deadline) {
@@ -629,7 +625,6 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
         return -1;
     for (int i = 0; i < nworkers; i++) {
         struct worker *w = &workers[i];
-        w->id = i;
         uv_loop_init(&w->loop);
         w->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (w->epfd < 0) {
@@ -644,10 +639,7 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
         w->snap = gw_snap_acquire();
         update_date(w);
         for (int j = 0; j < w->nlisteners; j++) {
-            struct listener *l = &w->listeners[j];
-            struct epoll_event le = {.events = EPOLLIN,
-                                     .data.ptr = (void *)((uintptr_t)l | LISTENER_TAG)};
-            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->fd, &le) != 0) {
+            if (listener_watch(&w->listeners[j], EPOLL_CTL_ADD, 1) != 0) {
                 snprintf(err, errlen, "cannot watch a listener: %s", strerror(errno));
                 return -1;
             }

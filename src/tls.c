@@ -27,7 +27,7 @@ static const char MOZ_TLS12_CIPHERS[] =
 static const char MOZ_TLS13_SUITES[] =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 static const char GROUPS[] = "X25519:P-256:P-384";
-static const unsigned char SESSION_ID_CTX[] = "certgate";
+static const unsigned char ALPN_HTTP11[] = "\x08http/1.1"; /* what we speak, as ALPN wants it */
 
 /* ----- ticket key ring ----- */
 
@@ -114,8 +114,7 @@ int tls_global_init(char *err, size_t errlen)
         snprintf(err, errlen, "OpenSSL has no AES-256-CBC; cannot encrypt session tickets");
         return -1;
     }
-    for (int i = 0; i < TICKET_KEYS; i++) tls_tickets_rotate();
-    ticket_count = 1; /* the keys behind [0] were never used to encrypt */
+    tls_tickets_rotate(); /* the ring fills as the keys rotate */
     return 0;
 }
 
@@ -134,9 +133,8 @@ void tls_global_cleanup(void)
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg)
 {
-    static const unsigned char h11[] = "\x08http/1.1";
     unsigned char *sel;
-    if (SSL_select_next_proto(&sel, outlen, h11, sizeof h11 - 1, in, inlen) !=
+    if (SSL_select_next_proto(&sel, outlen, ALPN_HTTP11, sizeof ALPN_HTTP11 - 1, in, inlen) !=
         OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK; /* no ALPN: HTTP/1.1 is assumed anyway */
     *out = sel;
@@ -215,7 +213,6 @@ static SSL_CTX *ctx_base(const struct tls_server_opts *o, char *err, size_t errl
     SSL_CTX_set_dh_auto(ctx, 1);
     SSL_CTX_set_read_ahead(ctx, 1); /* one read(2) per burst of records, not two per record */
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
-    SSL_CTX_set_session_id_context(ctx, SESSION_ID_CTX, sizeof SESSION_ID_CTX - 1);
     SSL_CTX_set_timeout(ctx, 2 * TLS_TICKET_ROTATE_S);
     if (o->session_cache) {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
@@ -341,11 +338,6 @@ fail:
     return NULL;
 }
 
-void tls_ctx_ref(SSL_CTX *ctx)
-{
-    SSL_CTX_up_ref(ctx);
-}
-
 void tls_ctx_unref(SSL_CTX *ctx)
 {
     SSL_CTX_free(ctx);
@@ -448,16 +440,6 @@ int tls_conn_resumed(SSL *ssl)
     return SSL_session_reused(ssl);
 }
 
-const char *tls_conn_version(SSL *ssl)
-{
-    return SSL_get_version(ssl);
-}
-
-const char *tls_conn_cipher(SSL *ssl)
-{
-    return SSL_get_cipher_name(ssl);
-}
-
 void tls_last_error(char *buf, size_t len)
 {
     unsigned long e = ERR_peek_last_error();
@@ -496,8 +478,7 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t e
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
-    static const unsigned char h11[] = "\x08http/1.1";
-    SSL_CTX_set_alpn_protos(ctx, h11, sizeof h11 - 1);
+    SSL_CTX_set_alpn_protos(ctx, ALPN_HTTP11, sizeof ALPN_HTTP11 - 1);
     if (verify) {
         int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
                          : SSL_CTX_set_default_verify_paths(ctx);

@@ -45,7 +45,6 @@ struct ssl_ctx_st *tls_server_ctx_new(const struct tls_server_opts *opts,
                                       const struct p12_entry *e, char *err, size_t errlen);
 /* Checks opts alone (cipher exclusions), for configuration validation. */
 int tls_check_opts(const struct tls_server_opts *opts, char *err, size_t errlen);
-void tls_ctx_ref(struct ssl_ctx_st *ctx);
 void tls_ctx_unref(struct ssl_ctx_st *ctx);
 
 /* Rotates the ticket key ring (called from a timer of the main loop). Thread-safe. */
@@ -81,9 +80,6 @@ int tls_conn_pending(struct ssl_st *ssl);
 void tls_conn_shutdown(struct ssl_st *ssl);
 /* 1 when the handshake resumed a session. */
 int tls_conn_resumed(struct ssl_st *ssl);
-/* "TLSv1.3" etc., and the cipher's name, for logs. */
-const char *tls_conn_version(struct ssl_st *ssl);
-const char *tls_conn_cipher(struct ssl_st *ssl);
 /* The last OpenSSL error queue entry as text (and clears the queue); for debug logs. */
 void tls_last_error(char *buf, size_t len);
 
