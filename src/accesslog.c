@@ -1,5 +1,7 @@
 /* accesslog.c - see accesslog.h */
 #include "accesslog.h"
+#include "log.h"
+#include "strfmt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -104,23 +106,34 @@ void accesslog_request_up(const char *peer, const char *method, const char *targ
                           uint64_t bytes, uint64_t ms, int64_t upstream_ms)
 {
     if (atomic_load(&log_fd) < 0) return;
-    char t[1024], up[32];
+    char t[1024];
     accesslog_redact(target ? target : "-", t, sizeof t);
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    if (upstream_ms >= 0)
-        snprintf(up, sizeof up, "%.3f", (double)upstream_ms / 1000.0);
-    else
-        snprintf(up, sizeof up, "-");
     if (tl_len + 1400 > TL_BUF) accesslog_flush();
-    int n = snprintf(tl_buf + tl_len, TL_BUF - tl_len,
-                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s \"%s %s\" %d %llu %.3f %s\n",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, peer ? peer : "-", method ? method : "-",
-                     t, status, (unsigned long long)bytes, (double)ms / 1000.0, up);
-    if (n > 0) tl_len += (size_t)n < TL_BUF - tl_len ? (size_t)n : TL_BUF - tl_len - 1;
+    /* TIME PEER "METHOD TARGET" STATUS BYTES SECONDS UPSTREAM-SECONDS|-, without stdio:
+     * this runs for every request */
+    char ts[LOG_TIMESTAMP_LEN];
+    log_timestamp(ts);
+    struct strfmt f = {tl_buf + tl_len, 0, TL_BUF - tl_len - 1, 0};
+    strfmt_put(&f, ts, sizeof ts);
+    strfmt_put(&f, " ", 1);
+    strfmt_str(&f, peer ? peer : "-");
+    strfmt_put(&f, " \"", 2);
+    strfmt_str(&f, method ? method : "-");
+    strfmt_put(&f, " ", 1);
+    strfmt_str(&f, t);
+    strfmt_put(&f, "\" ", 2);
+    strfmt_int(&f, status);
+    strfmt_put(&f, " ", 1);
+    strfmt_num(&f, bytes, 10);
+    strfmt_put(&f, " ", 1);
+    strfmt_millis(&f, ms);
+    strfmt_put(&f, " ", 1);
+    if (upstream_ms >= 0)
+        strfmt_millis(&f, (unsigned long long)upstream_ms);
+    else
+        strfmt_put(&f, "-", 1);
+    strfmt_put(&f, "\n", 1);
+    tl_len += f.len;
 }
 
 void accesslog_reopen(void)

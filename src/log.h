@@ -15,6 +15,11 @@ void log_set_level(enum log_level level);
 /* Parses "debug", "info", "warn", "error"; returns -1 for anything else. */
 int log_level_parse(const char *s, enum log_level *out);
 
+/* Writes the time now, UTC, as `2026-11-27T09:51:38.123Z` (LOG_TIMESTAMP_LEN characters,
+ * no terminator): the start of every log and access-log line. */
+#define LOG_TIMESTAMP_LEN 24
+void log_timestamp(char *out);
+
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level level, const char *fmt, va_list ap);
 

@@ -51,4 +51,20 @@ static inline void strfmt_num(struct strfmt *s, unsigned long long v, unsigned b
     strfmt_put(s, d, strfmt_u(d, v, base));
 }
 
+/* v in decimal, with a minus sign when negative (as printf's %lld). */
+static inline void strfmt_int(struct strfmt *s, long long v)
+{
+    if (v < 0) strfmt_put(s, "-", 1);
+    strfmt_num(s, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v, 10);
+}
+
+/* Milliseconds as seconds with three decimals, as printf's "%.3f" of ms / 1000.0. */
+static inline void strfmt_millis(struct strfmt *s, unsigned long long ms)
+{
+    char frac[4] = {'.', (char)('0' + ms % 1000 / 100), (char)('0' + ms % 100 / 10),
+                    (char)('0' + ms % 10)};
+    strfmt_num(s, ms / 1000, 10);
+    strfmt_put(s, frac, sizeof frac);
+}
+
 #endif

@@ -32,6 +32,29 @@ static void test_numbers_match_printf(void **state)
     }
 }
 
+static void test_int_and_millis_match_printf(void **state)
+{
+    (void)state;
+    long long ints[] = {0, 7, -7, 200, 499, -1000000007LL, INT64_MAX, INT64_MIN};
+    unsigned long long ms[] = {0, 1, 9, 10, 99, 100, 999, 1000, 1001, 59999, 60000, 123456789,
+                               999999999999ULL};
+    char got[64], want[64];
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        struct strfmt f = {got, 0, sizeof got - 1, 0};
+        strfmt_int(&f, ints[i]);
+        got[f.len] = '\0';
+        snprintf(want, sizeof want, "%lld", ints[i]);
+        assert_string_equal(got, want);
+    }
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        struct strfmt f = {got, 0, sizeof got - 1, 0};
+        strfmt_millis(&f, ms[i]);
+        got[f.len] = '\0';
+        snprintf(want, sizeof want, "%.3f", (double)ms[i] / 1000.0);
+        assert_string_equal(got, want);
+    }
+}
+
 static void test_builder_cuts_instead_of_overflowing(void **state)
 {
     (void)state;
@@ -53,6 +76,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_numbers_match_printf),
+        cmocka_unit_test(test_int_and_millis_match_printf),
         cmocka_unit_test(test_builder_cuts_instead_of_overflowing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
