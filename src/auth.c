@@ -3,6 +3,7 @@
 
 #include "fsutil.h"
 #include "secret.h"
+#include "strfmt.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -73,16 +74,6 @@ static int hex_decode(const char *hex, unsigned char *out, size_t n)
         out[i] = (unsigned char)v;
     }
     return 0;
-}
-
-static void hex_encode(const unsigned char *in, size_t n, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = d[in[i] >> 4];
-        out[2 * i + 1] = d[in[i] & 15];
-    }
-    out[2 * n] = '\0';
 }
 
 /* Reads the store file as JSON (an absent file is an empty store). */
@@ -339,7 +330,7 @@ int auth_token_create(const char *config_dir, const char *environment, const cha
         unsigned char hash[SHA256_DIGEST_LENGTH];
         char hex[2 * SHA256_DIGEST_LENGTH + 1], id[ID_LEN + 1], created[32];
         SHA256((const unsigned char *)t, TOKEN_LEN, hash);
-        hex_encode(hash, sizeof hash, hex);
+        strfmt_hex(hex, hash, sizeof hash);
         snprintf(id, sizeof id, "%s%s", TOKEN_PREFIX, pub);
         time_t now = time(NULL);
         struct tm tm;

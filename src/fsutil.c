@@ -3,6 +3,7 @@
 #endif
 #include "fsutil.h"
 #include "err.h"
+#include "strfmt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -37,7 +38,6 @@ static char *split_path(const char *path, const char **base)
 
 static void random_hex(char *out, size_t nbytes)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char buf[16];
     if (nbytes > sizeof buf) nbytes = sizeof buf;
     if (getrandom(buf, nbytes, GRND_NONBLOCK) != (ssize_t)nbytes) {
@@ -50,11 +50,7 @@ static void random_hex(char *out, size_t nbytes)
             buf[i] = (unsigned char)(x >> 56);
         }
     }
-    for (size_t i = 0; i < nbytes; i++) {
-        out[2 * i] = hex[buf[i] >> 4];
-        out[2 * i + 1] = hex[buf[i] & 15];
-    }
-    out[2 * nbytes] = '\0';
+    strfmt_hex(out, buf, nbytes);
 }
 
 static int write_all(int fd, const void *data, size_t len)

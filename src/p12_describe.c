@@ -6,6 +6,7 @@
  * the string types and the order of the attributes inside a multi-valued RDN are the
  * ones Java sees. The rules mirror OpenJDK 17's sun.security.x509.AVA/RDN/X500Name. */
 #include "p12.h"
+#include "strfmt.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -91,10 +92,11 @@ static void sb_put_utf8(struct sbuf *b, uint32_t cp)
 
 static void sb_hex(struct sbuf *b, const unsigned char *p, size_t n)
 {
-    static const char hx[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        sb_putc(b, hx[p[i] >> 4]);
-        sb_putc(b, hx[p[i] & 15]);
+    char hex[2 * 64 + 1];
+    for (size_t i = 0; i < n; i += 64) {
+        size_t k = n - i < 64 ? n - i : 64;
+        strfmt_hex(hex, p + i, k);
+        sb_putn(b, hex, 2 * k);
     }
 }
 

@@ -22,6 +22,17 @@ static inline size_t strfmt_u(char *dst, unsigned long long v, unsigned base)
     return n;
 }
 
+/* The n bytes at in as 2n lower-case hex digits, then a terminator, at out. */
+static inline void strfmt_hex(char *out, const void *in, size_t n)
+{
+    const unsigned char *b = in;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = "0123456789abcdef"[b[i] >> 4];
+        out[2 * i + 1] = "0123456789abcdef"[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
 /* A bounded text builder on a caller's array: a write past the end is cut short and
  * flagged, never overflows. */
 struct strfmt {

@@ -55,6 +55,17 @@ static void test_int_and_millis_match_printf(void **state)
     }
 }
 
+static void test_hex(void **state)
+{
+    (void)state;
+    const unsigned char in[] = {0x00, 0x0f, 0x10, 0xab, 0xff};
+    char out[2 * sizeof in + 1];
+    strfmt_hex(out, in, sizeof in);
+    assert_string_equal(out, "000f10abff");
+    strfmt_hex(out, in, 0);
+    assert_string_equal(out, "");
+}
+
 static void test_builder_cuts_instead_of_overflowing(void **state)
 {
     (void)state;
@@ -77,6 +88,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_numbers_match_printf),
         cmocka_unit_test(test_int_and_millis_match_printf),
+        cmocka_unit_test(test_hex),
         cmocka_unit_test(test_builder_cuts_instead_of_overflowing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
