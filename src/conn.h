@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <uv.h>
 
 #include <http_parser.h>
@@ -16,6 +17,38 @@ enum conn_state { CS_HANDSHAKE, CS_ACTIVE, CS_LINGER, CS_CLOSED };
 
 /* timeout queues: each holds connections in deadline order (fixed duration per kind) */
 enum tq_kind { TQ_HEADER, TQ_KEEPALIVE, TQ_BODY, TQ_WRITE, TQ_LINGER, TQ_N, TQ_NONE = TQ_N };
+
+/* A worker's cache of freed blocks of one size, linked through the blocks themselves,
+ * at most a given number long. One thread only. */
+struct freelist {
+    void *head;
+    unsigned n;
+};
+
+static inline void *freelist_get(struct freelist *l)
+{
+    void *b = l->head;
+    if (b) {
+        l->head = *(void **)b;
+        l->n--;
+    }
+    return b;
+}
+
+/* Keeps b (1), or 0 when the list already holds max: then the caller frees b. */
+static inline int freelist_put(struct freelist *l, void *b, unsigned max)
+{
+    if (l->n >= max) return 0;
+    *(void **)b = l->head;
+    l->head = b;
+    l->n++;
+    return 1;
+}
+
+static inline void freelist_drain(struct freelist *l)
+{
+    for (void *b; (b = freelist_get(l));) free(b);
+}
 
 struct tqueue {
     struct conn *head, *tail;
@@ -86,10 +119,8 @@ struct worker {
     uint64_t accept_paused_until;
     char date[64]; /* "Date: ...\r\n" */
     int64_t date_sec;
-    void *free_bufs; /* freelist of RBUF_SIZE buffers */
-    unsigned nfree_bufs;
-    void *free_xs; /* freelist of exchanges */
-    unsigned nfree_xs;
+    struct freelist bufs; /* RBUF_SIZE buffers */
+    struct freelist xs;   /* exchanges */
     void *app; /* per-worker state of the routes (the proxy's pools) */
 };
 

@@ -152,14 +152,8 @@ const char *http_reason(int status)
 static struct http_exchange *x_new(struct conn *c)
 {
     struct worker *w = c->w;
-    struct http_exchange *x = w->free_xs;
-    if (x) {
-        w->free_xs = *(void **)x;
-        w->nfree_xs--;
-    } else {
-        x = malloc(sizeof *x);
-        if (!x) return NULL;
-    }
+    struct http_exchange *x = freelist_get(&w->xs);
+    if (!x && !(x = malloc(sizeof *x))) return NULL;
     /* only the head of the struct needs clearing; the arrays are filled as used */
     memset(x, 0, offsetof(struct http_exchange, hspan));
     x->nh = 0;
@@ -192,13 +186,7 @@ static void x_free(struct http_exchange *x)
     x->route.on_free = NULL;
     free(x->body);
     worker_buf_put(w, x->arena);
-    if (w->nfree_xs < MAX_FREE_XS) {
-        *(void **)x = w->free_xs;
-        w->free_xs = x;
-        w->nfree_xs++;
-        return;
-    }
-    free(x);
+    if (!freelist_put(&w->xs, x, MAX_FREE_XS)) free(x);
 }
 
 /* ----- output ----- */

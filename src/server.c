@@ -137,25 +137,13 @@ unsigned server_https_port(void)
 
 void *worker_buf_get(struct worker *w)
 {
-    void *b = w->free_bufs;
-    if (b) {
-        w->free_bufs = *(void **)b;
-        w->nfree_bufs--;
-        return b;
-    }
-    return malloc(RBUF_SIZE);
+    void *b = freelist_get(&w->bufs);
+    return b ? b : malloc(RBUF_SIZE);
 }
 
 void worker_buf_put(struct worker *w, void *buf)
 {
-    if (!buf) return;
-    if (w->nfree_bufs >= MAX_FREE_BUFS) {
-        free(buf);
-        return;
-    }
-    *(void **)buf = w->free_bufs;
-    w->free_bufs = buf;
-    w->nfree_bufs++;
+    if (buf && !freelist_put(&w->bufs, buf, MAX_FREE_BUFS)) free(buf);
 }
 
 void conn_obuf_release(struct conn *c)
@@ -596,16 +584,8 @@ static void worker_main(void *arg)
     }
     accesslog_flush();
     free_graveyard(w);
-    while (w->free_bufs) {
-        void *b = w->free_bufs;
-        w->free_bufs = *(void **)b;
-        free(b);
-    }
-    while (w->free_xs) {
-        void *x = w->free_xs;
-        w->free_xs = *(void **)x;
-        free(x);
-    }
+    freelist_drain(&w->bufs);
+    freelist_drain(&w->xs);
     gw_snap_release(w->snap);
     w->snap = NULL;
     uv_loop_close(&w->loop);
