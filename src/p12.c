@@ -38,13 +38,12 @@
 enum entry_kind { KIND_KEY, KIND_TRUSTED, KIND_SECRET };
 
 struct p12_entry {
-    char *alias; /* lower case: the map key */
+    char *alias; /* lower case: the map key; Java also matches certificates to keys by it */
     enum entry_kind kind;
     EVP_PKEY *key;
     X509 *cert;
     STACK_OF(X509) * chain;
     /* parse-time only */
-    char *orig_alias; /* as in the file (Java matches certs to keys by it) */
     unsigned char *keyid;
     size_t keyid_len;
 };
@@ -87,7 +86,6 @@ int p12_init(char *err, size_t errlen)
 static void entry_clear(struct p12_entry *e)
 {
     free(e->alias);
-    free(e->orig_alias);
     free(e->keyid);
     EVP_PKEY_free(e->key);
     X509_free(e->cert);
@@ -112,7 +110,7 @@ struct cert_item {
     X509 *cert; /* borrowed from all_certs */
     unsigned char *keyid;
     size_t keyid_len;
-    char *alias; /* friendlyName, may be NULL */
+    char *alias; /* friendlyName lower-cased as Java does, may be NULL */
 };
 
 struct walk {
@@ -170,11 +168,15 @@ static void walk_free(struct walk *w)
     memset(w, 0, sizeof(*w));
 }
 
-static char *unfriendly_name(struct walk *w)
+/* An entry's alias: its friendlyName, or else the next counter value; lower-cased. */
+static char *entry_alias(struct walk *w, const char *fname)
 {
     char buf[24];
-    snprintf(buf, sizeof(buf), "%d", ++w->counter);
-    return strdup(buf);
+    if (!fname) {
+        snprintf(buf, sizeof(buf), "%d", ++w->counter);
+        fname = buf;
+    }
+    return p12_java_lower(fname);
 }
 
 /* entries.put(alias.toLowerCase(), e): takes e's contents. */
@@ -322,7 +324,7 @@ static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int inde
             it->cert = cert;
             it->keyid = keyid;
             it->keyid_len = keyid_len;
-            it->alias = fname ? strdup(fname) : NULL;
+            it->alias = fname ? p12_java_lower(fname) : NULL;
             int oom = fname && !it->alias;
             OPENSSL_free(fname);
             return oom ? WALK_NOMEM : WALK_OK;
@@ -332,9 +334,9 @@ static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int inde
         e.keyid_len = keyid_len;
         X509_up_ref(cert);
         e.cert = cert;
-        e.orig_alias = fname ? strdup(fname) : unfriendly_name(w);
+        e.alias = entry_alias(w, fname);
         OPENSSL_free(fname);
-        if (!e.orig_alias) goto nomem;
+        if (!e.alias) goto nomem;
         goto put;
     } else {
         return WALK_OK; /* other bag types (and nested SafeContents) are ignored, as by Java */
@@ -343,13 +345,12 @@ static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int inde
     /* key or secret entry: alias = friendlyName or the next counter value */
     {
         char *fname = PKCS12_get_friendlyname((PKCS12_SAFEBAG *)bag);
-        e.orig_alias = fname ? strdup(fname) : unfriendly_name(w);
+        e.alias = entry_alias(w, fname);
         OPENSSL_free(fname);
-        if (!e.orig_alias) goto nomem;
+        if (!e.alias) goto nomem;
     }
 put:
-    e.alias = p12_java_lower(e.orig_alias);
-    if (!e.alias || walk_put(w, &e) < 0) goto nomem;
+    if (walk_put(w, &e) < 0) goto nomem;
     return WALK_OK;
 skip:
     entry_clear(&e);
@@ -393,14 +394,10 @@ static enum walk_rc walk_file(struct walk *w, PKCS12 *p12, const char *pass)
     return rc;
 }
 
-static int alias_ieq(const char *a, const char *b)
+/* Both lower-cased already (entry_alias, the certificate list) */
+static int alias_eq(const char *a, const char *b)
 {
-    if (!a || !b) return 0;
-    char *la = p12_java_lower(a), *lb = p12_java_lower(b);
-    int eq = la && lb && strcmp(la, lb) == 0;
-    free(la);
-    free(lb);
-    return eq;
+    return a && b && strcmp(a, b) == 0;
 }
 
 /* findMatchedCertificate(): localKeyID and alias both match, else the last localKeyID
@@ -414,8 +411,8 @@ static X509 *match_cert(const struct walk *w, const struct p12_entry *e)
         if (ci->keyid && ci->keyid_len == e->keyid_len &&
             memcmp(ci->keyid, e->keyid, e->keyid_len) == 0) {
             id_match = ci;
-            if (alias_ieq(e->orig_alias, ci->alias)) return ci->cert;
-        } else if (alias_ieq(e->orig_alias, ci->alias)) {
+            if (alias_eq(e->alias, ci->alias)) return ci->cert;
+        } else if (alias_eq(e->alias, ci->alias)) {
             alias_match = ci;
         }
     }
@@ -514,9 +511,7 @@ static enum p12_status finish(struct walk *w, const char *label, struct p12_file
     for (size_t i = 0; i < w->n; i++) {
         struct p12_entry *e = &w->v[i];
         if (e->kind == KIND_SECRET) continue; /* certgate has no use for secret keys */
-        free(e->orig_alias);
         free(e->keyid);
-        e->orig_alias = NULL;
         e->keyid = NULL;
         e->keyid_len = 0;
         f->v[f->n++] = *e;
