@@ -65,29 +65,37 @@ static void sb_putc(struct sbuf *b, char c)
     sb_putn(b, &c, 1);
 }
 
+/* cp as UTF-8 at u (1 to 4 bytes); returns the count. No checks: callers decide what a
+ * surrogate or an out-of-range value becomes. */
+static size_t utf8_encode(uint32_t cp, char *u)
+{
+    if (cp < 0x80) {
+        u[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        u[0] = (char)(0xC0 | (cp >> 6));
+        u[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | (cp >> 12));
+        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    u[0] = (char)(0xF0 | (cp >> 18));
+    u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    u[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
 static void sb_put_utf8(struct sbuf *b, uint32_t cp)
 {
     char u[4];
     if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) cp = 0xFFFD;
-    if (cp < 0x80) {
-        u[0] = (char)cp;
-        sb_putn(b, u, 1);
-    } else if (cp < 0x800) {
-        u[0] = (char)(0xC0 | (cp >> 6));
-        u[1] = (char)(0x80 | (cp & 0x3F));
-        sb_putn(b, u, 2);
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | (cp >> 12));
-        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        u[2] = (char)(0x80 | (cp & 0x3F));
-        sb_putn(b, u, 3);
-    } else {
-        u[0] = (char)(0xF0 | (cp >> 18));
-        u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        u[3] = (char)(0x80 | (cp & 0x3F));
-        sb_putn(b, u, 4);
-    }
+    sb_putn(b, u, utf8_encode(cp, u));
 }
 
 static void sb_hex(struct sbuf *b, const unsigned char *p, size_t n)
@@ -434,23 +442,7 @@ static void locale_init(void)
 
 static void put_utf8_ptr(char **o, uint32_t cp)
 {
-    unsigned char *u = (unsigned char *)*o;
-    if (cp < 0x80) {
-        *u++ = (unsigned char)cp;
-    } else if (cp < 0x800) {
-        *u++ = (unsigned char)(0xC0 | (cp >> 6));
-        *u++ = (unsigned char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        *u++ = (unsigned char)(0xE0 | (cp >> 12));
-        *u++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        *u++ = (unsigned char)(0x80 | (cp & 0x3F));
-    } else {
-        *u++ = (unsigned char)(0xF0 | (cp >> 18));
-        *u++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-        *u++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        *u++ = (unsigned char)(0x80 | (cp & 0x3F));
-    }
-    *o = (char *)u;
+    *o += utf8_encode(cp, *o);
 }
 
 /* Decodes UTF-8 into code points; invalid bytes are returned as themselves. */
