@@ -588,26 +588,30 @@ static char *java_serial(X509 *cert)
     return out;
 }
 
-char *p12_java_description(X509 *cert)
+/* ActiveGate's description from its parts; NULL when one is missing. */
+static char *format_description(const char *dn, time_t nb, time_t na, const char *serial)
 {
     char from[64], to[64];
-    time_t nb, na;
-    if (!cert) return NULL;
-    if (asn1_time_t(X509_get0_notBefore(cert), &nb) < 0 ||
-        asn1_time_t(X509_get0_notAfter(cert), &na) < 0)
-        return NULL;
+    if (!dn || !serial) return NULL;
     p12_java_date(nb, from, sizeof(from));
     p12_java_date(na, to, sizeof(to));
+    size_t n = strlen(dn) + strlen(from) + strlen(to) + strlen(serial) + 64;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "Subject:%s;Valid from:%s;Valid to:%s;Serial number:%s", dn, from, to,
+                 serial);
+    return out;
+}
+
+char *p12_java_description(X509 *cert)
+{
+    time_t nb, na;
+    if (!cert || asn1_time_t(X509_get0_notBefore(cert), &nb) < 0 ||
+        asn1_time_t(X509_get0_notAfter(cert), &na) < 0)
+        return NULL;
     char *dn = p12_java_dn(cert, 0);
     char *serial = java_serial(cert);
-    char *out = NULL;
-    if (dn && serial) {
-        size_t n = strlen(dn) + strlen(from) + strlen(to) + strlen(serial) + 64;
-        out = malloc(n);
-        if (out)
-            snprintf(out, n, "Subject:%s;Valid from:%s;Valid to:%s;Serial number:%s", dn, from, to,
-                     serial);
-    }
+    char *out = format_description(dn, nb, na, serial);
     free(dn);
     free(serial);
     return out;
@@ -706,10 +710,13 @@ static json_t *entry_json(const struct p12_entry *e, time_t now)
     X509 *cert = p12_entry_cert(e);
     json_t *o = json_object();
     if (!o || !cert) return o;
-    char *desc = p12_java_description(cert);
+    time_t nb, na;
+    int nb_ok = asn1_time_t(X509_get0_notBefore(cert), &nb) == 0;
+    int na_ok = asn1_time_t(X509_get0_notAfter(cert), &na) == 0;
     char *subj = p12_java_dn(cert, 0);
     char *iss = p12_java_dn(cert, 1);
     char *serial = java_serial(cert);
+    char *desc = nb_ok && na_ok ? format_description(subj, nb, na, serial) : NULL;
     json_object_set_new(o, "alias", json_string(p12_entry_alias(e)));
     json_object_set_new(o, "description", desc ? json_string(desc) : json_null());
     json_object_set_new(o, "type", json_string(p12_entry_has_key(e) ? "key" : "trustedCert"));
@@ -721,13 +728,12 @@ static json_t *entry_json(const struct p12_entry *e, time_t now)
     free(iss);
     free(serial);
 
-    time_t nb, na;
     char t[80];
-    if (asn1_time_t(X509_get0_notBefore(cert), &nb) == 0) {
+    if (nb_ok) {
         iso_utc(nb, t, sizeof(t));
         json_object_set_new(o, "notBefore", json_string(t));
     }
-    if (asn1_time_t(X509_get0_notAfter(cert), &na) == 0) {
+    if (na_ok) {
         iso_utc(na, t, sizeof(t));
         json_object_set_new(o, "notAfter", json_string(t));
         long long diff = (long long)na - (long long)now;
