@@ -274,14 +274,12 @@ static int store_lock(const char *config_dir, char *err, size_t errlen)
     return fd;
 }
 
-static int store_write(const char *config_dir, json_t *root, char *err, size_t errlen)
+static int store_write(const char *path, json_t *root, char *err, size_t errlen)
 {
     char *text = json_dumps(root, JSON_INDENT(2));
-    char *path = store_path(config_dir);
     int rc = -1;
-    if (text && path) rc = fs_write_atomic(path, text, strlen(text), 0600, err, errlen);
+    if (text) rc = fs_write_atomic(path, text, strlen(text), 0600, err, errlen);
     free(text);
-    free(path);
     return rc;
 }
 
@@ -342,7 +340,7 @@ int auth_token_create(const char *config_dir, const char *environment, const cha
                                   name ? name : "", "environment", environment, "scopes", sc,
                                   "created", created, "sha256", hex);
         if (entry && json_array_append_new(json_object_get(root, "tokens"), entry) == 0 &&
-            store_write(config_dir, root, err, errlen) == 0) {
+            store_write(path, root, err, errlen) == 0) {
             *token = t;
             t = NULL;
             rc = 0;
@@ -419,7 +417,7 @@ int auth_token_revoke(const char *config_dir, const char *id, char *err, size_t 
         if (hit == (size_t)-1)
             snprintf(err, errlen, "no token with ID %s", want);
         else if (json_array_remove(arr, hit) == 0)
-            rc = store_write(config_dir, root, err, errlen);
+            rc = store_write(path, root, err, errlen);
     }
     json_decref(root);
     free(path);
