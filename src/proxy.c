@@ -303,6 +303,8 @@ static void uc_release(struct upconn *u, int reusable)
 
 /* ----- writing the request ----- */
 
+/* Writes what is queued. -1 when the upstream cannot take it: the connection is marked
+ * write_failed and the queue dropped (the upstream may still have answered). */
 static int uc_flush(struct upconn *u)
 {
     while (u->opos < u->olen) {
@@ -312,7 +314,11 @@ static int uc_flush(struct upconn *u)
             u->want_write = 1;
             return 0;
         }
-        if (st != TLS_IO_OK) return -1;
+        if (st != TLS_IO_OK) {
+            u->write_failed = 1;
+            u->opos = u->olen = 0;
+            return -1;
+        }
         u->opos += n;
         /* progress: the read-timeout counts from the last activity either way */
         if (u->req && u->state == U_ACTIVE)
@@ -586,7 +592,6 @@ static void uc_start_io(struct upconn *u)
     u->state = U_ACTIVE;
     if (r && r->x) uc_arm(u, r->target->conf.read_timeout_s * 1000u);
     if (uc_flush(u) != 0) {
-        u->write_failed = 1;
         if (r) px_upstream_gone(r, u, "write error");
         return;
     }
@@ -693,11 +698,8 @@ static void uc_io(uv_poll_t *h, int status, int events)
         return;
     }
     if ((events & UV_WRITABLE) && u->want_write) {
-        if (uc_flush(u) != 0) {
-            u->write_failed = 1;
-            u->olen = u->opos = 0;
-            /* the upstream may have answered already (e.g. 413); read it if so */
-        } else {
+        /* on failure the upstream may have answered already (e.g. 413): read it if so */
+        if (uc_flush(u) == 0) {
             uc_resume_body(u);
             if (u->state != U_ACTIVE) return;
         }
@@ -869,10 +871,7 @@ static void px_on_body(struct http_exchange *x, const char *p, size_t n)
     } else {
         uc_queue(u, p, n);
     }
-    if (u->state == U_ACTIVE && !u->want_write && uc_flush(u) != 0) {
-        u->write_failed = 1;
-        u->opos = u->olen = 0;
-    }
+    if (u->state == U_ACTIVE && !u->want_write) uc_flush(u); /* a failure is read later */
     if (u->olen - u->opos > UP_OUT_HIGH && !r->body_paused) {
         r->body_paused = 1;
         http_pause_body(x);
@@ -888,10 +887,7 @@ static void px_on_end(struct http_exchange *x)
     if (!u) return;
     if (r->chunked) uc_queue(u, "0\r\n\r\n", 5);
     if (u->state == U_ACTIVE) {
-        if (!u->want_write && uc_flush(u) != 0) {
-            u->write_failed = 1;
-            u->opos = u->olen = 0;
-        }
+        if (!u->want_write) uc_flush(u); /* a failure is read later */
         uc_arm(u, r->target->conf.read_timeout_s * 1000u);
         uc_update_poll(u);
     }
@@ -975,9 +971,7 @@ void proxy_worker_exit(void *loop, void **slot)
 {
     struct pool *p = *slot;
     if (!p) return;
-    while (p->idle) uc_close(p->idle);
-    if (p->session) tls_session_free(p->session);
-    upstream_unref(p->target);
+    pool_set_target(p, NULL); /* closes the idle connections, forgets the session */
     free(p);
     *slot = NULL;
 }
