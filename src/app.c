@@ -9,6 +9,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "server.h"
+#include "upclient.h"
 #include "secret.h"
 
 #include <http_parser.h>
@@ -80,8 +81,8 @@ static void route(const struct http_request *r, const struct gw_snap *snap,
 void app_init(void)
 {
     static const struct server_hooks hooks = {
-        .worker_stopping = proxy_worker_stopping,
-        .worker_exit = proxy_worker_exit,
+        .worker_stopping = up_pool_stopping,
+        .worker_exit = up_pool_free,
     };
     http_set_router(route);
     server_set_hooks(&hooks);

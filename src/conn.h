@@ -1,22 +1,52 @@
-/* conn.h - a client connection and its worker (internal to server.c and http.c). */
+/* conn.h - the connection core shared by both sides of the gateway, and the worker that
+ * owns connections.
+ *
+ * One struct conn serves a client connection (http.c) and an upstream connection
+ * (upclient.c): socket + optional TLS (or an in-memory transport in tests), input buffer,
+ * output queue with a hard cap, poll interest in the worker's epoll set, one timeout link,
+ * flush and close. The layer above plugs in through struct conn_ops.
+ *
+ * The lifetime rule: nothing is freed inside a call. conn_close() only marks the
+ * connection closed (every later I/O call on it is a no-op) and posts it; the worker
+ * delivers ops->closed after the callback that closed it has returned, then frees it
+ * from its reclaim list once no event of the current batch can name it. Other objects
+ * (exchanges, proxied requests) are freed the same way through worker_reclaim_later().
+ * Notifications between layers are posts: set a flag, conn_post() the connection that
+ * must act; its ops->run is called from the worker's top level, never from inside the
+ * caller.
+ *
+ * Threading: a worker and everything it owns belong to one thread; every function here
+ * is called on that thread. */
 #ifndef CERTGATE_CONN_H
 #define CERTGATE_CONN_H
 
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/types.h>
 #include <uv.h>
-
-#include <http_parser.h>
 
 struct gw_snap;
 struct ssl_st;
-struct http_exchange;
+struct memio;
+struct conn;
+struct worker;
 
-enum conn_state { CS_HANDSHAKE, CS_ACTIVE, CS_LINGER, CS_CLOSED };
+enum conn_state { CS_CONNECTING, CS_HANDSHAKE, CS_ACTIVE, CS_LINGER, CS_CLOSED };
 
-/* timeout queues: each holds connections in deadline order (fixed duration per kind) */
-enum tq_kind { TQ_HEADER, TQ_KEEPALIVE, TQ_BODY, TQ_WRITE, TQ_LINGER, TQ_N, TQ_NONE = TQ_N };
+/* Timeout queues, each in deadline order. */
+enum tq_kind {
+    TQ_HEADER,    /* client: TLS handshake or request head */
+    TQ_KEEPALIVE, /* client: between requests */
+    TQ_BODY,      /* client: request body progress */
+    TQ_WRITE,     /* client: answer progress */
+    TQ_LINGER,    /* client: draining after the last answer */
+    TQ_CONNECT,   /* upstream: connect + TLS handshake */
+    TQ_UPREAD,    /* upstream: answer progress (read-timeout) */
+    TQ_UPIDLE,    /* upstream: idle in the pool */
+    TQ_N,
+    TQ_NONE = TQ_N
+};
 
 /* A worker's cache of freed blocks of one size, linked through the blocks themselves,
  * at most a given number long. One thread only. */
@@ -50,114 +80,157 @@ static inline void freelist_drain(struct freelist *l)
     for (void *b; (b = freelist_get(l));) free(b);
 }
 
+/* An object to be freed by the worker after the current batch (see worker_reclaim_later). */
+struct reclaim {
+    struct reclaim *next;
+    void (*fn)(struct reclaim *);
+};
+
 struct tqueue {
     struct conn *head, *tail;
 };
 
 #define RBUF_SIZE (16 * 1024)
+/* Output above this pauses the producer (the source stops reading). */
+#define CONN_OUT_HIGH (256 * 1024)
+/* Largest single read a producer may add after the mark. */
+#define CONN_READ_MAX (256 * 1024)
+/* The hard cap: an append beyond it fails and the connection is closed (a bug guard;
+ * back-pressure keeps every queue below it). 4 KiB of slack for framing. */
+#define CONN_OUT_CAP (CONN_OUT_HIGH + CONN_READ_MAX + 4096)
+
+/* What the layer above a connection provides. */
+struct conn_ops {
+    /* The socket is ready (c->ev says how), or the connection was posted: make progress. */
+    void (*run)(struct conn *c);
+    /* The armed timeout of kind k passed (the connection is no longer in a queue). */
+    void (*timeout)(struct conn *c, enum tq_kind k);
+    /* Once, after conn_close, from the worker's top level: release links to other
+     * objects (abort the peer side). The socket is still open, the buffers still there. */
+    void (*closed)(struct conn *c);
+    /* Frees the containing object (reclaim). NULL: free(c). */
+    void (*destroy)(struct conn *c);
+};
 
 struct conn {
     struct worker *w;
-    int fd;
-    struct ssl_st *ssl; /* NULL on the plain HTTP listener */
+    const struct conn_ops *ops;
+    int fd;             /* -1 with the in-memory transport */
+    struct ssl_st *ssl; /* NULL: plain */
+    struct memio *mem;  /* in-memory transport (tests), else NULL */
     uint8_t state;      /* enum conn_state */
     uint8_t tq;         /* enum tq_kind */
-    uint8_t events;     /* EPOLLIN/EPOLLOUT currently asked for (registered when non-zero) */
-    unsigned want_read : 1;   /* the HTTP layer wants input now */
-    unsigned want_write : 1;  /* output blocked: wait for writable */
+    uint8_t events;     /* EPOLLIN/EPOLLOUT currently asked for */
+    uint8_t ev;         /* the events of the last readiness report (0 for a post) */
+    unsigned want_read : 1;        /* the layer wants input now */
+    unsigned want_write : 1;       /* output blocked: wait for writable */
     unsigned read_wants_write : 1; /* TLS read needs the socket writable */
-    unsigned close_after : 1; /* close once the output is flushed */
-    unsigned peer_eof : 1;    /* the client closed its side */
-    unsigned draining : 1;    /* server stopping: last request on this connection */
-    unsigned more_input : 1;  /* the last read filled the buffer: read again */
-    unsigned body_paused : 1; /* streaming route asked to stop reading the body */
-    unsigned in_run : 1;      /* http_conn_run is on the stack */
-    unsigned rerun : 1;       /* something changed while it was */
-    unsigned kick : 1;        /* run again at the next loop iteration (budget used up) */
-    struct conn *prev, *next;       /* worker's list of connections */
+    unsigned kick : 1;             /* run again at the next loop turn (budget used up) */
+    unsigned more_input : 1;       /* input may be waiting (readable, or a full last read) */
+    unsigned peer_eof : 1;         /* the peer closed its side */
+    unsigned posted : 1;           /* on the worker's posted list */
+    unsigned closed_done : 1;      /* ops->closed delivered */
+    struct conn *post_next;
     struct conn *tq_prev, *tq_next; /* timeout queue links */
-    uint64_t deadline;              /* loop ms */
+    uint64_t deadline;              /* worker ms */
     char *rbuf;                     /* RBUF_SIZE bytes, only while needed */
     uint32_t rpos, rlen;
     char *obuf; /* pending output */
     size_t opos, olen, ocap;
-    http_parser parser;
-    struct http_exchange *x; /* the request being read or answered */
-    uint64_t requests;       /* served on this connection */
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in4;
-        struct sockaddr_in6 in6;
-    } peer;
-};
-
-struct listener {
-    int fd;
-    int tls;
-    struct worker *w;
+    struct reclaim rc;
 };
 
 struct worker {
     uv_loop_t loop;
-    /* The worker's own epoll set: client connections, listeners and libuv's backend fd.
-     * The worker waits in it (one epoll_wait per turn) and runs libuv only when libuv has
-     * something to do (timers, wake-ups, thread-pool answers, upstream sockets). */
+    /* The worker's own epoll set: client and upstream connections, listeners and
+     * libuv's backend fd. The worker waits in it (one epoll_wait per turn) and runs
+     * libuv only when libuv has something to do (timers, wake-ups, thread-pool answers). */
     int epfd;
-    int finished; /* worker_finish() ran: leave once libuv is idle */
-    struct conn *graveyard; /* closed connections, freed once no event can refer to them */
-    uv_thread_t thread;
-    uv_async_t wakeup;
-    uv_timer_t tick;
-    struct listener listeners[2];
-    int nlisteners;
-    struct conn *conns;
-    unsigned nconns;
+    uint64_t now; /* ms, updated once per loop turn (set by hand in tests) */
+    struct conn *post_head, *post_tail;
+    struct reclaim *reclaim;
     struct tqueue tq[TQ_N];
     struct gw_snap *snap;
-    int stopping;
-    uint64_t stop_deadline;
-    uint64_t accept_paused_until;
     char date[64]; /* "Date: ...\r\n" */
     int64_t date_sec;
     struct freelist bufs; /* RBUF_SIZE buffers */
     struct freelist xs;   /* exchanges */
-    void *app; /* per-worker state of the routes (the proxy's pools) */
+    void *app;            /* per-worker state of the routes (the proxy's pools) */
+    /* Tests: makes the transport of a new upstream connection instead of a socket. */
+    struct memio *(*connect_hook)(struct worker *w, void *arg);
+    void *connect_arg;
+    /* client connections (http.c's list) */
+    void *clients;
+    unsigned nclients;
+    int stopping; /* graceful stop: answers end their connections, idle ones close */
+    /* server.c's own (listeners, stop deadline) */
+    void *srv;
 };
 
-/* server.c */
-void conn_update_poll(struct conn *c);
-void conn_close(struct conn *c);
-/* Ends the connection after the last answer: close_notify, then either close at once or,
- * when linger is set (the client may still be sending), send FIN and read and drop what
- * still comes for up to 2 s, so that unread request bytes cannot turn the close into a
- * reset that destroys the answer before the client has read it. */
-void conn_finish(struct conn *c, int linger);
-void conn_set_timeout(struct conn *c, enum tq_kind kind);
-unsigned conn_timeout_ms(const struct conn *c, enum tq_kind kind);
-void *worker_buf_get(struct worker *w);
-/* Gives the output buffer back (to the worker's free list when it is one of its
- * RBUF_SIZE buffers); c->obuf becomes NULL. */
-void conn_obuf_release(struct conn *c);
-void worker_buf_put(struct worker *w, void *buf);
-/* Reads into c->rbuf; >0 bytes read, 0 would block, -1 EOF, -2 error. */
-int conn_read(struct conn *c);
-/* Writes c->obuf; 0 flushed (or blocked: want_write set), -1 error. */
-int conn_flush(struct conn *c);
-/* Writes p straight to the socket (no copy) when nothing is queued before it: returns
- * the bytes written (fewer than n when the socket is full: want_write is then set and the
- * caller queues the rest, which OpenSSL accepts as the retry), or -1 on error. */
-ssize_t conn_write_direct(struct conn *c, const void *p, size_t n);
+/* ----- the worker ----- */
 
-/* http.c */
-void http_conn_init(struct conn *c);
-/* Parses and answers what is buffered, reads more while it may; called after every
- * event on an established connection. */
-void http_conn_run(struct conn *c);
-/* Connection timed out in queue kind. */
-void http_conn_timeout(struct conn *c, enum tq_kind kind);
-/* The connection is going away: release the exchange (aborting a streaming route). */
-void http_conn_release(struct conn *c);
-/* 1 when the connection is between requests (safe to close on shutdown). */
-int http_conn_idle(const struct conn *c);
+/* Prepares w (loop, epoll set, queues) without a thread or listeners: for server.c and
+ * for tests that drive connections by hand. snap is taken over (may be NULL). 0 / -1. */
+int worker_init(struct worker *w, struct gw_snap *snap);
+/* Frees what worker_init made (connections must be gone). */
+void worker_cleanup(struct worker *w);
+/* Delivers posted runs and close notifications, then frees the reclaim list, until both
+ * are empty. Called at the worker's top level only. */
+void worker_settle(struct worker *w);
+/* Fires the timeouts due at w->now. */
+void worker_expire(struct worker *w);
+/* Frees obj->fn(obj) at the next worker_settle. */
+void worker_reclaim_later(struct worker *w, struct reclaim *obj, void (*fn)(struct reclaim *));
+void *worker_buf_get(struct worker *w);
+void worker_buf_put(struct worker *w, void *buf);
+/* The "Date: ...\r\n" line of the current second. */
+void worker_update_date(struct worker *w);
+
+/* ----- connections ----- */
+
+/* Sets up c on w (fd may be -1 with mem set). Not yet in any list or queue. */
+void conn_init(struct conn *c, struct worker *w, const struct conn_ops *ops, int fd);
+/* Queues c->ops->run for the worker's top level (once, however often called). */
+void conn_post(struct conn *c);
+/* Marks c closed and posts it; see the lifetime rule above. Idempotent. */
+void conn_close(struct conn *c);
+/* Makes the epoll interest match the state and flags. */
+void conn_update_poll(struct conn *c);
+/* (Re)arms the single timeout of c: kind k in ms from now; TQ_NONE disarms. */
+void conn_set_timeout(struct conn *c, enum tq_kind k, unsigned ms);
+/* Drives the TLS handshake: 1 done, 0 waiting (read_wants_write tells which way), -1
+ * failed (the reason on OpenSSL's queue). */
+int conn_handshake(struct conn *c);
+/* Reads into c->rbuf (taken from the worker when NULL); >0 bytes read, 0 would block,
+ * -1 end of stream, -2 error. Sets more_input when more may be waiting. */
+int conn_read(struct conn *c);
+/* Reads up to room bytes into p: the same answers as conn_read. */
+int conn_read_into(struct conn *c, char *p, size_t room);
+/* 1 when the transport holds input that epoll cannot see (TLS read-ahead). */
+int conn_pending(const struct conn *c);
+/* Appends to the output queue; -1 when it would pass CONN_OUT_CAP or memory is short
+ * (the caller closes the connection). */
+int conn_out_put(struct conn *c, const void *p, size_t n);
+/* Bytes queued and not yet written. */
+static inline size_t conn_queued(const struct conn *c)
+{
+    return c->olen - c->opos;
+}
+/* Writes the queue: 0 flushed or blocked (want_write set), -1 error. keep_buf: keep an
+ * emptied buffer (more output follows soon). */
+int conn_flush(struct conn *c, int keep_buf);
+/* Writes p straight to the transport when nothing is queued before it: the bytes
+ * written (fewer than n when it is full: want_write is then set and the caller queues
+ * the rest), or -1 on error. */
+ssize_t conn_write_direct(struct conn *c, const void *p, size_t n);
+/* Gives the output buffer back. */
+void conn_obuf_release(struct conn *c);
+/* Sends close_notify (TLS; best effort, also from ops->closed). */
+void conn_close_notify(struct conn *c);
+/* Sends close_notify (TLS) and FIN; 0, or -1 when the socket is gone. */
+int conn_shutdown_write(struct conn *c);
+/* Reads and drops input (lingering close): 1 the peer has finished (EOF or error), 0
+ * not yet. */
+int conn_drain_input(struct conn *c);
 
 #endif

@@ -1,4 +1,4 @@
-/* http.c - HTTP/1.1 on a connection: parsing with http-parser, limits, pipelining,
+/* http.c - HTTP/1.1 on a client connection: parsing with http-parser, limits, pipelining,
  * keep-alive, timeouts, buffered and streaming answers (see http.h, conn.h). */
 #include "http.h"
 
@@ -17,6 +17,9 @@
 #include <string.h>
 #include <strings.h>
 #include <arpa/inet.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+#include <http_parser.h>
 
 #define HEADER_LIMIT (16 * 1024) /* request line + header block; more is 431 */
 #define MAX_HEADERS 128
@@ -24,12 +27,31 @@
 
 enum cb_kind { CB_NONE, CB_FIELD, CB_VALUE };
 
+#define LINGER_MS 2000
+
 struct span {
     uint32_t off, len;
 };
 
+/* A client connection: the core plus HTTP's state. */
+struct hconn {
+    struct conn c;
+    struct hconn *prev, *next; /* the worker's client list */
+    http_parser parser;
+    struct http_exchange *x; /* the request being read or answered */
+    uint64_t requests;       /* served on this connection */
+    unsigned close_after : 1; /* close once the output is flushed */
+    unsigned draining : 1;    /* server stopping: last request on this connection */
+    unsigned body_paused : 1; /* streaming route asked to stop reading the body */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+};
+
 struct http_exchange {
-    struct conn *c; /* NULL once the client is gone (orphan) */
+    struct hconn *h; /* NULL once the client is gone (orphan) */
     struct worker *w;
     struct http_request req;
     struct http_route route;
@@ -45,11 +67,13 @@ struct http_exchange {
     int fail_status;      /* set by a callback that stops the parser */
     unsigned headers_done : 1, complete : 1, dispatched : 1, done : 1, keep_alive : 1;
     unsigned streaming : 1, stream_chunked : 1, stream_nobody : 1, want_drain : 1;
+    unsigned released : 1;
     int status;
     uint64_t bytes_out;
     uint64_t start_ms;
     int64_t upstream_ms;
     char peer[48];
+    struct reclaim rc;
 };
 
 static http_router_fn router;
@@ -81,12 +105,12 @@ const char *http_header(const struct http_request *r, const char *name)
 
 const char *http_peer(struct http_exchange *x)
 {
-    if (!x->peer[0] && x->c) {
-        const struct conn *c = x->c;
-        if (c->peer.sa.sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, x->peer, sizeof x->peer);
+    if (!x->peer[0] && x->h) {
+        const struct hconn *h = x->h;
+        if (h->peer.sa.sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &h->peer.in6.sin6_addr, x->peer, sizeof x->peer);
         else { /* dotted quad without stdio: this runs for every proxied request */
-            const unsigned char *a = (const unsigned char *)&c->peer.in4.sin_addr;
+            const unsigned char *a = (const unsigned char *)&h->peer.in4.sin_addr;
             size_t n = 0;
             for (int i = 0; i < 4; i++) {
                 if (i) x->peer[n++] = '.';
@@ -101,11 +125,6 @@ const char *http_peer(struct http_exchange *x)
 void *http_loop(struct http_exchange *x)
 {
     return &x->w->loop;
-}
-
-void **http_worker_slot(struct http_exchange *x)
-{
-    return &x->w->app;
 }
 
 void http_set_upstream_ms(struct http_exchange *x, int64_t ms)
@@ -147,11 +166,21 @@ const char *http_reason(int status)
     }
 }
 
+struct worker *http_worker(struct http_exchange *x)
+{
+    return x->w;
+}
+
+int http_gone(const struct http_exchange *x)
+{
+    return !x->h || x->h->c.state != CS_ACTIVE;
+}
+
 /* ----- exchanges ----- */
 
-static struct http_exchange *x_new(struct conn *c)
+static struct http_exchange *x_new(struct hconn *h)
 {
-    struct worker *w = c->w;
+    struct worker *w = h->c.w;
     struct http_exchange *x = freelist_get(&w->xs);
     if (!x && !(x = malloc(sizeof *x))) return NULL;
     /* only the head of the struct needs clearing; the arrays are filled as used */
@@ -163,14 +192,15 @@ static struct http_exchange *x_new(struct conn *c)
     x->fail_status = 0;
     x->headers_done = x->complete = x->dispatched = x->done = x->keep_alive = 0;
     x->streaming = x->stream_chunked = x->stream_nobody = x->want_drain = 0;
+    x->released = 0;
     x->status = 0;
     x->bytes_out = 0;
     x->upstream_ms = -1;
     x->peer[0] = 0;
-    x->c = c;
+    x->h = h;
     x->w = w;
     x->arena = worker_buf_get(w);
-    x->start_ms = uv_now(&w->loop);
+    x->start_ms = w->now;
     x->req.content_length = -1;
     if (!x->arena) {
         free(x);
@@ -179,8 +209,9 @@ static struct http_exchange *x_new(struct conn *c)
     return x;
 }
 
-static void x_free(struct http_exchange *x)
+static void x_reclaim(struct reclaim *rc)
 {
+    struct http_exchange *x = (struct http_exchange *)((char *)rc - offsetof(struct http_exchange, rc));
     struct worker *w = x->w;
     if (x->route.on_free && x->route.ctx) x->route.on_free(x->route.ctx);
     x->route.on_free = NULL;
@@ -189,39 +220,24 @@ static void x_free(struct http_exchange *x)
     if (!freelist_put(&w->xs, x, MAX_FREE_XS)) free(x);
 }
 
-/* ----- output ----- */
-
-static int out_reserve(struct conn *c, size_t n)
+/* The exchange is over for everyone: freed after the current batch. */
+static void x_release(struct http_exchange *x)
 {
-    if (c->olen + n <= c->ocap) return 0;
-    if (c->opos > 0 && c->opos == c->olen) c->opos = c->olen = 0;
-    if (c->olen + n <= c->ocap) return 0;
-    if (!c->obuf && n <= RBUF_SIZE) { /* the common case: one of the worker's buffers */
-        c->obuf = worker_buf_get(c->w);
-        if (!c->obuf) return -1;
-        c->ocap = RBUF_SIZE;
-        return 0;
-    }
-    size_t cap = c->ocap ? c->ocap : RBUF_SIZE;
-    while (cap < c->olen + n) cap *= 2;
-    char *p = malloc(cap);
-    if (!p) return -1;
-    if (c->olen) memcpy(p, c->obuf, c->olen);
-    conn_obuf_release(c);
-    c->obuf = p;
-    c->ocap = cap;
-    return 0;
+    if (x->released) return;
+    x->released = 1;
+    x->h = NULL;
+    worker_reclaim_later(x->w, &x->rc, x_reclaim);
 }
 
-static void out_put(struct conn *c, const void *p, size_t n)
+/* ----- output ----- */
+
+static void out_put(struct hconn *h, const void *p, size_t n)
 {
-    if (n == 0 || out_reserve(c, n) != 0) return;
-    memcpy(c->obuf + c->olen, p, n);
-    c->olen += n;
+    if (conn_out_put(&h->c, p, n) != 0) conn_close(&h->c);
 }
 
 /* prefix, v in base 10 or 16, suffix: one line such as "Content-Length: 7\r\n" */
-static void out_num(struct conn *c, const char *prefix, unsigned long long v, unsigned base,
+static void out_num(struct hconn *h, const char *prefix, unsigned long long v, unsigned base,
                     const char *suffix)
 {
     char line[64];
@@ -229,72 +245,73 @@ static void out_num(struct conn *c, const char *prefix, unsigned long long v, un
     strfmt_str(&f, prefix);
     strfmt_num(&f, v, base);
     strfmt_str(&f, suffix);
-    out_put(c, line, f.len);
+    out_put(h, line, f.len);
 }
 
 /* Status line and the headers every answer carries (Date and Server only on our own
  * answers, not on relayed ones). */
-static void out_head(struct conn *c, struct http_exchange *x, int status, const char *reason,
+static void out_head(struct hconn *h, struct http_exchange *x, int status, const char *reason,
                      int close, int own)
 {
-    out_num(c, "HTTP/1.1 ", (unsigned)status, 10, " ");
+    struct worker *w = h->c.w;
+    out_num(h, "HTTP/1.1 ", (unsigned)status, 10, " ");
     const char *r = reason && *reason ? reason : http_reason(status);
-    out_put(c, r, strlen(r));
-    out_put(c, "\r\n", 2);
+    out_put(h, r, strlen(r));
+    out_put(h, "\r\n", 2);
     if (own) {
-        out_put(c, c->w->date, strlen(c->w->date));
-        out_put(c, "Server: certgate\r\n", 18);
-        if (c->ssl && c->w->snap->session_reused_header)
-            out_put(c, tls_conn_resumed(c->ssl) ? "X-Session-Reused: 1\r\n" : "X-Session-Reused: 0\r\n", 21);
+        out_put(h, w->date, strlen(w->date));
+        out_put(h, "Server: certgate\r\n", 18);
+        if (h->c.ssl && w->snap->session_reused_header)
+            out_put(h, tls_conn_resumed(h->c.ssl) ? "X-Session-Reused: 1\r\n" : "X-Session-Reused: 0\r\n", 21);
     }
     if (close)
-        out_put(c, "Connection: close\r\n", 19);
+        out_put(h, "Connection: close\r\n", 19);
     else if (x->req.http_minor == 0)
-        out_put(c, "Connection: keep-alive\r\n", 24);
+        out_put(h, "Connection: keep-alive\r\n", 24);
 }
 
 /* Whether the connection ends after this answer. */
 static int answer_closes(struct http_exchange *x)
 {
-    struct conn *c = x->c;
+    struct hconn *h = x->h;
     /* a request without a body is whole once its headers are in; an answer given before
      * a body was read ends the connection (the body is not read) */
     int whole = x->complete || (x->headers_done && !x->req.chunked && x->req.content_length <= 0);
-    return !x->keep_alive || !whole || c->draining || c->peer_eof;
+    return !x->keep_alive || !whole || h->draining || h->c.peer_eof;
 }
 
+/* The answer is complete: the connection picks that up in its next run. */
 static void x_mark_done(struct http_exchange *x)
 {
     x->done = 1;
-    struct conn *c = x->c;
-    if (c && !c->in_run) http_conn_run(c);
+    if (x->h) conn_post(&x->h->c);
 }
 
 void http_respond(struct http_exchange *x, int status, const char *ctype, const char *extra,
                   const void *body, size_t len)
 {
     if (x->done || x->streaming) return;
-    struct conn *c = x->c;
+    struct hconn *h = x->h;
     x->status = status;
-    if (!c) { /* the client went away while we worked */
+    if (!h) { /* the client went away while we worked */
         x->done = 1;
-        x_free(x);
+        x_release(x);
         return;
     }
     int close = answer_closes(x);
-    if (close) c->close_after = 1;
-    size_t start = c->olen;
-    out_head(c, x, status, NULL, close, 1);
+    if (close) h->close_after = 1;
+    size_t start = h->c.olen;
+    out_head(h, x, status, NULL, close, 1);
     if (ctype) {
-        out_put(c, "Content-Type: ", 14);
-        out_put(c, ctype, strlen(ctype));
-        out_put(c, "\r\n", 2);
+        out_put(h, "Content-Type: ", 14);
+        out_put(h, ctype, strlen(ctype));
+        out_put(h, "\r\n", 2);
     }
-    out_num(c, "Content-Length: ", len, 10, "\r\n");
-    if (extra) out_put(c, extra, strlen(extra));
-    out_put(c, "\r\n", 2);
-    if (!x->req.head) out_put(c, body, len);
-    x->bytes_out = c->olen - start;
+    out_num(h, "Content-Length: ", len, 10, "\r\n");
+    if (extra) out_put(h, extra, strlen(extra));
+    out_put(h, "\r\n", 2);
+    if (!x->req.head) out_put(h, body, len);
+    x->bytes_out = h->c.olen - start;
     x_mark_done(x);
 }
 
@@ -314,8 +331,8 @@ void http_respond_text(struct http_exchange *x, int status, const char *fmt, ...
 void http_stream_begin(struct http_exchange *x, int status, const char *reason, const char *head,
                        int64_t content_length)
 {
-    struct conn *c = x->c;
-    if (!c || x->streaming || x->done) return;
+    struct hconn *h = x->h;
+    if (!h || x->streaming || x->done) return;
     x->streaming = 1;
     x->status = status;
     int nobody = x->req.head || status == 204 || status == 304 || status < 200;
@@ -327,47 +344,50 @@ void http_stream_begin(struct http_exchange *x, int status, const char *reason, 
             close = 1; /* HTTP/1.0: the end of the body is the end of the connection */
     }
     x->stream_nobody = (unsigned)nobody;
-    if (close) c->close_after = 1;
-    size_t start = c->olen;
-    out_head(c, x, status, reason, close, 0);
-    if (head) out_put(c, head, strlen(head));
+    if (close) h->close_after = 1;
+    size_t start = h->c.olen;
+    out_head(h, x, status, reason, close, 0);
+    if (head) out_put(h, head, strlen(head));
     if (content_length >= 0 && status >= 200)
-        out_num(c, "Content-Length: ", (unsigned long long)content_length, 10, "\r\n");
-    if (x->stream_chunked) out_put(c, "Transfer-Encoding: chunked\r\n", 28);
-    out_put(c, "\r\n", 2);
-    x->bytes_out += c->olen - start;
+        out_num(h, "Content-Length: ", (unsigned long long)content_length, 10, "\r\n");
+    if (x->stream_chunked) out_put(h, "Transfer-Encoding: chunked\r\n", 28);
+    out_put(h, "\r\n", 2);
+    x->bytes_out += h->c.olen - start;
+    /* the head goes out with the first piece of body (one packet, as the upstream sent
+     * it), or now when there is none */
+    if (nobody || content_length == 0) conn_post(&h->c);
 }
 
 size_t http_stream_write(struct http_exchange *x, const void *p, size_t n)
 {
-    struct conn *c = x->c;
-    if (!c) return 0;
-    if (n && !x->stream_nobody && !x->stream_chunked && c->opos == c->olen && !c->want_write) {
+    struct hconn *h = x->h;
+    if (!h || h->c.state != CS_ACTIVE) return 0;
+    struct conn *c = &h->c;
+    if (n && !x->stream_nobody && !x->stream_chunked && conn_queued(c) == 0 && !c->want_write) {
         /* nothing queued: straight from the caller's buffer to the socket, no copy */
         ssize_t w = conn_write_direct(c, p, n);
         if (w < 0) {
             conn_close(c);
             return 0;
         }
-        if ((size_t)w < n) out_put(c, (const char *)p + w, n - (size_t)w);
+        if ((size_t)w < n) out_put(h, (const char *)p + w, n - (size_t)w);
         x->bytes_out += n;
-        if (c->want_write && (w > 0 || c->tq != TQ_WRITE)) conn_set_timeout(c, TQ_WRITE);
-        if (!c->in_run) conn_update_poll(c);
+        if (c->want_write && (w > 0 || c->tq != TQ_WRITE))
+            conn_set_timeout(c, TQ_WRITE, c->w->snap->body_timeout_ms);
+        if (c->want_write) conn_post(c); /* its run asks for writable */
     } else if (n && !x->stream_nobody) {
-        size_t start = c->olen;
-        if (x->stream_chunked) out_num(c, "", n, 16, "\r\n");
-        out_put(c, p, n);
-        if (x->stream_chunked) out_put(c, "\r\n", 2);
-        x->bytes_out += c->olen - start;
-        if (!c->in_run) {
-            if (conn_flush(c) < 0) {
-                conn_close(c);
-                return 0;
-            }
-            conn_update_poll(c);
+        size_t start = c->olen - c->opos;
+        if (x->stream_chunked) out_num(h, "", n, 16, "\r\n");
+        out_put(h, p, n);
+        if (x->stream_chunked) out_put(h, "\r\n", 2);
+        x->bytes_out += c->olen - c->opos - start;
+        if (conn_flush(c, 1) < 0) {
+            conn_close(c);
+            return 0;
         }
+        if (conn_queued(c)) conn_post(c);
     }
-    size_t queued = c->olen - c->opos;
+    size_t queued = conn_queued(c);
     /* from the latest state: a flush in between may have emptied the buffer, and then no
      * drain event would ever come to undo a stale "wait" */
     x->want_drain = queued >= HTTP_OUT_HIGH;
@@ -376,59 +396,59 @@ size_t http_stream_write(struct http_exchange *x, const void *p, size_t n)
 
 void http_stream_end(struct http_exchange *x)
 {
-    struct conn *c = x->c;
-    if (!c || !x->streaming || x->done) return;
+    struct hconn *h = x->h;
+    if (!h || !x->streaming || x->done) return;
     if (x->stream_chunked && !x->stream_nobody) {
-        out_put(c, "0\r\n\r\n", 5);
+        out_put(h, "0\r\n\r\n", 5);
         x->bytes_out += 5;
     }
-    if (!x->complete) c->close_after = 1; /* the rest of the request body is not read */
+    if (!x->complete) h->close_after = 1; /* the rest of the request body is not read */
     x_mark_done(x);
 }
 
 void http_pause_body(struct http_exchange *x)
 {
-    struct conn *c = x->c;
-    if (!c || c->body_paused) return;
-    c->body_paused = 1;
-    http_parser_pause(&c->parser, 1);
+    struct hconn *h = x->h;
+    if (!h || h->body_paused) return;
+    h->body_paused = 1;
+    http_parser_pause(&h->parser, 1);
 }
 
 void http_resume_body(struct http_exchange *x)
 {
-    struct conn *c = x->c;
-    if (!c || !c->body_paused) return;
-    c->body_paused = 0;
-    if (!x->complete) http_parser_pause(&c->parser, 0);
-    if (!c->in_run) http_conn_run(c);
+    struct hconn *h = x->h;
+    if (!h || !h->body_paused) return;
+    h->body_paused = 0;
+    if (!x->complete) http_parser_pause(&h->parser, 0);
+    conn_post(&h->c);
 }
 
 void http_abort(struct http_exchange *x)
 {
-    struct conn *c = x->c;
+    struct hconn *h = x->h;
     x->route.on_abort = NULL; /* the route asked for it; do not call it back */
-    if (c) conn_close(c);
+    if (h) conn_close(&h->c);
 }
 
 /* An answer produced by the HTTP layer itself (errors), when no route answers. */
-static void answer_error(struct conn *c, int status, const char *msg)
+static void answer_error(struct hconn *h, int status, const char *msg)
 {
-    struct http_exchange *x = c->x;
+    struct http_exchange *x = h->x;
     if (!x) {
-        x = c->x = x_new(c);
+        x = h->x = x_new(h);
         if (!x) {
-            conn_close(c);
+            conn_close(&h->c);
             return;
         }
     }
     if (x->streaming || x->done) { /* too late for an answer */
-        c->close_after = 1;
+        h->close_after = 1;
         x->done = 1;
         return;
     }
     x->keep_alive = 0;
     http_respond_text(x, status, "%s", msg);
-    c->close_after = 1;
+    h->close_after = 1;
 }
 
 /* ----- parser callbacks ----- */
@@ -451,23 +471,23 @@ static void arena_end_item(struct http_exchange *x)
 
 static int on_message_begin(http_parser *p)
 {
-    struct conn *c = p->data;
-    if (!c->x) c->x = x_new(c);
-    if (!c->x) return -1;
-    c->x->url.off = 0;
+    struct hconn *h = p->data;
+    if (!h->x) h->x = x_new(h);
+    if (!h->x) return -1;
+    h->x->url.off = 0;
     return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t n)
 {
-    struct http_exchange *x = ((struct conn *)p->data)->x;
+    struct http_exchange *x = ((struct hconn *)p->data)->x;
     x->url.len += (uint32_t)n;
     return arena_add(x, at, n);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
-    struct http_exchange *x = ((struct conn *)p->data)->x;
+    struct http_exchange *x = ((struct hconn *)p->data)->x;
     if (x->last_cb != CB_FIELD) {
         if (x->nh == MAX_HEADERS) {
             x->fail_status = 431;
@@ -489,7 +509,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
-    struct http_exchange *x = ((struct conn *)p->data)->x;
+    struct http_exchange *x = ((struct hconn *)p->data)->x;
     if (x->last_cb != CB_VALUE) {
         if (x->alen + 1 > RBUF_SIZE) {
             x->fail_status = 431;
@@ -503,7 +523,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     return arena_add(x, at, n);
 }
 
-static void build_request(struct conn *c, struct http_exchange *x, http_parser *p)
+static void build_request(struct hconn *h, struct http_exchange *x, http_parser *p)
 {
     struct http_request *r = &x->req;
     if (x->nh && x->last_cb == CB_FIELD) { /* a field without value */
@@ -525,7 +545,7 @@ static void build_request(struct conn *c, struct http_exchange *x, http_parser *
     r->http_major = p->http_major;
     r->http_minor = p->http_minor;
     r->head = p->method == HTTP_HEAD;
-    r->tls = c->ssl != NULL;
+    r->tls = h->c.ssl != NULL;
     r->chunked = (p->flags & F_CHUNKED) != 0;
     r->content_length = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
     const char *exp = http_header(r, "Expect");
@@ -553,20 +573,21 @@ static void build_request(struct conn *c, struct http_exchange *x, http_parser *
 
 static int on_headers_complete(http_parser *p)
 {
-    struct conn *c = p->data;
-    struct http_exchange *x = c->x;
+    struct hconn *h = p->data;
+    struct worker *w = h->c.w;
+    struct http_exchange *x = h->x;
     if (p->http_major != 1 || p->http_minor > 1) { /* http-parser takes any digit pair */
         x->fail_status = 505;
         return -1;
     }
-    build_request(c, x, p);
+    build_request(h, x, p);
     x->headers_done = 1;
     x->keep_alive = http_should_keep_alive(p) != 0;
     memset(&x->route, 0, sizeof x->route);
     /* a reload applies from the next request on, also on connections already open (one
      * atomic load when nothing changed) */
-    gw_snap_refresh(&c->w->snap);
-    router(&x->req, c->w->snap, &x->route);
+    gw_snap_refresh(&w->snap);
+    router(&x->req, w->snap, &x->route);
     int has_body = x->req.chunked || x->req.content_length > 0;
     if (x->route.handle) {
         if (x->route.on_headers) {
@@ -583,14 +604,14 @@ static int on_headers_complete(http_parser *p)
         if (x->done) return has_body ? -1 : 0; /* answered at once (e.g. 502) */
     }
     if (has_body && x->req.expect_continue && p->http_minor >= 1 && !x->done)
-        out_put(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        out_put(h, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n)
 {
-    struct conn *c = p->data;
-    struct http_exchange *x = c->x;
+    struct hconn *h = p->data;
+    struct http_exchange *x = h->x;
     if (!x->route.handle) {
         if (x->route.on_body && !x->done) x->route.on_body(x, at, n);
         return 0;
@@ -618,8 +639,8 @@ static int on_body(http_parser *p, const char *at, size_t n)
 
 static int on_message_complete(http_parser *p)
 {
-    struct conn *c = p->data;
-    struct http_exchange *x = c->x;
+    struct hconn *h = p->data;
+    struct http_exchange *x = h->x;
     x->complete = 1;
     x->keep_alive = http_should_keep_alive(p) != 0;
     http_parser_pause(p, 1); /* one request at a time; the rest waits in the buffer */
@@ -638,13 +659,7 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
-void http_conn_init(struct conn *c)
-{
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
-}
-
-static void dispatch(struct conn *c, struct http_exchange *x)
+static void dispatch(struct http_exchange *x)
 {
     x->dispatched = 1;
     if (x->done) return; /* answered when its headers came */
@@ -653,26 +668,27 @@ static void dispatch(struct conn *c, struct http_exchange *x)
         x->req.body = x->body ? x->body : "";
         x->req.body_len = x->blen;
         x->route.handle(x);
-    } else if (x->route.on_end && !x->done) {
+    } else if (x->route.on_end) {
         x->route.on_end(x);
     }
 }
 
-static void parse_input(struct conn *c)
+static void parse_input(struct hconn *h)
 {
-    http_parser *p = &c->parser;
+    struct conn *c = &h->c;
+    http_parser *p = &h->parser;
     size_t avail = c->rlen - c->rpos;
     size_t n = http_parser_execute(p, &settings, c->rbuf + c->rpos, avail);
     c->rpos += (uint32_t)n;
     enum http_errno e = HTTP_PARSER_ERRNO(p);
-    struct http_exchange *x = c->x;
+    struct http_exchange *x = h->x;
     if (e == HPE_PAUSED) {
-        if (x && x->complete && !x->dispatched) dispatch(c, x);
+        if (x && x->complete && !x->dispatched) dispatch(x);
         return;
     }
     if (e == HPE_OK) return;
     if (x && x->done) { /* a streaming route answered early and stopped the parser */
-        c->close_after = 1;
+        h->close_after = 1;
         return;
     }
     int status = x && x->fail_status ? x->fail_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
@@ -698,48 +714,95 @@ static void parse_input(struct conn *c)
         msg = buf;
     }
     log_debug("closing connection after %d: %s", status, msg);
-    answer_error(c, status, msg);
+    answer_error(h, status, msg);
 }
 
-static void x_log(struct conn *c, struct http_exchange *x, int status)
+static void x_log(struct http_exchange *x, int status)
 {
     if (accesslog_enabled())
         accesslog_request_up(http_peer(x), x->req.method_name, x->req.target, status,
-                             x->bytes_out, uv_now(&c->w->loop) - x->start_ms, x->upstream_ms);
+                             x->bytes_out, x->w->now - x->start_ms, x->upstream_ms);
 }
 
 /* The exchange is answered: release it, then either continue with the next request or
  * let the connection end. */
-static void finish_exchange(struct conn *c)
+static void finish_exchange(struct hconn *h)
 {
-    struct http_exchange *x = c->x;
-    x_log(c, x, x->status);
-    c->x = NULL;
-    c->requests++;
-    if (!x->complete || !x->keep_alive) c->close_after = 1;
-    x_free(x);
-    if (!c->close_after && !c->body_paused) http_parser_pause(&c->parser, 0);
+    struct http_exchange *x = h->x;
+    x_log(x, x->status);
+    h->x = NULL;
+    h->requests++;
+    if (!x->complete || !x->keep_alive) h->close_after = 1;
+    x_release(x);
+    if (!h->close_after && !h->body_paused) http_parser_pause(&h->parser, 0);
 }
 
-static int needs_linger(const struct conn *c)
+static int needs_linger(const struct hconn *h)
 {
-    return c->rpos < c->rlen || c->more_input || (c->x && !c->x->complete);
+    const struct conn *c = &h->c;
+    return c->rpos < c->rlen || c->more_input || (h->x && !h->x->complete);
 }
 
-static enum tq_kind wanted_timeout(const struct conn *c)
+static unsigned timeout_ms(const struct worker *w, enum tq_kind kind)
 {
-    const struct http_exchange *x = c->x;
-    if (c->want_write) return TQ_WRITE;
-    if (!x) return c->requests == 0 ? TQ_HEADER : TQ_KEEPALIVE;
+    const struct gw_snap *s = w->snap;
+    switch (kind) {
+    case TQ_HEADER:
+        return s->header_timeout_ms;
+    case TQ_KEEPALIVE:
+        return s->keepalive_timeout_ms;
+    case TQ_BODY:
+    case TQ_WRITE:
+        return s->body_timeout_ms;
+    case TQ_LINGER:
+        return LINGER_MS;
+    default:
+        return 0;
+    }
+}
+
+static void arm(struct hconn *h, enum tq_kind kind)
+{
+    conn_set_timeout(&h->c, kind, timeout_ms(h->c.w, kind));
+}
+
+static enum tq_kind wanted_timeout(const struct hconn *h)
+{
+    const struct http_exchange *x = h->x;
+    if (h->c.want_write) return TQ_WRITE;
+    if (!x) return h->requests == 0 ? TQ_HEADER : TQ_KEEPALIVE;
     if (!x->headers_done) return TQ_HEADER;
-    if (!x->complete) return c->body_paused ? TQ_NONE : TQ_BODY;
+    if (!x->complete) return h->body_paused ? TQ_NONE : TQ_BODY;
     return TQ_NONE;
 }
 
-static void on_peer_eof(struct conn *c)
+/* Ends the connection after the last answer: close_notify, then either close at once or,
+ * when linger is set (the client may still be sending), send FIN and read and drop what
+ * still comes for up to LINGER_MS, so that unread request bytes cannot turn the close
+ * into a reset that destroys the answer before the client has read it. */
+static void finish_conn(struct hconn *h, int linger)
 {
+    struct conn *c = &h->c;
+    if (!linger || c->peer_eof) {
+        conn_close_notify(c);
+        conn_close(c);
+        return;
+    }
+    if (conn_shutdown_write(c) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->state = CS_LINGER;
+    c->want_write = c->read_wants_write = c->kick = 0;
+    arm(h, TQ_LINGER);
+    conn_update_poll(c);
+}
+
+static void on_peer_eof(struct hconn *h)
+{
+    struct conn *c = &h->c;
     c->peer_eof = 1;
-    struct http_exchange *x = c->x;
+    struct http_exchange *x = h->x;
     if (!x) {
         if (c->rpos == c->rlen) conn_close(c);
         return;
@@ -748,74 +811,67 @@ static void on_peer_eof(struct conn *c)
         conn_close(c); /* aborts a streaming route */
         return;
     }
-    c->close_after = 1; /* answer what was asked, then close */
+    h->close_after = 1; /* answer what was asked, then close */
 }
 
 /* Runs the connection until it waits for something; returns 1 when it stopped only
  * because its budget of rounds was used up (work may be left: buffered input to parse,
  * output to write). */
-static int run_once(struct conn *c)
+static int run_once(struct hconn *h)
 {
-    struct worker *w = c->w;
+    struct conn *c = &h->c;
     for (int rounds = 0; rounds < 256; rounds++) {
-        if (c->x && c->x->done) finish_exchange(c);
+        if (h->x && h->x->done) finish_exchange(h);
         if (c->state != CS_ACTIVE) return 0;
-        struct http_exchange *x = c->x;
+        struct http_exchange *x = h->x;
         /* 1. parse what is buffered, unless a request waits for its answer */
-        int parse_ok = !c->close_after && !c->body_paused && !(x && x->complete);
+        int parse_ok = !h->close_after && !h->body_paused && !(x && x->complete);
         if (parse_ok && c->rpos < c->rlen) {
-            parse_input(c);
+            parse_input(h);
             if (c->state != CS_ACTIVE) return 0;
             if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
             continue;
         }
         /* 2. write what is queued */
-        if (c->olen > c->opos) {
-            size_t before = c->olen - c->opos;
-            if (conn_flush(c) < 0) {
+        if (conn_queued(c)) {
+            size_t before = conn_queued(c);
+            if (conn_flush(c, h->x != NULL) < 0) {
                 conn_close(c);
                 return 0;
             }
-            x = c->x;
-            if (x && x->want_drain && c->olen - c->opos < HTTP_OUT_HIGH / 2 &&
-                before != c->olen - c->opos) {
+            size_t after = conn_queued(c);
+            if (after < before && c->tq == TQ_WRITE) arm(h, TQ_WRITE); /* progress */
+            x = h->x;
+            if (x && x->want_drain && after < HTTP_OUT_HIGH / 2 && before != after) {
                 x->want_drain = 0;
-                if (x->route.on_drain) x->route.on_drain(x);
+                if (x->route.on_drain) x->route.on_drain(x); /* posts the producer */
                 continue;
             }
         }
-        if (c->close_after) {
-            if (c->olen == c->opos && (!c->x || c->x->done)) {
-                if (c->x) finish_exchange(c);
-                conn_finish(c, needs_linger(c));
+        if (h->close_after) {
+            if (!conn_queued(c) && (!h->x || h->x->done)) {
+                if (h->x) finish_exchange(h);
+                finish_conn(h, needs_linger(h));
             }
             return 0;
         }
-        if (c->olen - c->opos >= HTTP_OUT_HIGH) return 0; /* wait for the client to read */
+        if (conn_queued(c) >= HTTP_OUT_HIGH) return 0; /* wait for the client to read */
         /* 3. read more */
-        if (!c->more_input || c->peer_eof || c->body_paused) return 0;
-        if (!c->rbuf) {
-            c->rbuf = worker_buf_get(w);
-            c->rpos = c->rlen = 0;
-            if (!c->rbuf) {
-                conn_close(c);
-                return 0;
-            }
-        }
-        if (c->rpos > 0 && c->rlen == RBUF_SIZE) {
+        if (!c->more_input || c->peer_eof || h->body_paused) return 0;
+        if (c->rbuf && c->rpos > 0 && c->rlen == RBUF_SIZE) {
             memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
             c->rlen -= c->rpos;
             c->rpos = 0;
         }
-        if (c->rlen == RBUF_SIZE) return 0; /* full: wait until a request is answered */
+        if (c->rbuf && c->rlen == RBUF_SIZE) return 0; /* full: wait until a request is answered */
         int r = conn_read(c);
         if (r > 0) {
-            if (c->x && c->x->headers_done && !c->x->complete) conn_set_timeout(c, TQ_BODY);
+            if (h->x && h->x->headers_done && !h->x->complete) arm(h, TQ_BODY);
             continue;
         }
         if (r == 0) return 0;
         if (r == -1) {
-            on_peer_eof(c);
+            on_peer_eof(h);
             if (c->state != CS_ACTIVE) return 0;
             continue;
         }
@@ -825,21 +881,12 @@ static int run_once(struct conn *c)
     return 1;
 }
 
-void http_conn_run(struct conn *c)
+static void http_conn_run(struct hconn *h)
 {
-    if (c->in_run) {
-        c->rerun = 1;
-        return;
-    }
-    c->in_run = 1;
-    uint64_t served = c->requests;
+    struct conn *c = &h->c;
+    uint64_t served = h->requests;
     c->kick = 0;
-    int more;
-    do {
-        c->rerun = 0;
-        more = run_once(c);
-    } while (c->rerun && c->state == CS_ACTIVE);
-    c->in_run = 0;
+    int more = run_once(h);
     if (c->state != CS_ACTIVE) return;
     /* run_once gives up after a number of rounds so that one busy connection does not
      * starve the others; what it left (a full input buffer to parse, output not yet
@@ -847,58 +894,159 @@ void http_conn_run(struct conn *c)
      * at the next loop iteration, to carry on */
     if (more) c->kick = 1;
     /* idle: give the read buffer back */
-    if (c->rbuf && c->rpos == c->rlen && !c->x) {
+    if (c->rbuf && c->rpos == c->rlen && !h->x) {
         worker_buf_put(c->w, c->rbuf);
         c->rbuf = NULL;
         c->rpos = c->rlen = 0;
     }
-    c->want_read = !c->peer_eof && !c->close_after && !c->body_paused &&
+    c->want_read = !c->peer_eof && !h->close_after && !h->body_paused &&
                    (!c->rbuf || c->rlen < RBUF_SIZE || c->rpos > 0);
-    enum tq_kind k = wanted_timeout(c);
+    enum tq_kind k = wanted_timeout(h);
     /* the keep-alive clock restarts after every answered request */
-    if (k != c->tq || (k == TQ_KEEPALIVE && served != c->requests)) conn_set_timeout(c, k);
+    if (k != c->tq || (k == TQ_KEEPALIVE && served != h->requests)) arm(h, k);
     conn_update_poll(c);
 }
 
-void http_conn_timeout(struct conn *c, enum tq_kind kind)
+static void h_run(struct conn *c)
 {
-    struct http_exchange *x = c->x;
-    if ((kind == TQ_HEADER || kind == TQ_BODY) && x && !x->dispatched && !x->done &&
-        !x->streaming && (x->url.len || x->headers_done)) {
+    struct hconn *h = (struct hconn *)c;
+    switch (c->state) {
+    case CS_HANDSHAKE: {
+        int r = conn_handshake(c);
+        if (r < 0) {
+            char why[160];
+            tls_last_error(why, sizeof why);
+            log_debug("TLS handshake failed: %s", why);
+            conn_close(c);
+            return;
+        }
+        if (r == 0) {
+            conn_update_poll(c);
+            return;
+        }
+        c->state = CS_ACTIVE;
+        /* read-ahead may hold the first request already; else epoll will tell */
+        c->more_input = conn_pending(c);
+        http_conn_run(h);
+        return;
+    }
+    case CS_ACTIVE:
+        if ((c->ev & EPOLLIN) || (c->read_wants_write && (c->ev & EPOLLOUT))) c->more_input = 1;
+        http_conn_run(h);
+        return;
+    case CS_LINGER:
+        if (conn_drain_input(c)) conn_close(c);
+        return;
+    default:
+        return;
+    }
+}
+
+static void h_timeout(struct conn *c, enum tq_kind kind)
+{
+    struct hconn *h = (struct hconn *)c;
+    struct http_exchange *x = h->x;
+    if (c->state == CS_ACTIVE && (kind == TQ_HEADER || kind == TQ_BODY) && x && !x->dispatched &&
+        !x->done && !x->streaming && (x->url.len || x->headers_done)) {
         log_debug("client too slow (%s); answering 408", kind == TQ_HEADER ? "header" : "body");
-        answer_error(c, 408, "request timed out: the client was too slow sending it");
-        http_conn_run(c);
-        if (c->state == CS_ACTIVE && c->tq == TQ_NONE) conn_set_timeout(c, TQ_WRITE);
+        answer_error(h, 408, "request timed out: the client was too slow sending it");
+        arm(h, TQ_WRITE); /* bounds the answer's delivery too */
+        conn_post(c);
         return;
     }
     conn_close(c);
 }
 
-void http_conn_release(struct conn *c)
+/* The connection is gone: the exchange ends (aborting a streaming route, orphaning a
+ * buffered one whose handler still works). */
+static void h_closed(struct conn *c)
 {
-    struct http_exchange *x = c->x;
-    if (!x) return;
-    c->x = NULL;
-    /* a request that ends unanswered (or half answered) still gets its access log line:
-     * the status sent, or 499 (client closed request) when none was */
-    int unfinished = x->headers_done && !x->done;
-    if (unfinished) http_peer(x); /* while the connection is still known */
-    if (x->dispatched && !x->done && x->route.handle) {
-        x_log(c, x, x->status ? x->status : 499);
-        x->c = NULL; /* the handler will answer into the void, which frees it */
-        return;
+    struct hconn *h = (struct hconn *)c;
+    struct worker *w = c->w;
+    struct http_exchange *x = h->x;
+    h->x = NULL;
+    if (x) {
+        /* a request that ends unanswered (or half answered) still gets its access log
+         * line: the status sent, or 499 (client closed request) when none was */
+        int unfinished = x->headers_done && !x->done;
+        if (unfinished) http_peer(x); /* while the connection is still known */
+        if (x->dispatched && !x->done && x->route.handle) {
+            x_log(x, x->status ? x->status : 499);
+            x->h = NULL; /* the handler will answer into the void, which releases it */
+        } else {
+            if (!x->done && x->route.on_abort) {
+                void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
+                x->route.on_abort = NULL;
+                x->h = NULL;
+                abort_cb(x); /* may record the upstream's time */
+            }
+            if (unfinished) x_log(x, x->status ? x->status : 499);
+            x_release(x);
+        }
     }
-    if (!x->done && x->route.on_abort) {
-        void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
-        x->route.on_abort = NULL;
-        x->c = NULL;
-        abort_cb(x); /* may record the upstream's time */
-    }
-    if (unfinished) x_log(c, x, x->status ? x->status : 499);
-    x_free(x);
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        w->clients = h->next;
+    if (h->next) h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    w->nclients--;
 }
 
-int http_conn_idle(const struct conn *c)
+static const struct conn_ops client_ops = {
+    .run = h_run,
+    .timeout = h_timeout,
+    .closed = h_closed,
+};
+
+struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peerlen,
+                         struct ssl_ctx_st *tls)
 {
-    return !c->x && c->rpos == c->rlen && c->olen == c->opos;
+    struct hconn *h = calloc(1, sizeof *h);
+    if (!h) {
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
+    struct conn *c = &h->c;
+    conn_init(c, w, &client_ops, fd);
+    if (peerlen > sizeof h->peer) peerlen = sizeof h->peer;
+    if (peer) memcpy(&h->peer, peer, peerlen);
+    http_parser_init(&h->parser, HTTP_REQUEST);
+    h->parser.data = h;
+    h->next = w->clients;
+    if (h->next) h->next->prev = h;
+    w->clients = h;
+    w->nclients++;
+    h->draining = w->stopping != 0;
+    c->state = CS_ACTIVE;
+    if (tls) {
+        c->ssl = tls_conn_new(tls, fd);
+        if (!c->ssl) {
+            conn_close(c);
+            return c;
+        }
+        c->state = CS_HANDSHAKE;
+    }
+    /* deferred accept: the ClientHello (or the request) is usually here already */
+    c->more_input = 1;
+    arm(h, TQ_HEADER);
+    conn_post(c);
+    return c;
+}
+
+void http_worker_stop(struct worker *w)
+{
+    w->stopping = 1;
+    for (struct hconn *h = w->clients; h; h = h->next) {
+        struct conn *c = &h->c;
+        h->draining = 1;
+        int idle = !h->x && c->rpos == c->rlen && !conn_queued(c);
+        if (c->state == CS_HANDSHAKE || c->state == CS_LINGER || (c->state == CS_ACTIVE && idle))
+            conn_close(c);
+    }
+}
+
+void http_worker_close_all(struct worker *w)
+{
+    for (struct hconn *h = w->clients; h; h = h->next) conn_close(&h->c);
 }

@@ -47,10 +47,13 @@ const char *http_header(const struct http_request *r, const char *name);
 const char *http_peer(struct http_exchange *x);
 /* The event loop of the exchange's thread (uv_loop_t *), for uv_queue_work. */
 void *http_loop(struct http_exchange *x);
-/* The worker's slot for per-thread route state (see server_set_hooks). */
-void **http_worker_slot(struct http_exchange *x);
 /* Records the upstream's time for the access log. */
 void http_set_upstream_ms(struct http_exchange *x, int64_t ms);
+struct worker;
+/* The worker (conn.h) the exchange belongs to. */
+struct worker *http_worker(struct http_exchange *x);
+/* 1 when the client is gone (or going): nothing written reaches it any more. */
+int http_gone(const struct http_exchange *x);
 
 struct http_route {
     /* Buffered routes: called once the whole body is in req->body. */
@@ -64,6 +67,10 @@ struct http_route {
     void (*on_start)(struct http_exchange *x);                       /* headers complete */
     void (*on_body)(struct http_exchange *x, const char *p, size_t n); /* a piece of body */
     void (*on_end)(struct http_exchange *x);                         /* body complete */
+    /* Notifications (see conn.h: the lifetime rule). Each is called from the client
+     * connection's own run or close, never from inside a call the route made; a route
+     * answers it by setting flags and posting its own connections, not by doing I/O
+     * on other objects. */
     void (*on_abort)(struct http_exchange *x); /* the client went away; stop and release */
     void (*on_drain)(struct http_exchange *x); /* output buffer drained below the mark */
     void *ctx;                                 /* the route's per-exchange state */
@@ -111,5 +118,20 @@ void http_abort(struct http_exchange *x);
 
 /* Reason phrase of a status code ("Not Found"). */
 const char *http_reason(int status);
+
+/* ----- the server side (server.c, tests) ----- */
+
+struct conn;
+struct ssl_ctx_st;
+/* A new client connection on w for the accepted socket fd (or -1, then the caller
+ * attaches an in-memory transport to the result before the worker settles). peer is
+ * its sockaddr; tls: the context to handshake with, NULL for plain HTTP. Posted, so it
+ * runs at the worker's next settle. NULL when out of memory (fd closed). */
+struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peerlen,
+                         struct ssl_ctx_st *tls);
+/* Graceful stop: idle connections close, the others end after their current answer. */
+void http_worker_stop(struct worker *w);
+/* Closes every client connection of w (the stop's deadline passed). */
+void http_worker_close_all(struct worker *w);
 
 #endif

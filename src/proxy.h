@@ -6,8 +6,8 @@
  * Bodies stream both ways with bounded memory per connection: reading from one side
  * stops while the other side's buffer is above a high-water mark.
  *
- * Each worker thread keeps its own pool of idle keep-alive connections to the upstream
- * (up to max-connections) and its own TLS session for resumption. A pooled connection
+ * The upstream connections, their per-worker pool and the answer's parsing are
+ * upclient.c's; this module maps the request and applies the header rules. A pooled connection
  * that turns out broken is retried once on a new connection, for idempotent requests
  * without a body only. Errors: refused -> 502 at once, no answer within read-timeout ->
  * 504, connect-timeout -> 504, no upstream configured -> 503; a client that goes away
@@ -20,9 +20,5 @@
 /* Fills the route for a request to forward (snap->upstream may be NULL: 503). */
 void proxy_route(const struct http_request *req, const struct gw_snap *snap,
                  struct http_route *out);
-
-/* Worker hooks (see server_set_hooks): close idle pooled connections; free the pool. */
-void proxy_worker_stopping(void *loop, void **slot);
-void proxy_worker_exit(void *loop, void **slot);
 
 #endif

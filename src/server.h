@@ -15,12 +15,13 @@ struct server_config {
     int threads;             /* >= 1 */
 };
 
-/* Per-worker hooks of the application (each gets the worker's loop (uv_loop_t *) and its
- * app slot): stopping is called when the worker stops accepting (close idle pooled
- * connections there), exit when its loop has ended (free the slot's state). */
+/* Per-worker hooks of the application (each gets the worker, conn.h): stopping is
+ * called when the worker stops accepting (close idle pooled connections there), exit
+ * when its loop has ended (free the worker's app state). */
+struct worker;
 struct server_hooks {
-    void (*worker_stopping)(void *loop, void **app);
-    void (*worker_exit)(void *loop, void **app);
+    void (*worker_stopping)(struct worker *w);
+    void (*worker_exit)(struct worker *w);
 };
 void server_set_hooks(const struct server_hooks *hooks);
 

@@ -1,0 +1,129 @@
+/* memio.c - the in-memory transport (see memio.h). */
+#include "memio.h"
+
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+struct memio *memio_new(void)
+{
+    struct memio *m = calloc(1, sizeof *m);
+    if (m) m->room = SIZE_MAX;
+    return m;
+}
+
+void memio_free(struct memio *m)
+{
+    if (!m) return;
+    if (m->c) m->c->mem = NULL;
+    free(m->in);
+    free(m->out);
+    free(m);
+}
+
+void memio_attach(struct memio *m, struct conn *c)
+{
+    m->c = c;
+    c->mem = m;
+    c->fd = -1;
+}
+
+static int grow(char **b, size_t *cap, size_t need)
+{
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < need) c *= 2;
+    char *nb = realloc(*b, c);
+    if (!nb) return -1;
+    *b = nb;
+    *cap = c;
+    return 0;
+}
+
+/* Posts the connection when it waits for something that is now there. */
+static void wake(struct memio *m)
+{
+    if (m->c && memio_ready(m, m->c->events)) conn_post(m->c);
+}
+
+void memio_push(struct memio *m, const void *p, size_t n)
+{
+    if (m->in_pos == m->in_len) m->in_pos = m->in_len = 0;
+    if (grow(&m->in, &m->in_cap, m->in_len + n) != 0) abort();
+    memcpy(m->in + m->in_len, p, n);
+    m->in_len += n;
+    wake(m);
+}
+
+void memio_push_str(struct memio *m, const char *s)
+{
+    memio_push(m, s, strlen(s));
+}
+
+void memio_eof(struct memio *m)
+{
+    m->in_eof = 1;
+    wake(m);
+}
+
+void memio_reset(struct memio *m)
+{
+    m->reset = 1;
+    if (m->c) conn_post(m->c);
+}
+
+void memio_set_room(struct memio *m, size_t room)
+{
+    m->room = room;
+    wake(m);
+}
+
+const char *memio_take(struct memio *m, size_t *len)
+{
+    if (grow(&m->out, &m->out_cap, m->out_len + 1) != 0) abort();
+    m->out[m->out_len] = '\0';
+    *len = m->out_len;
+    m->out_len = 0; /* the bytes stay readable until the next write */
+    return m->out;
+}
+
+enum tls_io memio_read(struct memio *m, void *p, size_t len, size_t *n)
+{
+    if (m->reset) return TLS_IO_ERROR;
+    size_t have = m->in_len - m->in_pos;
+    if (have == 0) return m->in_eof ? TLS_IO_EOF : TLS_IO_WANT_READ;
+    if (len > have) len = have;
+    memcpy(p, m->in + m->in_pos, len);
+    m->in_pos += len;
+    *n = len;
+    return TLS_IO_OK;
+}
+
+enum tls_io memio_write(struct memio *m, const void *p, size_t len, size_t *n)
+{
+    if (m->reset || m->shut_wr) return TLS_IO_ERROR;
+    if (m->room == 0) return TLS_IO_WANT_WRITE;
+    if (len > m->room) len = m->room;
+    if (m->room != SIZE_MAX) m->room -= len;
+    if (grow(&m->out, &m->out_cap, m->out_len + len + 1) != 0) abort();
+    memcpy(m->out + m->out_len, p, len);
+    m->out_len += len;
+    m->out_total += len;
+    *n = len;
+    return TLS_IO_OK;
+}
+
+size_t memio_pending(const struct memio *m)
+{
+    return m->in_len - m->in_pos;
+}
+
+int memio_ready(const struct memio *m, unsigned ev)
+{
+    if (m->reset) return ev != 0;
+    if ((ev & EPOLLIN) && (memio_pending(m) || m->in_eof)) return 1;
+    if ((ev & EPOLLOUT) && m->room > 0) return 1;
+    return 0;
+}

@@ -1,0 +1,603 @@
+/* upclient.c - connections to the upstream, their pool and answer parsing (see
+ * upclient.h). */
+#include "upclient.h"
+
+#include "conn.h"
+#include "err.h"
+#include "log.h"
+#include "memio.h"
+#include "tls.h"
+#include "upstream.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* on the stack of the worker thread (8 MiB): few recv calls (and TCP window updates) per
+ * GiB, and the body goes from here straight to the client's socket */
+#define UP_READ_BUF CONN_READ_MAX
+#define IDLE_TIMEOUT_MS 60000
+
+struct pool {
+    struct upstream *target; /* the upstream the idle connections belong to */
+    struct upconn *idle;
+    unsigned nidle;
+    struct ssl_session_st *session;
+    int stopping;
+};
+
+struct upconn {
+    struct conn c;
+    struct pool *pool;
+    struct upstream *target;
+    const struct up_handler *h; /* NULL: idle, or detached */
+    void *ctx;
+    struct upconn *prev, *next; /* the pool's idle list */
+    http_parser parser;
+    unsigned idle : 1, reused : 1, read_paused : 1, got_bytes : 1, resp_done : 1;
+    unsigned write_failed : 1, req_done : 1, body_paused : 1, head_req : 1, resp_started : 1;
+    /* the answer's header block as received: "Name: value\r\n" lines */
+    char *rh;
+    size_t rhlen, rhcap;
+    int in_value; /* the last header callback was a value */
+    char reason[64];
+};
+
+static const struct conn_ops up_ops;
+
+/* ----- the pool ----- */
+
+static struct pool *pool_of(struct worker *w)
+{
+    if (!w->app) w->app = calloc(1, sizeof(struct pool));
+    return w->app;
+}
+
+static void idle_unlink(struct upconn *u)
+{
+    struct pool *p = u->pool;
+    if (!u->idle) return;
+    u->idle = 0;
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        p->idle = u->next;
+    if (u->next) u->next->prev = u->prev;
+    u->prev = u->next = NULL;
+    p->nidle--;
+}
+
+static void close_idle(struct pool *p)
+{
+    while (p->idle) {
+        struct upconn *u = p->idle;
+        idle_unlink(u);
+        conn_close(&u->c);
+    }
+}
+
+static void pool_set_target(struct pool *p, struct upstream *t)
+{
+    if (p->target == t) return;
+    close_idle(p);
+    if (p->session) tls_session_free(p->session);
+    p->session = NULL;
+    upstream_unref(p->target);
+    p->target = t ? upstream_ref(t) : NULL;
+}
+
+void up_pool_stopping(struct worker *w)
+{
+    struct pool *p = w->app;
+    if (!p) return;
+    p->stopping = 1;
+    close_idle(p);
+}
+
+void up_pool_free(struct worker *w)
+{
+    struct pool *p = w->app;
+    if (!p) return;
+    pool_set_target(p, NULL); /* closes the idle connections, forgets the session */
+    free(p);
+    w->app = NULL;
+}
+
+/* ----- connection lifetime ----- */
+
+/* Cuts the link to the request; returns the handler that was attached (or NULL). */
+static const struct up_handler *detach(struct upconn *u, void **ctx)
+{
+    const struct up_handler *h = u->h;
+    *ctx = u->ctx;
+    u->h = NULL;
+    u->ctx = NULL;
+    return h;
+}
+
+void up_close(struct upconn *u)
+{
+    void *ctx;
+    detach(u, &ctx);
+    conn_close(&u->c);
+}
+
+/* Back to the pool when it can serve another request, else closed. */
+static void release(struct upconn *u, int reusable)
+{
+    struct pool *p = u->pool;
+    struct conn *c = &u->c;
+    if (!reusable || p->stopping || u->target != p->target ||
+        p->nidle >= u->target->conf.max_connections || conn_queued(c)) {
+        conn_close(c);
+        return;
+    }
+    u->read_paused = u->got_bytes = u->resp_done = u->write_failed = u->req_done = 0;
+    u->body_paused = u->head_req = u->resp_started = 0;
+    c->want_write = c->read_wants_write = 0;
+    c->want_read = 1; /* anything now means the upstream closed it */
+    conn_obuf_release(c);
+    http_parser_init(&u->parser, HTTP_RESPONSE);
+    u->parser.data = u;
+    u->idle = 1;
+    u->prev = NULL;
+    u->next = p->idle;
+    if (p->idle) p->idle->prev = u;
+    p->idle = u;
+    p->nidle++;
+    conn_set_timeout(c, TQ_UPIDLE, IDLE_TIMEOUT_MS);
+    conn_update_poll(c);
+}
+
+static void arm_read(struct upconn *u)
+{
+    if (u->h && !u->read_paused)
+        conn_set_timeout(&u->c, TQ_UPREAD, u->target->conf.read_timeout_s * 1000u);
+}
+
+/* The exchange failed: close, then tell the request (once). */
+static void fail(struct upconn *u, int status, int retryable, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail(struct upconn *u, int status, int retryable, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    void *ctx;
+    const struct up_handler *h = detach(u, &ctx);
+    conn_close(&u->c);
+    if (h) h->on_error(ctx, u->resp_started ? 0 : status, msg, retryable);
+}
+
+/* The upstream ended the connection (EOF or error) while a request was on it. */
+static void gone(struct upconn *u, const char *why)
+{
+    int retryable = u->reused && !u->got_bytes;
+    if (u->resp_started)
+        fail(u, 0, 0, "the upstream %s broke off its answer (%s)", u->target->host_header, why);
+    else
+        fail(u, 502, retryable, "the upstream %s closed the connection without answering (%s)",
+             u->target->host_header, why);
+}
+
+/* The answer is complete: the connection goes back to the pool, then the request hears. */
+static void finish(struct upconn *u, int clean)
+{
+    int keep = clean && http_should_keep_alive(&u->parser) && u->req_done && !u->write_failed;
+    void *ctx;
+    const struct up_handler *h = detach(u, &ctx);
+    release(u, keep);
+    if (h) h->on_complete(ctx);
+}
+
+/* ----- writing the request ----- */
+
+/* Writes what is queued; on failure the connection is marked write_failed and the queue
+ * dropped (the upstream may still have answered: the run reads that first). */
+static void flush(struct upconn *u)
+{
+    struct conn *c = &u->c;
+    if (c->state != CS_ACTIVE || u->idle) return;
+    size_t before = conn_queued(c);
+    if (conn_flush(c, 1) < 0) {
+        u->write_failed = 1;
+        c->opos = c->olen = 0;
+        c->want_write = 0;
+        return;
+    }
+    if (conn_queued(c) < before) arm_read(u); /* progress: the read-timeout restarts */
+    if (u->body_paused && conn_queued(c) < UP_OUT_LOW && u->h) {
+        u->body_paused = 0;
+        u->h->on_drain(u->ctx);
+    }
+}
+
+int up_send(struct upconn *u, const void *p, size_t n)
+{
+    struct conn *c = &u->c;
+    if (c->state == CS_CLOSED || u->write_failed) return 0;
+    if (conn_out_put(c, p, n) != 0) {
+        u->write_failed = 1;
+        conn_post(c); /* its run reports it */
+        return 0;
+    }
+    if (c->state == CS_ACTIVE && !c->want_write) {
+        flush(u);
+        if (u->write_failed) conn_post(c);
+        conn_update_poll(c);
+    }
+    if (conn_queued(c) > UP_OUT_HIGH) {
+        u->body_paused = 1;
+        return 1;
+    }
+    return 0;
+}
+
+void up_end_request(struct upconn *u)
+{
+    u->req_done = 1;
+    if (u->c.state == CS_ACTIVE) arm_read(u);
+}
+
+void up_resume_read(struct upconn *u)
+{
+    if (!u->read_paused) return;
+    u->read_paused = 0;
+    arm_read(u);
+    conn_post(&u->c); /* data may wait inside OpenSSL, invisible to epoll */
+}
+
+int up_reused(const struct upconn *u)
+{
+    return u->reused;
+}
+
+/* ----- reading the answer ----- */
+
+static int rh_add(struct upconn *u, const char *p, size_t n)
+{
+    if (u->rhlen + n + 1 > u->rhcap) {
+        size_t cap = u->rhcap ? u->rhcap : 1024;
+        while (cap < u->rhlen + n + 1) cap *= 2;
+        char *b = realloc(u->rh, cap);
+        if (!b) return -1;
+        u->rh = b;
+        u->rhcap = cap;
+    }
+    memcpy(u->rh + u->rhlen, p, n);
+    u->rhlen += n;
+    u->rh[u->rhlen] = '\0';
+    return 0;
+}
+
+static int on_resp_begin(http_parser *p)
+{
+    struct upconn *u = p->data;
+    u->got_bytes = 1;
+    u->rhlen = 0;
+    u->in_value = 0;
+    u->reason[0] = '\0';
+    return 0;
+}
+
+static int on_resp_status(http_parser *p, const char *at, size_t n)
+{
+    struct upconn *u = p->data;
+    size_t have = strlen(u->reason);
+    if (have + n >= sizeof u->reason) n = sizeof u->reason - 1 - have;
+    memcpy(u->reason + have, at, n);
+    u->reason[have + n] = '\0';
+    return 0;
+}
+
+static int on_resp_field(http_parser *p, const char *at, size_t n)
+{
+    struct upconn *u = p->data;
+    if (u->in_value && rh_add(u, "\r\n", 2) != 0) return -1;
+    u->in_value = 0;
+    return rh_add(u, at, n);
+}
+
+static int on_resp_value(http_parser *p, const char *at, size_t n)
+{
+    struct upconn *u = p->data;
+    if (!u->in_value) {
+        u->in_value = 1;
+        if (rh_add(u, ": ", 2) != 0) return -1;
+    }
+    return rh_add(u, at, n);
+}
+
+static int on_resp_headers(http_parser *p)
+{
+    struct upconn *u = p->data;
+    if (!u->h) return -1;
+    int status = p->status_code;
+    if (status >= 100 && status < 200 && status != 101) return 0; /* interim: skip */
+    if (status == 101) return -1; /* no protocol switches through the proxy */
+    if (u->rhlen && rh_add(u, u->in_value ? "\r\n" : ": \r\n", u->in_value ? 2 : 4) != 0)
+        return -1;
+    if (rh_add(u, "", 0) != 0) return -1;
+    int64_t clen = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
+    if (status == 204 || status == 304) clen = -1;
+    u->resp_started = 1;
+    u->h->on_head(u->ctx, status, u->reason, u->rh, clen);
+    return u->head_req ? 1 : 0; /* 1: a HEAD answer has no body */
+}
+
+static int on_resp_body(http_parser *p, const char *at, size_t n)
+{
+    struct upconn *u = p->data;
+    if (!u->h) return -1;
+    /* several pieces of body can come from one read: the last one decides */
+    u->read_paused = u->h->on_body(u->ctx, at, n) != 0;
+    return 0;
+}
+
+static int on_resp_complete(http_parser *p)
+{
+    struct upconn *u = p->data;
+    if (p->status_code >= 100 && p->status_code < 200) return 0;
+    u->resp_done = 1;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings resp_settings = {
+    .on_message_begin = on_resp_begin,
+    .on_status = on_resp_status,
+    .on_header_field = on_resp_field,
+    .on_header_value = on_resp_value,
+    .on_headers_complete = on_resp_headers,
+    .on_body = on_resp_body,
+    .on_message_complete = on_resp_complete,
+};
+
+/* Reads and parses while the request side takes it. */
+static void read_answer(struct upconn *u)
+{
+    struct conn *c = &u->c;
+    char buf[UP_READ_BUF];
+    for (int rounds = 0; rounds < 64 && c->state == CS_ACTIVE && !u->read_paused; rounds++) {
+        int n = conn_read_into(c, buf, sizeof buf);
+        if (n == 0) return;
+        if (!u->h) { /* nobody waits for this: stray bytes or close */
+            conn_close(c);
+            return;
+        }
+        if (n < 0) {
+            if (n == -1 && u->got_bytes) { /* tell the parser: a close-delimited body ends */
+                http_parser_execute(&u->parser, &resp_settings, NULL, 0);
+                if (u->resp_done) {
+                    finish(u, 0); /* it closed: not reusable */
+                    return;
+                }
+            }
+            gone(u, n == -1 ? "end of stream" : "read error");
+            return;
+        }
+        arm_read(u);
+        size_t used = http_parser_execute(&u->parser, &resp_settings, buf, (size_t)n);
+        enum http_errno e = HTTP_PARSER_ERRNO(&u->parser);
+        if (u->resp_done) {
+            finish(u, used == (size_t)n); /* extra bytes after the answer: do not reuse */
+            return;
+        }
+        if (e != HPE_OK) {
+            fail(u, 502, 0, "the upstream %s sent an invalid answer (%s)", u->target->host_header,
+                 http_errno_description(e));
+            return;
+        }
+        if (!c->more_input) return;
+    }
+    if (u->read_paused) conn_set_timeout(c, TQ_NONE, 0); /* a slow client is not the upstream's fault */
+}
+
+/* ----- connecting ----- */
+
+static void start_io(struct upconn *u)
+{
+    u->c.state = CS_ACTIVE;
+    u->c.want_read = !u->read_paused;
+    arm_read(u);
+    flush(u);
+}
+
+static void connected(struct upconn *u)
+{
+    struct conn *c = &u->c;
+    int soerr = 0;
+    if (c->mem) {
+        soerr = c->mem->reset ? ECONNREFUSED : 0;
+    } else {
+        socklen_t len = sizeof soerr;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+    }
+    if (soerr) {
+        fail(u, 502, 0, "the upstream %s refused the connection (%s)", u->target->host_header,
+             strerror(soerr));
+        return;
+    }
+    if (u->target->tls && !c->mem) {
+        c->ssl = tls_client_conn_new(u->target->client_ctx, c->fd, u->target->host,
+                                     u->target->host_is_ip, &u->pool->session);
+        if (!c->ssl) {
+            fail(u, 502, 0, "out of memory for TLS to the upstream");
+            return;
+        }
+        c->state = CS_HANDSHAKE;
+        return;
+    }
+    start_io(u);
+}
+
+static void up_run(struct conn *c)
+{
+    struct upconn *u = (struct upconn *)c;
+    if (u->idle) {
+        if (c->ev) conn_close(c); /* closed by the upstream, or it talks out of turn */
+        return;
+    }
+    if (c->state == CS_CONNECTING) {
+        connected(u);
+        if (c->state == CS_ACTIVE) {
+            conn_update_poll(c);
+            return;
+        }
+    }
+    if (c->state == CS_HANDSHAKE) {
+        int r = conn_handshake(c);
+        if (r < 0) {
+            const char *v = tls_conn_verify_error(c->ssl);
+            char why[200];
+            tls_last_error(why, sizeof why);
+            fail(u, 502, 0, "TLS handshake with the upstream %s failed: %s",
+                 u->target->host_header, v ? v : why);
+            return;
+        }
+        if (r > 0) start_io(u);
+        conn_update_poll(c);
+        if (r == 0 || c->state != CS_ACTIVE) return;
+    }
+    if (c->state != CS_ACTIVE) return;
+    if (c->want_write && (!c->ev || (c->ev & EPOLLOUT))) flush(u);
+    read_answer(u);
+    if (c->state == CS_ACTIVE && u->write_failed && !u->got_bytes && u->h) {
+        gone(u, "write error");
+        return;
+    }
+    c->want_read = !u->read_paused;
+    conn_update_poll(c);
+}
+
+static void up_timeout(struct conn *c, enum tq_kind k)
+{
+    struct upconn *u = (struct upconn *)c;
+    if (u->idle || !u->h) {
+        conn_close(c);
+        return;
+    }
+    const struct conf_upstream *cf = &u->target->conf;
+    if (k == TQ_CONNECT) {
+        fail(u, 504, 0, "the upstream %s did not accept the connection within %u s",
+             u->target->host_header, cf->connect_timeout_s);
+    } else if (u->resp_started) {
+        log_warn("proxy: the upstream %s stalled in the middle of its answer for %u s",
+                 u->target->host_header, cf->read_timeout_s);
+        fail(u, 0, 0, "the upstream %s stalled in the middle of its answer",
+             u->target->host_header);
+    } else {
+        fail(u, 504, 0, "the upstream %s did not answer within %u s (read-timeout)",
+             u->target->host_header, cf->read_timeout_s);
+    }
+}
+
+static void up_closed(struct conn *c)
+{
+    struct upconn *u = (struct upconn *)c;
+    idle_unlink(u);
+    /* close_notify first: OpenSSL marks the session of a connection freed without it as
+     * not resumable, and that session is the one the pool resumes with */
+    if (c->ssl) conn_close_notify(c);
+    void *ctx;
+    const struct up_handler *h = detach(u, &ctx);
+    if (h) /* closed under the request (e.g. the poll set refused it) */
+        h->on_error(ctx, u->resp_started ? 0 : 502, "the connection to the upstream was lost", 0);
+}
+
+static void up_destroy(struct conn *c)
+{
+    struct upconn *u = (struct upconn *)c;
+    upstream_unref(u->target);
+    free(u->rh);
+    free(u);
+}
+
+static const struct conn_ops up_ops = {
+    .run = up_run,
+    .timeout = up_timeout,
+    .closed = up_closed,
+    .destroy = up_destroy,
+};
+
+/* A new connection to the upstream (connecting); NULL with a sentence on failure. */
+static struct upconn *open_conn(struct worker *w, struct pool *p, struct upstream *t, char *err,
+                                size_t errlen)
+{
+    struct memio *m = NULL;
+    int fd = -1;
+    if (w->connect_hook) {
+        m = w->connect_hook(w, w->connect_arg);
+        if (!m) {
+            err_set(err, errlen, "cannot connect to the upstream %s: %s", t->host_header,
+                    strerror(ECONNREFUSED));
+            return NULL;
+        }
+    } else {
+        fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err_set(err, errlen, "cannot connect to the upstream %s: %s", t->host_header,
+                    strerror(errno));
+            return NULL;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (connect(fd, (struct sockaddr *)&t->addr, t->addrlen) != 0 && errno != EINPROGRESS) {
+            err_set(err, errlen, "cannot connect to the upstream %s: %s", t->host_header,
+                    strerror(errno));
+            close(fd);
+            return NULL;
+        }
+    }
+    struct upconn *u = calloc(1, sizeof *u);
+    if (!u) {
+        if (fd >= 0) close(fd);
+        err_set(err, errlen, "cannot connect to the upstream %s: out of memory", t->host_header);
+        return NULL;
+    }
+    conn_init(&u->c, w, &up_ops, fd);
+    if (m) memio_attach(m, &u->c);
+    u->pool = p;
+    u->target = upstream_ref(t);
+    u->c.state = CS_CONNECTING;
+    http_parser_init(&u->parser, HTTP_RESPONSE);
+    u->parser.data = u;
+    conn_set_timeout(&u->c, TQ_CONNECT, t->conf.connect_timeout_s * 1000u);
+    conn_update_poll(&u->c);
+    return u;
+}
+
+struct upconn *up_acquire(struct worker *w, struct upstream *t, int allow_pooled, int head_req,
+                          const struct up_handler *h, void *ctx, char *err, size_t errlen)
+{
+    struct pool *p = pool_of(w);
+    if (!p) {
+        err_set(err, errlen, "out of memory");
+        return NULL;
+    }
+    pool_set_target(p, t);
+    struct upconn *u;
+    if (allow_pooled && p->idle) {
+        u = p->idle;
+        idle_unlink(u);
+        u->reused = 1;
+        conn_set_timeout(&u->c, TQ_NONE, 0);
+    } else {
+        u = open_conn(w, p, t, err, errlen);
+        if (!u) return NULL;
+    }
+    u->h = h;
+    u->ctx = ctx;
+    u->head_req = (unsigned)head_req;
+    if (u->c.state == CS_ACTIVE) arm_read(u);
+    return u;
+}
