@@ -1,5 +1,6 @@
 /* accesslog.c - see accesslog.h */
 #include "accesslog.h"
+#include "err.h"
 #include "log.h"
 #include "strfmt.h"
 
@@ -35,7 +36,7 @@ int accesslog_open(const char *spec, char *err, size_t errlen)
     }
     int fd = open(spec, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open access log %s: %s", spec, strerror(errno));
+        err_set(err, errlen, "cannot open access log %s: %s", spec, strerror(errno));
         return -1;
     }
     free(log_path);

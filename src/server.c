@@ -3,6 +3,7 @@
 
 #include "accesslog.h"
 #include "conn.h"
+#include "err.h"
 #include "gw.h"
 #include "http.h"
 #include "log.h"
@@ -64,7 +65,7 @@ static int resolve(const char *host, unsigned port, struct sockaddr_storage *ss,
         rc = getaddrinfo(host, p, &hints, &ai);
     }
     if (rc != 0 || !ai) {
-        snprintf(err, errlen, "cannot listen on %s:%u: %s", host, port, gai_strerror(rc));
+        err_set(err, errlen, "cannot listen on %s:%u: %s", host, port, gai_strerror(rc));
         return -1;
     }
     memcpy(ss, ai->ai_addr, ai->ai_addrlen);
@@ -78,7 +79,7 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t len, int r
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot listen on %s: socket: %s", what, strerror(errno));
+        err_set(err, errlen, "cannot listen on %s: socket: %s", what, strerror(errno));
         return -1;
     }
     int one = 1, defer = 10;
@@ -90,7 +91,7 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t len, int r
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
     if (bind(fd, (const struct sockaddr *)ss, len) != 0 || (reuseport && listen(fd, 4096) != 0)) {
-        snprintf(err, errlen, "cannot listen on %s: %s", what, strerror(errno));
+        err_set(err, errlen, "cannot listen on %s: %s", what, strerror(errno));
         close(fd);
         return -1;
     }
@@ -293,7 +294,7 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
     nworkers = cfg->threads;
     workers = calloc((size_t)nworkers, sizeof *workers);
     if (!workers) {
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         return -1;
     }
     if (open_listeners(cfg->host, cfg->https_port, 1, err, errlen) != 0) return -1;
@@ -303,7 +304,7 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
         struct srv_worker *sw = &workers[i];
         struct worker *w = &sw->w;
         if (worker_init(w, gw_snap_acquire()) != 0) {
-            snprintf(err, errlen, "cannot create an event loop: %s", strerror(errno));
+            err_set(err, errlen, "cannot create an event loop: %s", strerror(errno));
             return -1;
         }
         w->srv = sw;
@@ -314,14 +315,14 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
         uv_timer_start(&sw->tick, on_tick, TICK_MS, TICK_MS);
         for (int j = 0; j < sw->nlisteners; j++) {
             if (listener_watch(&sw->listeners[j], EPOLL_CTL_ADD, 1) != 0) {
-                snprintf(err, errlen, "cannot watch a listener: %s", strerror(errno));
+                err_set(err, errlen, "cannot watch a listener: %s", strerror(errno));
                 return -1;
             }
         }
     }
     for (int i = 0; i < nworkers; i++) {
         if (uv_thread_create(&workers[i].thread, worker_main, &workers[i]) != 0) {
-            snprintf(err, errlen, "cannot start worker thread %d", i);
+            err_set(err, errlen, "cannot start worker thread %d", i);
             return -1;
         }
     }

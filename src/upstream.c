@@ -1,6 +1,7 @@
 /* upstream.c - see upstream.h */
 #include "upstream.h"
 
+#include "err.h"
 #include "tls.h"
 
 #include <netdb.h>
@@ -83,7 +84,7 @@ int upstream_new(const struct conf_upstream *u, struct upstream **out, char *err
     t->host_header = strdup(hh);
     if (!t->conf.url || !t->host || !t->prefix || !t->host_header) {
         upstream_unref(t);
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         return -1;
     }
     struct in6_addr a6;
@@ -95,7 +96,7 @@ int upstream_new(const struct conf_upstream *u, struct upstream **out, char *err
     snprintf(ps, sizeof ps, "%u", t->port);
     int rc = getaddrinfo(t->host, ps, &hints, &ai);
     if (rc != 0 || !ai) {
-        snprintf(err, errlen, "upstream url %s: cannot resolve %s: %s", u->url, t->host,
+        err_set(err, errlen, "upstream url %s: cannot resolve %s: %s", u->url, t->host,
                  gai_strerror(rc));
         upstream_unref(t);
         return -1;
@@ -108,7 +109,7 @@ int upstream_new(const struct conf_upstream *u, struct upstream **out, char *err
         char why[400];
         t->client_ctx = tls_client_ctx_new(u->ca_file, u->verify, why, sizeof why);
         if (!t->client_ctx) {
-            snprintf(err, errlen, "upstream url %s: %s", u->url, why);
+            err_set(err, errlen, "upstream url %s: %s", u->url, why);
             upstream_unref(t);
             return -1;
         }
