@@ -6,6 +6,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "p12.h"
+#include "propfile.h"
 #include "secret.h"
 #include "tls.h"
 #include "upstream.h"
@@ -132,27 +133,28 @@ static void tls_opts_of(const struct conf_settings *s, struct tls_server_opts *o
  * replaced by certificate-password-encr in the file first. */
 static int load_settings(struct conf_settings *s, char *err, size_t errlen)
 {
-    struct conf_doc *doc = NULL;
-    if (conf_doc_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
-    const char *plain = conf_doc_get_raw(doc, CONF_SECTION_WEBSERVER, "certificate-password");
+    struct propfile *doc = NULL;
+    if (propfile_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
+    const char *plain = propfile_get_raw(doc, CONF_SECTION_WEBSERVER, "certificate-password");
     if (plain && !readonly) {
-        char *pw = conf_unescape(plain);
+        char *pw = propfile_unescape(plain);
         char *enc = pw && skey_loaded ? secret_encrypt(&skey, pw) : NULL;
         secret_free(pw);
         int ok = enc != NULL;
         if (!ok)
             snprintf(err, errlen, "%s: cannot obfuscate certificate-password", gw_paths.conf_path);
-        if (ok && conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) != 0) {
+        if (ok &&
+            propfile_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) != 0) {
             snprintf(err, errlen, "out of memory");
             ok = 0;
         }
         free(enc);
         if (ok) {
-            conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
-            ok = conf_doc_save(doc, gw_paths.conf_path, err, errlen) == 0;
+            propfile_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
+            ok = propfile_save(doc, gw_paths.conf_path, err, errlen) == 0;
         }
         if (!ok) {
-            conf_doc_free(doc);
+            propfile_free(doc);
             return -1;
         }
         log_info("%s: certificate-password obfuscated into certificate-password-encr",
@@ -160,8 +162,8 @@ static int load_settings(struct conf_settings *s, char *err, size_t errlen)
     }
     int rc = conf_settings_load(doc, gw_paths.conf_path, s, err, errlen);
     /* the cipher exclusions can only be judged by OpenSSL; the line is that of the key */
-    int line = conf_doc_line(doc, CONF_SECTION_WEBSERVER, "excluded-ciphers");
-    conf_doc_free(doc);
+    int line = propfile_line(doc, CONF_SECTION_WEBSERVER, "excluded-ciphers");
+    propfile_free(doc);
     if (rc != 0) return -1;
     struct tls_server_opts o;
     tls_opts_of(s, &o);
@@ -467,16 +469,16 @@ int gw_record_certificate(const char *file, const char *password, const char *al
         snprintf(err, errlen, "no key to obfuscate the password with");
         return -1;
     }
-    struct conf_doc *doc = NULL;
-    if (conf_doc_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
+    struct propfile *doc = NULL;
+    if (propfile_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
     char *enc = secret_encrypt(&skey, password ? password : "");
     int rc = -1;
-    if (enc && conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-file", file) == 0 &&
-        conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) == 0 &&
-        (!alias || conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-alias", alias) == 0)) {
-        conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
-        if (!alias) conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "certificate-alias");
-        rc = conf_doc_save(doc, gw_paths.conf_path, err, errlen);
+    if (enc && propfile_set(doc, CONF_SECTION_WEBSERVER, "certificate-file", file) == 0 &&
+        propfile_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) == 0 &&
+        (!alias || propfile_set(doc, CONF_SECTION_WEBSERVER, "certificate-alias", alias) == 0)) {
+        propfile_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
+        if (!alias) propfile_unset(doc, CONF_SECTION_WEBSERVER, "certificate-alias");
+        rc = propfile_save(doc, gw_paths.conf_path, err, errlen);
     } else {
         snprintf(err, errlen, "out of memory");
     }
@@ -488,7 +490,7 @@ int gw_record_certificate(const char *file, const char *password, const char *al
         set_str(&cur_settings.certificate_alias, alias);
     }
     free(enc);
-    conf_doc_free(doc);
+    propfile_free(doc);
     return rc;
 }
 
