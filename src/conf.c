@@ -6,7 +6,6 @@
 #include "secret.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,20 +20,13 @@ struct loader {
     size_t errlen;
 };
 
-static int fail(const struct loader *ld, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(const struct loader *ld, const char *key, const char *fmt, ...)
-{
-    if (!ld->err || !ld->errlen) return -1;
-    int n = snprintf(ld->err, ld->errlen, "%s:%d: %s: ", ld->path,
-                     propfile_line(ld->doc, ld->section, key), key);
-    if (n < 0 || (size_t)n >= ld->errlen) return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+/* Fails (evaluates to -1) with "<path>:<line>: <key>: " followed by fmt, the line being
+ * that of key in the current section. A macro so that the whole sentence is one err_set
+ * with a checked format. */
+#define fail(ld, key, fmt, ...)                                                                    \
+    (err_set((ld)->err, (ld)->errlen, "%s:%d: %s: " fmt, (ld)->path,                               \
+             propfile_line((ld)->doc, (ld)->section, (key)), (key), ##__VA_ARGS__),                \
+     -1)
 
 /* "'<v>' <problem>; <allowed>", or "the value is empty; <allowed>". */
 static int fail_value(const struct loader *ld, const char *key, const char *v, const char *problem,

@@ -3,6 +3,7 @@
 
 #include "conf.h"
 #include "defcert.h"
+#include "err.h"
 #include "fsutil.h"
 #include "log.h"
 #include "p12.h"
@@ -142,10 +143,10 @@ static int load_settings(struct conf_settings *s, char *err, size_t errlen)
         secret_free(pw);
         int ok = enc != NULL;
         if (!ok)
-            snprintf(err, errlen, "%s: cannot obfuscate certificate-password", gw_paths.conf_path);
+            err_set(err, errlen, "%s: cannot obfuscate certificate-password", gw_paths.conf_path);
         if (ok &&
             propfile_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) != 0) {
-            snprintf(err, errlen, "out of memory");
+            err_set(err, errlen, "out of memory");
             ok = 0;
         }
         free(enc);
@@ -170,9 +171,9 @@ static int load_settings(struct conf_settings *s, char *err, size_t errlen)
     char why[300];
     if (tls_check_opts(&o, why, sizeof why) != 0) {
         if (line > 0)
-            snprintf(err, errlen, "%s:%d: %s", gw_paths.conf_path, line, why);
+            err_set(err, errlen, "%s:%d: %s", gw_paths.conf_path, line, why);
         else
-            snprintf(err, errlen, "%s: %s", gw_paths.conf_path, why);
+            err_set(err, errlen, "%s: %s", gw_paths.conf_path, why);
         conf_settings_free(s);
         return -1;
     }
@@ -188,10 +189,10 @@ static int cert_password(const struct conf_settings *s, char **pw, char *err, si
     }
     if (s->certificate_password_encr) {
         if (!skey_loaded) {
-            snprintf(err, errlen,
-                     "certificate-password-encr cannot be read: the key %s/%s does not exist; "
-                     "set certificate-password in plain text again",
-                     gw_paths.config_dir, SECRET_KEY_FILE);
+            err_set(err, errlen,
+                    "certificate-password-encr cannot be read: the key %s/%s does not exist; "
+                    "set certificate-password in plain text again",
+                    gw_paths.config_dir, SECRET_KEY_FILE);
             return -1;
         }
         return secret_decrypt(&skey, s->certificate_password_encr, pw, err, errlen);
@@ -224,7 +225,7 @@ static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
     char why[400];
     struct ssl_ctx_st *ctx = tls_server_ctx_new(&o, e, why, sizeof why);
     if (!ctx) {
-        snprintf(err, errlen, "%s: %s", s->certificate_file, why);
+        err_set(err, errlen, "%s: %s", s->certificate_file, why);
         p12_free(p12);
         return -1;
     }
@@ -286,7 +287,7 @@ static int apply(int initial, char *err, size_t errlen)
     if (s.certificate_file) {
         if (load_custom(&s, &p12, &served, &ctx, why, sizeof why) != 0) {
             if (!initial) {
-                snprintf(err, errlen, "%s", why);
+                err_set(err, errlen, "%s", why);
                 conf_settings_free(&s);
                 upstream_unref(up);
                 return -1;
@@ -303,7 +304,7 @@ static int apply(int initial, char *err, size_t errlen)
         return -1;
     }
     if (publish(ctx, &s, up) != 0) {
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         p12_free(p12);
         conf_settings_free(&s);
         upstream_unref(up);
@@ -329,7 +330,7 @@ int gw_open(const struct gw_options *opt, char *err, size_t errlen)
     gw_paths.ssl_dir = fs_path_join(opt->data_dir, "ssl");
     gw_paths.conf_path = fs_path_join(gw_paths.config_dir, "custom.properties");
     if (!gw_paths.data_dir || !gw_paths.config_dir || !gw_paths.ssl_dir || !gw_paths.conf_path) {
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         return -1;
     }
     if (!readonly) {
@@ -344,7 +345,7 @@ int gw_open(const struct gw_options *opt, char *err, size_t errlen)
     if (secret_key_load(gw_paths.config_dir, !readonly, &skey, kerr, sizeof kerr) == 0)
         skey_loaded = 1;
     else if (!readonly) {
-        snprintf(err, errlen, "%s", kerr);
+        err_set(err, errlen, "%s", kerr);
         return -1;
     }
     gw_lock();
@@ -424,7 +425,7 @@ struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, cha
         else tls_ctx_unref(ctx);
         if (ch) free(ch->alias);
         free(ch);
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         return NULL;
     }
     ch->p12 = p12;
@@ -466,7 +467,7 @@ int gw_record_certificate(const char *file, const char *password, const char *al
                           size_t errlen)
 {
     if (!skey_loaded) {
-        snprintf(err, errlen, "no key to obfuscate the password with");
+        err_set(err, errlen, "no key to obfuscate the password with");
         return -1;
     }
     struct propfile *doc = NULL;
@@ -480,7 +481,7 @@ int gw_record_certificate(const char *file, const char *password, const char *al
         if (!alias) propfile_unset(doc, CONF_SECTION_WEBSERVER, "certificate-alias");
         rc = propfile_save(doc, gw_paths.conf_path, err, errlen);
     } else {
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
     }
     if (rc == 0) { /* keep the applied settings in step with the file */
         set_str(&cur_settings.certificate_file, file);
