@@ -1,6 +1,7 @@
 /* auth.c - API tokens (see auth.h). */
 #include "auth.h"
 
+#include "err.h"
 #include "fsutil.h"
 #include "secret.h"
 #include "strfmt.h"
@@ -89,8 +90,8 @@ static json_t *store_read_json(const char *path, char *err, size_t errlen)
     json_t *root = json_loadb(data, len, 0, &je);
     free(data);
     if (!root || !json_is_array(json_object_get(root, "tokens"))) {
-        snprintf(err, errlen, "%s: not a token store (line %d: %s)", path, je.line,
-                 root ? "no \"tokens\" array" : je.text);
+        err_set(err, errlen, "%s: not a token store (line %d: %s)", path, je.line,
+                root ? "no \"tokens\" array" : je.text);
         json_decref(root);
         return NULL;
     }
@@ -115,7 +116,7 @@ static int store_from_json(json_t *root, struct store *s, const char *path, char
         struct token *k = &s->tokens[s->n];
         if (!id || strlen(id) != ID_LEN || !env || !hash || !json_is_array(scopes) ||
             hex_decode(hash, k->hash, sizeof k->hash) != 0) {
-            snprintf(err, errlen, "%s: token entry %zu is incomplete", path, i + 1);
+            err_set(err, errlen, "%s: token entry %zu is incomplete", path, i + 1);
             store_free(s);
             return -1;
         }
@@ -208,16 +209,16 @@ enum auth_result auth_check(const char *config_dir, const char *authorization,
     if (authorization) {
         tok = parse_authorization(authorization, &tlen);
         if (!tok) {
-            snprintf(msg, msglen, "Malformed Authorization header: expected 'Api-Token <token>'.");
+            err_set(msg, msglen, "Malformed Authorization header: expected 'Api-Token <token>'.");
             return AUTH_MALFORMED;
         }
     } else if (query_token && *query_token) {
         tok = query_token;
         tlen = strlen(query_token);
     } else {
-        snprintf(msg, msglen,
-                 "Missing authorization parameter: send the header 'Authorization: Api-Token "
-                 "<token>' or the api-token query parameter.");
+        err_set(msg, msglen,
+                "Missing authorization parameter: send the header 'Authorization: Api-Token "
+                "<token>' or the api-token query parameter.");
         return AUTH_MISSING;
     }
     unsigned char hash[SHA256_DIGEST_LENGTH];
@@ -227,7 +228,7 @@ enum auth_result auth_check(const char *config_dir, const char *authorization,
     char why[300];
     if (cache_refresh(config_dir, why, sizeof why) != 0) {
         pthread_mutex_unlock(&cache_lock);
-        snprintf(msg, msglen, "The token store cannot be read.");
+        err_set(msg, msglen, "The token store cannot be read.");
         return AUTH_ERROR;
     }
     /* every entry is compared, in constant time, whatever matches */
@@ -239,17 +240,17 @@ enum auth_result auth_check(const char *config_dir, const char *authorization,
     enum auth_result r = AUTH_OK;
     if (!found) {
         r = AUTH_UNKNOWN;
-        snprintf(msg, msglen, "Token Authentication failed: the token is unknown or revoked.");
+        err_set(msg, msglen, "Token Authentication failed: the token is unknown or revoked.");
     } else if (strcmp(found->environment, environment) != 0) {
         r = AUTH_WRONG_ENV;
-        snprintf(msg, msglen,
-                 "Token Authentication failed: the token is not valid for this environment.");
+        err_set(msg, msglen,
+                "Token Authentication failed: the token is not valid for this environment.");
     } else {
         r = AUTH_NO_SCOPE;
         for (char **s = found->scopes; *s; s++)
             if (strcmp(*s, scope) == 0) r = AUTH_OK;
         if (r != AUTH_OK)
-            snprintf(msg, msglen, "Token is missing required scope. Use one of: %s", scope);
+            err_set(msg, msglen, "Token is missing required scope. Use one of: %s", scope);
     }
     pthread_mutex_unlock(&cache_lock);
     OPENSSL_cleanse(hash, sizeof hash);
@@ -265,7 +266,7 @@ static int store_lock(const char *config_dir, char *err, size_t errlen)
     if (!p) return -1;
     int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || flock(fd, LOCK_EX) != 0) {
-        snprintf(err, errlen, "cannot lock %s: %s", p, strerror(errno));
+        err_set(err, errlen, "cannot lock %s: %s", p, strerror(errno));
         if (fd >= 0) close(fd);
         free(p);
         return -1;
@@ -303,13 +304,13 @@ int auth_token_create(const char *config_dir, const char *environment, const cha
                       const char *name, char **token, char *err, size_t errlen)
 {
     if (!valid_environment(environment)) {
-        snprintf(err, errlen,
-                 "environment '%s' is not valid: use 1 to 64 letters, digits, '-' or '_'",
-                 environment);
+        err_set(err, errlen,
+                "environment '%s' is not valid: use 1 to 64 letters, digits, '-' or '_'",
+                environment);
         return -1;
     }
     if (!scopes || !scopes[0]) {
-        snprintf(err, errlen, "a token needs at least one --scope (e.g. %s)", AUTH_SCOPE_CERTS);
+        err_set(err, errlen, "a token needs at least one --scope (e.g. %s)", AUTH_SCOPE_CERTS);
         return -1;
     }
     if (fs_mkdir_p(config_dir, 0700, 0, err, errlen) != 0) return -1;
@@ -347,7 +348,7 @@ int auth_token_create(const char *config_dir, const char *environment, const cha
         }
         OPENSSL_cleanse(sec, sizeof sec);
     } else if (root && t) {
-        snprintf(err, errlen, "no randomness available for a token");
+        err_set(err, errlen, "no randomness available for a token");
     }
     OPENSSL_cleanse(rnd, sizeof rnd);
     secret_free(t);
@@ -397,7 +398,7 @@ int auth_token_revoke(const char *config_dir, const char *id, char *err, size_t 
     else if (strlen(id) == PUBLIC_LEN)
         snprintf(want, sizeof want, "%s%s", TOKEN_PREFIX, id);
     else {
-        snprintf(err, errlen, "'%.40s' is not a token ID (dt0c01.<24 characters>)", id);
+        err_set(err, errlen, "'%.40s' is not a token ID (dt0c01.<24 characters>)", id);
         return -1;
     }
     int lock = store_lock(config_dir, err, errlen);
@@ -415,7 +416,7 @@ int auth_token_revoke(const char *config_dir, const char *id, char *err, size_t 
             if (tid && strcmp(tid, want) == 0) hit = i;
         }
         if (hit == (size_t)-1)
-            snprintf(err, errlen, "no token with ID %s", want);
+            err_set(err, errlen, "no token with ID %s", want);
         else if (json_array_remove(arr, hit) == 0)
             rc = store_write(path, root, err, errlen);
     }

@@ -3,9 +3,11 @@
 
 #include "conf.h"
 #include "defcert.h"
+#include "err.h"
 #include "fsutil.h"
 #include "log.h"
 #include "p12.h"
+#include "propfile.h"
 #include "secret.h"
 #include "tls.h"
 #include "upstream.h"
@@ -20,33 +22,47 @@
 
 struct gw_paths gw_paths;
 
-static pthread_mutex_t change_lock = PTHREAD_MUTEX_INITIALIZER;
-static int readonly;
-static struct secret_key skey;
-static int skey_loaded;
+/* The live state, in one struct so that what guards each field is written beside it:
+ *   [open]    set by gw_open before any other thread runs, freed by gw_close after they
+ *             have stopped; read-only in between, so read without a lock;
+ *   [change]  guarded by change_lock (gw_lock/gw_unlock): written by gw_open, SIGHUP
+ *             reloads and the API's thread-pool jobs (freed by gw_close at exit); read by
+ *             those, and by start-up and check-config before other threads exist;
+ *   [pub]     guarded by pub_lock, which only publication, gw_snap_acquire and gw_close
+ *             take, each for a pointer swap or a reference count;
+ *   [atomic]  read lock-free by the workers (gw_snap_gen); written under pub_lock.
+ * Lock order: change_lock, then pub_lock (publication happens inside gw_lock); never the
+ * other way round. Workers touch only [pub] and [atomic] fields, through gw_snap_*; what
+ * they read from a snapshot is immutable.
+ * gw_paths (gw.h) is [open] too; it stays a separate global because other modules read it
+ * by name. */
+static struct gw_state {
+    pthread_mutex_t change_lock; /* serializes changes: reloads, API operations */
+    int readonly;                /* [open] check-config: write nothing, create nothing */
+    struct secret_key skey;      /* [open] obfuscates certificate passwords */
+    int skey_loaded;             /* [open] skey holds the key of config/secret.key */
 
-/* applied state (under change_lock) */
-static struct conf_settings cur_settings;
-static char *active_file;  /* NULL: default certificate */
-static char *active_alias; /* alias of the served entry */
-static struct p12_file *active_p12;  /* custom keystore, NULL for default */
-static struct p12_file *default_p12; /* the default certificate, loaded lazily */
-static char *fallback_reason;        /* why the configured certificate is not served */
-static struct upstream *cur_upstream; /* built from cur_settings.upstream */
+    struct conf_settings settings; /* [change] the applied settings (gw_settings) */
+    char *active_file;             /* [change] certificate file served; NULL: default */
+    char *active_alias;            /* [change] alias of the served entry */
+    struct p12_file *active_p12;   /* [change] custom keystore, NULL for default */
+    struct p12_file *default_p12;  /* [change] the default certificate, loaded lazily */
+    char *fallback_reason;         /* [change] why the configured certificate is not served */
+    struct upstream *upstream;     /* [change] built from settings.upstream; one reference */
 
-/* publication */
-static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct gw_snap *pub_snap;
-static _Atomic uint64_t pub_gen;
+    pthread_mutex_t pub_lock; /* guards snap */
+    struct gw_snap *snap;     /* [pub] the published snapshot; one reference held */
+    _Atomic uint64_t gen;     /* [atomic] generation of the last snapshot published */
+} G = {.change_lock = PTHREAD_MUTEX_INITIALIZER, .pub_lock = PTHREAD_MUTEX_INITIALIZER};
 
 void gw_lock(void)
 {
-    pthread_mutex_lock(&change_lock);
+    pthread_mutex_lock(&G.change_lock);
 }
 
 void gw_unlock(void)
 {
-    pthread_mutex_unlock(&change_lock);
+    pthread_mutex_unlock(&G.change_lock);
 }
 
 /* ----- snapshots ----- */
@@ -65,15 +81,15 @@ void gw_snap_release(struct gw_snap *s)
 
 uint64_t gw_snap_gen(void)
 {
-    return atomic_load_explicit(&pub_gen, memory_order_acquire);
+    return atomic_load_explicit(&G.gen, memory_order_acquire);
 }
 
 struct gw_snap *gw_snap_acquire(void)
 {
-    pthread_mutex_lock(&pub_lock);
-    struct gw_snap *s = pub_snap;
+    pthread_mutex_lock(&G.pub_lock);
+    struct gw_snap *s = G.snap;
     if (s) atomic_fetch_add(&s->refs, 1);
-    pthread_mutex_unlock(&pub_lock);
+    pthread_mutex_unlock(&G.pub_lock);
     return s;
 }
 
@@ -92,12 +108,12 @@ static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settin
 /* Publishes n (taken over): one pointer swap. */
 static void publish_snap(struct gw_snap *n)
 {
-    pthread_mutex_lock(&pub_lock);
-    struct gw_snap *old = pub_snap;
+    pthread_mutex_lock(&G.pub_lock);
+    struct gw_snap *old = G.snap;
     n->gen = (old ? old->gen : 0) + 1;
-    pub_snap = n;
-    atomic_store_explicit(&pub_gen, n->gen, memory_order_release);
-    pthread_mutex_unlock(&pub_lock);
+    G.snap = n;
+    atomic_store_explicit(&G.gen, n->gen, memory_order_release);
+    pthread_mutex_unlock(&G.pub_lock);
     gw_snap_release(old);
 }
 
@@ -117,7 +133,7 @@ static int publish(struct ssl_ctx_st *ctx, const struct conf_settings *s, struct
 
 const struct conf_settings *gw_settings(void)
 {
-    return &cur_settings;
+    return &G.settings;
 }
 
 static void tls_opts_of(const struct conf_settings *s, struct tls_server_opts *o)
@@ -128,31 +144,32 @@ static void tls_opts_of(const struct conf_settings *s, struct tls_server_opts *o
     o->session_tickets = s->session_tickets;
 }
 
-/* Reads custom.properties into *s. Unless readonly, a plain certificate-password is
+/* Reads custom.properties into *s. Unless G.readonly, a plain certificate-password is
  * replaced by certificate-password-encr in the file first. */
 static int load_settings(struct conf_settings *s, char *err, size_t errlen)
 {
-    struct conf_doc *doc = NULL;
-    if (conf_doc_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
-    const char *plain = conf_doc_get_raw(doc, CONF_SECTION_WEBSERVER, "certificate-password");
-    if (plain && !readonly) {
-        char *pw = conf_unescape(plain);
-        char *enc = pw && skey_loaded ? secret_encrypt(&skey, pw) : NULL;
+    struct propfile *doc = NULL;
+    if (propfile_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
+    const char *plain = propfile_get_raw(doc, CONF_SECTION_WEBSERVER, "certificate-password");
+    if (plain && !G.readonly) {
+        char *pw = propfile_unescape(plain);
+        char *enc = pw && G.skey_loaded ? secret_encrypt(&G.skey, pw) : NULL;
         secret_free(pw);
         int ok = enc != NULL;
         if (!ok)
-            snprintf(err, errlen, "%s: cannot obfuscate certificate-password", gw_paths.conf_path);
-        if (ok && conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) != 0) {
-            snprintf(err, errlen, "out of memory");
+            err_set(err, errlen, "%s: cannot obfuscate certificate-password", gw_paths.conf_path);
+        if (ok &&
+            propfile_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) != 0) {
+            err_set(err, errlen, "out of memory");
             ok = 0;
         }
         free(enc);
         if (ok) {
-            conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
-            ok = conf_doc_save(doc, gw_paths.conf_path, err, errlen) == 0;
+            propfile_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
+            ok = propfile_save(doc, gw_paths.conf_path, err, errlen) == 0;
         }
         if (!ok) {
-            conf_doc_free(doc);
+            propfile_free(doc);
             return -1;
         }
         log_info("%s: certificate-password obfuscated into certificate-password-encr",
@@ -160,17 +177,17 @@ static int load_settings(struct conf_settings *s, char *err, size_t errlen)
     }
     int rc = conf_settings_load(doc, gw_paths.conf_path, s, err, errlen);
     /* the cipher exclusions can only be judged by OpenSSL; the line is that of the key */
-    int line = conf_doc_line(doc, CONF_SECTION_WEBSERVER, "excluded-ciphers");
-    conf_doc_free(doc);
+    int line = propfile_line(doc, CONF_SECTION_WEBSERVER, "excluded-ciphers");
+    propfile_free(doc);
     if (rc != 0) return -1;
     struct tls_server_opts o;
     tls_opts_of(s, &o);
     char why[300];
     if (tls_check_opts(&o, why, sizeof why) != 0) {
         if (line > 0)
-            snprintf(err, errlen, "%s:%d: %s", gw_paths.conf_path, line, why);
+            err_set(err, errlen, "%s:%d: %s", gw_paths.conf_path, line, why);
         else
-            snprintf(err, errlen, "%s: %s", gw_paths.conf_path, why);
+            err_set(err, errlen, "%s: %s", gw_paths.conf_path, why);
         conf_settings_free(s);
         return -1;
     }
@@ -185,14 +202,14 @@ static int cert_password(const struct conf_settings *s, char **pw, char *err, si
         return *pw ? 0 : -1;
     }
     if (s->certificate_password_encr) {
-        if (!skey_loaded) {
-            snprintf(err, errlen,
-                     "certificate-password-encr cannot be read: the key %s/%s does not exist; "
-                     "set certificate-password in plain text again",
-                     gw_paths.config_dir, SECRET_KEY_FILE);
+        if (!G.skey_loaded) {
+            err_set(err, errlen,
+                    "certificate-password-encr cannot be read: the key %s/%s does not exist; "
+                    "set certificate-password in plain text again",
+                    gw_paths.config_dir, SECRET_KEY_FILE);
             return -1;
         }
-        return secret_decrypt(&skey, s->certificate_password_encr, pw, err, errlen);
+        return secret_decrypt(&G.skey, s->certificate_password_encr, pw, err, errlen);
     }
     *pw = strdup("");
     return *pw ? 0 : -1;
@@ -222,7 +239,7 @@ static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
     char why[400];
     struct ssl_ctx_st *ctx = tls_server_ctx_new(&o, e, why, sizeof why);
     if (!ctx) {
-        snprintf(err, errlen, "%s: %s", s->certificate_file, why);
+        err_set(err, errlen, "%s: %s", s->certificate_file, why);
         p12_free(p12);
         return -1;
     }
@@ -237,11 +254,11 @@ static int load_default(const struct conf_settings *s, struct ssl_ctx_st **ctxou
 {
     /* re-checked at every load, so a reload renews an expired default certificate */
     struct p12_file *f = NULL;
-    if (defcert_load(gw_paths.ssl_dir, readonly, &f, err, errlen) != 0) return -1;
-    p12_free(default_p12);
-    default_p12 = f;
+    if (defcert_load(gw_paths.ssl_dir, G.readonly, &f, err, errlen) != 0) return -1;
+    p12_free(G.default_p12);
+    G.default_p12 = f;
     const struct p12_entry *e = NULL;
-    if (p12_select(default_p12, NULL, &e, err, errlen) != P12_OK) return -1;
+    if (p12_select(G.default_p12, NULL, &e, err, errlen) != P12_OK) return -1;
     struct tls_server_opts o;
     tls_opts_of(s, &o);
     *ctxout = tls_server_ctx_new(&o, e, err, errlen);
@@ -260,14 +277,14 @@ static int apply(int initial, char *err, size_t errlen)
 {
     struct conf_settings s;
     if (load_settings(&s, err, errlen) != 0) return -1;
-    if (!initial && (s.port_ssl != cur_settings.port_ssl || s.port_http != cur_settings.port_http))
+    if (!initial && (s.port_ssl != G.settings.port_ssl || s.port_http != G.settings.port_http))
         log_warn("%s: a changed port-ssl or port takes effect at the next restart",
                  gw_paths.conf_path);
     struct upstream *up = NULL;
     if (s.upstream.url) {
-        int same = upstream_same(cur_upstream, &s.upstream);
+        int same = upstream_same(G.upstream, &s.upstream);
         if (same) {
-            up = upstream_ref(cur_upstream);
+            up = upstream_ref(G.upstream);
         } else if (upstream_new(&s.upstream, &up, err, errlen) != 0) {
             conf_settings_free(&s);
             return -1;
@@ -284,7 +301,7 @@ static int apply(int initial, char *err, size_t errlen)
     if (s.certificate_file) {
         if (load_custom(&s, &p12, &served, &ctx, why, sizeof why) != 0) {
             if (!initial) {
-                snprintf(err, errlen, "%s", why);
+                err_set(err, errlen, "%s", why);
                 conf_settings_free(&s);
                 upstream_unref(up);
                 return -1;
@@ -301,36 +318,36 @@ static int apply(int initial, char *err, size_t errlen)
         return -1;
     }
     if (publish(ctx, &s, up) != 0) {
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         p12_free(p12);
         conf_settings_free(&s);
         upstream_unref(up);
         return -1;
     }
-    upstream_unref(cur_upstream);
-    cur_upstream = up;
-    p12_free(active_p12);
-    active_p12 = p12;
-    set_str(&active_file, p12 ? s.certificate_file : NULL);
-    set_str(&active_alias, served ? p12_entry_alias(served) : NULL);
-    set_str(&fallback_reason, fallback ? why : NULL);
-    conf_settings_free(&cur_settings);
-    cur_settings = s;
+    upstream_unref(G.upstream);
+    G.upstream = up;
+    p12_free(G.active_p12);
+    G.active_p12 = p12;
+    set_str(&G.active_file, p12 ? s.certificate_file : NULL);
+    set_str(&G.active_alias, served ? p12_entry_alias(served) : NULL);
+    set_str(&G.fallback_reason, fallback ? why : NULL);
+    conf_settings_free(&G.settings);
+    G.settings = s;
     return 0;
 }
 
 int gw_open(const struct gw_options *opt, char *err, size_t errlen)
 {
-    readonly = opt->readonly;
+    G.readonly = opt->readonly;
     gw_paths.data_dir = strdup(opt->data_dir);
     gw_paths.config_dir = fs_path_join(opt->data_dir, "config");
     gw_paths.ssl_dir = fs_path_join(opt->data_dir, "ssl");
     gw_paths.conf_path = fs_path_join(gw_paths.config_dir, "custom.properties");
     if (!gw_paths.data_dir || !gw_paths.config_dir || !gw_paths.ssl_dir || !gw_paths.conf_path) {
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         return -1;
     }
-    if (!readonly) {
+    if (!G.readonly) {
         if (fs_mkdir_p(gw_paths.data_dir, 0755, 0, err, errlen) != 0 ||
             fs_mkdir_p(gw_paths.config_dir, 0700, 0, err, errlen) != 0 ||
             fs_mkdir_p(gw_paths.ssl_dir, 0700, 1, err, errlen) != 0)
@@ -339,10 +356,10 @@ int gw_open(const struct gw_options *opt, char *err, size_t errlen)
         fs_remove_stale_temps(gw_paths.ssl_dir);
     }
     char kerr[400];
-    if (secret_key_load(gw_paths.config_dir, !readonly, &skey, kerr, sizeof kerr) == 0)
-        skey_loaded = 1;
-    else if (!readonly) {
-        snprintf(err, errlen, "%s", kerr);
+    if (secret_key_load(gw_paths.config_dir, !G.readonly, &G.skey, kerr, sizeof kerr) == 0)
+        G.skey_loaded = 1;
+    else if (!G.readonly) {
+        err_set(err, errlen, "%s", kerr);
         return -1;
     }
     gw_lock();
@@ -361,19 +378,19 @@ int gw_reload(char *err, size_t errlen)
 
 const char *gw_fallback_reason(void)
 {
-    return fallback_reason;
+    return G.fallback_reason;
 }
 
 const struct p12_file *gw_active_p12(void)
 {
-    return active_p12;
+    return G.active_p12;
 }
 
 int gw_is_active_name(const char *name)
 {
-    if (!active_file) return 0;
-    if (strcmp(active_file, name) == 0) return 1;
-    char *a = fs_path_join(gw_paths.ssl_dir, active_file);
+    if (!G.active_file) return 0;
+    if (strcmp(G.active_file, name) == 0) return 1;
+    char *a = fs_path_join(gw_paths.ssl_dir, G.active_file);
     char *b = fs_path_join(gw_paths.ssl_dir, name);
     char ra[PATH_MAX], rb[PATH_MAX];
     int same = a && b && realpath(a, ra) && realpath(b, rb) && strcmp(ra, rb) == 0;
@@ -411,18 +428,18 @@ struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, cha
     const struct p12_entry *e = NULL;
     if (p12_select(p12, alias, &e, err, errlen) != P12_OK) return NULL;
     struct tls_server_opts o;
-    tls_opts_of(&cur_settings, &o);
+    tls_opts_of(&G.settings, &o);
     struct ssl_ctx_st *ctx = tls_server_ctx_new(&o, e, err, errlen);
     if (!ctx) return NULL;
     struct gw_change *ch = calloc(1, sizeof *ch);
-    if (ch) ch->snap = snap_new(ctx, &cur_settings, cur_upstream);
+    if (ch) ch->snap = snap_new(ctx, &G.settings, G.upstream);
     if (ch) ch->alias = strdup(p12_entry_alias(e));
     if (!ch || !ch->snap || !ch->alias) {
         if (ch && ch->snap) gw_snap_release(ch->snap);
         else tls_ctx_unref(ctx);
         if (ch) free(ch->alias);
         free(ch);
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         return NULL;
     }
     ch->p12 = p12;
@@ -437,11 +454,11 @@ const char *gw_change_alias(const struct gw_change *ch)
 void gw_change_commit(struct gw_change *ch, const char *file)
 {
     publish_snap(ch->snap);
-    if (ch->p12 != active_p12) p12_free(active_p12);
-    active_p12 = ch->p12;
-    set_str(&active_file, file);
-    set_str(&active_alias, ch->alias);
-    set_str(&fallback_reason, NULL);
+    if (ch->p12 != G.active_p12) p12_free(G.active_p12);
+    G.active_p12 = ch->p12;
+    set_str(&G.active_file, file);
+    set_str(&G.active_alias, ch->alias);
+    set_str(&G.fallback_reason, NULL);
     free(ch->alias);
     free(ch);
 }
@@ -457,52 +474,52 @@ void gw_change_abort(struct gw_change *ch)
 
 const char *gw_configured_alias(void)
 {
-    return cur_settings.certificate_alias;
+    return G.settings.certificate_alias;
 }
 
 int gw_record_certificate(const char *file, const char *password, const char *alias, char *err,
                           size_t errlen)
 {
-    if (!skey_loaded) {
-        snprintf(err, errlen, "no key to obfuscate the password with");
+    if (!G.skey_loaded) {
+        err_set(err, errlen, "no key to obfuscate the password with");
         return -1;
     }
-    struct conf_doc *doc = NULL;
-    if (conf_doc_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
-    char *enc = secret_encrypt(&skey, password ? password : "");
+    struct propfile *doc = NULL;
+    if (propfile_load(gw_paths.conf_path, &doc, NULL, err, errlen) != 0) return -1;
+    char *enc = secret_encrypt(&G.skey, password ? password : "");
     int rc = -1;
-    if (enc && conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-file", file) == 0 &&
-        conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) == 0 &&
-        (!alias || conf_doc_set(doc, CONF_SECTION_WEBSERVER, "certificate-alias", alias) == 0)) {
-        conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
-        if (!alias) conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "certificate-alias");
-        rc = conf_doc_save(doc, gw_paths.conf_path, err, errlen);
+    if (enc && propfile_set(doc, CONF_SECTION_WEBSERVER, "certificate-file", file) == 0 &&
+        propfile_set(doc, CONF_SECTION_WEBSERVER, "certificate-password-encr", enc) == 0 &&
+        (!alias || propfile_set(doc, CONF_SECTION_WEBSERVER, "certificate-alias", alias) == 0)) {
+        propfile_unset(doc, CONF_SECTION_WEBSERVER, "certificate-password");
+        if (!alias) propfile_unset(doc, CONF_SECTION_WEBSERVER, "certificate-alias");
+        rc = propfile_save(doc, gw_paths.conf_path, err, errlen);
     } else {
-        snprintf(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
     }
     if (rc == 0) { /* keep the applied settings in step with the file */
-        set_str(&cur_settings.certificate_file, file);
-        secret_free(cur_settings.certificate_password);
-        cur_settings.certificate_password = NULL;
-        set_str(&cur_settings.certificate_password_encr, enc);
-        set_str(&cur_settings.certificate_alias, alias);
+        set_str(&G.settings.certificate_file, file);
+        secret_free(G.settings.certificate_password);
+        G.settings.certificate_password = NULL;
+        set_str(&G.settings.certificate_password_encr, enc);
+        set_str(&G.settings.certificate_alias, alias);
     }
     free(enc);
-    conf_doc_free(doc);
+    propfile_free(doc);
     return rc;
 }
 
 void gw_describe_served(char *buf, size_t len)
 {
-    const struct p12_file *f = active_p12 ? active_p12 : default_p12;
+    const struct p12_file *f = G.active_p12 ? G.active_p12 : G.default_p12;
     const struct p12_entry *e = NULL;
-    if (!f || p12_select(f, active_p12 ? active_alias : NULL, &e, NULL, 0) != P12_OK) {
+    if (!f || p12_select(f, G.active_p12 ? G.active_alias : NULL, &e, NULL, 0) != P12_OK) {
         snprintf(buf, len, "nothing");
         return;
     }
     char *d = p12_java_description(p12_entry_cert(e));
-    if (active_p12)
-        snprintf(buf, len, "custom certificate %s, alias '%s': %s", active_file,
+    if (G.active_p12)
+        snprintf(buf, len, "custom certificate %s, alias '%s': %s", G.active_file,
                  p12_entry_alias(e), d ? d : "?");
     else
         snprintf(buf, len, "default self-signed certificate %s/%s: %s", gw_paths.ssl_dir,
@@ -512,21 +529,21 @@ void gw_describe_served(char *buf, size_t len)
 
 void gw_close(void)
 {
-    pthread_mutex_lock(&pub_lock);
-    struct gw_snap *s = pub_snap;
-    pub_snap = NULL;
-    pthread_mutex_unlock(&pub_lock);
+    pthread_mutex_lock(&G.pub_lock);
+    struct gw_snap *s = G.snap;
+    G.snap = NULL;
+    pthread_mutex_unlock(&G.pub_lock);
     gw_snap_release(s);
-    p12_free(active_p12);
-    p12_free(default_p12);
-    active_p12 = default_p12 = NULL;
-    set_str(&active_file, NULL);
-    set_str(&active_alias, NULL);
-    set_str(&fallback_reason, NULL);
-    conf_settings_free(&cur_settings);
-    upstream_unref(cur_upstream);
-    cur_upstream = NULL;
-    secret_key_wipe(&skey);
+    p12_free(G.active_p12);
+    p12_free(G.default_p12);
+    G.active_p12 = G.default_p12 = NULL;
+    set_str(&G.active_file, NULL);
+    set_str(&G.active_alias, NULL);
+    set_str(&G.fallback_reason, NULL);
+    conf_settings_free(&G.settings);
+    upstream_unref(G.upstream);
+    G.upstream = NULL;
+    secret_key_wipe(&G.skey);
     free(gw_paths.data_dir);
     free(gw_paths.config_dir);
     free(gw_paths.ssl_dir);

@@ -72,10 +72,9 @@ int p12_init(char *err, size_t errlen)
 {
     pthread_once(&init_once, init_providers);
     if (!prov_legacy) {
-        if (err && errlen)
-            snprintf(err, errlen,
-                     "the OpenSSL legacy provider could not be loaded: PKCS#12 files encrypted "
-                     "with RC2 or 3DES will not open");
+        err_set(err, errlen,
+                "the OpenSSL legacy provider could not be loaded: PKCS#12 files encrypted "
+                "with RC2 or 3DES will not open");
         return -1;
     }
     return 0;

@@ -2,6 +2,7 @@
 #include "tls.h"
 
 #include "conf.h"
+#include "err.h"
 #include "log.h"
 #include "p12.h"
 
@@ -111,7 +112,7 @@ int tls_global_init(char *err, size_t errlen)
     if (p12_init(perr, sizeof perr) != 0) log_warn("%s", perr);
     ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     if (!ticket_cipher) {
-        snprintf(err, errlen, "OpenSSL has no AES-256-CBC; cannot encrypt session tickets");
+        err_set(err, errlen, "OpenSSL has no AES-256-CBC; cannot encrypt session tickets");
         return -1;
     }
     tls_tickets_rotate(); /* the ring fills as the keys rotate */
@@ -156,7 +157,7 @@ static int apply_ciphers(SSL_CTX *ctx, const struct tls_server_opts *o, char *er
 {
     if (!SSL_CTX_set_cipher_list(ctx, MOZ_TLS12_CIPHERS) ||
         !SSL_CTX_set_ciphersuites(ctx, MOZ_TLS13_SUITES)) {
-        snprintf(err, errlen, "OpenSSL refused the built-in cipher list");
+        err_set(err, errlen, "OpenSSL refused the built-in cipher list");
         return -1;
     }
     char l12[1024] = "", l13[512] = "";
@@ -171,20 +172,20 @@ static int apply_ciphers(SSL_CTX *ctx, const struct tls_server_opts *o, char *er
         snprintf(l + used, cap - used, "%s%s", used ? ":" : "", SSL_CIPHER_get_name(c));
     }
     if ((o->versions & TLS_V12) && !l12[0]) {
-        snprintf(err, errlen,
-                 "excluded-ciphers leaves no cipher for TLSv1.2; exclude less or remove "
-                 "TLSv1.2 from ssl-protocols");
+        err_set(err, errlen,
+                "excluded-ciphers leaves no cipher for TLSv1.2; exclude less or remove "
+                "TLSv1.2 from ssl-protocols");
         return -1;
     }
     if ((o->versions & TLS_V13) && !l13[0]) {
-        snprintf(err, errlen,
-                 "excluded-ciphers leaves no cipher for TLSv1.3; exclude less or remove "
-                 "TLSv1.3 from ssl-protocols");
+        err_set(err, errlen,
+                "excluded-ciphers leaves no cipher for TLSv1.3; exclude less or remove "
+                "TLSv1.3 from ssl-protocols");
         return -1;
     }
     /* an empty TLS 1.2 list is not accepted by OpenSSL; the version is off anyway */
     if ((l12[0] && !SSL_CTX_set_cipher_list(ctx, l12)) || !SSL_CTX_set_ciphersuites(ctx, l13)) {
-        snprintf(err, errlen, "OpenSSL refused the cipher list after exclusions");
+        err_set(err, errlen, "OpenSSL refused the cipher list after exclusions");
         return -1;
     }
     return 0;
@@ -194,7 +195,7 @@ static SSL_CTX *ctx_base(const struct tls_server_opts *o, char *err, size_t errl
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
-        snprintf(err, errlen, "OpenSSL could not create a TLS context");
+        err_set(err, errlen, "OpenSSL could not create a TLS context");
         return NULL;
     }
     int min = (o->versions & TLS_V12) ? TLS1_2_VERSION : TLS1_3_VERSION;
@@ -207,7 +208,7 @@ static SSL_CTX *ctx_base(const struct tls_server_opts *o, char *err, size_t errl
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (apply_ciphers(ctx, o, err, errlen) != 0) goto fail;
     if (!SSL_CTX_set1_groups_list(ctx, GROUPS)) {
-        snprintf(err, errlen, "OpenSSL refused the key-exchange groups %s", GROUPS);
+        err_set(err, errlen, "OpenSSL refused the key-exchange groups %s", GROUPS);
         goto fail;
     }
     SSL_CTX_set_dh_auto(ctx, 1);
@@ -279,7 +280,7 @@ static int ctx_self_test(SSL_CTX *ctx, char *why, size_t len)
         if (!ok) tls_last_error(why, len);
         if (SSL_get0_session(s)) SSL_CTX_remove_session(ctx, SSL_get0_session(s));
     } else {
-        snprintf(why, len, "out of memory");
+        err_set(why, len, "out of memory");
     }
     SSL_free(c);
     SSL_free(s);
@@ -299,20 +300,20 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *opts, const struct p12
     char why[200];
     if (!SSL_CTX_use_certificate(ctx, cert)) {
         tls_last_error(why, sizeof why);
-        snprintf(err, errlen, "the certificate of alias '%s' cannot be served: %s",
-                 p12_entry_alias(e), why);
+        err_set(err, errlen, "the certificate of alias '%s' cannot be served: %s",
+                p12_entry_alias(e), why);
         goto fail;
     }
     if (!SSL_CTX_use_PrivateKey(ctx, key) || !SSL_CTX_check_private_key(ctx)) {
         tls_last_error(why, sizeof why);
-        snprintf(err, errlen, "the private key of alias '%s' cannot be served: %s",
-                 p12_entry_alias(e), why);
+        err_set(err, errlen, "the private key of alias '%s' cannot be served: %s",
+                p12_entry_alias(e), why);
         goto fail;
     }
     if (chain && sk_X509_num(chain) > 0 && !SSL_CTX_set1_chain(ctx, chain)) {
         tls_last_error(why, sizeof why);
-        snprintf(err, errlen, "the chain of alias '%s' cannot be served: %s",
-                 p12_entry_alias(e), why);
+        err_set(err, errlen, "the chain of alias '%s' cannot be served: %s", p12_entry_alias(e),
+                why);
         goto fail;
     }
     /* Sessions are bound to the certificate: a context rebuilt for the same certificate
@@ -322,14 +323,15 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *opts, const struct p12
     unsigned int fplen = 0;
     if (!X509_digest(cert, EVP_sha256(), fp, &fplen) ||
         !SSL_CTX_set_session_id_context(ctx, fp, fplen > SSL_MAX_SID_CTX_LENGTH ? SSL_MAX_SID_CTX_LENGTH : fplen)) {
-        snprintf(err, errlen, "cannot fingerprint the certificate of alias '%s'", p12_entry_alias(e));
+        err_set(err, errlen, "cannot fingerprint the certificate of alias '%s'",
+                p12_entry_alias(e));
         goto fail;
     }
     if (ctx_self_test(ctx, why, sizeof why) != 0) {
-        snprintf(err, errlen,
-                 "the key of alias '%s' cannot be used by TLS clients (%s); use an RSA key "
-                 "or an EC key on P-256, P-384 or P-521 (or Ed25519)",
-                 p12_entry_alias(e), why);
+        err_set(err, errlen,
+                "the key of alias '%s' cannot be used by TLS clients (%s); use an RSA key "
+                "or an EC key on P-256, P-384 or P-521 (or Ed25519)",
+                p12_entry_alias(e), why);
         goto fail;
     }
     return ctx;
@@ -444,11 +446,11 @@ void tls_last_error(char *buf, size_t len)
 {
     unsigned long e = ERR_peek_last_error();
     if (!e) {
-        snprintf(buf, len, "unknown error");
+        err_set(buf, len, "unknown error");
     } else {
         const char *r = ERR_reason_error_string(e);
         if (r)
-            snprintf(buf, len, "%s", r);
+            err_set(buf, len, "%s", r);
         else
             ERR_error_string_n(e, buf, len);
     }
@@ -470,7 +472,7 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t e
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
-        snprintf(err, errlen, "OpenSSL could not create a client TLS context");
+        err_set(err, errlen, "OpenSSL could not create a client TLS context");
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -485,8 +487,8 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t e
         if (!ok) {
             char why[200];
             tls_last_error(why, sizeof why);
-            snprintf(err, errlen, "cannot load the CA certificates %s: %s",
-                     ca_file ? ca_file : "of the system store", why);
+            err_set(err, errlen, "cannot load the CA certificates %s: %s",
+                    ca_file ? ca_file : "of the system store", why);
             SSL_CTX_free(ctx);
             return NULL;
         }

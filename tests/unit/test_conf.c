@@ -1,10 +1,8 @@
-/* Unit tests for src/conf.c: the line-preserving custom.properties parser/rewriter and
- * the typed settings with their error messages. */
+/* Unit tests for src/conf.c: the typed settings read from custom.properties, their
+ * defaults and their error messages. The file format is tested in test_propfile.c. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <errno.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,432 +10,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "conf.h"
-#include "fsutil.h"
+#include "propfile.h"
 
 #define PATH "custom.properties"
 #define WEB "[com.compuware.apm.webserver]\n"
 
 /* ----- helpers ----- */
 
-/* Makes control characters visible, so a failure shows where two texts differ. */
-static const char *visible(const char *s, size_t len, char *buf, size_t cap)
+/* Parses text (which must parse) and loads the settings from it; returns what
+ * conf_settings_load returned. */
+static int settings_from(const char *text, struct conf_settings *s, char *err, size_t errlen)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < len && o + 5 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\n')
-            o += (size_t)snprintf(buf + o, cap - o, "\\n");
-        else if (c == '\r')
-            o += (size_t)snprintf(buf + o, cap - o, "\\r");
-        else if (c == '\t')
-            o += (size_t)snprintf(buf + o, cap - o, "\\t");
-        else if (c < 0x20 || c >= 0x7f)
-            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
-        else
-            buf[o++] = (char)c;
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
-static struct conf_doc *parse_n(const char *text, size_t len)
-{
-    struct conf_doc *doc = NULL;
-    char err[256] = "";
-    if (conf_doc_parse(text, len, PATH, &doc, err, sizeof err) < 0)
+    struct propfile *doc = NULL;
+    if (propfile_parse(text, strlen(text), PATH, &doc, err, errlen) < 0)
         fail_msg("expected the text to parse, got: %s", err);
-    assert_non_null(doc);
-    return doc;
-}
-
-static struct conf_doc *parse(const char *text)
-{
-    return parse_n(text, strlen(text));
-}
-
-static void expect_text_n(const struct conf_doc *doc, const char *expected, size_t elen)
-{
-    size_t len = 0;
-    char *text = conf_doc_text(doc, &len);
-    assert_non_null(text);
-    if (len != elen || memcmp(text, expected, len) != 0) {
-        char a[2048], b[2048];
-        fail_msg("text differs\n  expected: \"%s\"\n  actual:   \"%s\"",
-                 visible(expected, elen, a, sizeof a), visible(text, len, b, sizeof b));
-    }
-    if (text[len] != '\0') fail_msg("expected conf_doc_text to NUL-terminate");
-    free(text);
-}
-
-static void expect_text(const struct conf_doc *doc, const char *expected)
-{
-    expect_text_n(doc, expected, strlen(expected));
-}
-
-static void expect_raw(const struct conf_doc *doc, const char *section, const char *key,
-                       const char *expected, int line)
-{
-    const char *v = conf_doc_get_raw(doc, section, key);
-    if (expected == NULL && v != NULL)
-        fail_msg("[%s] %s: expected absent, got \"%s\"", section, key, v);
-    if (expected != NULL && (v == NULL || strcmp(v, expected) != 0))
-        fail_msg("[%s] %s: expected \"%s\", got %s%s%s", section, key, expected, v ? "\"" : "",
-                 v ? v : "NULL", v ? "\"" : "");
-    int l = conf_doc_line(doc, section, key);
-    if (l != line) fail_msg("[%s] %s: expected line %d, got %d", section, key, line, l);
-}
-
-static void expect_parse_error_n(const char *text, size_t len, const char *expected)
-{
-    struct conf_doc *doc = (struct conf_doc *)1;
-    char err[256] = "";
-    if (conf_doc_parse(text, len, PATH, &doc, err, sizeof err) == 0) {
-        char v[512];
-        fail_msg("expected \"%s\" to fail with: %s", visible(text, len, v, sizeof v), expected);
-    }
-    assert_null(doc);
-    assert_string_equal(err, expected);
-}
-
-static void expect_parse_error(const char *text, const char *expected)
-{
-    expect_parse_error_n(text, strlen(text), expected);
+    int rc = conf_settings_load(doc, PATH, s, err, errlen);
+    propfile_free(doc);
+    return rc;
 }
 
 static void load_settings(const char *text, struct conf_settings *s)
 {
-    struct conf_doc *doc = parse(text);
     char err[256] = "";
-    if (conf_settings_load(doc, PATH, s, err, sizeof err) < 0)
+    if (settings_from(text, s, err, sizeof err) < 0)
         fail_msg("expected the settings to load, got: %s", err);
-    conf_doc_free(doc);
 }
 
 static void expect_settings_error(const char *text, const char *expected)
 {
-    struct conf_doc *doc = parse(text);
     struct conf_settings s;
     char err[512] = "";
     memset(&s, 0xaa, sizeof s);
-    if (conf_settings_load(doc, PATH, &s, err, sizeof err) == 0) {
-        char v[512];
+    if (settings_from(text, &s, err, sizeof err) == 0) {
         conf_settings_free(&s);
-        fail_msg("expected \"%s\" to fail with: %s", visible(text, strlen(text), v, sizeof v),
-                 expected);
+        fail_msg("expected these settings to fail with: %s\n%s", expected, text);
     }
     assert_string_equal(err, expected);
     /* on failure nothing is left to free */
     static const struct conf_settings zero;
     if (memcmp(&s, &zero, sizeof s) != 0) fail_msg("expected *out to be zeroed on failure");
-    conf_doc_free(doc);
-}
-
-/* ----- parsing and round trips ----- */
-
-static void test_round_trip_byte_for_byte(void **state)
-{
-    (void)state;
-    static const char *const texts[] = {
-        "",
-        WEB "port-ssl = 9999\n",
-        "# comment\r\n[a]\r\nx = 1\r\n\r\n[b]\r\ny=2\r\n",
-        "[a]\nx = 1",
-        "\t[ a ]\t\n\tkey\t=\tvalue with spaces\t\n",
-        "[a]\nx = 1\n# note\n; other note\ny = 2\n",
-        "[a]\nx = 1\n[b]\nz = 3\n[a]\ny = 2\n",
-        "\xef\xbb\xbf[a]\nx = 1\n",
-        "a = 1\r\nb = 2\n",
-        "top = 1\n[a]\n",
-        "   \n\t\n\n",
-        "[a]\nx = 1\r",
-        "[a]\nfile = C:\\certs\\a.p12\nlist = a\\,b, c\n",
-    };
-    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
-        struct conf_doc *doc = parse(texts[i]);
-        expect_text(doc, texts[i]);
-        conf_doc_free(doc);
-    }
-}
-
-static void test_getters(void **state)
-{
-    (void)state;
-    struct conf_doc *doc = parse("top = 0\n[a]\nx = 1\n[b]\nx = 2\n[a]\nx = 3\n[A]\nx = 4\n"
-                                 "[ spaced ]\n  my key  =   v w  \t\nexpr = a=b\nempty =\n");
-    expect_raw(doc, "", "top", "0", 1);
-    expect_raw(doc, "a", "x", "3", 7); /* the last one wins, across repeated sections */
-    expect_raw(doc, "b", "x", "2", 5);
-    expect_raw(doc, "A", "x", "4", 9); /* names compare exactly */
-    expect_raw(doc, "a", "X", NULL, 0);
-    expect_raw(doc, "c", "x", NULL, 0);
-    expect_raw(doc, "spaced", "my key", "v w", 11);
-    expect_raw(doc, "spaced", "expr", "a=b", 12);
-    expect_raw(doc, "spaced", "empty", "", 13);
-    conf_doc_free(doc);
-
-    doc = parse("\xef\xbb\xbf[a]\r\nx = 1\r\n");
-    expect_raw(doc, "a", "x", "1", 2);
-    conf_doc_free(doc);
-}
-
-static void test_parse_errors_name_the_line(void **state)
-{
-    (void)state;
-    expect_parse_error("[a]\nx = 1\nfoo\n",
-                       PATH ":3: expected 'key = value', '[section]' or a comment");
-    expect_parse_error("[a\n", PATH ":1: expected 'key = value', '[section]' or a comment");
-    expect_parse_error("[a]\n = v\n", PATH ":2: expected 'key = value', '[section]' or a comment");
-    expect_parse_error("[ ]\n", PATH ":1: expected 'key = value', '[section]' or a comment");
-    expect_parse_error("\r\n\r\nbad\r\n",
-                       PATH ":3: expected 'key = value', '[section]' or a comment");
-    static const char nul[] = "[a]\nk = v\nx\0y = 1\n";
-    expect_parse_error_n(nul, sizeof nul - 1,
-                         PATH ":3: the line contains a NUL byte; the file must be text");
-}
-
-/* ----- rewriting ----- */
-
-static void test_set_existing_keeps_position(void **state)
-{
-    (void)state;
-    struct conf_doc *doc = parse("[s]\r\n  port-ssl=9999\r\n# after\r\nother = x\r\n");
-    assert_int_equal(conf_doc_set(doc, "s", "port-ssl", "443"), 0);
-    expect_text(doc, "[s]\r\n  port-ssl = 443\r\n# after\r\nother = x\r\n");
-    expect_raw(doc, "s", "port-ssl", "443", 2);
-    conf_doc_free(doc);
-
-    doc = parse("\xef\xbb\xbfk = 1\n");
-    assert_int_equal(conf_doc_set(doc, "", "k", "2"), 0);
-    expect_text(doc, "\xef\xbb\xbfk = 2\n");
-    conf_doc_free(doc);
-}
-
-static void test_set_new_key_in_existing_section(void **state)
-{
-    (void)state;
-    struct conf_doc *doc = parse("[a]\nx = 1\n# comment about b\n\n[b]\ny = 2\n");
-    assert_int_equal(conf_doc_set(doc, "a", "z", "3"), 0);
-    expect_text(doc, "[a]\nx = 1\nz = 3\n# comment about b\n\n[b]\ny = 2\n");
-    expect_raw(doc, "a", "z", "3", 3);
-    conf_doc_free(doc);
-
-    /* a section without keys: right after its heading */
-    doc = parse("[a]\n# only a comment\n[b]\n");
-    assert_int_equal(conf_doc_set(doc, "a", "k", "v"), 0);
-    expect_text(doc, "[a]\nk = v\n# only a comment\n[b]\n");
-    conf_doc_free(doc);
-
-    /* at the end of a file without a final newline, which stays without one */
-    doc = parse("[a]\nx = 1");
-    assert_int_equal(conf_doc_set(doc, "a", "y", "2"), 0);
-    expect_text(doc, "[a]\nx = 1\ny = 2");
-    conf_doc_free(doc);
-
-    /* keys before any section */
-    doc = parse("[a]\nx = 1\n");
-    assert_int_equal(conf_doc_set(doc, "", "top", "t"), 0);
-    expect_text(doc, "top = t\n[a]\nx = 1\n");
-    conf_doc_free(doc);
-}
-
-static void test_set_with_duplicate_sections(void **state)
-{
-    (void)state;
-    struct conf_doc *doc = parse("[a]\nx = 1\n[b]\n[a]\ny = 2\n");
-    /* the key exists in the first occurrence only: that line is updated */
-    assert_int_equal(conf_doc_set(doc, "a", "x", "9"), 0);
-    expect_text(doc, "[a]\nx = 9\n[b]\n[a]\ny = 2\n");
-    /* a new key goes to the last occurrence of the section */
-    assert_int_equal(conf_doc_set(doc, "a", "w", "5"), 0);
-    expect_text(doc, "[a]\nx = 9\n[b]\n[a]\ny = 2\nw = 5\n");
-    conf_doc_free(doc);
-
-    /* the key is repeated: the last line is updated, the others removed */
-    doc = parse("[a]\nx = 1\ny = 2\n[a]\nx = 3\n");
-    expect_raw(doc, "a", "x", "3", 5);
-    assert_int_equal(conf_doc_set(doc, "a", "x", "4"), 0);
-    expect_text(doc, "[a]\ny = 2\n[a]\nx = 4\n");
-    expect_raw(doc, "a", "x", "4", 4);
-    conf_doc_free(doc);
-}
-
-static void test_set_in_missing_section_appends_it(void **state)
-{
-    (void)state;
-    static const struct {
-        const char *before, *after;
-    } cases[] = {
-        {"[a]\nx = 1\n", "[a]\nx = 1\n\n[b]\nk = v\n"},
-        {"[a]\nx = 1", "[a]\nx = 1\n\n[b]\nk = v"},
-        {"", "[b]\nk = v\n"},
-        {"[a]\r\nx = 1\r\n", "[a]\r\nx = 1\r\n\r\n[b]\r\nk = v\r\n"},
-        {"[a]\nx = 1\n\n", "[a]\nx = 1\n\n[b]\nk = v\n"},
-        {"# only a comment", "# only a comment\n\n[b]\nk = v"},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        struct conf_doc *doc = parse(cases[i].before);
-        assert_int_equal(conf_doc_set(doc, "b", "k", "v"), 0);
-        expect_text(doc, cases[i].after);
-        conf_doc_free(doc);
-    }
-}
-
-static void test_set_rejects_line_breaks(void **state)
-{
-    (void)state;
-    const char *text = "[a]\nx = 1\n";
-    struct conf_doc *doc = parse(text);
-    errno = 0;
-    assert_int_equal(conf_doc_set(doc, "a", "x", "1\n[evil]"), -1);
-    assert_int_equal(errno, EINVAL);
-    assert_int_equal(conf_doc_set(doc, "a", "x=y", "1"), -1);
-    assert_int_equal(conf_doc_set(doc, "a", "", "1"), -1);
-    assert_int_equal(conf_doc_set(doc, "a]\n[b", "x", "1"), -1);
-    assert_int_equal(conf_doc_set(doc, "a", "# x", "1"), -1);
-    expect_text(doc, text);
-    conf_doc_free(doc);
-}
-
-static void test_unset(void **state)
-{
-    (void)state;
-    struct conf_doc *doc = parse("[a]\nx = 1\ny = 2\n[b]\nx = 5\n[a]\nx = 3\n");
-    assert_int_equal(conf_doc_unset(doc, "a", "x"), 2);
-    expect_text(doc, "[a]\ny = 2\n[b]\nx = 5\n[a]\n");
-    expect_raw(doc, "a", "x", NULL, 0);
-    expect_raw(doc, "b", "x", "5", 4);
-    assert_int_equal(conf_doc_unset(doc, "a", "x"), 0);
-    assert_int_equal(conf_doc_unset(doc, "c", "x"), 0);
-    expect_text(doc, "[a]\ny = 2\n[b]\nx = 5\n[a]\n");
-    conf_doc_free(doc);
-
-    /* the last line of a file without a final newline */
-    doc = parse("[a]\r\nx = 1\r\ny = 2");
-    assert_int_equal(conf_doc_unset(doc, "a", "y"), 1);
-    expect_text(doc, "[a]\r\nx = 1");
-    conf_doc_free(doc);
-}
-
-static void test_escapes(void **state)
-{
-    (void)state;
-    struct conf_doc *doc = parse("[a]\n");
-    assert_int_equal(conf_doc_set(doc, "a", "v", "a,b\\c"), 0);
-    expect_text(doc, "[a]\nv = a\\,b\\\\c\n");
-    expect_raw(doc, "a", "v", "a\\,b\\\\c", 2);
-    char *u = conf_unescape(conf_doc_get_raw(doc, "a", "v"));
-    assert_string_equal(u, "a,b\\c");
-    free(u);
-    conf_doc_free(doc);
-
-    static const struct {
-        const char *raw, *plain;
-    } cases[] = {
-        {"C:\\certs\\new.p12", "C:\\certs\\new.p12"}, /* other backslashes stay */
-        {"a\\\\\\,b", "a\\,b"},
-        {"trailing\\", "trailing\\"},
-        {"", ""},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        u = conf_unescape(cases[i].raw);
-        assert_non_null(u);
-        if (strcmp(u, cases[i].plain) != 0)
-            fail_msg("conf_unescape(\"%s\"): expected \"%s\", got \"%s\"", cases[i].raw,
-                     cases[i].plain, u);
-        free(u);
-    }
-}
-
-static void test_split_list(void **state)
-{
-    (void)state;
-    size_t n = 99;
-    char **list = conf_split_list(" a , b\\,c ,, \\\\ , d\\\\,e ", &n);
-    static const char *const expected[] = {"a", "b,c", "\\", "d\\", "e"};
-    assert_non_null(list);
-    if (n != 5) fail_msg("expected 5 items, got %zu", n);
-    for (size_t i = 0; i < 5; i++)
-        if (strcmp(list[i], expected[i]) != 0)
-            fail_msg("item %zu: expected \"%s\", got \"%s\"", i, expected[i], list[i]);
-    assert_null(list[5]);
-    conf_list_free(list);
-
-    list = conf_split_list(" , ,", &n);
-    assert_non_null(list);
-    assert_int_equal(n, 0);
-    assert_null(list[0]);
-    conf_list_free(list);
-
-    list = conf_split_list("", NULL);
-    assert_non_null(list);
-    assert_null(list[0]);
-    conf_list_free(list);
-}
-
-/* ----- files ----- */
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void test_load_and_save(void **state)
-{
-    (void)state;
-    const char *base = getenv("CERTGATE_TEST_TMP");
-    if (!base || !*base) base = "/tmp";
-    char err[256] = "";
-    assert_int_equal(fs_mkdir_p(base, 0700, 0, err, sizeof err), 0);
-    char *dir = fs_path_join(base, "conf-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    char *path = fs_path_join(dir, "custom.properties");
-
-    struct conf_doc *doc;
-    int existed = 7;
-    assert_int_equal(conf_doc_load(path, &doc, &existed, err, sizeof err), 0);
-    assert_int_equal(existed, 0);
-    expect_text(doc, "");
-    assert_int_equal(conf_doc_set(doc, CONF_SECTION_WEBSERVER, "port-ssl", "443"), 0);
-    if (conf_doc_save(doc, path, err, sizeof err) < 0) fail_msg("expected save to work: %s", err);
-    conf_doc_free(doc);
-    struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    if ((st.st_mode & 07777) != 0600)
-        fail_msg("expected a new file to get mode 0600, found %04o", st.st_mode & 07777);
-
-    assert_int_equal(chmod(path, 0640), 0);
-    assert_int_equal(conf_doc_load(path, &doc, &existed, err, sizeof err), 0);
-    assert_int_equal(existed, 1);
-    expect_text(doc, WEB "port-ssl = 443\n");
-    assert_int_equal(conf_doc_unset(doc, CONF_SECTION_WEBSERVER, "port-ssl"), 1);
-    assert_int_equal(conf_doc_save(doc, path, err, sizeof err), 0);
-    conf_doc_free(doc);
-    assert_int_equal(stat(path, &st), 0);
-    if ((st.st_mode & 07777) != 0640)
-        fail_msg("expected the file to keep mode 0640, found %04o", st.st_mode & 07777);
-
-    /* a malformed file names its path and line */
-    FILE *f = fopen(path, "w");
-    fputs("[a]\nbroken\n", f);
-    fclose(f);
-    assert_int_equal(conf_doc_load(path, &doc, NULL, err, sizeof err), -1);
-    char expected[512];
-    snprintf(expected, sizeof expected, "%s:2: expected 'key = value', '[section]' or a comment",
-             path);
-    assert_string_equal(err, expected);
-
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-    free(path);
-    free(dir);
 }
 
 /* ----- typed settings ----- */
@@ -633,18 +248,6 @@ static void test_settings_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip_byte_for_byte),
-        cmocka_unit_test(test_getters),
-        cmocka_unit_test(test_parse_errors_name_the_line),
-        cmocka_unit_test(test_set_existing_keeps_position),
-        cmocka_unit_test(test_set_new_key_in_existing_section),
-        cmocka_unit_test(test_set_with_duplicate_sections),
-        cmocka_unit_test(test_set_in_missing_section_appends_it),
-        cmocka_unit_test(test_set_rejects_line_breaks),
-        cmocka_unit_test(test_unset),
-        cmocka_unit_test(test_escapes),
-        cmocka_unit_test(test_split_list),
-        cmocka_unit_test(test_load_and_save),
         cmocka_unit_test(test_settings_defaults),
         cmocka_unit_test(test_settings_all_keys),
         cmocka_unit_test(test_settings_value_forms),
