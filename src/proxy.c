@@ -200,7 +200,7 @@ static int px_attach(struct pxreq *r, int allow_pooled)
         http_respond_text(r->x, 502, "%s", err);
         return -1;
     }
-    up_send(r->uc, r->head, r->headlen);
+    up_send(r->uc, r->head, r->headlen, 0);
     if (r->req_done) up_end_request(r->uc);
     return 0;
 }
@@ -301,11 +301,11 @@ static void px_on_body(struct http_exchange *x, const char *p, size_t n)
         char hdr[STRFMT_NUM_MAX + 2];
         size_t hl = strfmt_u(hdr, n, 16);
         memcpy(hdr + hl, "\r\n", 2);
-        up_send(u, hdr, hl + 2);
-        up_send(u, p, n);
-        pause = up_send(u, "\r\n", 2);
+        up_send(u, hdr, hl + 2, 1);
+        up_send(u, p, n, 1);
+        pause = up_send(u, "\r\n", 2, 0);
     } else {
-        pause = up_send(u, p, n);
+        pause = up_send(u, p, n, 0);
     }
     if (pause) http_pause_body(x);
 }
@@ -315,7 +315,7 @@ static void px_on_end(struct http_exchange *x)
     struct pxreq *r = http_route(x)->ctx;
     r->req_done = 1;
     if (!r->uc) return;
-    if (r->chunked) up_send(r->uc, "0\r\n\r\n", 5);
+    if (r->chunked) up_send(r->uc, "0\r\n\r\n", 5, 0);
     up_end_request(r->uc);
 }
 

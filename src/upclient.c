@@ -221,7 +221,7 @@ static void flush(struct upconn *u)
     }
 }
 
-int up_send(struct upconn *u, const void *p, size_t n)
+int up_send(struct upconn *u, const void *p, size_t n, int more)
 {
     struct conn *c = &u->c;
     if (c->state == CS_CLOSED || u->write_failed) return 0;
@@ -230,7 +230,7 @@ int up_send(struct upconn *u, const void *p, size_t n)
         conn_post(c); /* its run reports it */
         return 0;
     }
-    if (c->state == CS_ACTIVE && !c->want_write) {
+    if (!more && c->state == CS_ACTIVE && !c->want_write) {
         flush(u);
         if (u->write_failed) conn_post(c);
         conn_update_poll(c);

@@ -47,9 +47,10 @@ struct up_handler {
  * with a sentence in err when no connection could be started. */
 struct upconn *up_acquire(struct worker *w, struct upstream *t, int allow_pooled, int head_req,
                           const struct up_handler *h, void *ctx, char *err, size_t errlen);
-/* Queues request bytes (written as soon as the connection can take them). Returns 1 when
- * the caller should stop sending until on_drain. */
-int up_send(struct upconn *u, const void *p, size_t n);
+/* Queues request bytes, written as soon as the connection can take them (more: further
+ * bytes follow at once; write them together). Returns 1 when the caller should stop
+ * sending until on_drain. */
+int up_send(struct upconn *u, const void *p, size_t n, int more);
 /* The request is complete: the read timeout runs from now. */
 void up_end_request(struct upconn *u);
 /* Resumes reading the answer after on_body asked to stop (posted: takes effect after the
