@@ -376,6 +376,7 @@ ssize_t conn_write_direct(struct conn *c, const void *p, size_t n)
         if (st != TLS_IO_OK) return -1;
         off += w;
     }
+    c->out_total += off;
     return (ssize_t)off;
 }
 

@@ -137,6 +137,7 @@ struct conn {
     uint32_t rpos, rlen;
     char *obuf; /* pending output */
     size_t opos, olen, ocap;
+    uint64_t out_total; /* bytes written to the transport, ever */
     struct reclaim rc;
 };
 

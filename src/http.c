@@ -69,6 +69,7 @@ struct http_exchange {
     unsigned streaming : 1, stream_chunked : 1, stream_nobody : 1, want_drain : 1;
     unsigned released : 1;
     int status;
+    uint64_t stream_mark; /* the connection's out_total + queued when the answer began */
     uint64_t bytes_out;
     uint64_t start_ms;
     int64_t upstream_ms;
@@ -346,6 +347,7 @@ void http_stream_begin(struct http_exchange *x, int status, const char *reason, 
     x->stream_nobody = (unsigned)nobody;
     if (close) h->close_after = 1;
     size_t start = h->c.olen;
+    x->stream_mark = h->c.out_total + conn_queued(&h->c);
     out_head(h, x, status, reason, close, 0);
     if (head) out_put(h, head, strlen(head));
     if (content_length >= 0 && status >= 200)
@@ -404,6 +406,19 @@ void http_stream_end(struct http_exchange *x)
     }
     if (!x->complete) h->close_after = 1; /* the rest of the request body is not read */
     x_mark_done(x);
+}
+
+int http_stream_retract(struct http_exchange *x)
+{
+    struct hconn *h = x->h;
+    if (!h || h->c.state != CS_ACTIVE || !x->streaming || x->done) return -1;
+    struct conn *c = &h->c;
+    if (c->out_total > x->stream_mark) return -1;
+    c->olen = c->opos + (size_t)(x->stream_mark - c->out_total); /* what was queued before */
+    x->streaming = x->stream_chunked = x->stream_nobody = x->want_drain = 0;
+    x->status = 0;
+    x->bytes_out = 0;
+    return 0;
 }
 
 void http_pause_body(struct http_exchange *x)
@@ -969,8 +984,11 @@ static void h_closed(struct conn *c)
         /* a request that ends unanswered (or half answered) still gets its access log
          * line: the status sent, or 499 (client closed request) when none was */
         int unfinished = x->headers_done && !x->done;
-        if (unfinished) http_peer(x); /* while the connection is still known */
-        if (x->dispatched && !x->done && x->route.handle) {
+        if (unfinished || x->done) http_peer(x); /* while the connection is still known */
+        if (x->done) { /* answered, the connection closed before its run finished it */
+            x_log(x, x->status);
+            x_release(x);
+        } else if (x->dispatched && x->route.handle) {
             x_log(x, x->status ? x->status : 499);
             x->h = NULL; /* the handler will answer into the void, which releases it */
         } else {

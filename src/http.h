@@ -110,6 +110,9 @@ void http_stream_begin(struct http_exchange *x, int status, const char *reason,
                        const char *head, int64_t content_length);
 size_t http_stream_write(struct http_exchange *x, const void *p, size_t n);
 void http_stream_end(struct http_exchange *x);
+/* Takes back a streamed answer of which no byte has reached the client yet, so that
+ * another answer (e.g. 502) can be given instead: 0 done, -1 too late (or not started). */
+int http_stream_retract(struct http_exchange *x);
 /* Stops / resumes reading the request body (back-pressure towards the client). */
 void http_pause_body(struct http_exchange *x);
 void http_resume_body(struct http_exchange *x);

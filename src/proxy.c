@@ -166,7 +166,9 @@ static void px_error(void *ctx, int status, const char *msg, int retryable)
         return;
     }
     px_record_time(r);
-    if (status == 0 || r->resp_started) { /* in the middle of the answer */
+    /* in the middle of the answer: the client cannot be told otherwise, unless nothing of
+     * it has left yet */
+    if (r->resp_started && http_stream_retract(r->x) != 0) {
         log_warn("proxy: %s", msg);
         http_abort(r->x);
         return;

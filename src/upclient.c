@@ -175,7 +175,7 @@ static void fail(struct upconn *u, int status, int retryable, const char *fmt, .
     void *ctx;
     const struct up_handler *h = detach(u, &ctx);
     conn_close(&u->c);
-    if (h) h->on_error(ctx, u->resp_started ? 0 : status, msg, retryable);
+    if (h) h->on_error(ctx, status, msg, retryable);
 }
 
 /* The upstream ended the connection (EOF or error) while a request was on it. */
@@ -183,7 +183,7 @@ static void gone(struct upconn *u, const char *why)
 {
     int retryable = u->reused && !u->got_bytes;
     if (u->resp_started)
-        fail(u, 0, 0, "the upstream %s broke off its answer (%s)", u->target->host_header, why);
+        fail(u, 502, 0, "the upstream %s broke off its answer (%s)", u->target->host_header, why);
     else
         fail(u, 502, retryable, "the upstream %s closed the connection without answering (%s)",
              u->target->host_header, why);
@@ -444,7 +444,10 @@ static void up_run(struct conn *c)
 {
     struct upconn *u = (struct upconn *)c;
     if (u->idle) {
-        if (c->ev) conn_close(c); /* closed by the upstream, or it talks out of turn */
+        if (c->ev) { /* closed by the upstream, or it talks out of turn */
+            idle_unlink(u); /* at once: no request may take it any more */
+            conn_close(c);
+        }
         return;
     }
     if (c->state == CS_CONNECTING) {
@@ -483,6 +486,7 @@ static void up_timeout(struct conn *c, enum tq_kind k)
 {
     struct upconn *u = (struct upconn *)c;
     if (u->idle || !u->h) {
+        idle_unlink(u);
         conn_close(c);
         return;
     }
@@ -493,7 +497,7 @@ static void up_timeout(struct conn *c, enum tq_kind k)
     } else if (u->resp_started) {
         log_warn("proxy: the upstream %s stalled in the middle of its answer for %u s",
                  u->target->host_header, cf->read_timeout_s);
-        fail(u, 0, 0, "the upstream %s stalled in the middle of its answer",
+        fail(u, 504, 0, "the upstream %s stalled in the middle of its answer",
              u->target->host_header);
     } else {
         fail(u, 504, 0, "the upstream %s did not answer within %u s (read-timeout)",
@@ -511,7 +515,7 @@ static void up_closed(struct conn *c)
     void *ctx;
     const struct up_handler *h = detach(u, &ctx);
     if (h) /* closed under the request (e.g. the poll set refused it) */
-        h->on_error(ctx, u->resp_started ? 0 : 502, "the connection to the upstream was lost", 0);
+        h->on_error(ctx, 502, "the connection to the upstream was lost", u->reused && !u->got_bytes);
 }
 
 static void up_destroy(struct conn *c)

@@ -29,8 +29,8 @@ struct up_handler {
     int (*on_body)(void *ctx, const char *p, size_t n);
     /* The answer is complete (the connection is already back in the pool or closed). */
     void (*on_complete)(void *ctx);
-    /* The exchange failed; the connection is closed. status: 502 or 504 before the
-     * answer began, 0 when it broke off in the middle. retryable: a pooled connection
+    /* The exchange failed; the connection is closed. status: 502 or 504 (on_head may
+     * have come already: the answer broke off in the middle). retryable: a pooled connection
      * broke before any byte of an answer (a retry on a new one is safe for idempotent
      * requests). msg says what happened, naming the upstream. */
     void (*on_error)(void *ctx, int status, const char *msg, int retryable);
