@@ -21,6 +21,8 @@ Each request says what the upstream does with it, in its query string:
   at=resphead      ...after sending half of the answer's header block
   at=answer        ...after sending `after` bytes of the answer body (on the wire)
   at=idle          ...`after` ms after a complete answer, while the connection is idle
+  nodrain=1        a reset does not wait for the bytes sent so far to be acknowledged first
+                   (they arrive together with the reset, or are lost)
   reuse=reset|close  cut right after the head when the request is not the first one of
                    its connection (a pooled connection that dies on reuse)
 
@@ -30,9 +32,11 @@ Counters (stats()): connections (accepted), open (open now), busy (open and not 
 idle means waiting for the next request after a complete answer; a new connection is busy
 until it has been answered once), requests (all tries).
 """
+import fcntl
 import select
 import socket
 import struct
+import termios
 import threading
 import time
 import urllib.parse
@@ -215,6 +219,7 @@ class FaultUpstream:
                     self.cond.notify_all()
 
         c.settimeout(60)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle: see _fault
         try:
             while not self._stop.is_set():
                 if not self._one_request(c, n, st, set_busy):
@@ -259,6 +264,7 @@ class FaultUpstream:
         rid = p.get("id", target)
         rec = Record(rid, n, st["reqno"], method, target)
         st["rec"] = rec
+        st["drain"] = p.get("nodrain") != "1"
         with self.cond:
             self._records.setdefault(rid, []).append(rec)
             self.requests += 1
@@ -416,18 +422,27 @@ class FaultUpstream:
             raise PeerGone(str(e))
 
     def _wait_peer(self, c, seconds):
-        """Waits up to seconds, returning early when the peer closes; raises PeerGone then."""
+        """Waits up to seconds, returning early when the peer closes or resets (also behind
+        bytes not read: POLLRDHUP); raises PeerGone then."""
+        poller = select.poll()
+        poller.register(c, select.POLLRDHUP)  # POLLERR and POLLHUP come anyway
         deadline = time.time() + seconds
-        while time.time() < deadline and not self._stop.is_set():
-            r, _, _ = select.select([c], [], [], min(0.02, max(0, deadline - time.time())))
-            if r:
-                try:
-                    peek = c.recv(1, socket.MSG_PEEK)
-                except OSError as e:
-                    raise PeerGone(str(e))
-                if not peek:
-                    raise PeerGone("end of stream")
-                time.sleep(0.02)  # bytes out of turn: keep waiting, do not spin
+        while not self._stop.is_set():
+            left = deadline - time.time()
+            if left <= 0:
+                return
+            if poller.poll(min(100, left * 1000)):
+                raise PeerGone("the peer closed")
+
+    def _drain(self, c, seconds):
+        """Waits until the send queue is empty (sent and acknowledged), or seconds pass."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            queued = struct.unpack("i", fcntl.ioctl(c.fileno(), termios.TIOCOUTQ,
+                                                    b"\0\0\0\0"))[0]
+            if queued == 0:
+                return
+            time.sleep(0.001)
 
     def _fault(self, c, how, st, idle=False):
         rec = st["rec"]
@@ -438,6 +453,10 @@ class FaultUpstream:
                 self._update(lambda: setattr(rec, "outcome", "stalled 30 s, peer stayed"))
             raise Cut(how)
         if how == "reset":
+            # a reset drops what is not sent yet: let the bytes sent so far arrive first,
+            # so that the phase is the one asked for (bounded: the peer may not read)
+            if st.get("drain", True) or idle:
+                self._drain(c, 0.2)
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         elif how == "close":
             try:
