@@ -13,7 +13,8 @@ connection that dies on reuse or while idle; the upstream also stalls (504). The
 * it leaks no upstream connection: the upstream (fault_upstream.py) counts its open
   sockets, and they settle at no busy one (every try of every request ends: answered,
   cut on purpose, or closed by the gateway) and at most max-connections per worker thread
-  idle (the pool);
+  idle (the pool); and no client connection: the gateway's descriptors (/proc/PID/fd)
+  settle back to what it had before the case plus its pooled upstream connections;
 * the access log has the right line for each request: 499 for a client that went away
   before the answer's status (the status already sent, 200, once it was sent: the code
   logs what it sent, README's table says 499; both are accepted then), 502 for an upstream
@@ -54,6 +55,7 @@ MAX_CONN = 2  # max-connections: idle pooled connections per worker thread
 MODES = ("reset", "close")
 KiB = 1024
 MiB = 1024 * 1024
+FD_SLACK = 2  # descriptors the gateway may open besides connections (none known)
 ANSWER = 4 * MiB  # an answer far larger than what the socket buffers on the way hold
 CTX = client_context()
 ACCESS_RE = re.compile(r'"(?P<method>\S+) (?P<target>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) '
@@ -194,6 +196,11 @@ class FaultTest(GatewayTest):
         self.g = self.proxy_gateway(self.up.url, self.conf_extra, threads=THREADS)
         self._seq = 0
         self._seq_lock = threading.Lock()
+        # the gateway's descriptors besides its upstream connections, once it has served a
+        # request (anything opened lazily is open then)
+        self.check_served("warm-up", close=True)  # (leaves the pool empty)
+        time.sleep(0.2)
+        self.base_fds = self.gateway_fds() - self.up.stats()["open"]
 
     def new_id(self, tag):
         with self._seq_lock:
@@ -294,12 +301,41 @@ class FaultTest(GatewayTest):
                       "in progress at the upstream: %r" % (name, self.up.stats(), bound,
                                                             stuck[:10]))
         self.assertEqual(self.up.errors, [], "errors inside the fault upstream")
+        # and the gateway holds no client connection any more (a lingering close ends within
+        # 2 s), nor an upstream connection the upstream does not know as open
+        def extra():
+            return self.gateway_fds() - self.up.stats()["open"] - self.base_fds
+        deadline = time.time() + 10 * SLOW
+        while extra() > FD_SLACK and time.time() < deadline:
+            time.sleep(0.05)
+        if extra() > FD_SLACK:
+            self.assertAlive(name)
+            self.fail("%s: the gateway holds %d descriptors more than before the case (beyond "
+                      "its pooled upstream connections): %s"
+                      % (name, extra(), self.gateway_fd_kinds()))
 
-    def check_served(self, name):
+    def gateway_fds(self):
+        try:
+            return len(os.listdir("/proc/%d/fd" % self.g.proc.pid))
+        except OSError:  # it died
+            return 0
+
+    def gateway_fd_kinds(self):
+        kinds = collections.Counter()
+        folder = "/proc/%d/fd" % self.g.proc.pid
+        for n in os.listdir(folder):
+            try:
+                kinds[re.sub(r"\[\d+\]", "", os.readlink(os.path.join(folder, n)))] += 1
+            except OSError:
+                pass
+        return dict(kinds)
+
+    def check_served(self, name, close=False):
         rid = self.new_id("check")
         size = 100 * KiB
         try:
-            status, _, body = self.g.request("GET", "/f?id=%s&size=%d" % (rid, size),
+            status, _, body = self.g.request("GET", "/f?id=%s&size=%d%s"
+                                             % (rid, size, "&close=1" if close else ""),
                                              timeout=10)
         except Exception as e:  # noqa: BLE001
             self.assertAlive(name + ", the next client")
