@@ -1159,3 +1159,54 @@ class GatewayTest(unittest.TestCase):
 
 def main():
     unittest.main(verbosity=2)
+
+
+# ----- added for test_85_proxy_faults.py -----
+
+def reset_close(sock):
+    """Closes a (TLS or plain) socket with SO_LINGER {1, 0}: the peer gets a TCP reset,
+    no close_notify, and whatever was not sent yet is dropped."""
+    import struct
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def clean_close(sock):
+    """Closes a TLS socket as a well-behaved client does: close_notify (without waiting for
+    the peer's), then a FIN (shutdown SHUT_WR), then close. (The kernel still answers with
+    a reset whatever the peer sends after that, as for any closed socket.)"""
+    try:
+        sock.settimeout(0)
+        if isinstance(sock, ssl.SSLSocket):
+            sock.unwrap()  # sends close_notify; then wants to read the peer's: WantRead
+    except (ssl.SSLError, OSError, ValueError):
+        pass
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_WR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def death_report(g):
+    """None while the gateway's process runs; else "gateway died: exit code N (SIGNAME)"
+    and the sanitizer report from its stderr (or the tail of its stderr)."""
+    rc = g.proc.poll() if g.proc else None
+    if rc is None:
+        return None
+    text = read_text(g.log_path) if os.path.exists(g.log_path) else ""
+    i = text.find("ERROR: AddressSanitizer")
+    if i < 0:
+        i = text.find("runtime error:")
+    tail = text[max(0, i - 200):i + 8000] if i >= 0 else "\n".join(text.splitlines()[-40:])
+    name = ""
+    if rc < 0:
+        try:
+            name = " (%s)" % signal.Signals(-rc).name
+        except ValueError:
+            pass
+    return "gateway died: exit code %d%s\n--- tail of its stderr (%s):\n%s" % (
+        rc, name, g.log_path, tail)
