@@ -43,6 +43,7 @@ struct hconn {
     unsigned close_after : 1; /* close once the output is flushed */
     unsigned draining : 1;    /* server stopping: last request on this connection */
     unsigned body_paused : 1; /* streaming route asked to stop reading the body */
+    unsigned in_run : 1;      /* its run is on the stack: it sees an answer's end itself */
     union {
         struct sockaddr sa;
         struct sockaddr_in in4;
@@ -285,7 +286,7 @@ static int answer_closes(struct http_exchange *x)
 static void x_mark_done(struct http_exchange *x)
 {
     x->done = 1;
-    if (x->h) conn_post(&x->h->c);
+    if (x->h && !x->h->in_run) conn_post(&x->h->c);
 }
 
 void http_respond(struct http_exchange *x, int status, const char *ctype, const char *extra,
@@ -901,7 +902,9 @@ static void http_conn_run(struct hconn *h)
     struct conn *c = &h->c;
     uint64_t served = h->requests;
     c->kick = 0;
+    h->in_run = 1;
     int more = run_once(h);
+    h->in_run = 0;
     if (c->state != CS_ACTIVE) return;
     /* run_once gives up after a number of rounds so that one busy connection does not
      * starve the others; what it left (a full input buffer to parse, output not yet
