@@ -116,7 +116,9 @@ void worker_settle(struct worker *w)
             if (c->state == CS_CLOSED) {
                 if (!c->closed_done) conn_finalize(c);
             } else {
-                c->ev = 0;
+                /* a post carries no readiness, except on the in-memory transport, which
+                 * reports what epoll would */
+                c->ev = c->mem ? (uint8_t)memio_events(c->mem, c->events) : 0;
                 c->ops->run(c);
             }
         }

@@ -917,7 +917,10 @@ static void http_conn_run(struct hconn *h)
         c->rbuf = NULL;
         c->rpos = c->rlen = 0;
     }
+    /* no input while the answer queue is full: run_once would not read it, and a
+     * level-triggered readable event would come back at every turn */
     c->want_read = !c->peer_eof && !h->close_after && !h->body_paused &&
+                   conn_queued(c) < HTTP_OUT_HIGH &&
                    (!c->rbuf || c->rlen < RBUF_SIZE || c->rpos > 0);
     enum tq_kind k = wanted_timeout(h);
     /* the keep-alive clock restarts after every answered request */

@@ -120,10 +120,16 @@ size_t memio_pending(const struct memio *m)
     return m->in_len - m->in_pos;
 }
 
+unsigned memio_events(const struct memio *m, unsigned ev)
+{
+    if (m->reset) return ev | EPOLLERR | EPOLLHUP;
+    unsigned r = 0;
+    if ((ev & EPOLLIN) && (memio_pending(m) || m->in_eof)) r |= EPOLLIN;
+    if ((ev & EPOLLOUT) && m->room > 0) r |= EPOLLOUT;
+    return r;
+}
+
 int memio_ready(const struct memio *m, unsigned ev)
 {
-    if (m->reset) return ev != 0;
-    if ((ev & EPOLLIN) && (memio_pending(m) || m->in_eof)) return 1;
-    if ((ev & EPOLLOUT) && m->room > 0) return 1;
-    return 0;
+    return memio_events(m, ev) != 0;
 }

@@ -53,8 +53,10 @@ enum tls_io memio_read(struct memio *m, void *p, size_t len, size_t *n);
 enum tls_io memio_write(struct memio *m, const void *p, size_t len, size_t *n);
 /* Input the connection has not read yet. */
 size_t memio_pending(const struct memio *m);
-/* Tells whether the connection, asking for events ev (EPOLLIN/EPOLLOUT), would be
- * reported ready now. */
+/* The events epoll would report now for a connection asking for ev (EPOLLIN/EPOLLOUT):
+ * a reset reports every event asked for plus EPOLLERR|EPOLLHUP. */
+unsigned memio_events(const struct memio *m, unsigned ev);
+/* memio_events(m, ev) != 0 */
 int memio_ready(const struct memio *m, unsigned ev);
 
 #endif
