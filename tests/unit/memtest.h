@@ -237,7 +237,7 @@ static void expect_out_(struct memio *m, const char *want, size_t wlen, const ch
                     "bytes) ---\n%.*s\n---\n",
                     file, line, wlen, (int)(wlen > 4000 ? 4000 : wlen), want, n,
                     (int)(n > 4000 ? 4000 : n), p);
-        fail();
+        _fail(file, line);
     }
 }
 #define expect_out(m, s) expect_out_((m), (s), strlen(s), __FILE__, __LINE__)
