@@ -897,6 +897,112 @@ static void backpressure_upload(void **state)
     mt_finish();
 }
 
+
+/* the upstream answers before the upload is complete: relayed, and both connections end
+ * (the rest of the body is not read; the upstream connection cannot be reused) */
+static void up_answers_during_upload(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, "POST /up HTTP/1.1\r\nHost: front\r\nContent-Length: 100\r\n\r\nabc");
+    settle();
+    free(take(T.up[0], NULL));
+    push(T.up[0], "HTTP/1.1 413 Too Big\r\nContent-Length: 3\r\n\r\nbig");
+    settle();
+    expect_out(m, "HTTP/1.1 413 Too Big\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbig");
+    assert_true(ended(m));
+    assert_true(T.up[0]->closed);
+    mt_finish();
+}
+
+/* the upstream resets while the client still uploads: 502, and the connection ends */
+static void up_reset_during_upload(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, "POST /up HTTP/1.1\r\nHost: front\r\nContent-Length: 100\r\n\r\nabc");
+    settle();
+    free(take(T.up[0], NULL));
+    memio_reset(T.up[0]);
+    settle();
+    assert_true(T.up[0]->closed);
+    struct sb want = {0};
+    sb_text(&want, 502, "close",
+            "the upstream " UP " closed the connection without answering (read error)");
+    expect_out(m, want.p);
+    assert_true(ended(m));
+    push(m, "more body");
+    settle();
+    expect_none(m);
+    free(want.p);
+    mt_finish();
+}
+
+/* bytes after the answer: relayed answer, but the connection is not pooled */
+static void up_extra_bytes_not_pooled(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, GET_A);
+    settle();
+    push(T.up[0], "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nkJUNK");
+    settle();
+    expect_out(m, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nk");
+    assert_true(T.up[0]->closed);
+    assert_false(ended(m));
+    mt_finish();
+}
+
+/* an upstream that says Connection: close is not pooled */
+static void up_connection_close_not_pooled(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, GET_A);
+    settle();
+    push(T.up[0], "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nk");
+    settle();
+    expect_out(m, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nk");
+    assert_true(T.up[0]->closed);
+    assert_false(ended(m));
+    mt_finish();
+}
+
+/* a slow client under back-pressure: the upstream's read-timeout does not run (not its
+ * fault); the client's write timeout ends both connections */
+static void backpressure_slow_client_times_out(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    memio_set_room(m, 0);
+    push(m, GET_A);
+    settle();
+    free(take(T.up[0], NULL));
+    char *body = malloc(BIG);
+    assert_non_null(body);
+    memset(body, 'q', BIG);
+    char head[100];
+    snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BIG);
+    push(T.up[0], head);
+    memio_push(T.up[0], body, BIG);
+    free(body);
+    settle();
+    assert_true(memio_pending(T.up[0]) > 0);
+    assert_null(T.w.tq[TQ_UPREAD].head);
+    advance(BODY_MS - 1);
+    assert_false(m->closed);
+    assert_true(up_open(0));
+    advance(1);
+    assert_true(m->closed);
+    assert_true(T.up[0]->closed);
+    mt_finish();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -937,6 +1043,11 @@ int main(void)
         cmocka_unit_test(backpressure_answer),
         cmocka_unit_test(backpressure_chunked_answer),
         cmocka_unit_test(backpressure_upload),
+        cmocka_unit_test(up_answers_during_upload),
+        cmocka_unit_test(up_reset_during_upload),
+        cmocka_unit_test(up_extra_bytes_not_pooled),
+        cmocka_unit_test(up_connection_close_not_pooled),
+        cmocka_unit_test(backpressure_slow_client_times_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
