@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -762,39 +761,6 @@ static void write_timeout_closes(void **state)
 }
 
 /* ----- known bugs (run in a child with a time limit) ----- */
-
-static int known_bugs_enforced(void)
-{
-    const char *e = getenv("CERTGATE_KNOWN_BUGS");
-    return e && *e == '1';
-}
-
-/* Runs fn in a child; 0 when it finished, else the signal or exit status. */
-static int run_child(void (*fn)(void), unsigned secs)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        mt_watchdog_s = secs; /* mt_start arms it */
-        alarm(secs);
-        fn();
-        _exit(0);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    if (WIFEXITED(st)) return WEXITSTATUS(st);
-    return 128 + WTERMSIG(st);
-}
-
-static void known_bug(const char *what, int rc)
-{
-    if (rc == 0) return; /* fixed */
-    print_message("KNOWN BUG (child status %d): %s\n", rc, what);
-    if (known_bugs_enforced()) fail_msg("%s", what);
-    skip();
-}
 
 /* BUG 1: without the harness's readiness emulation, a second request on a keep-alive
  * connection makes worker_settle() spin: memio_push() posts the connection (ev = 0),

@@ -1003,6 +1003,177 @@ static void backpressure_slow_client_times_out(void **state)
     mt_finish();
 }
 
+
+/* the client resets while its upload is paused (the upstream takes nothing): both end
+ * once the upstream drains */
+static void client_reset_during_paused_upload(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    char head[200];
+    snprintf(head, sizeof head, "POST /up HTTP/1.1\r\nHost: front\r\nContent-Length: %d\r\n\r\n", BIG);
+    push(m, head);
+    settle();
+    free(take(T.up[0], NULL));
+    memio_set_room(T.up[0], 0);
+    char *body = calloc(1, BIG);
+    assert_non_null(body);
+    memio_push(m, body, BIG);
+    free(body);
+    settle();
+    assert_true(memio_pending(m) > 0);
+    memio_reset(m);
+    settle();
+    memio_set_room(T.up[0], SIZE_MAX);
+    settle();
+    assert_true(m->closed);
+    assert_true(T.up[0]->closed);
+    mt_finish();
+}
+
+/* an idle pooled connection is closed after its idle timeout */
+static void pooled_idle_timeout(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, GET_A);
+    settle();
+    push(T.up[0], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    settle();
+    expect_out(m, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    advance(KEEPALIVE_MS - 1); /* the client goes on sending requests */
+    push(m, GET_A);
+    settle();
+    push(T.up[0], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    settle();
+    free(take(m, NULL));
+    advance(60000 - 1);
+    assert_true(up_open(0));
+    assert_true(m->closed); /* the client's keep-alive ran out meanwhile */
+    advance(1);
+    assert_true(T.up[0]->closed);
+    assert_int_equal(T.connects, 1);
+    mt_finish();
+}
+
+/* max_connections (4) idle connections per worker: a fifth is closed */
+static void pool_size_limit(void **state)
+{
+    (void)state;
+    START();
+    struct memio *c[5];
+    for (int i = 0; i < 5; i++) {
+        c[i] = client();
+        push(c[i], GET_A);
+    }
+    settle();
+    assert_int_equal(T.connects, 5);
+    for (int i = 0; i < 5; i++) {
+        expect_out(T.up[i], UP_GET_A);
+        push(T.up[i], "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nk");
+        settle();
+        expect_out(c[i], "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nk");
+    }
+    int open = 0;
+    for (int i = 0; i < 5; i++) open += up_open(i);
+    assert_int_equal(open, 4);
+    assert_true(T.up[4]->closed);
+    mt_finish();
+}
+
+/* an upstream header block over 16 KiB is a 502 */
+static void up_huge_header_502(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, GET_A);
+    settle();
+    struct sb a = {0};
+    sb_printf(&a, "HTTP/1.1 200 OK\r\nX-Big: ");
+    for (int i = 0; i < 20 * 1024; i++) sb_put(&a, "b", 1);
+    sb_printf(&a, "\r\nContent-Length: 0\r\n\r\n");
+    memio_push(T.up[0], a.p, a.len);
+    settle();
+    assert_true(T.up[0]->closed);
+    char msg[300];
+    snprintf(msg, sizeof msg, "the upstream " UP " sent an invalid answer (%s)",
+             http_errno_description(HPE_HEADER_OVERFLOW));
+    struct sb want = {0};
+    sb_text(&want, 502, NULL, msg);
+    expect_out(m, want.p);
+    free(want.p);
+    free(a.p);
+    mt_finish();
+}
+
+/* graceful stop: an idle client closes, a busy one gets its answer then closes, the
+ * pool closes its idle connections */
+static void graceful_stop(void **state)
+{
+    (void)state;
+    START();
+    struct memio *idle = client();
+    struct memio *busy = client();
+    push(idle, GET_A);
+    settle();
+    expect_out(T.up[0], UP_GET_A);
+    push(T.up[0], "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    settle();
+    free(take(idle, NULL));
+    push(busy, GET_A);
+    settle();
+    assert_int_equal(T.connects, 1);
+    expect_out(T.up[0], UP_GET_A);
+    http_worker_stop(&T.w);
+    up_pool_stopping(&T.w);
+    settle();
+    assert_true(idle->closed);
+    assert_false(busy->closed);
+    assert_true(up_open(0));
+    push(T.up[0], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    settle();
+    expect_out(busy, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
+    assert_true(ended(busy));
+    assert_true(T.up[0]->closed); /* not pooled while stopping */
+    mt_finish();
+}
+
+
+/* KNOWN BUG 2 (see test_http.c) on the proxy's back-pressure path: a download held back
+ * for a slow client (its queue >= HTTP_OUT_HIGH) plus a pipelined request from that
+ * client makes the worker spin. */
+static void bug2_proxy_child(void)
+{
+    start("bug2-proxy", "http://" UP);
+    struct memio *m = client();
+    memio_set_room(m, 0);
+    push(m, GET_A);
+    settle();
+    char head[100];
+    snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BIG);
+    push(T.up[0], head);
+    char *body = calloc(1, BIG);
+    memio_push(T.up[0], body, BIG);
+    free(body);
+    settle();
+    if (!m->c || conn_queued(m->c) < HTTP_OUT_HIGH) _exit(3);
+    push(m, GET_A); /* pipelined */
+    settle();       /* spins */
+    _exit(0);
+}
+
+static void known_bug2_proxy_pipelined_under_backpressure_spins(void **state)
+{
+    (void)state;
+    known_bug("src/http.c run_once()/http_conn_run(): a client whose queued answer is >= "
+              "HTTP_OUT_HIGH (proxy back-pressure) and that pipelines another request is "
+              "reported readable at every turn and never read: busy loop",
+              run_child(bug2_proxy_child, 3));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1048,6 +1219,12 @@ int main(void)
         cmocka_unit_test(up_extra_bytes_not_pooled),
         cmocka_unit_test(up_connection_close_not_pooled),
         cmocka_unit_test(backpressure_slow_client_times_out),
+        cmocka_unit_test(client_reset_during_paused_upload),
+        cmocka_unit_test(pooled_idle_timeout),
+        cmocka_unit_test(pool_size_limit),
+        cmocka_unit_test(up_huge_header_502),
+        cmocka_unit_test(graceful_stop),
+        cmocka_unit_test(known_bug2_proxy_pipelined_under_backpressure_spins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
