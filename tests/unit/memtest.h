@@ -333,7 +333,7 @@ static int run_child(void (*fn)(void), unsigned secs)
 static void known_bug(const char *what, int rc)
 {
     if (rc == 0) return; /* fixed */
-    print_message("KNOWN BUG (child status %d): %s\n", rc, what);
+    print_message("KNOWN BUG (status %d): %s\n", rc, what);
     if (known_bugs_enforced()) fail_msg("%s", what);
     skip();
 }

@@ -14,7 +14,11 @@
  * 2. A client whose output queue is at or above HTTP_OUT_HIGH and that sends more bytes
  *    makes the worker spin (src/http.c run_once() returns before reading while
  *    http_conn_run() keeps want_read set, so level-triggered EPOLLIN reports it again
- *    at every turn; on memio worker_settle() never returns). */
+ *    at every turn; on memio worker_settle() never returns). Confirmed on a real
+ *    socketpair with epoll: the connection runs at every epoll_wait, which never blocks.
+ * 3. (minor) After a client half-close, a pipelined request behind an answer that comes
+ *    later (buffered handler answering asynchronously) is dropped unanswered
+ *    (src/http.c on_peer_eof() sets close_after); answered at once, it is served. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -760,6 +764,96 @@ static void write_timeout_closes(void **state)
     mt_finish();
 }
 
+
+static void eof_mid_body(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+    memio_eof(m);
+    settle();
+    expect_none(m);
+    assert_true(m->closed);
+    assert_int_equal(handle_calls, 0);
+    mt_finish();
+}
+
+/* pipelined requests then EOF (a client that half-closes after sending): every request
+ * is answered, in order, then the connection closes */
+static void eof_after_pipelined(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    memio_eof(m);
+    settle();
+    struct sb want = {0};
+    sb_ok(&want, "/a", NULL);
+    sb_ok(&want, "/b", NULL);
+    expect_out(m, want.p);
+    assert_true(m->closed);
+    free(want.p);
+    mt_finish();
+}
+
+/* KNOWN BUG 3 (minor): the same when the first answer comes later. The EOF is read
+ * while the handler works (src/http.c on_peer_eof() sets close_after), so after the
+ * late answer the connection ends (finish_conn) and the pipelined request already in
+ * the read buffer is never answered; answered synchronously (eof_after_pipelined) it is.
+ * Skipped while it reproduces unless CERTGATE_KNOWN_BUGS=1. */
+static void known_bug3_eof_after_pipelined_later(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, "GET /later HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    memio_eof(m);
+    settle();
+    assert_non_null(pending);
+    http_respond(pending, 200, "text/plain", NULL, "late", 4);
+    pending = NULL;
+    settle();
+    struct sb want = {0}, bug = {0};
+    sb_ok(&want, "late", NULL);
+    sb_ok(&want, "/b", NULL);
+    sb_ok(&bug, "late", "close");
+    size_t n;
+    char *got = take(m, &n);
+    int reproduced = n == bug.len && memcmp(got, bug.p, n) == 0;
+    if (!reproduced) {
+        assert_int_equal(n, want.len);
+        assert_memory_equal(got, want.p, n);
+    }
+    assert_true(m->closed);
+    free(got);
+    free(want.p);
+    free(bug.p);
+    mt_finish();
+    known_bug("src/http.c on_peer_eof(): after a client half-close, a pipelined request "
+              "behind an asynchronously answered one is dropped unanswered (answered when "
+              "the first answer is synchronous)",
+              reproduced);
+}
+
+static void continue_not_sent_to_http10(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, "POST /echo HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+    settle();
+    expect_none(m);
+    push(m, "ab");
+    settle();
+    struct sb want = {0};
+    sb_ok(&want, "ab", "close");
+    expect_out(m, want.p);
+    free(want.p);
+    mt_finish();
+}
+
 /* ----- known bugs (run in a child with a time limit) ----- */
 
 /* BUG 1: without the harness's readiness emulation, a second request on a keep-alive
@@ -844,6 +938,10 @@ int main(void)
         cmocka_unit_test_setup(eof_after_request_answered, setup),
         cmocka_unit_test_setup(eof_while_handler_works, setup),
         cmocka_unit_test_setup(eof_mid_head, setup),
+        cmocka_unit_test_setup(eof_mid_body, setup),
+        cmocka_unit_test_setup(eof_after_pipelined, setup),
+        cmocka_unit_test_setup(known_bug3_eof_after_pipelined_later, setup),
+        cmocka_unit_test_setup(continue_not_sent_to_http10, setup),
         cmocka_unit_test_setup(reset_during_head, setup),
         cmocka_unit_test_setup(reset_during_body, setup),
         cmocka_unit_test_setup(reset_while_handler_works, setup),
