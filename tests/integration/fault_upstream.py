@@ -30,7 +30,8 @@ Without a query, GET / answers 2,000 chunks of 4 KiB (issue 9's reproduction).
 
 Counters (stats()): connections (accepted), open (open now), busy (open and not idle:
 idle means waiting for the next request after a complete answer; a new connection is busy
-until it has been answered once), requests (all tries).
+until it has been answered once), requests (all tries); busy_conns: the numbers of the
+busy connections.
 """
 import fcntl
 import select
@@ -115,6 +116,7 @@ class FaultUpstream:
         self.connections = 0
         self.open = 0
         self.busy = 0
+        self.busy_conns = set()  # the numbers of the busy connections
         self.requests = 0
         self.errors = []  # unexpected exceptions in handlers (bugs of this server)
 
@@ -154,7 +156,7 @@ class FaultUpstream:
     def stats(self):
         with self.cond:
             return {"connections": self.connections, "open": self.open, "busy": self.busy,
-                    "requests": self.requests}
+                    "requests": self.requests, "busy_conns": sorted(self.busy_conns)}
 
     def records(self, rid):
         with self.cond:
@@ -198,6 +200,7 @@ class FaultUpstream:
                 self.open += 1
                 self.busy += 1
                 n = self.connections
+                self.busy_conns.add(n)
                 self._conns.add(c)
                 self.cond.notify_all()
             threading.Thread(target=self._serve, args=(c, n), daemon=True,
@@ -216,6 +219,7 @@ class FaultUpstream:
                 st["busy"] = b
                 with self.cond:
                     self.busy += 1 if b else -1
+                    (self.busy_conns.add if b else self.busy_conns.discard)(n)
                     self.cond.notify_all()
 
         c.settimeout(60)
@@ -242,6 +246,7 @@ class FaultUpstream:
                 self.open -= 1
                 if st["busy"]:
                     self.busy -= 1
+                    self.busy_conns.discard(n)
                 self._conns.discard(c)
                 self.cond.notify_all()
 
