@@ -122,7 +122,7 @@ size_t memio_pending(const struct memio *m)
 
 unsigned memio_events(const struct memio *m, unsigned ev)
 {
-    if (m->reset) return ev | EPOLLERR | EPOLLHUP;
+    if (m->reset) return ev ? ev | EPOLLERR | EPOLLHUP : 0;
     unsigned r = 0;
     if ((ev & EPOLLIN) && (memio_pending(m) || m->in_eof)) r |= EPOLLIN;
     if ((ev & EPOLLOUT) && m->room > 0) r |= EPOLLOUT;

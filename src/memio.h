@@ -54,7 +54,7 @@ enum tls_io memio_write(struct memio *m, const void *p, size_t len, size_t *n);
 /* Input the connection has not read yet. */
 size_t memio_pending(const struct memio *m);
 /* The events epoll would report now for a connection asking for ev (EPOLLIN/EPOLLOUT):
- * a reset reports every event asked for plus EPOLLERR|EPOLLHUP. */
+ * a reset reports every event asked for plus EPOLLERR|EPOLLHUP (nothing when none is). */
 unsigned memio_events(const struct memio *m, unsigned ev);
 /* memio_events(m, ev) != 0 */
 int memio_ready(const struct memio *m, unsigned ev);

@@ -4,8 +4,8 @@
  * on_headers. Each test closes everything at the end and checks that nothing is left
  * (run under ASan too for leaks and use-after-free).
  *
- * KNOWN BUGS found by these tests (see the tests named known_bug_*; they are skipped
- * unless CERTGATE_KNOWN_BUGS=1 is set, so that `make test` stays green):
+ * BUGS found by these tests (tests named known_bug_*). 1 and 2 are fixed (their tests
+ * must pass); 3 is still open: its test is skipped unless CERTGATE_KNOWN_BUGS=1:
  *
  * 1. memio readiness is delivered as a plain post (c->ev = 0): worker_settle() spins
  *    forever on a client connection that has input waiting (src/memio.c wake() /
@@ -878,7 +878,7 @@ static void bug1_child(void)
 static void known_bug1_memio_post_spins(void **state)
 {
     (void)state;
-    known_bug("src/memio.c wake()/memio_reset() post the connection and worker_settle() "
+    fixed_bug("src/memio.c wake()/memio_reset() post the connection and worker_settle() "
               "runs it with c->ev = 0; src/http.c h_run() only reads on EPOLLIN, so "
               "conn_update_poll() re-posts it forever: worker_settle() never returns on "
               "the second request of a keep-alive memio connection (or its EOF/reset)",
@@ -907,7 +907,7 @@ static void bug2_child(void)
 static void known_bug2_full_output_spins(void **state)
 {
     (void)state;
-    known_bug("src/http.c run_once() returns at 'conn_queued(c) >= HTTP_OUT_HIGH' before "
+    fixed_bug("src/http.c run_once() returns at 'conn_queued(c) >= HTTP_OUT_HIGH' before "
               "reading while http_conn_run() leaves want_read set: a client with a queued "
               "answer >= 256 KiB that sends more bytes (a pipelined request) is reported "
               "readable at every turn (busy loop with epoll; worker_settle() never returns "

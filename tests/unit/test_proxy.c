@@ -1168,7 +1168,7 @@ static void bug2_proxy_child(void)
 static void known_bug2_proxy_pipelined_under_backpressure_spins(void **state)
 {
     (void)state;
-    known_bug("src/http.c run_once()/http_conn_run(): a client whose queued answer is >= "
+    fixed_bug("src/http.c run_once()/http_conn_run(): a client whose queued answer is >= "
               "HTTP_OUT_HIGH (proxy back-pressure) and that pipelines another request is "
               "reported readable at every turn and never read: busy loop",
               run_child(bug2_proxy_child, 3));
