@@ -572,6 +572,8 @@ class UpstreamFaultTest(FaultTest):
                       % (rid.encode(), query.encode(), extra_head))
             rd = Reader(s)
             return rd.response() + (rd.eof,)
+        except AssertionError as e:
+            raise AssertionError("%s: %s; the upstream saw: %r" % (rid, e, self.up.records(rid)))
         finally:
             s.close()
 
