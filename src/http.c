@@ -866,8 +866,9 @@ static int run_once(struct hconn *h)
         }
         if (h->close_after) {
             if (!conn_queued(c) && (!h->x || h->x->done)) {
+                int linger = needs_linger(h); /* before the exchange (body unread?) goes */
                 if (h->x) finish_exchange(h);
-                finish_conn(h, needs_linger(h));
+                finish_conn(h, linger);
             }
             return 0;
         }
