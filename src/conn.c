@@ -417,7 +417,7 @@ int conn_drain_input(struct conn *c)
 {
     if (c->state == CS_CLOSED) return 1;
     if (c->mem) {
-        c->mem->in_pos = c->mem->in_len;
+        c->mem->in_pos = c->mem->in.len;
         return c->mem->in_eof || c->mem->reset;
     }
     char scratch[4096];

@@ -18,8 +18,8 @@ void memio_free(struct memio *m)
 {
     if (!m) return;
     if (m->c) m->c->mem = NULL;
-    free(m->in);
-    free(m->out);
+    buf_free(&m->in);
+    buf_free(&m->out);
     free(m);
 }
 
@@ -30,18 +30,6 @@ void memio_attach(struct memio *m, struct conn *c)
     c->fd = -1;
 }
 
-static int grow(char **b, size_t *cap, size_t need)
-{
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
-    char *nb = realloc(*b, c);
-    if (!nb) return -1;
-    *b = nb;
-    *cap = c;
-    return 0;
-}
-
 /* Posts the connection when it waits for something that is now there. */
 static void wake(struct memio *m)
 {
@@ -50,10 +38,8 @@ static void wake(struct memio *m)
 
 void memio_push(struct memio *m, const void *p, size_t n)
 {
-    if (m->in_pos == m->in_len) m->in_pos = m->in_len = 0;
-    if (grow(&m->in, &m->in_cap, m->in_len + n) != 0) abort();
-    memcpy(m->in + m->in_len, p, n);
-    m->in_len += n;
+    if (m->in_pos == m->in.len) m->in_pos = m->in.len = 0;
+    if (buf_put(&m->in, p, n) != 0) abort();
     wake(m);
 }
 
@@ -82,20 +68,19 @@ void memio_set_room(struct memio *m, size_t room)
 
 const char *memio_take(struct memio *m, size_t *len)
 {
-    if (grow(&m->out, &m->out_cap, m->out_len + 1) != 0) abort();
-    m->out[m->out_len] = '\0';
-    *len = m->out_len;
-    m->out_len = 0; /* the bytes stay readable until the next write */
-    return m->out;
+    if (buf_put(&m->out, "", 0) != 0) abort(); /* a buffer never written to yet */
+    *len = m->out.len;
+    m->out.len = 0; /* the bytes stay readable until the next write */
+    return m->out.p;
 }
 
 enum tls_io memio_read(struct memio *m, void *p, size_t len, size_t *n)
 {
     if (m->reset) return TLS_IO_ERROR;
-    size_t have = m->in_len - m->in_pos;
+    size_t have = m->in.len - m->in_pos;
     if (have == 0) return m->in_eof ? TLS_IO_EOF : TLS_IO_WANT_READ;
     if (len > have) len = have;
-    memcpy(p, m->in + m->in_pos, len);
+    memcpy(p, m->in.p + m->in_pos, len);
     m->in_pos += len;
     *n = len;
     return TLS_IO_OK;
@@ -107,9 +92,7 @@ enum tls_io memio_write(struct memio *m, const void *p, size_t len, size_t *n)
     if (m->room == 0) return TLS_IO_WANT_WRITE;
     if (len > m->room) len = m->room;
     if (m->room != SIZE_MAX) m->room -= len;
-    if (grow(&m->out, &m->out_cap, m->out_len + len + 1) != 0) abort();
-    memcpy(m->out + m->out_len, p, len);
-    m->out_len += len;
+    if (buf_put(&m->out, p, len) != 0) abort();
     m->out_total += len;
     *n = len;
     return TLS_IO_OK;
@@ -117,7 +100,7 @@ enum tls_io memio_write(struct memio *m, const void *p, size_t len, size_t *n)
 
 size_t memio_pending(const struct memio *m)
 {
-    return m->in_len - m->in_pos;
+    return m->in.len - m->in_pos;
 }
 
 unsigned memio_events(const struct memio *m, unsigned ev)

@@ -14,16 +14,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "tls.h"
 
 struct conn;
 
 struct memio {
     struct conn *c; /* the connection using it; NULL once it closed */
-    char *in;       /* towards the connection */
-    size_t in_len, in_pos, in_cap;
-    char *out;      /* written by the connection, not yet taken */
-    size_t out_len, out_cap;
+    struct buf in;  /* towards the connection */
+    size_t in_pos;  /* read by the connection up to here */
+    struct buf out; /* written by the connection, not yet taken */
     size_t out_total; /* written by the connection, ever */
     size_t room;      /* bytes the connection may still write before it blocks */
     unsigned in_eof : 1, reset : 1, shut_wr : 1, closed : 1;

@@ -1,6 +1,7 @@
 /* proxy.c - forwarding to the upstream (see proxy.h). */
 #include "proxy.h"
 
+#include "buf.h"
 #include "conn.h"
 #include "gw.h"
 #include "log.h"
@@ -20,43 +21,12 @@ struct pxreq {
     struct worker *w;
     struct upstream *target;
     struct upconn *uc; /* NULL between connections and after the answer */
-    char *head; /* the request's status line and headers (kept for a retry) */
-    size_t headlen;
+    struct buf head; /* the request's status line and headers (kept for a retry) */
     unsigned idempotent : 1, has_body : 1, chunked : 1, req_done : 1, retried : 1;
     unsigned resp_started : 1, head_req : 1;
     uint64_t t0;
-    char *rh; /* the answer's header block, as relayed */
-    size_t rhlen, rhcap;
+    struct buf rh; /* the answer's header block, as relayed */
 };
-
-/* ----- small buffers ----- */
-
-static int buf_put(char **b, size_t *len, size_t *cap, const void *p, size_t n)
-{
-    if (*len + n > *cap) {
-        size_t c = *cap ? *cap : 1024;
-        while (c < *len + n) c *= 2;
-        char *nb = realloc(*b, c);
-        if (!nb) return -1;
-        *b = nb;
-        *cap = c;
-    }
-    memcpy(*b + *len, p, n);
-    *len += n;
-    return 0;
-}
-
-/* Appends the NUL-terminated strings given, up to a NULL. */
-static int buf_cat(char **b, size_t *len, size_t *cap, ...)
-{
-    va_list ap;
-    va_start(ap, cap);
-    int rc = 0;
-    for (const char *s; rc == 0 && (s = va_arg(ap, const char *));)
-        rc = buf_put(b, len, cap, s, strlen(s));
-    va_end(ap);
-    return rc;
-}
 
 /* ----- hop-by-hop headers ----- */
 
@@ -109,19 +79,17 @@ static int relay_headers(struct pxreq *r, const char *lines)
         q = eol + 2;
     }
     conn[f.len] = '\0';
-    r->rhlen = 0;
+    r->rh.len = 0;
     for (const char *q = lines; *q;) {
         const char *eol = strstr(q, "\r\n");
         if (!eol) break;
         const char *colon = memchr(q, ':', (size_t)(eol - q));
         size_t nl = colon ? (size_t)(colon - q) : (size_t)(eol - q);
         int drop = hop_by_hop(q, nl, conn) || (nl == 14 && strncasecmp(q, "content-length", 14) == 0);
-        if (!drop && buf_put(&r->rh, &r->rhlen, &r->rhcap, q, (size_t)(eol - q) + 2) != 0) return -1;
+        if (!drop && buf_put(&r->rh, q, (size_t)(eol - q) + 2) != 0) return -1;
         q = eol + 2;
     }
-    if (buf_put(&r->rh, &r->rhlen, &r->rhcap, "", 1) != 0) return -1; /* NUL-terminate */
-    r->rhlen--;
-    return 0;
+    return buf_put(&r->rh, "", 0); /* terminated even when every header was dropped */
 }
 
 static void px_head(void *ctx, int status, const char *reason, const char *lines, int64_t clen)
@@ -133,7 +101,7 @@ static void px_head(void *ctx, int status, const char *reason, const char *lines
         http_abort(r->x);
         return;
     }
-    http_stream_begin(r->x, status, reason, r->rh, clen);
+    http_stream_begin(r->x, status, reason, r->rh.p, clen);
 }
 
 static int px_body(void *ctx, const char *p, size_t n)
@@ -202,15 +170,14 @@ static int px_attach(struct pxreq *r, int allow_pooled)
         http_respond_text(r->x, 502, "%s", err);
         return -1;
     }
-    up_send(r->uc, r->head, r->headlen, 0);
+    up_send(r->uc, r->head.p, r->head.len, 0);
     if (r->req_done) up_end_request(r->uc);
     return 0;
 }
 
 static int build_head(struct pxreq *r, const struct http_request *q, const char *peer)
 {
-    char *h = NULL;
-    size_t len = 0, cap = 0;
+    struct buf h = {0};
     const char *target = q->target;
     char rebuilt[4096];
     if (target[0] != '/' && target[0] != '*') { /* absolute-form: keep path and query */
@@ -219,11 +186,10 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
         target = rebuilt;
     }
     const char *conn = http_header(q, "Connection");
-    int rc = buf_cat(&h, &len, &cap, q->method_name, " ", r->target->prefix, target,
+    int rc = buf_cat(&h, q->method_name, " ", r->target->prefix, target,
                      " HTTP/1.1\r\nHost: ", r->target->host_header, "\r\n", (char *)NULL);
     const char *host = NULL;
-    char *xff = NULL; /* every X-Forwarded-For line, comma-joined, in order */
-    size_t xfflen = 0, xffcap = 0;
+    struct buf xff = {0}; /* every X-Forwarded-For line, comma-joined, in order */
     for (unsigned i = 0; i < q->nheaders && rc == 0; i++) {
         const struct http_header *hd = &q->headers[i];
         if (hop_by_hop(hd->name, hd->name_len, conn)) continue;
@@ -233,42 +199,41 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
         }
         if (strcasecmp(hd->name, "x-forwarded-for") == 0) {
             if (hd->value_len)
-                rc = (xfflen && buf_put(&xff, &xfflen, &xffcap, ", ", 2)) ||
-                     buf_put(&xff, &xfflen, &xffcap, hd->value, hd->value_len);
+                rc = (xff.len && buf_put(&xff, ", ", 2)) ||
+                     buf_put(&xff, hd->value, hd->value_len);
             continue;
         }
         if (strcasecmp(hd->name, "expect") == 0 || strcasecmp(hd->name, "content-length") == 0 ||
             strcasecmp(hd->name, "x-forwarded-proto") == 0 ||
             strcasecmp(hd->name, "x-forwarded-host") == 0)
             continue;
-        rc = buf_put(&h, &len, &cap, hd->name, hd->name_len) ||
-             buf_put(&h, &len, &cap, ": ", 2) ||
-             buf_put(&h, &len, &cap, hd->value, hd->value_len) || buf_put(&h, &len, &cap, "\r\n", 2);
+        rc = buf_put(&h, hd->name, hd->name_len) ||
+             buf_put(&h, ": ", 2) ||
+             buf_put(&h, hd->value, hd->value_len) || buf_put(&h, "\r\n", 2);
     }
     if (rc == 0)
-        rc = buf_put(&h, &len, &cap, "X-Forwarded-For: ", 17) ||
-             (xfflen && (buf_put(&h, &len, &cap, xff, xfflen) || buf_put(&h, &len, &cap, ", ", 2)));
-    free(xff);
+        rc = buf_put(&h, "X-Forwarded-For: ", 17) ||
+             (xff.len && (buf_put(&h, xff.p, xff.len) || buf_put(&h, ", ", 2)));
+    buf_free(&xff);
     if (rc == 0)
-        rc = buf_cat(&h, &len, &cap, peer, "\r\nX-Forwarded-Proto: ", q->tls ? "https" : "http",
+        rc = buf_cat(&h, peer, "\r\nX-Forwarded-Proto: ", q->tls ? "https" : "http",
                      "\r\n", (char *)NULL);
     if (rc == 0 && host)
-        rc = buf_cat(&h, &len, &cap, "X-Forwarded-Host: ", host, "\r\n", (char *)NULL);
+        rc = buf_cat(&h, "X-Forwarded-Host: ", host, "\r\n", (char *)NULL);
     if (rc == 0 && q->chunked) {
-        rc = buf_put(&h, &len, &cap, "Transfer-Encoding: chunked\r\n", 28);
+        rc = buf_put(&h, "Transfer-Encoding: chunked\r\n", 28);
     } else if (rc == 0 && q->content_length >= 0) {
         char d[STRFMT_NUM_MAX];
-        rc = buf_put(&h, &len, &cap, "Content-Length: ", 16) ||
-             buf_put(&h, &len, &cap, d, strfmt_u(d, (unsigned long long)q->content_length, 10)) ||
-             buf_put(&h, &len, &cap, "\r\n", 2);
+        rc = buf_put(&h, "Content-Length: ", 16) ||
+             buf_put(&h, d, strfmt_u(d, (unsigned long long)q->content_length, 10)) ||
+             buf_put(&h, "\r\n", 2);
     }
-    if (rc == 0) rc = buf_put(&h, &len, &cap, "\r\n", 2);
+    if (rc == 0) rc = buf_put(&h, "\r\n", 2);
     if (rc != 0) {
-        free(h);
+        buf_free(&h);
         return -1;
     }
     r->head = h;
-    r->headlen = len;
     return 0;
 }
 
@@ -344,8 +309,8 @@ static void px_free(void *ctx)
     struct pxreq *r = ctx;
     if (r->uc) up_close(r->uc);
     upstream_unref(r->target);
-    free(r->head);
-    free(r->rh);
+    buf_free(&r->head);
+    buf_free(&r->rh);
     free(r);
 }
 

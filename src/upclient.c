@@ -2,6 +2,7 @@
  * upclient.h). */
 #include "upclient.h"
 
+#include "buf.h"
 #include "conn.h"
 #include "err.h"
 #include "log.h"
@@ -43,9 +44,7 @@ struct upconn {
     http_parser parser;
     unsigned idle : 1, reused : 1, read_paused : 1, got_bytes : 1, resp_done : 1;
     unsigned write_failed : 1, req_done : 1, body_paused : 1, head_req : 1, resp_started : 1;
-    /* the answer's header block as received: "Name: value\r\n" lines */
-    char *rh;
-    size_t rhlen, rhcap;
+    struct buf rh; /* the answer's header block as received: "Name: value\r\n" lines */
     int in_value; /* the last header callback was a value */
     char reason[64];
 };
@@ -263,27 +262,11 @@ int up_reused(const struct upconn *u)
 
 /* ----- reading the answer ----- */
 
-static int rh_add(struct upconn *u, const char *p, size_t n)
-{
-    if (u->rhlen + n + 1 > u->rhcap) {
-        size_t cap = u->rhcap ? u->rhcap : 1024;
-        while (cap < u->rhlen + n + 1) cap *= 2;
-        char *b = realloc(u->rh, cap);
-        if (!b) return -1;
-        u->rh = b;
-        u->rhcap = cap;
-    }
-    memcpy(u->rh + u->rhlen, p, n);
-    u->rhlen += n;
-    u->rh[u->rhlen] = '\0';
-    return 0;
-}
-
 static int on_resp_begin(http_parser *p)
 {
     struct upconn *u = p->data;
     u->got_bytes = 1;
-    u->rhlen = 0;
+    u->rh.len = 0;
     u->in_value = 0;
     u->reason[0] = '\0';
     return 0;
@@ -302,9 +285,9 @@ static int on_resp_status(http_parser *p, const char *at, size_t n)
 static int on_resp_field(http_parser *p, const char *at, size_t n)
 {
     struct upconn *u = p->data;
-    if (u->in_value && rh_add(u, "\r\n", 2) != 0) return -1;
+    if (u->in_value && buf_put(&u->rh, "\r\n", 2) != 0) return -1;
     u->in_value = 0;
-    return rh_add(u, at, n);
+    return buf_put(&u->rh, at, n);
 }
 
 static int on_resp_value(http_parser *p, const char *at, size_t n)
@@ -312,9 +295,9 @@ static int on_resp_value(http_parser *p, const char *at, size_t n)
     struct upconn *u = p->data;
     if (!u->in_value) {
         u->in_value = 1;
-        if (rh_add(u, ": ", 2) != 0) return -1;
+        if (buf_put(&u->rh, ": ", 2) != 0) return -1;
     }
-    return rh_add(u, at, n);
+    return buf_put(&u->rh, at, n);
 }
 
 static int on_resp_headers(http_parser *p)
@@ -324,13 +307,13 @@ static int on_resp_headers(http_parser *p)
     int status = p->status_code;
     if (status >= 100 && status < 200 && status != 101) return 0; /* interim: skip */
     if (status == 101) return -1; /* no protocol switches through the proxy */
-    if (u->rhlen && rh_add(u, u->in_value ? "\r\n" : ": \r\n", u->in_value ? 2 : 4) != 0)
+    if (u->rh.len && buf_put(&u->rh, u->in_value ? "\r\n" : ": \r\n", u->in_value ? 2 : 4) != 0)
         return -1;
-    if (rh_add(u, "", 0) != 0) return -1;
+    if (buf_put(&u->rh, "", 0) != 0) return -1;
     int64_t clen = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
     if (status == 204 || status == 304) clen = -1;
     u->resp_started = 1;
-    u->h->on_head(u->ctx, status, u->reason, u->rh, clen);
+    u->h->on_head(u->ctx, status, u->reason, u->rh.p, clen);
     return u->head_req ? 1 : 0; /* 1: a HEAD answer has no body */
 }
 
@@ -522,7 +505,7 @@ static void up_destroy(struct conn *c)
 {
     struct upconn *u = (struct upconn *)c;
     upstream_unref(u->target);
-    free(u->rh);
+    buf_free(&u->rh);
     free(u);
 }
 
