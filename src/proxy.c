@@ -64,30 +64,43 @@ static void px_record_time(struct pxreq *r)
 }
 
 /* The answer's header block for the client: hop-by-hop and framing headers dropped,
- * and those the answer's Connection header names. */
+ * and those the answer's Connection header names (known once all are in: a second pass
+ * over what was kept, only when the answer has a Connection header). */
 static int relay_headers(struct pxreq *r, const char *lines)
 {
     char conn[256];
     struct strfmt f = {conn, 0, sizeof conn - 1, 0};
-    for (const char *q = lines; *q;) {
-        const char *eol = strstr(q, "\r\n");
-        if (!eol) break;
-        if ((size_t)(eol - q) > 11 && strncasecmp(q, "connection:", 11) == 0) {
-            if (f.len) strfmt_put(&f, ", ", 2);
-            strfmt_put(&f, q + 11, (size_t)(eol - q - 11));
-        }
-        q = eol + 2;
-    }
-    conn[f.len] = '\0';
     r->rh.len = 0;
     for (const char *q = lines; *q;) {
         const char *eol = strstr(q, "\r\n");
         if (!eol) break;
         const char *colon = memchr(q, ':', (size_t)(eol - q));
         size_t nl = colon ? (size_t)(colon - q) : (size_t)(eol - q);
-        int drop = hop_by_hop(q, nl, conn) || (nl == 14 && strncasecmp(q, "content-length", 14) == 0);
-        if (!drop && buf_put(&r->rh, q, (size_t)(eol - q) + 2) != 0) return -1;
+        if (nl == 10 && strncasecmp(q, "connection", 10) == 0) {
+            if (colon) {
+                if (f.len) strfmt_put(&f, ", ", 2);
+                strfmt_put(&f, colon + 1, (size_t)(eol - colon - 1));
+            }
+        } else if (!hop_by_hop(q, nl, NULL) &&
+                   !(nl == 14 && strncasecmp(q, "content-length", 14) == 0)) {
+            if (buf_put(&r->rh, q, (size_t)(eol - q) + 2) != 0) return -1;
+        }
         q = eol + 2;
+    }
+    conn[f.len] = '\0';
+    if (f.len) { /* drop, in place, what the Connection header names */
+        char *out = r->rh.p, *end = r->rh.p + r->rh.len;
+        for (char *q = r->rh.p; q < end;) {
+            char *eol = strstr(q, "\r\n");
+            size_t ll = (size_t)(eol - q) + 2;
+            const char *colon = memchr(q, ':', ll - 2);
+            if (!token_in_list(conn, q, colon ? (size_t)(colon - q) : ll - 2)) {
+                memmove(out, q, ll);
+                out += ll;
+            }
+            q += ll;
+        }
+        r->rh.len = (size_t)(out - r->rh.p);
     }
     return buf_put(&r->rh, "", 0); /* terminated even when every header was dropped */
 }
