@@ -91,7 +91,8 @@ struct tqueue {
 };
 
 #define RBUF_SIZE (16 * 1024)
-/* Output above this pauses the producer (the source stops reading). */
+/* The high-water mark of every output queue: above it the producer pauses (the source
+ * stops reading until the queue has drained). */
 #define CONN_OUT_HIGH (256 * 1024)
 /* Largest single read a producer may add after the mark. */
 #define CONN_READ_MAX (256 * 1024)

@@ -393,7 +393,7 @@ size_t http_stream_write(struct http_exchange *x, const void *p, size_t n)
     size_t queued = conn_queued(c);
     /* from the latest state: a flush in between may have emptied the buffer, and then no
      * drain event would ever come to undo a stale "wait" */
-    x->want_drain = queued >= HTTP_OUT_HIGH;
+    x->want_drain = queued >= CONN_OUT_HIGH;
     return queued;
 }
 
@@ -858,7 +858,7 @@ static int run_once(struct hconn *h)
             size_t after = conn_queued(c);
             if (after < before && c->tq == TQ_WRITE) arm(h, TQ_WRITE); /* progress */
             x = h->x;
-            if (x && x->want_drain && after < HTTP_OUT_HIGH / 2 && before != after) {
+            if (x && x->want_drain && after < CONN_OUT_HIGH / 2 && before != after) {
                 x->want_drain = 0;
                 if (x->route.on_drain) x->route.on_drain(x); /* posts the producer */
                 continue;
@@ -872,7 +872,7 @@ static int run_once(struct hconn *h)
             }
             return 0;
         }
-        if (conn_queued(c) >= HTTP_OUT_HIGH) return 0; /* wait for the client to read */
+        if (conn_queued(c) >= CONN_OUT_HIGH) return 0; /* wait for the client to read */
         /* 3. read more */
         if (!c->more_input || c->peer_eof || h->body_paused) return 0;
         if (c->rbuf && c->rpos > 0 && c->rlen == RBUF_SIZE) {
@@ -921,7 +921,7 @@ static void http_conn_run(struct hconn *h)
     /* no input while the answer queue is full: run_once would not read it, and a
      * level-triggered readable event would come back at every turn */
     c->want_read = !c->peer_eof && !h->close_after && !h->body_paused &&
-                   conn_queued(c) < HTTP_OUT_HIGH &&
+                   conn_queued(c) < CONN_OUT_HIGH &&
                    (!c->rbuf || c->rlen < RBUF_SIZE || c->rpos > 0);
     enum tq_kind k = wanted_timeout(h);
     /* the keep-alive clock restarts after every answered request */

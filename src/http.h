@@ -104,8 +104,7 @@ void http_respond_text(struct http_exchange *x, int status, const char *fmt, ...
  * chosen here: Content-Length when content_length >= 0, else chunked, or the end of the
  * connection for an HTTP/1.0 client). write queues body
  * bytes; it returns the bytes now queued for the client, so the caller stops reading
- * from its source above HTTP_OUT_HIGH and waits for on_drain. end completes it. */
-#define HTTP_OUT_HIGH (256 * 1024)
+ * from its source above CONN_OUT_HIGH (conn.h) and waits for on_drain. end completes it. */
 void http_stream_begin(struct http_exchange *x, int status, const char *reason,
                        const char *head, int64_t content_length);
 size_t http_stream_write(struct http_exchange *x, const void *p, size_t n);

@@ -121,7 +121,7 @@ static int px_body(void *ctx, const char *p, size_t n)
 {
     struct pxreq *r = ctx;
     if (!r->x || http_gone(r->x)) return 1; /* its close notification aborts us */
-    return http_stream_write(r->x, p, n) >= HTTP_OUT_HIGH;
+    return http_stream_write(r->x, p, n) >= CONN_OUT_HIGH;
 }
 
 static void px_complete(void *ctx)

@@ -234,7 +234,7 @@ int up_send(struct upconn *u, const void *p, size_t n, int more)
         if (u->write_failed) conn_post(c);
         conn_update_poll(c);
     }
-    if (conn_queued(c) > UP_OUT_HIGH) {
+    if (conn_queued(c) > CONN_OUT_HIGH) {
         u->body_paused = 1;
         return 1;
     }
@@ -253,11 +253,6 @@ void up_resume_read(struct upconn *u)
     u->read_paused = 0;
     arm_read(u);
     conn_post(&u->c); /* data may wait inside OpenSSL, invisible to epoll */
-}
-
-int up_reused(const struct upconn *u)
-{
-    return u->reused;
 }
 
 /* ----- reading the answer ----- */

@@ -38,8 +38,8 @@ struct up_handler {
     void (*on_drain)(void *ctx);
 };
 
-/* up_send asks the caller to pause its source above this, on_drain comes below LOW. */
-#define UP_OUT_HIGH (256 * 1024)
+/* up_send asks the caller to pause its source above CONN_OUT_HIGH (conn.h); on_drain
+ * comes below this. */
 #define UP_OUT_LOW (64 * 1024)
 
 /* A connection to t for one request: an idle pooled one when allow_pooled (and one is
@@ -56,8 +56,6 @@ void up_end_request(struct upconn *u);
 /* Resumes reading the answer after on_body asked to stop (posted: takes effect after the
  * caller returns). */
 void up_resume_read(struct upconn *u);
-/* Whether the connection came from the pool. */
-int up_reused(const struct upconn *u);
 /* Abandons the request: the handler is detached and the connection closed. */
 void up_close(struct upconn *u);
 

@@ -11,7 +11,7 @@
  *    forever on a client connection that has input waiting (src/memio.c wake() /
  *    src/conn.c worker_settle() + conn_update_poll(), src/http.c h_run()).
  *    The harness (memtest.h) works around it by setting c->ev as epoll would.
- * 2. A client whose output queue is at or above HTTP_OUT_HIGH and that sends more bytes
+ * 2. A client whose output queue is at or above CONN_OUT_HIGH and that sends more bytes
  *    makes the worker spin (src/http.c run_once() returns before reading while
  *    http_conn_run() keeps want_read set, so level-triggered EPOLLIN reports it again
  *    at every turn; on memio worker_settle() never returns). Confirmed on a real
@@ -37,7 +37,7 @@
 /* ----- the test's router ----- */
 
 #define MAX_BODY 16
-#define BIG_LEN 300000 /* above HTTP_OUT_HIGH */
+#define BIG_LEN 300000 /* above CONN_OUT_HIGH */
 
 static int handle_calls;
 static struct http_exchange *pending; /* /later: answered by the test */
@@ -885,7 +885,7 @@ static void known_bug1_memio_post_spins(void **state)
               run_child(bug1_child, 3));
 }
 
-/* BUG 2: output queue at or above HTTP_OUT_HIGH + more input from the client = spin. */
+/* BUG 2: output queue at or above CONN_OUT_HIGH + more input from the client = spin. */
 static void bug2_child(void)
 {
     mt_start("bug2", NULL);
@@ -893,7 +893,7 @@ static void bug2_child(void)
     memio_set_room(m, 0);
     push(m, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n");
     settle();
-    if (!m->c || conn_queued(m->c) < HTTP_OUT_HIGH) _exit(3);
+    if (!m->c || conn_queued(m->c) < CONN_OUT_HIGH) _exit(3);
     push(m, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
     settle(); /* spins: EPOLLIN ready, run_once returns before reading, want_read stays */
     memio_set_room(m, SIZE_MAX);
@@ -907,7 +907,7 @@ static void bug2_child(void)
 static void known_bug2_full_output_spins(void **state)
 {
     (void)state;
-    fixed_bug("src/http.c run_once() returns at 'conn_queued(c) >= HTTP_OUT_HIGH' before "
+    fixed_bug("src/http.c run_once() returns at 'conn_queued(c) >= CONN_OUT_HIGH' before "
               "reading while http_conn_run() leaves want_read set: a client with a queued "
               "answer >= 256 KiB that sends more bytes (a pipelined request) is reported "
               "readable at every turn (busy loop with epoll; worker_settle() never returns "

@@ -766,7 +766,7 @@ static void backpressure_answer(void **state)
     assert_non_null(m->c);
     size_t q = conn_queued(m->c);
     assert_true(q <= CONN_OUT_CAP);
-    assert_true(q >= HTTP_OUT_HIGH);
+    assert_true(q >= CONN_OUT_HIGH);
     /* the upstream is no longer read */
     assert_true(memio_pending(T.up[0]) > 0);
     assert_true(memio_pending(T.up[0]) >= BIG + strlen(head) - q);
@@ -1143,7 +1143,7 @@ static void graceful_stop(void **state)
 
 
 /* KNOWN BUG 2 (see test_http.c) on the proxy's back-pressure path: a download held back
- * for a slow client (its queue >= HTTP_OUT_HIGH) plus a pipelined request from that
+ * for a slow client (its queue >= CONN_OUT_HIGH) plus a pipelined request from that
  * client makes the worker spin. */
 static void bug2_proxy_child(void)
 {
@@ -1159,7 +1159,7 @@ static void bug2_proxy_child(void)
     memio_push(T.up[0], body, BIG);
     free(body);
     settle();
-    if (!m->c || conn_queued(m->c) < HTTP_OUT_HIGH) _exit(3);
+    if (!m->c || conn_queued(m->c) < CONN_OUT_HIGH) _exit(3);
     push(m, GET_A); /* pipelined */
     settle();       /* spins */
     _exit(0);
@@ -1169,7 +1169,7 @@ static void known_bug2_proxy_pipelined_under_backpressure_spins(void **state)
 {
     (void)state;
     fixed_bug("src/http.c run_once()/http_conn_run(): a client whose queued answer is >= "
-              "HTTP_OUT_HIGH (proxy back-pressure) and that pipelines another request is "
+              "CONN_OUT_HIGH (proxy back-pressure) and that pipelines another request is "
               "reported readable at every turn and never read: busy loop",
               run_child(bug2_proxy_child, 3));
 }
