@@ -990,22 +990,19 @@ static void h_closed(struct conn *c)
     if (x) {
         /* a request that ends unanswered (or half answered) still gets its access log
          * line: the status sent, or 499 (client closed request) when none was */
-        int unfinished = x->headers_done && !x->done;
-        if (unfinished || x->done) http_peer(x); /* while the connection is still known */
-        if (x->done) { /* answered, the connection closed before its run finished it */
+        if (x->done) { /* answered; the connection closed before its run finished it */
             x_log(x, x->status);
             x_release(x);
         } else if (x->dispatched && x->route.handle) {
             x_log(x, x->status ? x->status : 499);
             x->h = NULL; /* the handler will answer into the void, which releases it */
         } else {
-            if (!x->done && x->route.on_abort) {
-                void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
-                x->route.on_abort = NULL;
-                x->h = NULL;
-                abort_cb(x); /* may record the upstream's time */
-            }
-            if (unfinished) x_log(x, x->status ? x->status : 499);
+            void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
+            if (x->headers_done) http_peer(x); /* while the connection is still known */
+            x->route.on_abort = NULL;
+            x->h = NULL;
+            if (abort_cb) abort_cb(x); /* may record the upstream's time */
+            if (x->headers_done) x_log(x, x->status ? x->status : 499);
             x_release(x);
         }
     }
