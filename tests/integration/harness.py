@@ -817,11 +817,18 @@ class RssSampler:
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self):
+        """Takes one sample; False stops the sampling (the process is gone). Subclasses
+        that watch more override it."""
+        try:
+            self.peak = max(self.peak, proc_memory(self.pid)["VmRSS"])
+        except (OSError, KeyError):
+            return False
+        return True
+
     def _run(self):
         while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, proc_memory(self.pid)["VmRSS"])
-            except (OSError, KeyError):
+            if not self.sample():
                 return
             self._stop.wait(self.interval)
 

@@ -52,7 +52,8 @@ import time
 import unittest
 import urllib.parse
 
-from harness import GatewayTest, SANITIZED, SLOW, main, proc_memory, read_http_response
+from harness import (GatewayTest, RssSampler, SANITIZED, SLOW, main, proc_memory,
+                     read_http_response)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -271,13 +272,13 @@ class SlowUpstream:
         self._answer(c, 200, json.dumps({"length": got, "bad_offset": bad}).encode())
 
 
-class Watch:
+class Watch(RssSampler):
     """Samples the gateway's VmRSS and the bytes in flight (produced() - consumed())
     every SAMPLE_S seconds in a thread, and the largest socket buffers `ss` shows (rb,
     tb of any TCP socket in the namespace) every half second."""
 
     def __init__(self, pid, produced, consumed):
-        self.pid = pid
+        super().__init__(pid, SAMPLE_S)
         self.produced = produced
         self.consumed = consumed
         self.rss_max = 0
@@ -285,35 +286,24 @@ class Watch:
         self.rb_max = 0
         self.tb_max = 0
         self.samples = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+        self._next_ss = 0
 
-    def _run(self):
-        next_ss = 0
-        while not self._stop.is_set():
-            try:
-                rss = proc_memory(self.pid)["VmRSS"] * 1024
-            except (OSError, KeyError):
-                return
-            consumed = self.consumed()  # first: both only grow, so this never undercounts
-            self.in_flight_max = max(self.in_flight_max, self.produced() - consumed)
-            self.rss_max = max(self.rss_max, rss)
-            self.samples += 1
-            if time.monotonic() >= next_ss:
-                next_ss = time.monotonic() + 0.5
-                out = subprocess.run(["ss", "-tmnH"], capture_output=True, text=True).stdout
-                for rb, tb in re.findall(r"skmem:\(r\d+,rb(\d+),t\d+,tb(\d+)", out):
-                    self.rb_max = max(self.rb_max, int(rb))
-                    self.tb_max = max(self.tb_max, int(tb))
-            self._stop.wait(SAMPLE_S)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
+    def sample(self):
+        try:
+            rss = proc_memory(self.pid)["VmRSS"] * 1024
+        except (OSError, KeyError):
+            return False
+        consumed = self.consumed()  # first: both only grow, so this never undercounts
+        self.in_flight_max = max(self.in_flight_max, self.produced() - consumed)
+        self.rss_max = max(self.rss_max, rss)
+        self.samples += 1
+        if time.monotonic() >= self._next_ss:
+            self._next_ss = time.monotonic() + 0.5
+            out = subprocess.run(["ss", "-tmnH"], capture_output=True, text=True).stdout
+            for rb, tb in re.findall(r"skmem:\(r\d+,rb(\d+),t\d+,tb(\d+)", out):
+                self.rb_max = max(self.rb_max, int(rb))
+                self.tb_max = max(self.tb_max, int(tb))
+        return True
 
 
 class BoundedOutputTest(GatewayTest):
