@@ -7,7 +7,7 @@
 set -eu
 mode=${1:-build}
 
-pkgs="gcc make cmake pkg-config libc6-dev libssl-dev libuv1-dev libhttp-parser-dev \
+pkgs="gcc make cmake pkg-config libc6-dev libssl-dev libuv1-dev node-llhttp \
 libjansson-dev libcmocka-dev libcurl4-openssl-dev openssl ca-certificates"
 case "$mode" in
   build) ;;

@@ -10,7 +10,7 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <http_parser.h>
+#include <llhttp.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>

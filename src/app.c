@@ -12,7 +12,7 @@
 #include "upclient.h"
 #include "secret.h"
 
-#include <http_parser.h>
+#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,11 +1,13 @@
-/* http.c - HTTP/1.1 on a client connection: parsing with http-parser, limits, pipelining,
- * keep-alive, timeouts, buffered and streaming answers (see http.h, conn.h). */
+/* http.c - HTTP/1.1 on a client connection: parsing with llhttp (strict), the checks of
+ * reqcheck.c before any route sees a request, limits, pipelining, keep-alive, timeouts,
+ * buffered and streaming answers (see http.h, conn.h). */
 #include "http.h"
 
 #include "accesslog.h"
 #include "conn.h"
 #include "gw.h"
 #include "log.h"
+#include "reqcheck.h"
 #include "strfmt.h"
 #include "tls.h"
 
@@ -19,9 +21,11 @@
 #include <arpa/inet.h>
 #include <sys/epoll.h>
 #include <unistd.h>
-#include <http_parser.h>
+#include <llhttp.h>
 
-#define HEADER_LIMIT (16 * 1024) /* request line + header block; more is 431 */
+/* The request line and header block live in the exchange's arena (RBUF_SIZE = 16 KiB,
+ * the header limit: more is 431); the target alone has a smaller limit of its own (414). */
+#define TARGET_LIMIT (8 * 1024)
 #define MAX_HEADERS 128
 #define MAX_FREE_XS 16
 
@@ -37,8 +41,9 @@ struct span {
 struct hconn {
     struct conn c;
     struct hconn *prev, *next; /* the worker's client list */
-    http_parser parser;
+    llhttp_t parser;
     struct http_exchange *x; /* the request being read or answered */
+    uint8_t hscan;           /* line-ending scan of the head being read (scan_head) */
     uint64_t requests;       /* served on this connection */
     unsigned close_after : 1; /* close once the output is flushed */
     unsigned draining : 1;    /* server stopping: last request on this connection */
@@ -63,9 +68,12 @@ struct http_exchange {
     struct http_header headers[MAX_HEADERS];
     unsigned nh;
     uint8_t last_cb;
+    uint8_t verlen; /* bytes of "1.1" seen by on_version */
+    char ver[3];
     char *body;
     size_t blen, bcap;
     int fail_status;      /* set by a callback that stops the parser */
+    char fail_why[200];   /* its sentence, when fail_status is 400, 405, 414, 501 */
     unsigned headers_done : 1, complete : 1, dispatched : 1, done : 1, keep_alive : 1;
     unsigned streaming : 1, stream_chunked : 1, stream_nobody : 1, want_drain : 1;
     unsigned released : 1;
@@ -83,9 +91,6 @@ static http_router_fn router;
 void http_set_router(http_router_fn r)
 {
     router = r;
-    /* once, before any connection: http-parser's limit is global (the proxy's answer
-     * parser has it too) */
-    http_parser_set_max_header_size(HEADER_LIMIT);
 }
 
 const struct http_request *http_req(const struct http_exchange *x)
@@ -189,9 +194,11 @@ static struct http_exchange *x_new(struct hconn *h)
     memset(x, 0, offsetof(struct http_exchange, hspan));
     x->nh = 0;
     x->last_cb = CB_NONE;
+    x->verlen = 0;
     x->body = NULL;
     x->blen = x->bcap = 0;
     x->fail_status = 0;
+    x->fail_why[0] = '\0';
     x->headers_done = x->complete = x->dispatched = x->done = x->keep_alive = 0;
     x->streaming = x->stream_chunked = x->stream_nobody = x->want_drain = 0;
     x->released = 0;
@@ -426,8 +433,7 @@ void http_pause_body(struct http_exchange *x)
 {
     struct hconn *h = x->h;
     if (!h || h->body_paused) return;
-    h->body_paused = 1;
-    http_parser_pause(&h->parser, 1);
+    h->body_paused = 1; /* on_body pauses the parser when the route returns */
 }
 
 void http_resume_body(struct http_exchange *x)
@@ -435,7 +441,7 @@ void http_resume_body(struct http_exchange *x)
     struct hconn *h = x->h;
     if (!h || !h->body_paused) return;
     h->body_paused = 0;
-    if (!x->complete) http_parser_pause(&h->parser, 0);
+    if (!x->complete) llhttp_resume(&h->parser);
     conn_post(&h->c);
 }
 
@@ -485,7 +491,7 @@ static void arena_end_item(struct http_exchange *x)
     x->arena[x->alen++] = '\0';
 }
 
-static int on_message_begin(http_parser *p)
+static int on_message_begin(llhttp_t *p)
 {
     struct hconn *h = p->data;
     if (!h->x) h->x = x_new(h);
@@ -494,14 +500,37 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t n)
+static int on_url(llhttp_t *p, const char *at, size_t n)
 {
     struct http_exchange *x = ((struct hconn *)p->data)->x;
+    if (x->url.len + n > TARGET_LIMIT) {
+        x->fail_status = 414;
+        return -1;
+    }
     x->url.len += (uint32_t)n;
     return arena_add(x, at, n);
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t n)
+/* llhttp refuses versions other than 0.9, 1.0, 1.1 and 2.0 as malformed (400): a
+ * well-formed "D.D" that is not 1.0 or 1.1 is 505 instead (2.0 and 0.9 are caught at the
+ * end of the head). */
+static int on_version(llhttp_t *p, const char *at, size_t n)
+{
+    struct http_exchange *x = ((struct hconn *)p->data)->x;
+    for (size_t i = 0; i < n; i++) {
+        if (x->verlen == sizeof x->ver) return 0;
+        x->ver[x->verlen++] = at[i];
+    }
+    const char *v = x->ver;
+    if (x->verlen == 3 && v[0] >= '0' && v[0] <= '9' && v[1] == '.' && v[2] >= '0' &&
+        v[2] <= '9' && !(v[0] == '1' && (v[2] == '0' || v[2] == '1'))) {
+        x->fail_status = 505;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     struct http_exchange *x = ((struct hconn *)p->data)->x;
     if (x->last_cb != CB_FIELD) {
@@ -523,7 +552,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
     return arena_add(x, at, n);
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t n)
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     struct http_exchange *x = ((struct hconn *)p->data)->x;
     if (x->last_cb != CB_VALUE) {
@@ -539,7 +568,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     return arena_add(x, at, n);
 }
 
-static void build_request(struct hconn *h, struct http_exchange *x, http_parser *p)
+static void build_request(struct hconn *h, struct http_exchange *x, llhttp_t *p)
 {
     struct http_request *r = &x->req;
     if (x->nh && x->last_cb == CB_FIELD) { /* a field without value */
@@ -556,14 +585,14 @@ static void build_request(struct hconn *h, struct http_exchange *x, http_parser 
     r->headers = x->headers;
     r->nheaders = x->nh;
     r->method = (int)p->method;
-    r->method_name = http_method_str((enum http_method)p->method);
+    r->method_name = llhttp_method_name((llhttp_method_t)p->method);
     r->target = x->arena + x->url.off;
     r->http_major = p->http_major;
     r->http_minor = p->http_minor;
     r->head = p->method == HTTP_HEAD;
     r->tls = h->c.ssl != NULL;
     r->chunked = (p->flags & F_CHUNKED) != 0;
-    r->content_length = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
+    r->content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
     const char *exp = http_header(r, "Expect");
     r->expect_continue = exp && strcasecmp(exp, "100-continue") == 0;
     /* path and query: the arena holds the target; split a copy after it */
@@ -587,18 +616,32 @@ static void build_request(struct hconn *h, struct http_exchange *x, http_parser 
     }
 }
 
-static int on_headers_complete(http_parser *p)
+static int on_headers_complete(llhttp_t *p)
 {
     struct hconn *h = p->data;
     struct worker *w = h->c.w;
     struct http_exchange *x = h->x;
-    if (p->http_major != 1 || p->http_minor > 1) { /* http-parser takes any digit pair */
+    if (p->http_major != 1 || p->http_minor > 1) { /* llhttp takes 0.9 and 2.0 */
         x->fail_status = 505;
         return -1;
     }
     build_request(h, x, p);
+    /* the whole head is in: check it before any route sees it (so before anything of it
+     * can reach an upstream), whatever the parser let through or would check later */
+    int chunked;
+    int64_t clen;
+    int st = reqcheck_head(&x->req, &chunked, &clen, x->fail_why, sizeof x->fail_why);
+    if (!st && (chunked != (int)x->req.chunked || clen != x->req.content_length)) {
+        st = 400; /* the parser read the framing otherwise: refuse rather than pick one */
+        snprintf(x->fail_why, sizeof x->fail_why, "malformed HTTP request: ambiguous framing");
+    }
+    if (st) {
+        x->fail_status = st;
+        return -1;
+    }
+    p->upgrade = 0; /* no protocol switch or tunnel: Upgrade is dropped, like any hop header */
     x->headers_done = 1;
-    x->keep_alive = http_should_keep_alive(p) != 0;
+    x->keep_alive = llhttp_should_keep_alive(p) != 0;
     memset(&x->route, 0, sizeof x->route);
     /* a reload applies from the next request on, also on connections already open (one
      * atomic load when nothing changed) */
@@ -624,13 +667,65 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t n)
+/* llhttp accepts obs-fold (a header line continued on the next line after white space),
+ * and a continuation cut by a read boundary is invisible in its callbacks; so the line
+ * endings of a head are checked on the raw bytes, before the parser sees them: each line
+ * ends with CRLF (no bare LF, no CR alone) and no line after the request line starts with
+ * white space. The scan starts where a request starts (the parser pauses at the end of
+ * each one) and stops at the empty line that ends the head. */
+enum { HS_START, HS_LINE, HS_CR, HS_LF, HS_LAST_CR, HS_DONE };
+
+/* 0, or -1 with a sentence in why; *state carries over between reads. */
+static int scan_head(uint8_t *state, const char *p, size_t n, char *why, size_t whylen)
+{
+    uint8_t st = *state;
+    for (size_t i = 0; i < n && st != HS_DONE; i++) {
+        char c = p[i];
+        switch (st) {
+        case HS_START: /* empty lines before a request line are allowed (RFC 9112 2.2) */
+            if (c == '\n') goto bare_lf;
+            if (c != '\r') st = HS_LINE;
+            break;
+        case HS_LINE:
+            if (c == '\r') st = HS_CR;
+            else if (c == '\n') goto bare_lf;
+            break;
+        case HS_CR:
+        case HS_LAST_CR:
+            if (c != '\n') {
+                snprintf(why, whylen, "malformed HTTP request: CR not followed by LF");
+                return -1;
+            }
+            st = st == HS_LAST_CR ? HS_DONE : HS_LF;
+            break;
+        case HS_LF:
+            if (c == ' ' || c == '\t') {
+                snprintf(why, whylen, "malformed HTTP request: a header line continued on the "
+                                      "next line (obs-fold) or starting with white space");
+                return -1;
+            }
+            if (c == '\n') goto bare_lf;
+            st = c == '\r' ? HS_LAST_CR : HS_LINE;
+            break;
+        default:
+            break;
+        }
+    }
+    *state = st;
+    return 0;
+bare_lf:
+    snprintf(why, whylen, "malformed HTTP request: a line ends with LF alone (CRLF is "
+                          "required)");
+    return -1;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct hconn *h = p->data;
     struct http_exchange *x = h->x;
     if (!x->route.handle) {
         if (x->route.on_body && !x->done) x->route.on_body(x, at, n);
-        return 0;
+        return h->body_paused ? HPE_PAUSED : 0; /* the route asked for back-pressure */
     }
     if (x->blen + n > x->route.max_body) {
         x->fail_status = 413;
@@ -653,21 +748,22 @@ static int on_body(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int on_message_complete(http_parser *p)
+static int on_message_complete(llhttp_t *p)
 {
     struct hconn *h = p->data;
     struct http_exchange *x = h->x;
     x->complete = 1;
-    x->keep_alive = http_should_keep_alive(p) != 0;
-    http_parser_pause(p, 1); /* one request at a time; the rest waits in the buffer */
-    return 0;
+    x->keep_alive = llhttp_should_keep_alive(p) != 0;
+    h->hscan = HS_START; /* the next bytes start the next request */
+    return HPE_PAUSED; /* one request at a time; the rest waits in the buffer */
 }
 
 /* ----- the connection driver ----- */
 
-static const http_parser_settings settings = {
+static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
+    .on_version = on_version,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
@@ -692,24 +788,30 @@ static void dispatch(struct http_exchange *x)
 static void parse_input(struct hconn *h)
 {
     struct conn *c = &h->c;
-    http_parser *p = &h->parser;
+    llhttp_t *p = &h->parser;
     size_t avail = c->rlen - c->rpos;
-    size_t n = http_parser_execute(p, &settings, c->rbuf + c->rpos, avail);
-    c->rpos += (uint32_t)n;
-    enum http_errno e = HTTP_PARSER_ERRNO(p);
+    const char *start = c->rbuf + c->rpos;
+    char buf[200];
+    if (h->hscan != HS_DONE && scan_head(&h->hscan, start, avail, buf, sizeof buf) != 0) {
+        log_debug("closing connection after 400: %s", buf);
+        answer_error(h, 400, buf);
+        return;
+    }
+    llhttp_errno_t e = llhttp_execute(p, start, avail);
     struct http_exchange *x = h->x;
     if (e == HPE_PAUSED) {
+        c->rpos += (uint32_t)(llhttp_get_error_pos(p) - start);
         if (x && x->complete && !x->dispatched) dispatch(x);
         return;
     }
+    c->rpos += (uint32_t)avail;
     if (e == HPE_OK) return;
     if (x && x->done) { /* a streaming route answered early and stopped the parser */
         h->close_after = 1;
         return;
     }
-    int status = x && x->fail_status ? x->fail_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+    int status = x && x->fail_status ? x->fail_status : 400;
     const char *msg;
-    char buf[200];
     switch (status) {
     case 431:
         msg = "request header block too large (the limit is 16 KiB)";
@@ -722,12 +824,19 @@ static void parse_input(struct hconn *h)
     case 500:
         msg = "out of memory";
         break;
+    case 414:
+        msg = "request target too long (the limit is 8 KiB)";
+        break;
     case 505:
         msg = "HTTP version not supported: certgate speaks HTTP/1.0 and HTTP/1.1";
         break;
     default:
-        snprintf(buf, sizeof buf, "malformed HTTP request: %s", http_errno_description(e));
-        msg = buf;
+        if (x && x->fail_why[0]) {
+            msg = x->fail_why;
+        } else {
+            snprintf(buf, sizeof buf, "malformed HTTP request: %s", llhttp_get_error_reason(p));
+            msg = buf;
+        }
     }
     log_debug("closing connection after %d: %s", status, msg);
     answer_error(h, status, msg);
@@ -750,7 +859,7 @@ static void finish_exchange(struct hconn *h)
     h->requests++;
     if (!x->complete || !x->keep_alive) h->close_after = 1;
     x_release(x);
-    if (!h->close_after && !h->body_paused) http_parser_pause(&h->parser, 0);
+    if (!h->close_after && !h->body_paused) llhttp_resume(&h->parser);
 }
 
 static int needs_linger(const struct hconn *h)
@@ -1033,8 +1142,9 @@ struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peer
     conn_init(c, w, &client_ops, fd);
     if (peerlen > sizeof h->peer) peerlen = sizeof h->peer;
     if (peer) memcpy(&h->peer, peer, peerlen);
-    http_parser_init(&h->parser, HTTP_REQUEST);
+    llhttp_init(&h->parser, HTTP_REQUEST, &settings);
     h->parser.data = h;
+    h->hscan = HS_START;
     h->next = w->clients;
     if (h->next) h->next->prev = h;
     w->clients = h;

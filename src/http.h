@@ -1,7 +1,7 @@
 /* http.h - the HTTP/1.1 server side, as route handlers see it.
  *
- * A request is parsed by http-parser; when its header block is complete the router
- * (app.c) picks a route. A buffered route gets the whole body (up to its limit) and is
+ * A request is parsed by llhttp and checked by reqcheck.c; when its header block is
+ * complete and valid the router (app.c) picks a route. A buffered route gets the whole body (up to its limit) and is
  * called once; it answers with http_respond*() right away or later from the same loop
  * thread (e.g. after work in the thread pool). A streaming route (the proxy) gets the
  * body piece by piece and writes its answer piece by piece.
@@ -23,7 +23,7 @@ struct http_header {
 };
 
 struct http_request {
-    int method;              /* enum http_method of http_parser.h */
+    int method;              /* llhttp_method_t (HTTP_GET ...) of llhttp.h */
     const char *method_name; /* "GET" ... */
     const char *target;      /* raw request-target, NUL-terminated */
     const char *path;        /* target up to '?', NUL-terminated, not decoded */

@@ -9,7 +9,7 @@
 #include "upclient.h"
 #include "upstream.h"
 
-#include <http_parser.h>
+#include <llhttp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

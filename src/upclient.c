@@ -11,7 +11,7 @@
 #include "upstream.h"
 
 #include <errno.h>
-#include <http_parser.h>
+#include <llhttp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -25,6 +25,7 @@
  * GiB, and the body goes from here straight to the client's socket */
 #define UP_READ_BUF CONN_READ_MAX
 #define IDLE_TIMEOUT_MS 60000
+#define UP_HEADER_LIMIT (16 * 1024) /* the answer's header block; more is 502 */
 
 struct pool {
     struct upstream *target; /* the upstream the idle connections belong to */
@@ -41,15 +42,17 @@ struct upconn {
     const struct up_handler *h; /* NULL: idle, or detached */
     void *ctx;
     struct upconn *prev, *next; /* the pool's idle list */
-    http_parser parser;
+    llhttp_t parser;
     unsigned idle : 1, reused : 1, read_paused : 1, got_bytes : 1, resp_done : 1;
     unsigned write_failed : 1, req_done : 1, body_paused : 1, head_req : 1, resp_started : 1;
     struct buf rh; /* the answer's header block as received: "Name: value\r\n" lines */
     int in_value; /* the last header callback was a value */
+    int head_overflow; /* the answer's header block passed UP_HEADER_LIMIT */
     char reason[64];
 };
 
 static const struct conn_ops up_ops;
+static const llhttp_settings_t resp_settings;
 
 /* ----- the pool ----- */
 
@@ -143,7 +146,7 @@ static void release(struct upconn *u, int reusable)
     c->want_write = c->read_wants_write = 0;
     c->want_read = 1; /* anything now means the upstream closed it */
     conn_obuf_release(c);
-    http_parser_init(&u->parser, HTTP_RESPONSE);
+    llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
     u->parser.data = u;
     u->idle = 1;
     u->prev = NULL;
@@ -191,7 +194,7 @@ static void gone(struct upconn *u, const char *why)
 /* The answer is complete: the connection goes back to the pool, then the request hears. */
 static void finish(struct upconn *u, int clean)
 {
-    int keep = clean && http_should_keep_alive(&u->parser) && u->req_done && !u->write_failed;
+    int keep = clean && llhttp_should_keep_alive(&u->parser) && u->req_done && !u->write_failed;
     void *ctx;
     const struct up_handler *h = detach(u, &ctx);
     release(u, keep);
@@ -257,17 +260,17 @@ void up_resume_read(struct upconn *u)
 
 /* ----- reading the answer ----- */
 
-static int on_resp_begin(http_parser *p)
+static int on_resp_begin(llhttp_t *p)
 {
     struct upconn *u = p->data;
     u->got_bytes = 1;
     u->rh.len = 0;
-    u->in_value = 0;
+    u->in_value = u->head_overflow = 0;
     u->reason[0] = '\0';
     return 0;
 }
 
-static int on_resp_status(http_parser *p, const char *at, size_t n)
+static int on_resp_status(llhttp_t *p, const char *at, size_t n)
 {
     struct upconn *u = p->data;
     size_t have = strlen(u->reason);
@@ -277,17 +280,19 @@ static int on_resp_status(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int on_resp_field(http_parser *p, const char *at, size_t n)
+static int on_resp_field(llhttp_t *p, const char *at, size_t n)
 {
     struct upconn *u = p->data;
+    if (u->rh.len + n > UP_HEADER_LIMIT) return -(u->head_overflow = 1);
     if (u->in_value && buf_put(&u->rh, "\r\n", 2) != 0) return -1;
     u->in_value = 0;
     return buf_put(&u->rh, at, n);
 }
 
-static int on_resp_value(http_parser *p, const char *at, size_t n)
+static int on_resp_value(llhttp_t *p, const char *at, size_t n)
 {
     struct upconn *u = p->data;
+    if (u->rh.len + n > UP_HEADER_LIMIT) return -(u->head_overflow = 1);
     if (!u->in_value) {
         u->in_value = 1;
         if (buf_put(&u->rh, ": ", 2) != 0) return -1;
@@ -295,7 +300,7 @@ static int on_resp_value(http_parser *p, const char *at, size_t n)
     return buf_put(&u->rh, at, n);
 }
 
-static int on_resp_headers(http_parser *p)
+static int on_resp_headers(llhttp_t *p)
 {
     struct upconn *u = p->data;
     if (!u->h) return -1;
@@ -305,14 +310,14 @@ static int on_resp_headers(http_parser *p)
     if (u->rh.len && buf_put(&u->rh, u->in_value ? "\r\n" : ": \r\n", u->in_value ? 2 : 4) != 0)
         return -1;
     if (buf_put(&u->rh, "", 0) != 0) return -1;
-    int64_t clen = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
+    int64_t clen = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
     if (status == 204 || status == 304) clen = -1;
     u->resp_started = 1;
     u->h->on_head(u->ctx, status, u->reason, u->rh.p, clen);
     return u->head_req ? 1 : 0; /* 1: a HEAD answer has no body */
 }
 
-static int on_resp_body(http_parser *p, const char *at, size_t n)
+static int on_resp_body(llhttp_t *p, const char *at, size_t n)
 {
     struct upconn *u = p->data;
     if (!u->h) return -1;
@@ -321,16 +326,15 @@ static int on_resp_body(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int on_resp_complete(http_parser *p)
+static int on_resp_complete(llhttp_t *p)
 {
     struct upconn *u = p->data;
     if (p->status_code >= 100 && p->status_code < 200) return 0;
     u->resp_done = 1;
-    http_parser_pause(p, 1);
-    return 0;
+    return HPE_PAUSED; /* nothing after the answer is parsed: it makes the connection unusable */
 }
 
-static const http_parser_settings resp_settings = {
+static const llhttp_settings_t resp_settings = {
     .on_message_begin = on_resp_begin,
     .on_status = on_resp_status,
     .on_header_field = on_resp_field,
@@ -354,7 +358,7 @@ static void read_answer(struct upconn *u)
         }
         if (n < 0) {
             if (n == -1 && u->got_bytes) { /* tell the parser: a close-delimited body ends */
-                http_parser_execute(&u->parser, &resp_settings, NULL, 0);
+                llhttp_finish(&u->parser);
                 if (u->resp_done) {
                     finish(u, 0); /* it closed: not reusable */
                     return;
@@ -364,15 +368,15 @@ static void read_answer(struct upconn *u)
             return;
         }
         arm_read(u);
-        size_t used = http_parser_execute(&u->parser, &resp_settings, buf, (size_t)n);
-        enum http_errno e = HTTP_PARSER_ERRNO(&u->parser);
-        if (u->resp_done) {
-            finish(u, used == (size_t)n); /* extra bytes after the answer: do not reuse */
+        llhttp_errno_t e = llhttp_execute(&u->parser, buf, (size_t)n);
+        if (u->resp_done) { /* paused there; extra bytes after the answer: do not reuse */
+            finish(u, e == HPE_PAUSED && llhttp_get_error_pos(&u->parser) == buf + n);
             return;
         }
         if (e != HPE_OK) {
             fail(u, 502, 0, "the upstream %s sent an invalid answer (%s)", u->target->host_header,
-                 http_errno_description(e));
+                 u->head_overflow ? "header block larger than 16 KiB"
+                     : llhttp_get_error_reason(&u->parser));
             return;
         }
         if (!c->more_input) return;
@@ -551,7 +555,7 @@ static struct upconn *open_conn(struct worker *w, struct pool *p, struct upstrea
     u->pool = p;
     u->target = upstream_ref(t);
     u->c.state = CS_CONNECTING;
-    http_parser_init(&u->parser, HTTP_RESPONSE);
+    llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
     u->parser.data = u;
     conn_set_timeout(&u->c, TQ_CONNECT, t->conf.connect_timeout_s * 1000u);
     conn_update_poll(&u->c);

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <http_parser.h>
+#include <llhttp.h>
 
 #include "memtest.h"
 #include "proxy.h"
@@ -549,9 +549,7 @@ static void up_garbage_answer(void **state)
     push(T.up[0], "FOO BAR\r\n\r\n");
     settle();
     assert_true(T.up[0]->closed);
-    char msg[300];
-    snprintf(msg, sizeof msg, "the upstream " UP " sent an invalid answer (%s)",
-             http_errno_description(HPE_INVALID_CONSTANT));
+    const char *msg = "the upstream " UP " sent an invalid answer (Expected HTTP/)";
     struct sb want = {0};
     sb_text(&want, 502, NULL, msg);
     expect_out(m, want.p);
@@ -1098,9 +1096,7 @@ static void up_huge_header_502(void **state)
     memio_push(T.up[0], a.p, a.len);
     settle();
     assert_true(T.up[0]->closed);
-    char msg[300];
-    snprintf(msg, sizeof msg, "the upstream " UP " sent an invalid answer (%s)",
-             http_errno_description(HPE_HEADER_OVERFLOW));
+    const char *msg = "the upstream " UP " sent an invalid answer (header block larger than 16 KiB)";
     struct sb want = {0};
     sb_text(&want, 502, NULL, msg);
     expect_out(m, want.p);
