@@ -5,6 +5,7 @@
 #include "propfile.h"
 #include "secret.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -282,6 +283,84 @@ static int load_certgate(struct loader *ld, struct conf_settings *s)
     return 0;
 }
 
+int conf_cidr_parse(const char *s, struct conf_cidr *out)
+{
+    char a[64];
+    const char *slash = strchr(s, '/');
+    size_t al = slash ? (size_t)(slash - s) : strlen(s);
+    if (al == 0 || al >= sizeof a) return -1;
+    memcpy(a, s, al);
+    a[al] = '\0';
+    memset(out, 0, sizeof *out);
+    unsigned max;
+    if (inet_pton(AF_INET, a, out->addr) == 1) {
+        out->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, a, out->addr) == 1) {
+        out->family = AF_INET6;
+        max = 128;
+    } else {
+        return -1;
+    }
+    uint64_t bits = max;
+    if (slash && (parse_u64(slash + 1, max, &bits) != 0 || strlen(slash + 1) > 3)) return -1;
+    out->bits = (unsigned char)bits;
+    for (unsigned i = 0; i < max / 8; i++) { /* clear the host bits */
+        unsigned keep = bits >= (i + 1) * 8 ? 8 : bits > i * 8 ? (unsigned)bits - i * 8 : 0;
+        out->addr[i] &= (unsigned char)(0xff00u >> keep);
+    }
+    return 0;
+}
+
+int conf_cidr_match(const struct conf_cidr *list, unsigned n, const struct sockaddr *sa)
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    const unsigned char *addr;
+    int family = sa ? sa->sa_family : 0;
+    if (family == AF_INET) {
+        addr = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+    } else if (family == AF_INET6) {
+        addr = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        if (memcmp(addr, mapped, sizeof mapped) == 0) {
+            family = AF_INET;
+            addr += 12;
+        }
+    } else {
+        return 0;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        const struct conf_cidr *c = &list[i];
+        if (c->family != family) continue;
+        unsigned full = c->bits / 8, rest = c->bits % 8;
+        if (memcmp(addr, c->addr, full) != 0) continue;
+        if (rest && ((addr[full] ^ c->addr[full]) & (0xff00u >> rest) & 0xff)) continue;
+        return 1;
+    }
+    return 0;
+}
+
+static int get_cidrs(const struct loader *ld, const char *key, struct conf_cidr *out,
+                     unsigned *n)
+{
+    const char *raw = propfile_get_raw(ld->doc, ld->section, key);
+    if (!raw) return 0;
+    size_t count = 0;
+    char **list = propfile_split_list(raw, &count);
+    if (!list) return nomem(ld);
+    int rc = 0;
+    const char *allowed = "use IPv4 or IPv6 addresses or ranges, comma-separated, e.g. "
+                          "10.0.0.0/8, 192.0.2.7, 2001:db8::/32";
+    if (count > CONF_MAX_CIDRS)
+        rc = fail(ld, key, "%zu ranges; at most %d are allowed", count, CONF_MAX_CIDRS);
+    for (size_t i = 0; rc == 0 && i < count; i++)
+        if (conf_cidr_parse(list[i], &out[i]) != 0)
+            rc = fail_value(ld, key, list[i], "is not an address or an address/prefix-length",
+                            allowed);
+    if (rc == 0) *n = (unsigned)count;
+    propfile_list_free(list);
+    return rc;
+}
+
 static int load_upstream(struct loader *ld, struct conf_upstream *u)
 {
     ld->section = CONF_SECTION_UPSTREAM;
@@ -299,7 +378,9 @@ static int load_upstream(struct loader *ld, struct conf_upstream *u)
                  &u->read_timeout_s) < 0 ||
         get_uint(ld, "max-connections", 1, 10000, "a number", "", &u->max_connections) < 0 ||
         get_string(ld, "ca-file", &u->ca_file) < 0 ||
-        get_switch(ld, "verify", "use true or false (on and off also work)", &u->verify) < 0)
+        get_switch(ld, "verify", "use true or false (on and off also work)", &u->verify) < 0 ||
+        get_cidrs(ld, "trusted-proxies", u->trusted_proxies, &u->ntrusted_proxies) < 0 ||
+        get_switch(ld, "forwarded", "use on, off, true or false", &u->forwarded) < 0)
         return -1;
     return 0;
 }

@@ -19,6 +19,16 @@
 #define TLS_V12 1u
 #define TLS_V13 2u
 
+#define CONF_MAX_CIDRS 32
+
+/* An address range: family AF_INET or AF_INET6, the address (network byte order, 4 or 16
+ * bytes used, host bits zero) and the prefix length. */
+struct conf_cidr {
+    unsigned char family;
+    unsigned char bits;
+    unsigned char addr[16];
+};
+
 struct conf_upstream {
     char *url;                  /* NULL: no upstream configured */
     unsigned connect_timeout_s; /* default 5 */
@@ -26,6 +36,11 @@ struct conf_upstream {
     unsigned max_connections;   /* idle pool size per thread, default 32 */
     char *ca_file;              /* NULL: system store */
     int verify;                 /* default 1 */
+    /* trusted-proxies: peers whose X-Forwarded-For / Forwarded are appended to (the others'
+     * are dropped); empty by default */
+    struct conf_cidr trusted_proxies[CONF_MAX_CIDRS];
+    unsigned ntrusted_proxies;
+    int forwarded;              /* forwarded = on|off: also send RFC 7239 Forwarded; off */
 };
 
 struct conf_settings {
@@ -59,6 +74,15 @@ struct propfile;
  * TLSv1.2, TLSv1.3 or both, comma-separated". On failure *out holds nothing to free. */
 int conf_settings_load(const struct propfile *doc, const char *path, struct conf_settings *out,
                        char *err, size_t errlen);
+
+struct sockaddr;
+/* 1 when sa (AF_INET or AF_INET6; an IPv4-mapped IPv6 address counts as IPv4) is inside
+ * one of the n ranges of list, else 0. Thread-safe. */
+int conf_cidr_match(const struct conf_cidr *list, unsigned n, const struct sockaddr *sa);
+
+/* Parses "192.0.2.0/24", "2001:db8::/32" or a single address (a full-length prefix) into
+ * *out: 0, or -1 when s is not one. Host bits after the prefix are cleared. */
+int conf_cidr_parse(const char *s, struct conf_cidr *out);
 
 /* Frees the strings of s (passwords are wiped first) and zeroes it. */
 void conf_settings_free(struct conf_settings *s);

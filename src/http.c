@@ -129,6 +129,11 @@ const char *http_peer(struct http_exchange *x)
     return x->peer;
 }
 
+const struct sockaddr *http_peer_addr(const struct http_exchange *x)
+{
+    return x->h ? &x->h->peer.sa : NULL;
+}
+
 void *http_loop(struct http_exchange *x)
 {
     return &x->w->loop;

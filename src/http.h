@@ -45,6 +45,9 @@ const struct http_request *http_req(const struct http_exchange *x);
 const char *http_header(const struct http_request *r, const char *name);
 /* The client's address as text ("127.0.0.1", "::1"). */
 const char *http_peer(struct http_exchange *x);
+struct sockaddr;
+/* The client's address (AF_INET or AF_INET6), or NULL once the client is gone. */
+const struct sockaddr *http_peer_addr(const struct http_exchange *x);
 /* The event loop of the exchange's thread (uv_loop_t *), for uv_queue_work. */
 void *http_loop(struct http_exchange *x);
 /* Records the upstream's time for the access log. */

@@ -5,6 +5,7 @@
 #include "conn.h"
 #include "gw.h"
 #include "log.h"
+#include "reqcheck.h"
 #include "strfmt.h"
 #include "upclient.h"
 #include "upstream.h"
@@ -188,12 +189,47 @@ static int px_attach(struct pxreq *r, int allow_pooled)
     return 0;
 }
 
-static int build_head(struct pxreq *r, const struct http_request *q, const char *peer)
+/* ----- the request head for the upstream ----- */
+
+static int name_is(const struct http_header *hd, const char *name, size_t len)
+{
+    return hd->name_len == len && strncasecmp(hd->name, name, len) == 0;
+}
+
+/* Appends a comma-separated list item to b (the lines of one header taken as one list). */
+static int list_add(struct buf *b, const char *v, size_t n)
+{
+    if (!n) return 0;
+    return (b->len && buf_put(b, ", ", 2)) || buf_put(b, v, n);
+}
+
+/* RFC 7239 forwarded-element for the client: for=198.51.100.7 or for="[2001:db8::7]";
+ * proto; host (quoted unless it is a token, e.g. when it has a port). */
+static int forwarded_element(struct buf *b, const char *peer, int tls, const char *host)
+{
+    int v6 = strchr(peer, ':') != NULL;
+    int rc = buf_cat(b, "for=", v6 ? "\"[" : "", peer, v6 ? "]\"" : "", ";proto=",
+                     tls ? "https" : "http", (char *)NULL);
+    if (rc == 0 && host && *host) {
+        int tok = reqcheck_token(host, strlen(host));
+        rc = buf_cat(b, ";host=", tok ? "" : "\"", host, tok ? "" : "\"", (char *)NULL);
+    }
+    return rc;
+}
+
+/* The request's head for the upstream: our request line and Host, the client's
+ * end-to-end headers, the framing we chose, and the forwarded headers. From a peer in
+ * [upstream] trusted-proxies, X-Forwarded-For and Forwarded are kept and appended to
+ * (and X-Real-IP kept); from any other peer, every X-Forwarded-*, Forwarded and X-Real-IP
+ * it sent is dropped. X-Forwarded-Proto and X-Forwarded-Host are always ours. */
+static int build_head(struct pxreq *r, const struct http_request *q, const char *peer,
+                      int trusted)
 {
     struct buf h = {0};
+    const struct conf_upstream *cf = &r->target->conf;
     const char *target = q->target;
     char rebuilt[4096];
-    if (target[0] != '/' && target[0] != '*') { /* absolute-form: keep path and query */
+    if (target[0] != '/') { /* absolute-form (checked by reqcheck): keep path and query */
         snprintf(rebuilt, sizeof rebuilt, "%s%s%s", q->path, q->query ? "?" : "",
                  q->query ? q->query : "");
         target = rebuilt;
@@ -202,23 +238,25 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
     int rc = buf_cat(&h, q->method_name, " ", r->target->prefix, target,
                      " HTTP/1.1\r\nHost: ", r->target->host_header, "\r\n", (char *)NULL);
     const char *host = NULL;
-    struct buf xff = {0}; /* every X-Forwarded-For line, comma-joined, in order */
+    struct buf xff = {0}, fwd = {0}; /* the trusted peer's lists, in order */
     for (unsigned i = 0; i < q->nheaders && rc == 0; i++) {
         const struct http_header *hd = &q->headers[i];
         if (hop_by_hop(hd->name, hd->name_len, conn)) continue;
-        if (strcasecmp(hd->name, "host") == 0) {
+        if (name_is(hd, "host", 4)) {
             host = hd->value;
             continue;
         }
-        if (strcasecmp(hd->name, "x-forwarded-for") == 0) {
-            if (hd->value_len)
-                rc = (xff.len && buf_put(&xff, ", ", 2)) ||
-                     buf_put(&xff, hd->value, hd->value_len);
+        if (name_is(hd, "x-forwarded-for", 15)) {
+            if (trusted) rc = list_add(&xff, hd->value, hd->value_len);
             continue;
         }
-        if (strcasecmp(hd->name, "expect") == 0 || strcasecmp(hd->name, "content-length") == 0 ||
-            strcasecmp(hd->name, "x-forwarded-proto") == 0 ||
-            strcasecmp(hd->name, "x-forwarded-host") == 0)
+        if (name_is(hd, "forwarded", 9)) {
+            if (trusted) rc = list_add(&fwd, hd->value, hd->value_len);
+            continue;
+        }
+        if ((hd->name_len > 12 && strncasecmp(hd->name, "x-forwarded-", 12) == 0) ||
+            (!trusted && name_is(hd, "x-real-ip", 9)) || name_is(hd, "expect", 6) ||
+            name_is(hd, "content-length", 14))
             continue;
         rc = buf_put(&h, hd->name, hd->name_len) ||
              buf_put(&h, ": ", 2) ||
@@ -227,12 +265,20 @@ static int build_head(struct pxreq *r, const struct http_request *q, const char 
     if (rc == 0)
         rc = buf_put(&h, "X-Forwarded-For: ", 17) ||
              (xff.len && (buf_put(&h, xff.p, xff.len) || buf_put(&h, ", ", 2)));
-    buf_free(&xff);
     if (rc == 0)
         rc = buf_cat(&h, peer, "\r\nX-Forwarded-Proto: ", q->tls ? "https" : "http",
                      "\r\n", (char *)NULL);
     if (rc == 0 && host)
         rc = buf_cat(&h, "X-Forwarded-Host: ", host, "\r\n", (char *)NULL);
+    if (rc == 0 && cf->forwarded)
+        rc = buf_put(&h, "Forwarded: ", 11) ||
+             (fwd.len && (buf_put(&h, fwd.p, fwd.len) || buf_put(&h, ", ", 2))) ||
+             forwarded_element(&h, peer, q->tls, host) || buf_put(&h, "\r\n", 2);
+    else if (rc == 0 && fwd.len) /* a trusted peer's Forwarded passes as it came */
+        rc = buf_put(&h, "Forwarded: ", 11) || buf_put(&h, fwd.p, fwd.len) ||
+             buf_put(&h, "\r\n", 2);
+    buf_free(&xff);
+    buf_free(&fwd);
     if (rc == 0 && q->chunked) {
         rc = buf_put(&h, "Transfer-Encoding: chunked\r\n", 28);
     } else if (rc == 0 && q->content_length >= 0) {
@@ -263,7 +309,10 @@ static void px_on_start(struct http_exchange *x)
     r->idempotent = q->method == HTTP_GET || q->method == HTTP_HEAD ||
                     q->method == HTTP_OPTIONS || q->method == HTTP_TRACE ||
                     q->method == HTTP_PUT || q->method == HTTP_DELETE;
-    if (build_head(r, q, http_peer(x)) != 0) {
+    const struct conf_upstream *cf = &r->target->conf;
+    int trusted = cf->ntrusted_proxies &&
+                  conf_cidr_match(cf->trusted_proxies, cf->ntrusted_proxies, http_peer_addr(x));
+    if (build_head(r, q, http_peer(x), trusted) != 0) {
         http_respond_text(x, 500, "out of memory");
         return;
     }

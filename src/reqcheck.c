@@ -119,7 +119,8 @@ static int check_target(const struct http_request *r, char *why, size_t whylen)
     }
     const char *bad = reqcheck_path(path, strcspn(path, "?"));
     if (bad) {
-        err_set(why, whylen, "the request path %s (also when percent-encoded); send it "
+        err_set(why, whylen, "the request path %s: no path segment or name may be '.' or "
+                             "'..' or hold a backslash, also percent-encoded; send the path "
                              "normalized (curl does unless --path-as-is)", bad);
         return 400;
     }

@@ -160,15 +160,11 @@ static void mt_start(const char *name, struct upstream *up)
     T.w.connect_hook = mt_connect_hook;
 }
 
-/* A new client connection on its own memio (runs at the next settle). */
-static struct memio *client(void)
+/* A new client connection from the address peer on its own memio (runs at the next
+ * settle). */
+static struct memio *client_from(const void *peer, size_t peerlen)
 {
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons(40000);
-    sin.sin_addr.s_addr = htonl(0x7f000001);
-    struct conn *c = http_accept(&T.w, -1, &sin, sizeof sin, NULL);
+    struct conn *c = http_accept(&T.w, -1, peer, peerlen, NULL);
     assert_non_null(c);
     struct memio *m = memio_new();
     assert_non_null(m);
@@ -182,6 +178,17 @@ static struct memio *client(void)
     assert_true(T.ncm < MT_MAX_MEM);
     T.cm[T.ncm++] = m;
     return m;
+}
+
+/* A new client connection from 127.0.0.1:40000. */
+static struct memio *client(void)
+{
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(40000);
+    sin.sin_addr.s_addr = htonl(0x7f000001);
+    return client_from(&sin, sizeof sin);
 }
 
 /* Closes everything, settles, checks that nothing is left, frees. */

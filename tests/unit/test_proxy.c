@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <cmocka.h>
 #include <llhttp.h>
 
@@ -22,6 +23,10 @@
 #define CONNECT_TIMEOUT_S 5
 #define UP "127.0.0.1:9"
 
+/* [upstream] trusted-proxies and forwarded for the next start() */
+static const char *trusted_cidr;
+static int forwarded_on;
+
 static struct upstream *make_upstream(const char *url)
 {
     struct conf_upstream cu = {
@@ -31,7 +36,12 @@ static struct upstream *make_upstream(const char *url)
         .max_connections = 4,
         .ca_file = NULL,
         .verify = 1,
+        .forwarded = forwarded_on,
     };
+    if (trusted_cidr) {
+        assert_int_equal(conf_cidr_parse(trusted_cidr, &cu.trusted_proxies[0]), 0);
+        cu.ntrusted_proxies = 1;
+    }
     struct upstream *t = NULL;
     char err[400];
     if (upstream_new(&cu, &t, err, sizeof err) != 0) fail_msg("upstream_new: %s", err);
@@ -55,6 +65,8 @@ static void start(const char *name, const char *url)
     reset_on_connect = room0_on_connect = 0;
     mt_start(name, url ? make_upstream(url) : NULL);
     T.w.connect_hook = hook;
+    trusted_cidr = NULL;
+    forwarded_on = 0;
 }
 
 #define START() start(__func__, "http://" UP)
@@ -80,11 +92,13 @@ static void get_relayed_sized(void **state)
             "Connection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n"
             "TE: trailers\r\nProxy-Authorization: Basic eHg=\r\nUpgrade: foo\r\n"
             "Accept: */*\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n"
-            "X-Forwarded-Host: evil\r\nUser-Agent: t\r\n\r\n");
+            "X-Forwarded-Host: evil\r\nX-Forwarded-Port: 1\r\nX-Forwarded-Server: e\r\n"
+            "Forwarded: for=10.0.0.1\r\nX-Real-IP: 10.0.0.1\r\nUser-Agent: t\r\n\r\n");
     settle();
     assert_int_equal(T.connects, 1);
+    /* an untrusted client's forwarded headers are all dropped and replaced */
     expect_out(T.up[0], "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: " UP "\r\nAccept: */*\r\n"
-                        "User-Agent: t\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"
+                        "User-Agent: t\r\nX-Forwarded-For: 127.0.0.1\r\n"
                         "X-Forwarded-Proto: http\r\nX-Forwarded-Host: front.example\r\n\r\n");
     expect_none(m);
     push(T.up[0], "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Up: 1\r\n"
@@ -94,6 +108,50 @@ static void get_relayed_sized(void **state)
     assert_false(ended(m));
     assert_true(up_open(0)); /* back in the pool */
     assert_ptr_equal(T.w.tq[TQ_UPIDLE].head, T.up[0]->c);
+    mt_finish();
+}
+
+/* a trusted peer's X-Forwarded-For and Forwarded are appended to, X-Real-IP kept; the
+ * other X-Forwarded-* are still ours */
+static void forwarded_trusted(void **state)
+{
+    (void)state;
+    trusted_cidr = "127.0.0.0/8";
+    forwarded_on = 1;
+    START();
+    struct memio *m = client();
+    push(m, "GET /a HTTP/1.1\r\nHost: front.example:8443\r\nX-Forwarded-For: 10.0.0.1\r\n"
+            "Forwarded: for=10.0.0.1;proto=http\r\nX-Real-IP: 10.0.0.1\r\n"
+            "X-Forwarded-Port: 1\r\nX-Forwarded-Proto: ftp\r\n\r\n");
+    settle();
+    expect_out(T.up[0], "GET /a HTTP/1.1\r\nHost: " UP "\r\nX-Real-IP: 10.0.0.1\r\n"
+                        "X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+                        "X-Forwarded-Host: front.example:8443\r\n"
+                        "Forwarded: for=10.0.0.1;proto=http, "
+                        "for=127.0.0.1;proto=http;host=\"front.example:8443\"\r\n\r\n");
+    mt_finish();
+}
+
+/* forwarded = on, from an untrusted IPv6 client: its Forwarded is replaced by ours, with
+ * the address quoted and bracketed (RFC 7239 6) */
+static void forwarded_untrusted_v6(void **state)
+{
+    (void)state;
+    trusted_cidr = "10.0.0.0/8";
+    forwarded_on = 1;
+    START();
+    struct sockaddr_in6 s6;
+    memset(&s6, 0, sizeof s6);
+    s6.sin6_family = AF_INET6;
+    s6.sin6_port = htons(40000);
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8::7", &s6.sin6_addr), 1);
+    struct memio *m = client_from(&s6, sizeof s6);
+    push(m, "GET /a HTTP/1.1\r\nHost: front\r\nForwarded: for=10.9.9.9\r\n"
+            "X-Forwarded-For: 10.9.9.9\r\n\r\n");
+    settle();
+    expect_out(T.up[0], "GET /a HTTP/1.1\r\nHost: " UP "\r\nX-Forwarded-For: 2001:db8::7\r\n"
+                        "X-Forwarded-Proto: http\r\nX-Forwarded-Host: front\r\n"
+                        "Forwarded: for=\"[2001:db8::7]\";proto=http;host=front\r\n\r\n");
     mt_finish();
 }
 
@@ -1175,6 +1233,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(get_relayed_sized),
         cmocka_unit_test(get_prefix_and_absolute_form),
+        cmocka_unit_test(forwarded_trusted),
+        cmocka_unit_test(forwarded_untrusted_v6),
         cmocka_unit_test(get_relayed_chunked),
         cmocka_unit_test(get_relayed_close_delimited),
         cmocka_unit_test(get_http10_client),
