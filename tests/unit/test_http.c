@@ -454,6 +454,123 @@ static void version_505(void **state)
     mt_finish();
 }
 
+/* ----- hostile requests (issue 10): each is answered its status, nothing reaches a
+ * route, and the connection closes (the request pipelined behind it is not answered) */
+
+#define RQ(s) s, sizeof s - 1
+#define POST_H "POST /echo HTTP/1.1\r\nHost: a\r\n"
+
+static const struct hostile {
+    const char *raw;
+    size_t len;
+    int status;
+} hostile[] = {
+    /* framing */
+    {RQ(POST_H "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"), 501},
+    {RQ(POST_H "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"), 501},
+    {RQ(POST_H "Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"), 400},
+    {RQ(POST_H "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400},
+    {RQ(POST_H "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n"), 400},
+    {RQ(POST_H "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400},
+    {RQ(POST_H "Content-Length: 2\r\nContent-Length: 2\r\n\r\nab"), 400},
+    {RQ(POST_H "Content-Length : 2\r\n\r\nab"), 400},
+    {RQ("POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400},
+    {RQ(POST_H "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nx\r\n0\r\n\r\n"), 400},
+    {RQ(POST_H "Transfer-Encoding: chunked\r\n\r\n2\r\nabXX0\r\n\r\n"), 400},
+    /* line endings, names, values */
+    {RQ("GET /x HTTP/1.1\r\nHost: a\r\nX-A: a\r\n b\r\n\r\n"), 400},     /* obs-fold */
+    {RQ("GET /x HTTP/1.1\r\nHost: a\r\nX-A:\r\n\tb\r\n\r\n"), 400},     /* obs-fold */
+    {RQ("GET /x HTTP/1.1\nHost: a\n\n"), 400},                              /* bare LF */
+    {RQ("GET /x HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n"), 400},
+    {RQ("GET /x HTTP/1.1\r\nHost: a\rX-A: b\r\n\r\n"), 400},            /* bare CR */
+    {RQ("GET /x HTTP/1.1\r\nHost: a\r\nX(A): b\r\n\r\n"), 400},
+    {RQ("GET /x HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n"), 400},
+    {RQ("GET /x HTTP/1.1\r\nHost: a\r\nX-A: a\x7f\r\n\r\n"), 400},
+    {RQ("GET /x HTTP/1.1\r\nX-A: b\r\n\r\n"), 400},                      /* no Host */
+    {RQ("GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400},
+    {RQ("GET /x HTTP/1.1\r\nHost: a b\r\n\r\n"), 400},
+    {RQ("GET /x HTTP/1.1\r\nHost: u@a\r\n\r\n"), 400},
+    /* targets */
+    {RQ("GET /%2e%2e/x HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /.%2E/x HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /a/%2e HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /../x HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /a/./x?q HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /a\\..\\x HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /a%5c..%5Cx HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /a%2 HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /a\fb HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /a#f HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET x HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET http://u@evil/x HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET http://a/../x HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"), 405},
+    /* versions */
+    {RQ("GET /x HTTP/2.0\r\nHost: a\r\n\r\n"), 505},
+    {RQ("GET /x HTTP/0.9\r\nHost: a\r\n\r\n"), 505},
+    {RQ("GET /x HTTP/1.2\r\nHost: a\r\n\r\n"), 505},
+    {RQ("GET /x HTTP/9.9\r\nHost: a\r\n\r\n"), 505},
+};
+
+static void hostile_requests(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
+        const struct hostile *t = &hostile[i];
+        print_message("hostile %zu: %.*s\n", i, (int)strcspn(t->raw, "\r\n"), t->raw);
+        START();
+        handle_calls = 0;
+        struct memio *m = client();
+        memio_push(m, t->raw, t->len);
+        push(m, "GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+        settle();
+        char *out = take(m, NULL);
+        char head[32];
+        snprintf(head, sizeof head, "HTTP/1.1 %d ", t->status);
+        if (strncmp(out, head, strlen(head)) != 0) fail_msg("case %zu: got %.300s", i, out);
+        assert_non_null(strstr(out, "\r\nConnection: close\r\n"));
+        assert_null(strstr(out, "\nHTTP/1.1 ")); /* one answer only */
+        assert_true(ended(m));
+        assert_int_equal(handle_calls, 0);
+        free(out);
+        mt_finish();
+    }
+}
+
+/* the target has a limit of its own: a 20 KB URI is 414, not 431; valid absolute-form and
+ * percent-encoded bytes that are not dots pass */
+static void target_limit_414_and_valid_forms(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, "GET http://a.example:80/p%41th?q=%2e%2e HTTP/1.1\r\nHost: a\r\n\r\n"
+            "GET /a..b/.c/c. HTTP/1.1\r\nHost: [::1]:8\r\n\r\n");
+    settle();
+    struct sb want = {0};
+    sb_ok(&want, "/p%41th", NULL);
+    sb_ok(&want, "/a..b/.c/c.", NULL);
+    expect_out(m, want.p);
+    free(want.p);
+    struct sb req = {0};
+    sb_printf(&req, "GET /");
+    for (int i = 0; i < 20 * 1024; i++) sb_put(&req, "u", 1);
+    sb_printf(&req, " HTTP/1.1\r\nHost: a\r\n\r\n");
+    push(m, req.p);
+    settle();
+    struct sb want414 = {0};
+    sb_text(&want414, 414, "close", "request target too long (the limit is 8 KiB)");
+    expect_out(m, want414.p);
+    assert_true(ended(m));
+    free(want414.p);
+    free(req.p);
+    mt_finish();
+}
+
 /* ----- the peer ends or resets ----- */
 
 static void eof_after_request_answered(void **state)
@@ -931,6 +1048,8 @@ int main(void)
         cmocka_unit_test_setup(malformed_header_400, setup),
         cmocka_unit_test_setup(huge_header_431, setup),
         cmocka_unit_test_setup(version_505, setup),
+        cmocka_unit_test_setup(hostile_requests, setup),
+        cmocka_unit_test_setup(target_limit_414_and_valid_forms, setup),
         cmocka_unit_test_setup(eof_after_request_answered, setup),
         cmocka_unit_test_setup(eof_while_handler_works, setup),
         cmocka_unit_test_setup(eof_mid_head, setup),
