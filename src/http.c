@@ -49,6 +49,7 @@ struct hconn {
     unsigned draining : 1;    /* server stopping: last request on this connection */
     unsigned body_paused : 1; /* streaming route asked to stop reading the body */
     unsigned in_run : 1;      /* its run is on the stack: it sees an answer's end itself */
+    unsigned unread : 1;      /* a request ended before all of it was read: linger */
     union {
         struct sockaddr sa;
         struct sockaddr_in in4;
@@ -863,6 +864,7 @@ static void finish_exchange(struct hconn *h)
     h->x = NULL;
     h->requests++;
     if (!x->complete || !x->keep_alive) h->close_after = 1;
+    if (!x->complete) h->unread = 1;
     x_release(x);
     if (!h->close_after && !h->body_paused) llhttp_resume(&h->parser);
 }
@@ -870,7 +872,7 @@ static void finish_exchange(struct hconn *h)
 static int needs_linger(const struct hconn *h)
 {
     const struct conn *c = &h->c;
-    return c->rpos < c->rlen || c->more_input || (h->x && !h->x->complete);
+    return c->rpos < c->rlen || c->more_input || h->unread || (h->x && !h->x->complete);
 }
 
 static unsigned timeout_ms(const struct worker *w, enum tq_kind kind)
