@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <cmocka.h>
 
 #include "conf.h"
@@ -240,9 +241,69 @@ static void test_settings_errors(void **state)
          PATH ":4: verify: 'yes' is not a switch; use true or false (on and off also work)"},
         {"[upstream]\nverify = yes\n",
          PATH ":2: verify: 'yes' is not a switch; use true or false (on and off also work)"},
+        {"[upstream]\ntrusted-proxies = 10.0.0.0/8, 10.0.0.0/33\n",
+         PATH ":2: trusted-proxies: '10.0.0.0/33' is not an address or an address/prefix-length; "
+              "use IPv4 or IPv6 addresses or ranges, comma-separated, e.g. 10.0.0.0/8, "
+              "192.0.2.7, 2001:db8::/32"},
+        {"[upstream]\n\ntrusted-proxies = 2001:db8::/129\n",
+         PATH ":3: trusted-proxies: '2001:db8::/129' is not an address or an "
+              "address/prefix-length; use IPv4 or IPv6 addresses or ranges, comma-separated, "
+              "e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/32"},
+        {"[upstream]\ntrusted-proxies = backend.example\n",
+         PATH ":2: trusted-proxies: 'backend.example' is not an address or an "
+              "address/prefix-length; use IPv4 or IPv6 addresses or ranges, comma-separated, "
+              "e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/32"},
+        {"[upstream]\ntrusted-proxies = 10.0.0.1/\n",
+         PATH ":2: trusted-proxies: '10.0.0.1/' is not an address or an address/prefix-length; "
+              "use IPv4 or IPv6 addresses or ranges, comma-separated, e.g. 10.0.0.0/8, "
+              "192.0.2.7, 2001:db8::/32"},
+        {"[upstream]\nforwarded = maybe\n",
+         PATH ":2: forwarded: 'maybe' is not a switch; use on, off, true or false"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         expect_settings_error(cases[i].text, cases[i].err);
+}
+
+/* trusted-proxies: parsed ranges (host bits cleared) and matching, IPv4-mapped included */
+static void test_trusted_proxies(void **state)
+{
+    (void)state;
+    struct conf_settings s;
+    load_settings("[upstream]\ntrusted-proxies = 10.1.2.3/8, 192.0.2.7, 2001:db8::1/33\n"
+                  "forwarded = on\n",
+                  &s);
+    const struct conf_upstream *u = &s.upstream;
+    assert_int_equal(u->ntrusted_proxies, 3);
+    assert_int_equal(u->forwarded, 1);
+    assert_int_equal(u->trusted_proxies[0].bits, 8);
+    assert_int_equal(u->trusted_proxies[0].addr[1], 0); /* 10.1.2.3/8 -> 10.0.0.0/8 */
+    static const struct {
+        const char *addr;
+        int in;
+    } probes[] = {{"10.255.0.1", 1}, {"11.0.0.1", 0}, {"192.0.2.7", 1}, {"192.0.2.8", 0},
+                  {"::ffff:10.9.9.9", 1}, {"::ffff:11.9.9.9", 0}, {"2001:db8:7fff::5", 1},
+                  {"2001:db8:8000::5", 0}, {"::1", 0}};
+    for (size_t i = 0; i < sizeof probes / sizeof *probes; i++) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof ss);
+        struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        if (inet_pton(AF_INET, probes[i].addr, &in4->sin_addr) == 1)
+            in4->sin_family = AF_INET;
+        else {
+            assert_int_equal(inet_pton(AF_INET6, probes[i].addr, &in6->sin6_addr), 1);
+            in6->sin6_family = AF_INET6;
+        }
+        if (conf_cidr_match(u->trusted_proxies, u->ntrusted_proxies,
+                            (struct sockaddr *)&ss) != probes[i].in)
+            fail_msg("%s: expected %d", probes[i].addr, probes[i].in);
+    }
+    assert_int_equal(conf_cidr_match(u->trusted_proxies, 0, NULL), 0);
+    conf_settings_free(&s);
+    load_settings("", &s);
+    assert_int_equal(s.upstream.ntrusted_proxies, 0); /* empty by default */
+    assert_int_equal(s.upstream.forwarded, 0);
+    conf_settings_free(&s);
 }
 
 int main(void)
@@ -252,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_settings_all_keys),
         cmocka_unit_test(test_settings_value_forms),
         cmocka_unit_test(test_settings_errors),
+        cmocka_unit_test(test_trusted_proxies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
