@@ -189,7 +189,7 @@ def table(cases, results):
             c / n, c / h))
     print()
     print("Where they go (instructions per operation; *own code* includes certgate's "
-          "http-parser and libuv):")
+          "llhttp (linked in) and libuv):")
     print()
     print("| operation | server | own code | libcrypto | libssl | libc | other |")
     print("|---|---|---|---|---|---|---|")
