@@ -43,7 +43,7 @@ struct hconn {
     struct hconn *prev, *next; /* the worker's client list */
     llhttp_t parser;
     struct http_exchange *x; /* the request being read or answered */
-    uint8_t hscan;           /* line-ending scan of the head being read (scan_head) */
+    uint8_t hscan;           /* line-ending scan of the head being read (reqcheck) */
     uint64_t requests;       /* served on this connection */
     unsigned close_after : 1; /* close once the output is flushed */
     unsigned draining : 1;    /* server stopping: last request on this connection */
@@ -673,58 +673,6 @@ static int on_headers_complete(llhttp_t *p)
     return 0;
 }
 
-/* llhttp accepts obs-fold (a header line continued on the next line after white space),
- * and a continuation cut by a read boundary is invisible in its callbacks; so the line
- * endings of a head are checked on the raw bytes, before the parser sees them: each line
- * ends with CRLF (no bare LF, no CR alone) and no line after the request line starts with
- * white space. The scan starts where a request starts (the parser pauses at the end of
- * each one) and stops at the empty line that ends the head. */
-enum { HS_START, HS_LINE, HS_CR, HS_LF, HS_LAST_CR, HS_DONE };
-
-/* 0, or -1 with a sentence in why; *state carries over between reads. */
-static int scan_head(uint8_t *state, const char *p, size_t n, char *why, size_t whylen)
-{
-    uint8_t st = *state;
-    for (size_t i = 0; i < n && st != HS_DONE; i++) {
-        char c = p[i];
-        switch (st) {
-        case HS_START: /* empty lines before a request line are allowed (RFC 9112 2.2) */
-            if (c == '\n') goto bare_lf;
-            if (c != '\r') st = HS_LINE;
-            break;
-        case HS_LINE:
-            if (c == '\r') st = HS_CR;
-            else if (c == '\n') goto bare_lf;
-            break;
-        case HS_CR:
-        case HS_LAST_CR:
-            if (c != '\n') {
-                snprintf(why, whylen, "malformed HTTP request: CR not followed by LF");
-                return -1;
-            }
-            st = st == HS_LAST_CR ? HS_DONE : HS_LF;
-            break;
-        case HS_LF:
-            if (c == ' ' || c == '\t') {
-                snprintf(why, whylen, "malformed HTTP request: a header line continued on the "
-                                      "next line (obs-fold) or starting with white space");
-                return -1;
-            }
-            if (c == '\n') goto bare_lf;
-            st = c == '\r' ? HS_LAST_CR : HS_LINE;
-            break;
-        default:
-            break;
-        }
-    }
-    *state = st;
-    return 0;
-bare_lf:
-    snprintf(why, whylen, "malformed HTTP request: a line ends with LF alone (CRLF is "
-                          "required)");
-    return -1;
-}
-
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct hconn *h = p->data;
@@ -760,7 +708,7 @@ static int on_message_complete(llhttp_t *p)
     struct http_exchange *x = h->x;
     x->complete = 1;
     x->keep_alive = llhttp_should_keep_alive(p) != 0;
-    h->hscan = HS_START; /* the next bytes start the next request */
+    h->hscan = REQCHECK_SCAN_START; /* the next bytes start the next request */
     return HPE_PAUSED; /* one request at a time; the rest waits in the buffer */
 }
 
@@ -798,7 +746,9 @@ static void parse_input(struct hconn *h)
     size_t avail = c->rlen - c->rpos;
     const char *start = c->rbuf + c->rpos;
     char buf[200];
-    if (h->hscan != HS_DONE && scan_head(&h->hscan, start, avail, buf, sizeof buf) != 0) {
+    /* the raw line endings of a head first: the parser lets obs-fold through */
+    if (h->hscan != REQCHECK_SCAN_DONE &&
+        reqcheck_scan_lines(&h->hscan, start, avail, buf, sizeof buf) != 0) {
         log_debug("closing connection after 400: %s", buf);
         answer_error(h, 400, buf);
         return;
@@ -1151,7 +1101,7 @@ struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peer
     if (peer) memcpy(&h->peer, peer, peerlen);
     llhttp_init(&h->parser, HTTP_REQUEST, &settings);
     h->parser.data = h;
-    h->hscan = HS_START;
+    h->hscan = REQCHECK_SCAN_START;
     h->next = w->clients;
     if (h->next) h->next->prev = h;
     w->clients = h;

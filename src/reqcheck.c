@@ -44,26 +44,28 @@ const char *reqcheck_path(const char *path, size_t len)
 {
     size_t dots = 0, seglen = 0; /* in the current segment: '.' (raw or %2E) and bytes */
     for (size_t i = 0; i <= len; i++) {
-        char c = i < len ? path[i] : '/';
-        if (c == '/') {
+        int c = i < len ? (unsigned char)path[i] : '/';
+        int sep = c == '/';
+        if (c == '\\') return "has a backslash";
+        if (c == '%') {
+            int hi = i + 2 < len ? hexval(path[i + 1]) : -1;
+            int lo = hi >= 0 ? hexval(path[i + 2]) : -1;
+            if (lo < 0) return "has a '%' that does not start a %XX escape";
+            c = hi * 16 + lo;
+            i += 2;
+            if (c == '\\') return "has a backslash (%5C)";
+            /* an upstream that decodes %2F before it resolves dot segments would see a
+             * separator: "..%2F" counts as "../" */
+            sep = c == '/';
+        }
+        if (sep) {
             if (seglen > 0 && dots == seglen && dots <= 2)
                 return dots == 1 ? "has a '.' segment" : "has a '..' segment";
             dots = seglen = 0;
             continue;
         }
-        if (c == '\\') return "has a backslash";
         seglen++;
-        if (c == '.') {
-            dots++;
-        } else if (c == '%') {
-            int hi = i + 2 < len ? hexval(path[i + 1]) : -1;
-            int lo = hi >= 0 ? hexval(path[i + 2]) : -1;
-            if (lo < 0) return "has a '%' that does not start a %XX escape";
-            int v = hi * 16 + lo;
-            if (v == '\\') return "has a backslash (%5C)";
-            if (v == '.') dots++;
-            i += 2;
-        }
+        if (c == '.') dots++;
     }
     return NULL;
 }
@@ -261,4 +263,52 @@ int reqcheck_head(const struct http_request *r, int *chunked, int64_t *content_l
         if (st) return st;
     }
     return 0;
+}
+
+/* the line-ending scan (see reqcheck.h); the parser pauses at the end of each request,
+ * so a scan starts exactly where a request starts */
+enum { HS_START = REQCHECK_SCAN_START, HS_LINE, HS_CR, HS_LF, HS_LAST_CR, HS_DONE };
+_Static_assert(HS_DONE == REQCHECK_SCAN_DONE, "the scan's states");
+
+int reqcheck_scan_lines(uint8_t *state, const char *p, size_t n, char *why, size_t whylen)
+{
+    uint8_t st = *state;
+    for (size_t i = 0; i < n && st != HS_DONE; i++) {
+        char c = p[i];
+        switch (st) {
+        case HS_START: /* empty lines before a request line are allowed (RFC 9112 2.2) */
+            if (c == '\n') goto bare_lf;
+            if (c != '\r') st = HS_LINE;
+            break;
+        case HS_LINE:
+            if (c == '\r') st = HS_CR;
+            else if (c == '\n') goto bare_lf;
+            break;
+        case HS_CR:
+        case HS_LAST_CR:
+            if (c != '\n') {
+                err_set(why, whylen, "malformed HTTP request: CR not followed by LF");
+                return -1;
+            }
+            st = st == HS_LAST_CR ? HS_DONE : HS_LF;
+            break;
+        case HS_LF:
+            if (c == ' ' || c == '\t') {
+                err_set(why, whylen, "malformed HTTP request: a header line continued on the "
+                                      "next line (obs-fold) or starting with white space");
+                return -1;
+            }
+            if (c == '\n') goto bare_lf;
+            st = c == '\r' ? HS_LAST_CR : HS_LINE;
+            break;
+        default:
+            break;
+        }
+    }
+    *state = st;
+    return 0;
+bare_lf:
+    err_set(why, whylen, "malformed HTTP request: a line ends with LF alone (CRLF is "
+                          "required)");
+    return -1;
 }

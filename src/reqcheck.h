@@ -17,8 +17,8 @@ struct http_request;
  *   400  malformed: a header name that is not a token, a value with a control character,
  *        a target that is not origin-form or a valid absolute-form, a target with a
  *        control character, space or non-ASCII byte, a malformed %-escape, a '.' or '..'
- *        path segment (also percent-encoded: /%2e%2e/, /.%2E/), a backslash (also %5C)
- *        in the path, no Host or more than one (HTTP/1.1), several Content-Length
+ *        path segment (also percent-encoded: /%2e%2e/, /.%2E/, and with %2F taken as a
+ *        '/': /..%2Fx), a backslash (also %5C) in the path, no Host or more than one (HTTP/1.1), several Content-Length
  *        headers, Content-Length with Transfer-Encoding, Transfer-Encoding in HTTP/1.0,
  *        chunked not the last transfer coding or given twice, the asterisk-form
  *        ("OPTIONS *": no server-wide OPTIONS);
@@ -33,6 +33,17 @@ int reqcheck_head(const struct http_request *r, int *chunked, int64_t *content_l
  * ("has a '..' segment"). Dot segments are refused, not normalized, so that what certgate
  * routes and what an upstream sees can never differ. */
 const char *reqcheck_path(const char *path, size_t len);
+
+/* The line endings of a head, on the raw bytes (the parser accepts obs-fold, and a
+ * continuation cut by a read boundary would be invisible in its callbacks): every line
+ * ends with CRLF (no bare LF, no CR alone), no line after the request line starts with
+ * white space (obs-fold), empty lines before the request line are skipped. Scans the n
+ * bytes at p from *state (REQCHECK_SCAN_START where a request starts) and stops at the
+ * empty line that ends the head (*state is then REQCHECK_SCAN_DONE; the bytes after it,
+ * body or next request, are not looked at). 0, or -1 with a sentence in why. */
+#define REQCHECK_SCAN_START 0
+#define REQCHECK_SCAN_DONE 5
+int reqcheck_scan_lines(uint8_t *state, const char *p, size_t n, char *why, size_t whylen);
 
 /* 1 when the n bytes at s are a token (RFC 9110 5.6.2; n > 0). */
 int reqcheck_token(const char *s, size_t n);

@@ -142,6 +142,7 @@ ATTACKS = [
     ("../", b"GET /x/../ATTACK HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("backslash", b"GET /x\\..\\ATTACK HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("%5c", b"GET /x%5c..%5cATTACK HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("..%2f", b"GET /x/..%2fATTACK HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("TAB in target", b"GET /ATTACK\tx HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("FF in target", b"GET /ATTACK\x0cx HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("no Host", b"GET /ATTACK HTTP/1.1\r\nX-A: b\r\n\r\n", 400),

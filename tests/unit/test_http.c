@@ -499,6 +499,8 @@ static const struct hostile {
     {RQ("GET /a\\..\\x HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
     {RQ("GET /a%5c..%5Cx HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
     {RQ("GET /a%2 HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /..%2Fx HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
+    {RQ("GET /a%2f.%2E%2fx HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
     {RQ("GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
     {RQ("GET /a\fb HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
     {RQ("GET /a#f HTTP/1.1\r\nHost: a\r\n\r\n"), 400},
