@@ -266,40 +266,59 @@ int reqcheck_head(const struct http_request *r, int *chunked, int64_t *content_l
 }
 
 /* the line-ending scan (see reqcheck.h); the parser pauses at the end of each request,
- * so a scan starts exactly where a request starts */
+ * so a scan starts exactly where a request starts. A CR that is not followed by LF is left
+ * to the parser and reqcheck_head (a control character in a value, the target or the
+ * request line): here only LF matters, found with memchr. */
 enum { HS_START = REQCHECK_SCAN_START, HS_LINE, HS_CR, HS_LF, HS_LAST_CR, HS_DONE };
 _Static_assert(HS_DONE == REQCHECK_SCAN_DONE, "the scan's states");
 
 int reqcheck_scan_lines(uint8_t *state, const char *p, size_t n, char *why, size_t whylen)
 {
     uint8_t st = *state;
-    for (size_t i = 0; i < n && st != HS_DONE; i++) {
+    size_t i = 0;
+    while (i < n && st != HS_DONE) {
         char c = p[i];
         switch (st) {
-        case HS_START: /* empty lines before a request line are allowed (RFC 9112 2.2) */
+        case HS_START: /* empty lines before a request line are skipped (RFC 9112 2.2) */
+            if (c != '\r' && c != '\n') st = HS_LINE;
+            else i++;
+            break;
+        case HS_LINE: {
+            const char *lf = memchr(p + i, '\n', n - i);
+            if (!lf) {
+                st = p[n - 1] == '\r' ? HS_CR : HS_LINE;
+                i = n;
+                break;
+            }
+            if (lf == p + i || lf[-1] != '\r') goto bare_lf;
+            i = (size_t)(lf - p) + 1;
+            st = HS_LF;
+            break;
+        }
+        case HS_CR: /* the last read ended with CR */
+            st = c == '\n' ? HS_LF : HS_LINE;
+            i++;
+            break;
+        case HS_LF:
+            if (c == ' ' || c == '\t') {
+                err_set(why, whylen, "malformed HTTP request: a header line continued on the "
+                                     "next line (obs-fold) or starting with white space");
+                return -1;
+            }
             if (c == '\n') goto bare_lf;
-            if (c != '\r') st = HS_LINE;
+            if (c == '\r') {
+                st = HS_LAST_CR;
+                i++;
+            } else {
+                st = HS_LINE;
+            }
             break;
-        case HS_LINE:
-            if (c == '\r') st = HS_CR;
-            else if (c == '\n') goto bare_lf;
-            break;
-        case HS_CR:
         case HS_LAST_CR:
             if (c != '\n') {
                 err_set(why, whylen, "malformed HTTP request: CR not followed by LF");
                 return -1;
             }
-            st = st == HS_LAST_CR ? HS_DONE : HS_LF;
-            break;
-        case HS_LF:
-            if (c == ' ' || c == '\t') {
-                err_set(why, whylen, "malformed HTTP request: a header line continued on the "
-                                      "next line (obs-fold) or starting with white space");
-                return -1;
-            }
-            if (c == '\n') goto bare_lf;
-            st = c == '\r' ? HS_LAST_CR : HS_LINE;
+            st = HS_DONE;
             break;
         default:
             break;
@@ -309,6 +328,6 @@ int reqcheck_scan_lines(uint8_t *state, const char *p, size_t n, char *why, size
     return 0;
 bare_lf:
     err_set(why, whylen, "malformed HTTP request: a line ends with LF alone (CRLF is "
-                          "required)");
+                         "required)");
     return -1;
 }

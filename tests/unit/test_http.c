@@ -543,6 +543,33 @@ static void hostile_requests(void **state)
     }
 }
 
+/* the line-ending checks hold across reads: an obs-fold or a bare LF cut at a read
+ * boundary, byte by byte */
+static void line_endings_split_reads(void **state)
+{
+    (void)state;
+    static const char *const reqs[] = {
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-A: a\r\n b\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-A: a\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: a\r\n\n",
+    };
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        START();
+        handle_calls = 0;
+        struct memio *m = client();
+        for (const char *q = reqs[i]; *q && !ended(m); q++) {
+            memio_push(m, q, 1);
+            settle();
+        }
+        char *out = take(m, NULL);
+        if (strncmp(out, "HTTP/1.1 400 ", 13) != 0) fail_msg("case %zu: got %.200s", i, out);
+        assert_true(ended(m));
+        assert_int_equal(handle_calls, 0);
+        free(out);
+        mt_finish();
+    }
+}
+
 /* the target has a limit of its own: a 20 KB URI is 414, not 431; valid absolute-form and
  * percent-encoded bytes that are not dots pass */
 static void target_limit_414_and_valid_forms(void **state)
@@ -1051,6 +1078,7 @@ int main(void)
         cmocka_unit_test_setup(huge_header_431, setup),
         cmocka_unit_test_setup(version_505, setup),
         cmocka_unit_test_setup(hostile_requests, setup),
+        cmocka_unit_test_setup(line_endings_split_reads, setup),
         cmocka_unit_test_setup(target_limit_414_and_valid_forms, setup),
         cmocka_unit_test_setup(eof_after_request_answered, setup),
         cmocka_unit_test_setup(eof_while_handler_works, setup),
