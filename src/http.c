@@ -74,7 +74,7 @@ struct http_exchange {
     char *body;
     size_t blen, bcap;
     int fail_status;      /* set by a callback that stops the parser */
-    char fail_why[200];   /* its sentence, when fail_status is 400, 405, 414, 501 */
+    char fail_why[200];   /* its sentence (reqcheck), when there is one */
     unsigned headers_done : 1, complete : 1, dispatched : 1, done : 1, keep_alive : 1;
     unsigned streaming : 1, stream_chunked : 1, stream_nobody : 1, want_drain : 1;
     unsigned released : 1;
