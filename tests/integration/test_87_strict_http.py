@@ -119,7 +119,7 @@ def exchange(g, raw, host="127.0.0.1"):
         s.close()
 
 
-GET = b"GET /warm HTTP/1.1\r\nHost: front\r\n\r\n"
+GET = b"GET /warm HTTP/1.1\r\nHost: front\r\nConnection: close\r\n\r\n"
 
 # (name, raw request, status): the "Why" list, and their neighbours. Each has the
 # marker ATTACK somewhere, which must never show at the upstream.
