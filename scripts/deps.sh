@@ -9,7 +9,7 @@ mode=${1:-build}
 
 # node-llhttp ships llhttp's C sources, which CMake compiles from /usr/share/llhttp (the
 # HTTP parser). On Debian 12 its dependencies (node-debug, node-semver) pull in nodejs and
-# libnode108 too (13 packages on a bare system), although nothing of them is used.
+# libnode108 too (12 more packages, nodejs 18 among them), although none of them is used.
 pkgs="gcc make cmake pkg-config libc6-dev libssl-dev libuv1-dev node-llhttp \
 libjansson-dev libcmocka-dev libcurl4-openssl-dev openssl ca-certificates"
 case "$mode" in
