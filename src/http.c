@@ -994,8 +994,11 @@ static void h_closed(struct conn *c)
             x_log(x, x->status);
             x_release(x);
         } else if (x->dispatched && x->route.handle) {
+            void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
             x_log(x, x->status ? x->status : 499);
             x->h = NULL; /* the handler will answer into the void, which releases it */
+            x->route.on_abort = NULL;
+            if (abort_cb) abort_cb(x); /* e.g. the API drops a job that has not started */
         } else {
             void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
             if (x->headers_done) http_peer(x); /* while the connection is still known */
