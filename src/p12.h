@@ -74,12 +74,13 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
  *                        every encrypted part (~50-95 ms per 100,000 here, so ~2 s at most;
  *                        openssl uses 2,048 per part, keytool 10,000);
  *   P12_MAX_SCRYPT_MEM   128 * N * r bytes for the largest scrypt part (OpenSSL's own cap);
- *   P12_MAX_SCRYPT_WORK  N * r * p summed over the scrypt parts (~0.5 us per unit);
+ *   P12_MAX_SCRYPT_WORK  N * r * p summed over the scrypt parts (~0.8 us per unit here, so
+ *                        ~1.7 s at most; N=16384, r=8, p=1 is 131,072);
  *   P12_MAX_DERIVATIONS  derivations per file.
  * Any other key-derivation function is refused (P12_ERR_FORMAT). */
 #define P12_MAX_ITERATIONS 2000000ull
 #define P12_MAX_SCRYPT_MEM (32ull << 20)
-#define P12_MAX_SCRYPT_WORK 4194304ull
+#define P12_MAX_SCRYPT_WORK 2097152ull
 #define P12_MAX_DERIVATIONS 64u
 
 struct p12_cost {
