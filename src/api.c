@@ -517,8 +517,9 @@ static void after_cb(uv_work_t *w, int status)
     if (j->skipped || status == UV_ECANCELED)
         log_info("certificate API: %s%s%s not started: its client has gone", op_names[j->op],
                  j->name[0] ? " " : "", j->name);
-    if (status != 0)
-        http_respond_text(x, 500, "the operation was cancelled");
+    if (status != 0 || j->skipped)
+        http_respond_text(x, 503, "the operation was not started: the client closed its "
+                                  "connection");
     else
         http_respond(x, j->status, j->ctype, NULL, body ? body : "", body ? strlen(body) : 0);
     free(body); /* j itself went with the exchange */
@@ -533,7 +534,7 @@ static void job_free(void *p)
     free(j);
 }
 
-/* The client has gone (http.h: on_abort). A queued job is taken off the queue; one that
+/* The client has gone or closed its side (http.h: on_abort). A queued job is taken off the queue; one that
  * has already started runs to its end (its answer goes nowhere). */
 static void on_abort(struct http_exchange *x)
 {

@@ -827,6 +827,13 @@ static void on_peer_eof(struct hconn *h)
         conn_close(c); /* aborts a streaming route */
         return;
     }
+    /* a buffered route still working is told (the API does not start a job whose
+     * client has closed); it answers anyway, for a client that only half-closed */
+    if (x->dispatched && x->route.handle && !x->done && x->route.on_abort) {
+        void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
+        x->route.on_abort = NULL;
+        abort_cb(x);
+    }
     h->close_after = 1; /* answer what was asked, then close */
 }
 

@@ -72,8 +72,9 @@ struct http_route {
      * answers it by setting flags and posting its own connections, not by doing I/O
      * on other objects. */
     /* the client went away; stop and release. A buffered route whose handler has not
-     * answered yet is told too; it must still answer (http_respond then only releases
-     * the exchange). */
+     * answered yet is told too, when the connection closes or the client ends its side
+     * (EOF: it may have only half-closed); it must still answer (http_respond then only
+     * releases the exchange, or writes to the half-closed client). Called once. */
     void (*on_abort)(struct http_exchange *x);
     void (*on_drain)(struct http_exchange *x); /* output buffer drained below the mark */
     void *ctx;                                 /* the route's per-exchange state */
