@@ -211,6 +211,7 @@ class ApiCostTest(GatewayTest):
         g = self.start(certgate="api-queue = 1\n")
         up = Timed(lambda: self.upload("slow.p12", F.slow, "pw-s", timeout=120))
         up.start()
+        time.sleep(0.3 * SLOW)  # its job is queued by now (a list earlier could take the slot)
         busy = None
         while up.end is None and busy is None:
             code, headers, body = self.call("GET", "list")
