@@ -77,8 +77,7 @@ static int get_u64(const ASN1_INTEGER *a, uint64_t dflt, uint64_t *v)
 }
 
 /* Checks the running totals against the budget. */
-static enum p12_status check(const struct p12_cost *c, const char *label, char *err,
-                             size_t errlen)
+static enum p12_status check(const struct p12_cost *c, const char *label, char *err, size_t errlen)
 {
     char a[48], b[48];
     if (c->iterations > P12_MAX_ITERATIONS) {
@@ -97,7 +96,8 @@ static enum p12_status check(const struct p12_cost *c, const char *label, char *
         err_set(err, errlen,
                 "%s: key derivation would need %s of memory for scrypt (128 * N * r bytes); "
                 "the limit is %s (N=16384, r=8 needs 16 MiB); export it again with a smaller "
-                "N or r", label, a, b);
+                "N or r",
+                label, a, b);
         return P12_ERR_COST;
     }
     if (c->scrypt_work > P12_MAX_SCRYPT_WORK) {
@@ -106,13 +106,15 @@ static enum p12_status check(const struct p12_cost *c, const char *label, char *
         err_set(err, errlen,
                 "%s: key derivation would take %s units of scrypt work (N * r * p summed "
                 "over the encrypted parts); the limit is %s (N=16384, r=8, p=1 is 131,072); "
-                "export it again with a smaller N, r or p", label, a, b);
+                "export it again with a smaller N, r or p",
+                label, a, b);
         return P12_ERR_COST;
     }
     if (c->derivations > P12_MAX_DERIVATIONS) {
         err_set(err, errlen,
                 "%s: key derivation would run %u times (once per encrypted part); the limit "
-                "is %u", label, c->derivations, P12_MAX_DERIVATIONS);
+                "is %u",
+                label, c->derivations, P12_MAX_DERIVATIONS);
         return P12_ERR_COST;
     }
     return P12_OK;
@@ -121,11 +123,10 @@ static enum p12_status check(const struct p12_cost *c, const char *label, char *
 static enum p12_status add_scrypt(struct p12_cost *c, const ASN1_TYPE *param, const char *label,
                                   char *err, size_t errlen)
 {
-    SCRYPT_PARAMS *sp = param ? ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(SCRYPT_PARAMS), param)
-                              : NULL;
+    SCRYPT_PARAMS *sp =
+        param ? ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(SCRYPT_PARAMS), param) : NULL;
     uint64_t n, r, p;
-    int ok = sp && get_u64(sp->costParameter, 0, &n) == 0 &&
-             get_u64(sp->blockSize, 0, &r) == 0 &&
+    int ok = sp && get_u64(sp->costParameter, 0, &n) == 0 && get_u64(sp->blockSize, 0, &r) == 0 &&
              get_u64(sp->parallelizationParameter, 0, &p) == 0;
     SCRYPT_PARAMS_free(sp);
     if (!ok) return bad_params(label, "scrypt", err, errlen);
@@ -135,8 +136,8 @@ static enum p12_status add_scrypt(struct p12_cost *c, const ASN1_TYPE *param, co
     return P12_OK;
 }
 
-enum p12_status p12_cost_add(struct p12_cost *c, const struct X509_algor_st *alg,
-                             const char *label, char *err, size_t errlen)
+enum p12_status p12_cost_add(struct p12_cost *c, const struct X509_algor_st *alg, const char *label,
+                             char *err, size_t errlen)
 {
     enum p12_status st = P12_OK;
     uint64_t it = 0;
@@ -150,11 +151,12 @@ enum p12_status p12_cost_add(struct p12_cost *c, const struct X509_algor_st *alg
         if (!p2 || !p2->keyfunc) {
             st = bad_params(label, "PBES2", err, errlen);
         } else if (kdf == NID_id_pbkdf2) {
-            PBKDF2PARAM *kp = p2->keyfunc->parameter
-                                  ? ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM),
-                                                              p2->keyfunc->parameter)
-                                  : NULL;
-            if (!kp || get_u64(kp->iter, 1, &it) != 0) st = bad_params(label, "PBKDF2", err, errlen);
+            PBKDF2PARAM *kp =
+                p2->keyfunc->parameter
+                    ? ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM), p2->keyfunc->parameter)
+                    : NULL;
+            if (!kp || get_u64(kp->iter, 1, &it) != 0)
+                st = bad_params(label, "PBKDF2", err, errlen);
             PBKDF2PARAM_free(kp);
         } else if (kdf == NID_id_scrypt) {
             st = add_scrypt(c, p2->keyfunc->parameter, label, err, errlen);
@@ -163,7 +165,8 @@ enum p12_status p12_cost_add(struct p12_cost *c, const struct X509_algor_st *alg
             OBJ_obj2txt(oid, sizeof oid, p2->keyfunc->algorithm, 1);
             err_set(err, errlen,
                     "%s: not a PKCS#12 file this gateway can open (unknown key-derivation "
-                    "function %s; PBKDF2 and scrypt are supported)", label, oid);
+                    "function %s; PBKDF2 and scrypt are supported)",
+                    label, oid);
             st = P12_ERR_FORMAT;
         }
         PBE2PARAM_free(p2);
@@ -179,7 +182,8 @@ enum p12_status p12_cost_add(struct p12_cost *c, const struct X509_algor_st *alg
         if (alg) OBJ_obj2txt(oid, sizeof oid, alg->algorithm, 1);
         err_set(err, errlen,
                 "%s: not a PKCS#12 file this gateway can open (unknown password-based "
-                "encryption %s)", label, oid);
+                "encryption %s)",
+                label, oid);
         st = P12_ERR_FORMAT;
     }
     ERR_clear_error();
@@ -189,8 +193,8 @@ enum p12_status p12_cost_add(struct p12_cost *c, const struct X509_algor_st *alg
 }
 
 /* The shrouded key bags of a visible SafeContents, nested ones included. */
-static enum p12_status add_bags(struct p12_cost *c, const STACK_OF(PKCS12_SAFEBAG) *bags, int depth,
-                                const char *label, char *err, size_t errlen)
+static enum p12_status add_bags(struct p12_cost *c, const STACK_OF(PKCS12_SAFEBAG) * bags,
+                                int depth, const char *label, char *err, size_t errlen)
 {
     for (int i = 0; i < sk_PKCS12_SAFEBAG_num(bags); i++) {
         const PKCS12_SAFEBAG *bag = sk_PKCS12_SAFEBAG_value(bags, i);
@@ -215,8 +219,8 @@ static enum p12_status add_bags(struct p12_cost *c, const STACK_OF(PKCS12_SAFEBA
     return P12_OK;
 }
 
-enum p12_status p12_cost_pkcs12(const struct PKCS12_st *p12, struct p12_cost *c,
-                                const char *label, char *err, size_t errlen)
+enum p12_status p12_cost_pkcs12(const struct PKCS12_st *p12, struct p12_cost *c, const char *label,
+                                char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     enum p12_status st = P12_OK;

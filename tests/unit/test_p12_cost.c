@@ -137,9 +137,9 @@ static X509_ALGOR *bag_alg(PKCS12_SAFEBAG *bag)
 /* ----- building files ----- */
 
 struct spec {
-    int key_nid;          /* NID_aes_256_cbc: PBES2/PBKDF2; a PBE NID: PBES1; -2: scrypt */
-    int64_t key_iter;     /* patched into the key bag when non-zero */
-    uint64_t n, r, p;     /* scrypt: the real parameters, or patched ones when patch_scrypt */
+    int key_nid;      /* NID_aes_256_cbc: PBES2/PBKDF2; a PBE NID: PBES1; -2: scrypt */
+    int64_t key_iter; /* patched into the key bag when non-zero */
+    uint64_t n, r, p; /* scrypt: the real parameters, or patched ones when patch_scrypt */
     int patch_scrypt;
     int unknown_kdf;      /* the key bag's KDF replaced */
     int cert_nid;         /* the certificates' SafeContents: 0 plain, else encrypted with it */
@@ -211,10 +211,10 @@ static PKCS12_SAFEBAG *key_bag(const struct spec *s)
 {
     PKCS12_SAFEBAG *bag;
     if (s->key_nid == -2) {
-        X509_ALGOR *pbe = s->patch_scrypt
-                              ? PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 1024, 1, 1)
-                              : PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, s->n, s->r,
-                                                      s->p);
+        X509_ALGOR *pbe =
+            s->patch_scrypt
+                ? PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 1024, 1, 1)
+                : PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, s->n, s->r, s->p);
         PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(key);
         assert_true(pbe && p8);
         X509_SIG *sig = PKCS8_set0_pbe("pw", -1, p8, pbe);
@@ -299,8 +299,10 @@ static enum p12_status parse_of(const struct spec *s, char *err, size_t n, doubl
     double t0 = now_ms();
     enum p12_status st = p12_parse(der, len, "pw", "t.p12", &f, err, n);
     *ms = now_ms() - t0;
-    if (st == P12_OK) assert_non_null(f);
-    else assert_null(f);
+    if (st == P12_OK)
+        assert_non_null(f);
+    else
+        assert_null(f);
     p12_free(f);
     free(der);
     return st;
@@ -403,8 +405,10 @@ static void test_iterations_sum(void **state)
                              "(files from openssl and keytool use 2,048 to 10,000 per part); "
                              "export it again with fewer iterations");
 
-    struct spec s1 = {.key_nid = NID_pbe_WithSHA1And3_Key_TripleDES_CBC, .key_iter = 1500000,
-                      .cert_nid = NID_pbe_WithSHA1And40BitRC2_CBC, .cert_iter = 600000};
+    struct spec s1 = {.key_nid = NID_pbe_WithSHA1And3_Key_TripleDES_CBC,
+                      .key_iter = 1500000,
+                      .cert_nid = NID_pbe_WithSHA1And40BitRC2_CBC,
+                      .cert_iter = 600000};
     assert_int_equal(cost_of(&s1, &c, err, sizeof err), P12_ERR_COST);
     assert_contains(err, "would take 2,102,048 PBKDF2 iterations");
 }
@@ -454,8 +458,8 @@ static void test_scrypt(void **state)
     assert_int_equal(cost_of(&at, &c, err, sizeof err), P12_ERR_COST);
     assert_contains(err, "would take 2,228,224 units of scrypt work");
     /* p of 2^32: saturating arithmetic, no wrap-around to a small cost */
-    struct spec wrap = {.key_nid = -2, .patch_scrypt = 1, .n = 1ull << 62, .r = 1ull << 62,
-                        .p = 1ull << 62};
+    struct spec wrap = {
+        .key_nid = -2, .patch_scrypt = 1, .n = 1ull << 62, .r = 1ull << 62, .p = 1ull << 62};
     assert_int_equal(cost_of(&wrap, &c, err, sizeof err), P12_ERR_COST);
 }
 
@@ -500,8 +504,8 @@ static void test_bag_inside_encrypted_part(void **state)
     struct p12_cost c;
     char err[512];
     double ms;
-    struct spec s = {.key_nid = NID_aes_256_cbc, .cert_nid = NID_aes_256_cbc,
-                     .key_in_cert_safe = 1};
+    struct spec s = {
+        .key_nid = NID_aes_256_cbc, .cert_nid = NID_aes_256_cbc, .key_in_cert_safe = 1};
     assert_int_equal(parse_of(&s, err, sizeof err, &ms), P12_OK);
     s.key_iter = 1999000;
     assert_int_equal(cost_of(&s, &c, err, sizeof err), P12_OK); /* not visible yet */
@@ -562,8 +566,8 @@ static void test_damaged_files_load_and_describe(void **state)
 {
     static const struct {
         const char *file, *pw;
-    } files[] = {{"modern.p12", "pw"}, {"legacy.p12", "pw"}, {"nomac.p12", "pw"},
-                 {"keytool.p12", "pwpwpw"}};
+    } files[] = {
+        {"modern.p12", "pw"}, {"legacy.p12", "pw"}, {"nomac.p12", "pw"}, {"keytool.p12", "pwpwpw"}};
     unsigned int seed = 4242;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         size_t len;
@@ -571,7 +575,8 @@ static void test_damaged_files_load_and_describe(void **state)
         assert_non_null(der);
         int ok = 0, total = 0;
         double t0 = now_ms();
-        for (size_t l = 0; l < len; l++, total++) one(der, l, files[i].pw, &ok);
+        for (size_t l = 0; l < len; l++, total++)
+            one(der, l, files[i].pw, &ok);
         assert_int_equal(ok, 0); /* no truncation is a valid file */
         unsigned char *copy = malloc(len);
         assert_non_null(copy);
