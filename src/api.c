@@ -291,9 +291,10 @@ static int open_stored(struct api_job *j, const struct http_request *r, struct p
         char err[1024];
         if (p12_load_file(path, *pw, p12, err, sizeof err) != P12_OK)
             job_text(j, 400, "%s", err);
-        else if (file_id_of(path, &after) != 0 || !file_id_eq(id, &after))
-            job_text(j, 409, "%s was replaced or deleted while it was being read; try again",
-                     j->name);
+        else if (file_id_of(path, &after) != 0)
+            job_text(j, 404, "no certificate file named %s (it was deleted meanwhile)", j->name);
+        else if (!file_id_eq(id, &after))
+            job_text(j, 409, "%s was replaced while it was being read; try again", j->name);
         else
             rc = 0;
     }

@@ -205,6 +205,39 @@ class ApiCostTest(GatewayTest):
         self.assertLess(reload_end, up.end, "SIGHUP waited for the slow upload")
         self.assertEqual([e["name"] for e in json.loads(lst.result[2])], ["other.p12"])
 
+    def test_state_rechecked_under_the_lock(self):
+        """What a job validated without the lock is checked again under it."""
+        g = self.start()
+        # two slow uploads of one name: the first to commit makes it the active file,
+        # so the other is refused (403) instead of replacing the served file
+        a = Timed(lambda: self.upload("same.p12", F.slow, "pw-s", timeout=120))
+        b = Timed(lambda: self.upload("same.p12", F.slow, "pw-s", timeout=120))
+        a.start()
+        b.start()
+        a.join(120 * SLOW)
+        b.join(120 * SLOW)
+        codes = sorted([a.result[0], b.result[0]])
+        print("\n    two uploads of one name: %s" % codes)
+        self.assertEqual(codes, [200, 403], (a.result, b.result))
+        with open(os.path.join(g.ssl_dir, "same.p12"), "rb") as f, open(F.slow, "rb") as s:
+            self.assertEqual(f.read(), s.read())
+        # a stored file deleted while its activation derives keys: 404, nothing changes
+        g.install(F.slow, "stored.p12")
+        before = self.state(g)["served"]
+        act = Timed(lambda: self.call("POST", "stored.p12/activate", password="pw-s",
+                                      timeout=120))
+        act.start()
+        time.sleep(0.3 * SLOW)
+        code, _, body = self.call("DELETE", "stored.p12")
+        deleted = time.monotonic()
+        self.assertEqual(code, 200, body)
+        act.join(120 * SLOW)
+        self.assertLess(deleted, act.end, "the delete waited for the activation")
+        self.assertEqual(act.result[0], 404, act.result[2])
+        self.assertIn(b"deleted meanwhile", act.result[2])
+        self.assertEqual(self.state(g)["served"], before)
+        self.assertIn("certificate-file = same.p12", g.read_conf())
+
     # ----- the queue -----
 
     def test_queue_full_503_retry_after(self):
