@@ -7,8 +7,9 @@
  * changed). A connection keeps the TLS context it was accepted with.
  *
  * Changes (SIGHUP reloads, the commit step of API operations) are serialized by
- * gw_lock()/gw_unlock(). API operations derive keys before taking it (api.h); a reload
- * loads the configured file under it. */
+ * gw_lock()/gw_unlock(). API operations derive keys before taking it (api.h); so does
+ * a reload, which loads the configured certificate file first and, under the lock, takes
+ * that result when the file and password are still the configured ones, unchanged. */
 #ifndef CERTGATE_GW_H
 #define CERTGATE_GW_H
 
@@ -64,7 +65,8 @@ extern struct gw_paths gw_paths;
 int gw_open(const struct gw_options *opt, char *err, size_t errlen);
 
 /* SIGHUP: re-reads custom.properties and the certificate. On any error nothing live
- * changes and -1 is returned with the reason. Takes gw_lock itself. */
+ * changes and -1 is returned with the reason. Takes gw_lock itself, after the key
+ * derivation of the configured certificate. */
 int gw_reload(char *err, size_t errlen);
 
 /* The settings currently applied (read under gw_lock). */

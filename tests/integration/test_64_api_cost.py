@@ -238,6 +238,38 @@ class ApiCostTest(GatewayTest):
         self.assertEqual(self.state(g)["served"], before)
         self.assertIn("certificate-file = same.p12", g.read_conf())
 
+    def test_slow_reload_holds_up_nothing(self):
+        """A SIGHUP reload derives the configured certificate's keys before it takes the
+        change lock, so `list` does not wait for it."""
+        g = self.gateway("reload", env={"TZ": "America/New_York"})
+        g.install(F.slow, "slow.p12")
+        g.write_conf("[com.compuware.apm.webserver]\ncertificate-file = slow.p12\n"
+                     "certificate-password = pw-s\n")
+        self.g, self.tok = g, g.token()
+        g.start()
+        before = len(g.logs())
+        rl = Timed(lambda: g.reload())
+        rl.start()
+        time.sleep(0.3 * SLOW)  # the reload is deriving the file's keys by now
+        self.assertIsNone(rl.end, "the reload ended before list was asked")
+        # five lists, one after the other: all answered, and the reload's outcome (logged
+        # as soon as it releases the lock) not logged yet
+        for _ in range(5):
+            lst = Timed(lambda: self.call("GET", "list"))
+            lst.run()
+            self.assertEqual(lst.result[0], 200, lst.result[2])
+        self.assertNotIn("reloaded", g.logs()[before:], "list waited for the reload")
+        rl.join(60 * SLOW)
+        self.assertIsNone(rl.error)
+        self.assertIn("reloaded", rl.result)
+        self.assertEqual(lst.result[0], 200, lst.result[2])
+        print("\n    reload %.0f ms; list done after %.0f ms (from the reload's start)"
+              % ((rl.end - rl.start_t) * 1000, (lst.end - rl.start_t) * 1000))
+        self.assertLess(lst.end, rl.end, "list waited for the reload")
+        # the file changed between the load and the lock would be loaded again; the
+        # result served is the configured file
+        self.assertEqual([e["name"] for e in json.loads(lst.result[2])], ["slow.p12"])
+
     # ----- the queue -----
 
     def test_queue_full_503_retry_after(self):
