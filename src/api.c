@@ -2,6 +2,7 @@
 #include "api.h"
 
 #include "auth.h"
+#include "conn.h"
 #include "fsutil.h"
 #include "gw.h"
 #include "log.h"
@@ -13,6 +14,7 @@
 #include <llhttp.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,17 +26,28 @@
 #define MAX_NAME 128
 
 enum op { OP_NONE, OP_LIST, OP_UPLOAD, OP_DELETE, OP_ACTIVATE, OP_DESCRIBE };
+static const char *const op_names[] = {"?", "list", "upload", "delete", "activate", "describe"};
 
+/* A job belongs to its exchange (route ctx, freed by job_free), which lives until the
+ * job's answer is given, even when the client has gone (http.h). */
 struct api_job {
     struct http_exchange *x;
     uv_work_t work;
     enum op op;
     char name[MAX_NAME + 1];
+    int queued;          /* counted in api_jobs; loop thread only */
+    _Atomic int gone;    /* the client left: a job not started yet is not started */
+    int skipped;         /* set by work_cb when it did not start the job */
     /* result, made in the thread pool */
     int status;
     char *body;
     const char *ctype;
 };
+
+/* API jobs queued or running, over all workers ([certgate] api-queue caps it) */
+static _Atomic unsigned api_jobs;
+/* What a client is told to wait before trying again when the queue is full. */
+#define API_RETRY_AFTER_S 2
 
 /* ----- paths and names ----- */
 
@@ -231,6 +244,100 @@ static int request_password(struct api_job *j, const struct http_request *r, cha
     return *pw ? 0 : -1;
 }
 
+/* A stored file's identity: it is replaced by rename (a new inode) or changed in place
+ * (new size or times), so an unchanged identity means unchanged content. */
+struct file_id {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+};
+
+static int file_id_of(const char *path, struct file_id *id)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
+    id->dev = st.st_dev;
+    id->ino = st.st_ino;
+    id->size = st.st_size;
+    id->mtime = st.st_mtim;
+    id->ctime = st.st_ctim;
+    return 0;
+}
+
+static int file_id_eq(const struct file_id *a, const struct file_id *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* Opens the stored file j->name with the request's password, without gw_lock (the key
+ * derivation is the slow part): 0 with *p12, *pw (the caller frees both) and the
+ * identity of the file that was read, or -1 with the answer (404, 400, 409) in j. */
+static int open_stored(struct api_job *j, const struct http_request *r, struct p12_file **p12,
+                       char **pw, struct file_id *id)
+{
+    char *path = fs_path_join(gw_paths.ssl_dir, j->name);
+    int rc = -1;
+    struct file_id after;
+    *pw = NULL;
+    *p12 = NULL;
+    if (!path) {
+        job_text(j, 500, "out of memory");
+    } else if (file_id_of(path, id) != 0) {
+        job_text(j, 404, "no certificate file named %s", j->name);
+    } else if (request_password(j, r, pw) == 0) {
+        char err[1024];
+        if (p12_load_file(path, *pw, p12, err, sizeof err) != P12_OK)
+            job_text(j, 400, "%s", err);
+        else if (file_id_of(path, &after) != 0)
+            job_text(j, 404, "no certificate file named %s (it was deleted meanwhile)", j->name);
+        else if (!file_id_eq(id, &after))
+            job_text(j, 409, "%s was replaced while it was being read; try again", j->name);
+        else
+            rc = 0;
+    }
+    free(path);
+    if (rc != 0) {
+        p12_free(*p12);
+        *p12 = NULL;
+        secret_free(*pw);
+        *pw = NULL;
+    }
+    return rc;
+}
+
+/* Under gw_lock: 0 when the stored file j->name is still the one open_stored read, else
+ * -1 with the answer in j. */
+static int still_same(struct api_job *j, const struct file_id *id)
+{
+    char *path = fs_path_join(gw_paths.ssl_dir, j->name);
+    struct file_id now;
+    int rc = -1;
+    if (!path)
+        job_text(j, 500, "out of memory");
+    else if (file_id_of(path, &now) != 0)
+        job_text(j, 404, "no certificate file named %s (it was deleted meanwhile)", j->name);
+    else if (!file_id_eq(id, &now))
+        job_text(j, 409, "%s was replaced while it was being activated; try again", j->name);
+    else
+        rc = 0;
+    free(path);
+    return rc;
+}
+
+static int refuse_active(struct api_job *j)
+{
+    job_text(j, 403,
+             "%s is the active certificate file and cannot be replaced; upload the new "
+             "certificate under another name (it is activated at once), then delete %s",
+             j->name, j->name);
+    return -1;
+}
+
+/* The key derivation (p12_parse) runs without gw_lock; under it only what depends on
+ * the live state: the name is still not the active file, the switch, the writes. */
 static void op_upload(struct api_job *j, const struct http_request *r)
 {
     if (r->body_len == 0) {
@@ -238,11 +345,11 @@ static void op_upload(struct api_job *j, const struct http_request *r)
                  j->name);
         return;
     }
-    if (gw_is_active_name(j->name)) {
-        job_text(j, 403,
-                 "%s is the active certificate file and cannot be replaced; upload the new "
-                 "certificate under another name (it is activated at once), then delete %s",
-                 j->name, j->name);
+    gw_lock();
+    int active = gw_is_active_name(j->name);
+    gw_unlock();
+    if (active) { /* before the slow part; checked again below */
+        refuse_active(j);
         return;
     }
     const char *h = http_header(r, "X-Password");
@@ -253,47 +360,33 @@ static void op_upload(struct api_job *j, const struct http_request *r)
         job_text(j, 500, "out of memory");
         return;
     }
-    if (p12_parse(r->body, r->body_len, pw, j->name, &p12, err, sizeof err) != P12_OK)
+    if (p12_parse(r->body, r->body_len, pw, j->name, &p12, err, sizeof err) != P12_OK) {
         job_text(j, 400, "%s", err);
-    else
-        switch_to(j, p12, pw, r->body, r->body_len);
+    } else {
+        gw_lock();
+        if (gw_is_active_name(j->name)) {
+            p12_free(p12);
+            refuse_active(j);
+        } else {
+            switch_to(j, p12, pw, r->body, r->body_len);
+        }
+        gw_unlock();
+    }
     secret_free(pw);
-}
-
-/* Opens the stored file j->name with the request's password: 0 with *p12 and *pw (the
- * caller frees both), or -1 with the answer (404, 400) already in j. */
-static int open_stored(struct api_job *j, const struct http_request *r, struct p12_file **p12,
-                       char **pw)
-{
-    char *path = fs_path_join(gw_paths.ssl_dir, j->name);
-    int rc = -1;
-    *pw = NULL;
-    *p12 = NULL;
-    if (!path) {
-        job_text(j, 500, "out of memory");
-    } else if (!file_exists(path)) {
-        job_text(j, 404, "no certificate file named %s", j->name);
-    } else if (request_password(j, r, pw) == 0) {
-        char err[1024];
-        if (p12_load_file(path, *pw, p12, err, sizeof err) == P12_OK)
-            rc = 0;
-        else
-            job_text(j, 400, "%s", err);
-    }
-    free(path);
-    if (rc != 0) {
-        secret_free(*pw);
-        *pw = NULL;
-    }
-    return rc;
 }
 
 static void op_activate(struct api_job *j, const struct http_request *r)
 {
     struct p12_file *p12;
     char *pw;
-    if (open_stored(j, r, &p12, &pw) != 0) return;
-    switch_to(j, p12, pw, NULL, 0);
+    struct file_id id;
+    if (open_stored(j, r, &p12, &pw, &id) != 0) return;
+    gw_lock();
+    if (still_same(j, &id) == 0)
+        switch_to(j, p12, pw, NULL, 0);
+    else
+        p12_free(p12);
+    gw_unlock();
     secret_free(pw);
 }
 
@@ -367,19 +460,28 @@ static void op_describe(struct api_job *j, const struct http_request *r)
 {
     struct p12_file *p12;
     char *pw;
-    if (open_stored(j, r, &p12, &pw) != 0) return;
+    struct file_id id;
+    if (open_stored(j, r, &p12, &pw, &id) != 0) return;
     secret_free(pw);
-    json_t *d = describe(p12, j->name, gw_is_active_name(j->name));
+    gw_lock();
+    int active = gw_is_active_name(j->name);
+    gw_unlock();
+    json_t *d = describe(p12, j->name, active);
     job_json(j, d);
     json_decref(d);
     p12_free(p12);
 }
 
+/* In the thread pool. Upload, activate and describe take gw_lock themselves, after
+ * their key derivation; delete and list are cheap and run under it. */
 static void work_cb(uv_work_t *w)
 {
     struct api_job *j = w->data;
+    if (atomic_load_explicit(&j->gone, memory_order_acquire)) {
+        j->skipped = 1;
+        return;
+    }
     const struct http_request *r = http_req(j->x);
-    gw_lock();
     switch (j->op) {
     case OP_UPLOAD:
         op_upload(j, r);
@@ -387,19 +489,22 @@ static void work_cb(uv_work_t *w)
     case OP_ACTIVATE:
         op_activate(j, r);
         break;
-    case OP_DELETE:
-        op_delete(j);
-        break;
-    case OP_LIST:
-        op_list(j);
-        break;
     case OP_DESCRIBE:
         op_describe(j, r);
+        break;
+    case OP_DELETE:
+        gw_lock();
+        op_delete(j);
+        gw_unlock();
+        break;
+    case OP_LIST:
+        gw_lock();
+        op_list(j);
+        gw_unlock();
         break;
     default:
         job_text(j, 500, "unknown operation");
     }
-    gw_unlock();
 }
 
 static void after_cb(uv_work_t *w, int status)
@@ -408,8 +513,14 @@ static void after_cb(uv_work_t *w, int status)
     struct http_exchange *x = j->x;
     char *body = j->body;
     j->body = NULL;
-    if (status != 0)
-        http_respond_text(x, 500, "the operation was cancelled");
+    j->queued = 0;
+    atomic_fetch_sub(&api_jobs, 1);
+    if (j->skipped || status == UV_ECANCELED)
+        log_info("certificate API: %s%s%s not started: its client has gone", op_names[j->op],
+                 j->name[0] ? " " : "", j->name);
+    if (status != 0 || j->skipped)
+        http_respond_text(x, 503, "the operation was not started: the client closed its "
+                                  "connection");
     else
         http_respond(x, j->status, j->ctype, NULL, body ? body : "", body ? strlen(body) : 0);
     free(body); /* j itself went with the exchange */
@@ -422,6 +533,36 @@ static void job_free(void *p)
     struct api_job *j = p;
     free(j->body);
     free(j);
+}
+
+/* The client has gone or closed its side (http.h: on_abort). A queued job is taken off the queue; one that
+ * has already started runs to its end (its answer goes nowhere). */
+static void on_abort(struct http_exchange *x)
+{
+    struct api_job *j = http_route(x)->ctx;
+    if (!j) return;
+    atomic_store_explicit(&j->gone, 1, memory_order_release);
+    if (j->queued) uv_cancel((uv_req_t *)&j->work); /* after_cb then gets UV_ECANCELED */
+}
+
+static unsigned queue_limit(struct http_exchange *x)
+{
+    const struct gw_snap *snap = http_worker(x)->snap;
+    return snap && snap->api_queue ? snap->api_queue : 8;
+}
+
+static void respond_busy(struct http_exchange *x, unsigned limit)
+{
+    char msg[300], hdr[40];
+    snprintf(msg, sizeof msg,
+             "the gateway is already running %u certificate operations ([certgate] api-queue); "
+             "try again in %d seconds", limit, API_RETRY_AFTER_S);
+    snprintf(hdr, sizeof hdr, "Retry-After: %d\r\n", API_RETRY_AFTER_S);
+    json_t *j = json_pack("{s:{s:i,s:s}}", "error", "code", 503, "message", msg);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    http_respond(x, 503, "application/json", hdr, s ? s : "{}", s ? strlen(s) : 2);
+    free(s);
+    json_decref(j);
 }
 
 static void on_headers(struct http_exchange *x)
@@ -490,6 +631,11 @@ static void on_headers(struct http_exchange *x)
         respond_405(x, allow);
         return;
     }
+    unsigned limit = queue_limit(x);
+    if (atomic_load(&api_jobs) >= limit) { /* full now: do not even read the body */
+        respond_busy(x, limit);
+        return;
+    }
     j = calloc(1, sizeof *j);
     if (!j) {
         http_respond_text(x, 500, "out of memory");
@@ -503,6 +649,7 @@ static void on_headers(struct http_exchange *x)
     struct http_route *rt = http_route(x);
     rt->ctx = j;
     rt->on_free = job_free;
+    rt->on_abort = on_abort;
 }
 
 static void handle(struct http_exchange *x)
@@ -512,8 +659,18 @@ static void handle(struct http_exchange *x)
         http_respond_text(x, 500, "internal error: no job");
         return;
     }
-    if (uv_queue_work(http_loop(x), &j->work, work_cb, after_cb) != 0)
+    unsigned limit = queue_limit(x);
+    if (atomic_fetch_add(&api_jobs, 1) >= limit) {
+        atomic_fetch_sub(&api_jobs, 1);
+        respond_busy(x, limit);
+        return;
+    }
+    j->queued = 1;
+    if (uv_queue_work(http_loop(x), &j->work, work_cb, after_cb) != 0) {
+        j->queued = 0;
+        atomic_fetch_sub(&api_jobs, 1);
         http_respond_text(x, 503, "cannot queue the certificate operation; try again");
+    }
 }
 
 void api_route(const struct http_request *req, const struct gw_snap *snap, struct http_route *out)

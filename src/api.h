@@ -9,8 +9,14 @@
  *   POST   {name}/list       both methods)
  *
  * Every request is authenticated first (Api-Token with scope ActiveGateCertManagement
- * for the environment in the path). Certificate operations run in libuv's thread pool,
- * serialized by gw_lock; the event loops never wait for them. */
+ * for the environment in the path). Certificate operations run in libuv's thread pool;
+ * the event loops never wait for them. A job decrypts and validates its file (the key
+ * derivation, within p12's cost budget) before it takes gw_lock; under the lock it only
+ * re-checks the state it validated against (the name is not the active file, the stored
+ * file is the one it read), writes and publishes. So a slow upload holds up neither
+ * list, describe, other jobs' checks nor a SIGHUP reload. At most [certgate] api-queue
+ * jobs are queued or running (process-wide); beyond, 503 with Retry-After. A job whose
+ * client has gone before it starts is not started. */
 #ifndef CERTGATE_API_H
 #define CERTGATE_API_H
 

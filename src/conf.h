@@ -62,6 +62,8 @@ struct conf_settings {
     int session_tickets;       /* ssl-session-tickets = on|off, default on */
     int session_reused_header; /* session-reused-header = on|off, default off: local answers
                                 * carry X-Session-Reused: 0|1 (benchmarks check it) */
+    unsigned api_queue;        /* api-queue: certificate API jobs queued or running at
+                                * once, default 8; beyond, 503 with Retry-After */
     /* [upstream] */
     struct conf_upstream upstream;
 };

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct gw_paths gw_paths;
 
@@ -215,6 +216,37 @@ static int cert_password(const struct conf_settings *s, char **pw, char *err, si
     return *pw ? 0 : -1;
 }
 
+/* A certificate file loaded by gw_reload before it takes gw_lock (the key derivation
+ * is the slow part), for apply() to take when the configuration still names the same
+ * file, unchanged, with the same password. Reload-local; NULL outside a reload. */
+struct preload {
+    char *file, *pw;
+    struct stat st;
+    struct p12_file *p12;
+};
+static struct preload *G_preload; /* [change] */
+
+static int same_stat(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* The preloaded keystore when it is path, unchanged, opened with pw (taken: the caller
+ * owns it); else NULL. */
+static struct p12_file *preload_take(const char *file, const char *path, const char *pw)
+{
+    struct preload *p = G_preload;
+    struct stat st;
+    if (!p || !p->p12 || strcmp(p->file, file) != 0 || strcmp(p->pw, pw) != 0 ||
+        stat(path, &st) != 0 || !same_stat(&st, &p->st))
+        return NULL;
+    struct p12_file *f = p->p12;
+    p->p12 = NULL;
+    return f;
+}
+
 /* Loads the configured custom certificate and builds its context; *eout is the entry
  * served (inside *p12out). */
 static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
@@ -224,9 +256,11 @@ static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
     char *pw = NULL;
     if (cert_password(s, &pw, err, errlen) != 0) return -1;
     char *path = fs_path_join(gw_paths.ssl_dir, s->certificate_file);
-    struct p12_file *p12 = NULL;
+    struct p12_file *p12 = path ? preload_take(s->certificate_file, path, pw) : NULL;
     const struct p12_entry *e = NULL;
-    enum p12_status st = path ? p12_load_file(path, pw, &p12, err, errlen) : P12_ERR_INTERNAL;
+    enum p12_status st = p12 ? P12_OK
+                         : path ? p12_load_file(path, pw, &p12, err, errlen)
+                                : P12_ERR_INTERNAL;
     secret_free(pw);
     free(path);
     if (st != P12_OK) return -1;
@@ -368,11 +402,46 @@ int gw_open(const struct gw_options *opt, char *err, size_t errlen)
     return rc;
 }
 
+/* Without gw_lock: reads custom.properties (without rewriting it) and, when it names a
+ * certificate file, loads it. Anything that fails is left for apply() to find and say. */
+static void preload_load(struct preload *p)
+{
+    struct propfile *doc = NULL;
+    struct conf_settings s;
+    char err[600];
+    if (propfile_load(gw_paths.conf_path, &doc, NULL, err, sizeof err) != 0) return;
+    int rc = conf_settings_load(doc, gw_paths.conf_path, &s, err, sizeof err);
+    propfile_free(doc);
+    if (rc != 0) return;
+    char *path = s.certificate_file ? fs_path_join(gw_paths.ssl_dir, s.certificate_file) : NULL;
+    struct stat after;
+    if (path && cert_password(&s, &p->pw, err, sizeof err) == 0 && stat(path, &p->st) == 0 &&
+        p12_load_file(path, p->pw, &p->p12, err, sizeof err) == P12_OK &&
+        (stat(path, &after) != 0 || !same_stat(&after, &p->st))) {
+        p12_free(p->p12); /* changed while it was read: apply() loads it again */
+        p->p12 = NULL;
+    }
+    if (p->p12) p->file = strdup(s.certificate_file);
+    if (!p->file) {
+        p12_free(p->p12);
+        p->p12 = NULL;
+    }
+    free(path);
+    conf_settings_free(&s);
+}
+
 int gw_reload(char *err, size_t errlen)
 {
+    struct preload pre = {0};
+    preload_load(&pre);
     gw_lock();
+    G_preload = &pre;
     int rc = apply(0, err, errlen);
+    G_preload = NULL;
     gw_unlock();
+    p12_free(pre.p12);
+    free(pre.file);
+    secret_free(pre.pw);
     return rc;
 }
 
@@ -418,6 +487,7 @@ static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settin
     n->header_timeout_ms = s->header_timeout_ms;
     n->body_timeout_ms = s->body_timeout_ms;
     n->session_reused_header = s->session_reused_header;
+    n->api_queue = s->api_queue;
     n->upstream = upstream_ref(up);
     return n;
 }

@@ -6,7 +6,10 @@
  * they accept a connection and before they route a request (one atomic load when nothing
  * changed). A connection keeps the TLS context it was accepted with.
  *
- * Changes (SIGHUP reloads, API operations) are serialized by gw_lock()/gw_unlock(). */
+ * Changes (SIGHUP reloads, the commit step of API operations) are serialized by
+ * gw_lock()/gw_unlock(). API operations derive keys before taking it (api.h); so does
+ * a reload, which loads the configured certificate file first and, under the lock, takes
+ * that result when the file and password are still the configured ones, unchanged. */
 #ifndef CERTGATE_GW_H
 #define CERTGATE_GW_H
 
@@ -27,6 +30,7 @@ struct gw_snap {
     size_t max_upload_bytes;
     unsigned keepalive_timeout_ms, header_timeout_ms, body_timeout_ms;
     int session_reused_header;
+    unsigned api_queue; /* [certgate] api-queue */
     struct upstream *upstream; /* NULL: no upstream configured; one reference held */
 };
 
@@ -61,7 +65,8 @@ extern struct gw_paths gw_paths;
 int gw_open(const struct gw_options *opt, char *err, size_t errlen);
 
 /* SIGHUP: re-reads custom.properties and the certificate. On any error nothing live
- * changes and -1 is returned with the reason. Takes gw_lock itself. */
+ * changes and -1 is returned with the reason. Takes gw_lock itself, after the key
+ * derivation of the configured certificate. */
 int gw_reload(char *err, size_t errlen);
 
 /* The settings currently applied (read under gw_lock). */
@@ -82,7 +87,8 @@ const char *gw_fallback_reason(void);
  * gw_lock. */
 const struct p12_file *gw_active_p12(void);
 
-/* 1 when `name` (a file name in the ssl directory) is the certificate file in use. */
+/* 1 when `name` (a file name in the ssl directory) is the certificate file in use.
+ * Under gw_lock. */
 int gw_is_active_name(const char *name);
 
 /* A certificate switch in two steps, so that everything that can fail happens before

@@ -893,6 +893,13 @@ static void on_peer_eof(struct hconn *h)
         conn_close(c); /* aborts a streaming route */
         return;
     }
+    /* a buffered route still working is told (the API does not start a job whose
+     * client has closed); it answers anyway, for a client that only half-closed */
+    if (x->dispatched && x->route.handle && !x->done && x->route.on_abort) {
+        void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
+        x->route.on_abort = NULL;
+        abort_cb(x);
+    }
     h->close_after = 1; /* answer what was asked, then close */
 }
 
@@ -1060,8 +1067,11 @@ static void h_closed(struct conn *c)
             x_log(x, x->status);
             x_release(x);
         } else if (x->dispatched && x->route.handle) {
+            void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
             x_log(x, x->status ? x->status : 499);
             x->h = NULL; /* the handler will answer into the void, which releases it */
+            x->route.on_abort = NULL;
+            if (abort_cb) abort_cb(x); /* e.g. the API drops a job that has not started */
         } else {
             void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
             if (x->headers_done) http_peer(x); /* while the connection is still known */

@@ -74,7 +74,11 @@ struct http_route {
      * connection's own run or close, never from inside a call the route made; a route
      * answers it by setting flags and posting its own connections, not by doing I/O
      * on other objects. */
-    void (*on_abort)(struct http_exchange *x); /* the client went away; stop and release */
+    /* the client went away; stop and release. A buffered route whose handler has not
+     * answered yet is told too, when the connection closes or the client ends its side
+     * (EOF: it may have only half-closed); it must still answer (http_respond then only
+     * releases the exchange, or writes to the half-closed client). Called once. */
+    void (*on_abort)(struct http_exchange *x);
     void (*on_drain)(struct http_exchange *x); /* output buffer drained below the mark */
     void *ctx;                                 /* the route's per-exchange state */
     void (*on_free)(void *ctx); /* releases ctx when the exchange ends, however it ends */

@@ -29,9 +29,6 @@
 #include <unistd.h>
 
 #define P12_MAX_FILE (16u * 1024 * 1024)
-/* Java's MAX_ITERATION_COUNT: a larger count is refused (and would let one upload keep a
- * thread busy for minutes). */
-#define P12_MAX_ITER 5000000L
 /* Java's trustedKeyUsage attribute, written by keytool -importcert. */
 #define ORACLE_TRUSTED_KEY_USAGE "2.16.840.1.113894.746875.1.1"
 
@@ -120,38 +117,15 @@ struct walk {
     STACK_OF(X509) * all_certs;
     int private_key_count;
     int counter;
+    /* the cost budget: what the visible structure costs, plus each bag found inside a
+     * decrypted container, added before its own derivation */
+    struct p12_cost cost;
+    const char *label;
+    char why[512];
+    enum p12_status why_st;
 };
 
-enum walk_rc { WALK_OK = 0, WALK_DECRYPT, WALK_UNSUPPORTED, WALK_FORMAT, WALK_ITER, WALK_NOMEM };
-
-static int iter_ok(const ASN1_INTEGER *it)
-{
-    long n = it ? ASN1_INTEGER_get(it) : 1;
-    return n >= 0 && n <= P12_MAX_ITER;
-}
-
-/* The iteration count of a PBES1 or PBES2/PBKDF2 algorithm is within Java's limit. */
-static int pbe_iter_ok(const X509_ALGOR *alg)
-{
-    int ok = 1;
-    if (!alg || !alg->parameter) return 1;
-    if (OBJ_obj2nid(alg->algorithm) == NID_pbes2) {
-        PBE2PARAM *p2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter);
-        if (p2 && p2->keyfunc && OBJ_obj2nid(p2->keyfunc->algorithm) == NID_id_pbkdf2) {
-            PBKDF2PARAM *kdf =
-                ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM), p2->keyfunc->parameter);
-            ok = kdf && iter_ok(kdf->iter);
-            PBKDF2PARAM_free(kdf);
-        }
-        PBE2PARAM_free(p2);
-    } else {
-        PBEPARAM *p1 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBEPARAM), alg->parameter);
-        ok = !p1 || iter_ok(p1->iter); /* not PBE parameters: OpenSSL will refuse it */
-        PBEPARAM_free(p1);
-    }
-    ERR_clear_error();
-    return ok;
-}
+enum walk_rc { WALK_OK = 0, WALK_DECRYPT, WALK_UNSUPPORTED, WALK_FORMAT, WALK_COST, WALK_NOMEM };
 
 static void walk_free(struct walk *w)
 {
@@ -164,7 +138,11 @@ static void walk_free(struct walk *w)
     }
     free(w->ci);
     sk_X509_pop_free(w->all_certs, X509_free);
-    memset(w, 0, sizeof(*w));
+    w->v = NULL;
+    w->ci = NULL;
+    w->all_certs = NULL;
+    w->n = w->cap = w->nci = w->capci = 0;
+    w->private_key_count = w->counter = 0;
 }
 
 /* An entry's alias: its friendlyName, or else the next counter value; lower-cased. */
@@ -253,9 +231,10 @@ static int set_keyid_01(unsigned char **id, size_t *len)
 }
 
 /* One SafeBag, as loadSafeContents() treats it. index = its position in its
- * SafeContents (Java's "i"). */
+ * SafeContents (Java's "i"); counted: its cost is already in w->cost (a bag of a plain
+ * SafeContents, seen by p12_cost_pkcs12). */
 static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int index, const char *pass,
-                             int passlen)
+                             int passlen, int counted)
 {
     int nid = PKCS12_SAFEBAG_get_nid(bag);
     enum walk_rc rc = WALK_OK;
@@ -271,7 +250,10 @@ static enum walk_rc walk_bag(struct walk *w, const PKCS12_SAFEBAG *bag, int inde
             const X509_SIG *sig = PKCS12_SAFEBAG_get0_pkcs8(bag);
             if (!sig) return WALK_FORMAT;
             X509_SIG_get0(sig, &alg, NULL);
-            if (!pbe_iter_ok(alg)) return WALK_ITER;
+            if (!counted) {
+                w->why_st = p12_cost_add(&w->cost, alg, w->label, w->why, sizeof(w->why));
+                if (w->why_st != P12_OK) return WALK_COST;
+            }
             p8 = PKCS12_decrypt_skey(bag, pass, passlen);
             if (!p8) return unsupported_error() ? WALK_UNSUPPORTED : WALK_DECRYPT;
             e.key = EVP_PKCS82PKEY(p8);
@@ -375,9 +357,9 @@ static enum walk_rc walk_file(struct walk *w, PKCS12 *p12, const char *pass)
             bags = PKCS12_unpack_p7data(p7);
             if (!bags) rc = WALK_FORMAT;
         } else if (nid == NID_pkcs7_encrypted) {
-            if (!p7->d.encrypted || !p7->d.encrypted->enc_data ||
-                !pbe_iter_ok(p7->d.encrypted->enc_data->algorithm)) {
-                rc = p7->d.encrypted ? WALK_ITER : WALK_FORMAT;
+            /* its cost was counted (and checked) by p12_cost_pkcs12 */
+            if (!p7->d.encrypted || !p7->d.encrypted->enc_data) {
+                rc = WALK_FORMAT;
                 break;
             }
             bags = PKCS12_unpack_p7encdata(p7, pass, passlen);
@@ -386,7 +368,8 @@ static enum walk_rc walk_file(struct walk *w, PKCS12 *p12, const char *pass)
             rc = WALK_FORMAT; /* public-key protected PKCS#12: Java does not read it either */
         }
         for (int j = 0; rc == WALK_OK && j < sk_PKCS12_SAFEBAG_num(bags); j++)
-            rc = walk_bag(w, sk_PKCS12_SAFEBAG_value(bags, j), j, pass, passlen);
+            rc = walk_bag(w, sk_PKCS12_SAFEBAG_value(bags, j), j, pass, passlen,
+                          nid == NID_pkcs7_data);
         sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
     }
     sk_PKCS7_pop_free(asafes, PKCS7_free);
@@ -560,17 +543,16 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
         cand[ncand++] = password;
     }
 
+    /* the budget, before any key derivation */
+    struct p12_cost cost;
+    enum p12_status cst = p12_cost_pkcs12(p12, &cost, label, err, errlen);
+    if (cst != P12_OK) {
+        PKCS12_free(p12);
+        return cst;
+    }
+
     int has_mac = PKCS12_mac_present(p12);
     if (has_mac) {
-        const ASN1_INTEGER *mac_iter = NULL;
-        PKCS12_get0_mac(NULL, NULL, NULL, &mac_iter, p12);
-        if (!iter_ok(mac_iter)) {
-            PKCS12_free(p12);
-            err_set(err, errlen,
-                   "%s: not a PKCS#12 file (its iteration count exceeds the limit of %ld)", label,
-                   P12_MAX_ITER);
-            return P12_ERR_FORMAT;
-        }
         int ok = -1;
         for (int i = 0; i < ncand && ok < 0; i++)
             if (PKCS12_verify_mac(p12, cand[i], cand[i] ? (int)strlen(cand[i]) : 0)) ok = i;
@@ -595,8 +577,10 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
     enum walk_rc rc = WALK_DECRYPT;
     struct walk w;
     memset(&w, 0, sizeof(w));
+    w.label = label;
     for (int i = 0; i < ncand; i++) {
         walk_free(&w);
+        w.cost = cost;
         rc = walk_file(&w, p12, cand[i]);
         if (rc != WALK_DECRYPT) break;
     }
@@ -625,10 +609,9 @@ enum p12_status p12_parse(const void *der, size_t len, const char *password, con
                prov_legacy ? "" : "; the OpenSSL legacy provider is not available");
         st = P12_ERR_FORMAT;
         break;
-    case WALK_ITER:
-        err_set(err, errlen, "%s: not a PKCS#12 file (its iteration count exceeds the limit of %ld)",
-               label, P12_MAX_ITER);
-        st = P12_ERR_FORMAT;
+    case WALK_COST:
+        err_set(err, errlen, "%s", w.why);
+        st = w.why_st;
         break;
     case WALK_FORMAT:
         err_set(err, errlen, "%s: not a PKCS#12 file (corrupt or unsupported content)", label);

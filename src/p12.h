@@ -34,7 +34,8 @@ enum p12_status {
     P12_ERR_NO_KEY,       /* no private key in the file */
     P12_ERR_KEY_MISMATCH, /* a key entry's private key does not match its certificate */
     P12_ERR_ALIAS,        /* the requested alias is not a key entry of the file */
-    P12_ERR_INTERNAL      /* out of memory, OpenSSL failure */
+    P12_ERR_INTERNAL,     /* out of memory, OpenSSL failure */
+    P12_ERR_COST          /* opening it would cost more than the budget (p12_cost_der) */
 };
 
 struct p12_file;
@@ -54,12 +55,57 @@ int p12_init(char *err, size_t errlen);
  *                         and its certificate chain"
  *   P12_ERR_KEY_MISMATCH "<label>: the private key of alias '<a>' does not match its
  *                         certificate" (or "... has no certificate" when none pairs with it)
- * Every key entry is checked, not only the one that will be selected. Iteration counts
- * above 5,000,000 (Java's limit) are refused as P12_ERR_FORMAT before any work.
+ *   P12_ERR_COST         "<label>: key derivation would take 5,000,000 PBKDF2 iterations
+ *                         ...; the limit is 2,000,000 (...)" (see p12_cost_der)
+ * Every key entry is checked, not only the one that will be selected. The cost budget
+ * (p12_cost_der) is checked before any key derivation; bags that only become visible
+ * once their container is decrypted are added to it before their own derivation.
  * An empty password and a NULL password are both tried for "" (OpenSSL treats them
  * differently). On success *out owns everything. */
 enum p12_status p12_parse(const void *der, size_t len, const char *password, const char *label,
                           struct p12_file **out, char *err, size_t errlen);
+
+/* ----- the cost of opening a file -----
+ *
+ * Every password-based key derivation a file asks for (the MAC, each encrypted
+ * SafeContents, each shrouded key bag) names its own cost. The budget per file, per
+ * password tried (an empty password is tried twice, as "" and as NULL):
+ *   P12_MAX_ITERATIONS   PBES1 / PKCS#12-KDF / PBKDF2 iterations summed over the MAC and
+ *                        every encrypted part (~50-95 ms per 100,000 here, so ~2 s at most;
+ *                        openssl uses 2,048 per part, keytool 10,000);
+ *   P12_MAX_SCRYPT_MEM   128 * N * r bytes for the largest scrypt part (OpenSSL's own cap);
+ *   P12_MAX_SCRYPT_WORK  N * r * p summed over the scrypt parts (~0.8 us per unit here, so
+ *                        ~1.7 s at most; N=16384, r=8, p=1 is 131,072);
+ *   P12_MAX_DERIVATIONS  derivations per file.
+ * Any other key-derivation function is refused (P12_ERR_FORMAT). */
+#define P12_MAX_ITERATIONS 2000000ull
+#define P12_MAX_SCRYPT_MEM (32ull << 20)
+#define P12_MAX_SCRYPT_WORK 2097152ull
+#define P12_MAX_DERIVATIONS 64u
+
+struct p12_cost {
+    unsigned long long iterations;  /* PBKDF2 / PKCS#12-KDF iterations, summed */
+    unsigned long long scrypt_mem;  /* bytes, the largest scrypt part */
+    unsigned long long scrypt_work; /* N * r * p, summed */
+    unsigned derivations;
+};
+
+/* Walks the DER structure of a PKCS#12 file without a password and without deriving
+ * anything: the MAC, every encrypted SafeContents, every shrouded key bag of the plain
+ * SafeContents (nested ones too). Fills *c (as far as it got) and returns P12_OK,
+ * P12_ERR_COST with a sentence that says what is too costly and the limit, or
+ * P12_ERR_FORMAT (undecodable, unknown key-derivation function). Milliseconds. */
+enum p12_status p12_cost_der(const void *der, size_t len, const char *label,
+                             struct p12_cost *c, char *err, size_t errlen);
+
+/* For p12.c: the same walk over a decoded file (clears *c first), and one more
+ * derivation (a PBE AlgorithmIdentifier) added to *c and checked. */
+struct PKCS12_st;
+struct X509_algor_st;
+enum p12_status p12_cost_pkcs12(const struct PKCS12_st *p12, struct p12_cost *c,
+                                const char *label, char *err, size_t errlen);
+enum p12_status p12_cost_add(struct p12_cost *c, const struct X509_algor_st *alg,
+                             const char *label, char *err, size_t errlen);
 
 /* Reads path (at most 16 MiB) and parses it; label = the file's base name. */
 enum p12_status p12_load_file(const char *path, const char *password, struct p12_file **out,
