@@ -78,45 +78,68 @@ int api_match(const char *path)
 
 /* ----- answers ----- */
 
-static void respond_json(struct http_exchange *x, int status, json_t *j)
+/* Dynatrace's error envelope {"error":{"code":N,"message":"..."}}, malloc'd. */
+static char *error_body(int status, const char *msg)
 {
-    char *s = json_dumps(j, JSON_COMPACT);
-    http_respond(x, status, "application/json", NULL, s ? s : "{}", s ? strlen(s) : 2);
-    free(s);
+    /* the message may quote a path or name: keep it printable ASCII (valid UTF-8) */
+    char clean[1024];
+    size_t n = 0;
+    for (; msg[n] && n + 1 < sizeof clean; n++)
+        clean[n] = (unsigned char)msg[n] >= 0x20 && (unsigned char)msg[n] < 0x7f ? msg[n] : '?';
+    clean[n] = '\0';
+    json_t *j = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", clean);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return s;
 }
 
-static void respond_error_envelope(struct http_exchange *x, int status, const char *msg)
+/* An error answer in the envelope; extra: "Name: value\r\n" lines or NULL. */
+static void respond_error(struct http_exchange *x, int status, const char *extra,
+                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void respond_error(struct http_exchange *x, int status, const char *extra,
+                          const char *fmt, ...)
 {
-    json_t *j = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", msg);
-    respond_json(x, status, j);
-    json_decref(j);
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char *body = error_body(status, msg);
+    static const char fallback[] = "{\"error\":{\"code\":500,\"message\":\"out of memory\"}}";
+    http_respond(x, status, "application/json", extra, body ? body : fallback,
+                 body ? strlen(body) : sizeof fallback - 1);
+    free(body);
+}
+
+/* Errors the HTTP layer finds in an API request (413, 400, 408, ...). */
+static void on_http_error(struct http_exchange *x, int status, const char *msg)
+{
+    respond_error(x, status, NULL, "%s", msg);
 }
 
 static void respond_405(struct http_exchange *x, const char *allow)
 {
     char hdr[80];
     snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
-    char msg[200];
-    int n = snprintf(msg, sizeof msg, "method %s not allowed here; allowed: %s\n",
-                     http_req(x)->method_name, allow);
-    http_respond(x, 405, "text/plain; charset=utf-8", hdr, msg, (size_t)n);
+    respond_error(x, 405, hdr, "Method %s is not allowed here; use %s.",
+                  http_req(x)->method_name, allow);
 }
 
 /* ----- the thread-pool side ----- */
 
-static void job_text(struct api_job *j, int status, const char *fmt, ...)
+/* The job's answer: an error in Dynatrace's envelope. */
+static void job_error(struct api_job *j, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void job_text(struct api_job *j, int status, const char *fmt, ...)
+static void job_error(struct api_job *j, int status, const char *fmt, ...)
 {
     char buf[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf - 2, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    strcat(buf, "\n");
     j->status = status;
-    j->ctype = "text/plain; charset=utf-8";
-    j->body = strdup(buf);
+    j->ctype = "application/json";
+    j->body = error_body(status, buf);
 }
 
 static void job_json(struct api_job *j, json_t *v)
@@ -124,7 +147,7 @@ static void job_json(struct api_job *j, json_t *v)
     j->status = 200;
     j->ctype = "application/json";
     j->body = json_dumps(v, JSON_COMPACT);
-    if (!j->body) job_text(j, 500, "out of memory");
+    if (!j->body) job_error(j, 500, "out of memory; try again");
 }
 
 static int file_exists(const char *path)
@@ -161,7 +184,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     if (!ch) {
         p12_free(p12);
         free(alias);
-        job_text(j, 400, "%s: %s", j->name, err);
+        job_error(j, 400, "%s: %s", j->name, err);
         return;
     }
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
@@ -171,7 +194,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     if (data) { /* upload: keep what it replaces, to put it back if the config fails */
         had_old = fs_read_file(path, 64u << 20, &old, &oldlen, NULL, 0) == 0;
         if (fs_write_atomic_mode(path, data, len, 0600, err, sizeof err) != 0) {
-            job_text(j, 500, "cannot store %s: %s", j->name, err);
+            job_error(j, 500, "cannot store %s: %s", j->name, err);
             goto fail;
         }
     }
@@ -182,7 +205,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
                         : fs_unlink_durable(path, e2, sizeof e2))
                 log_error("certificate API: could not undo the write of %s: %s", path, e2);
         }
-        job_text(j, 500, "cannot record %s in custom.properties: %s", j->name, err);
+        job_error(j, 500, "cannot record %s in custom.properties: %s", j->name, err);
         goto fail;
     }
     const char *served_alias = gw_change_alias(ch);
@@ -216,17 +239,26 @@ static int request_password(struct api_job *j, const struct http_request *r, cha
         *pw = strdup("");
         return *pw ? 0 : -1;
     }
-    json_error_t je;
-    json_t *v = json_loadb(r->body, r->body_len, 0, &je);
-    const char *p = json_string_value(json_object_get(v, "password"));
-    if (!p) {
-        json_decref(v);
-        job_text(j, 400,
-                 "the password is missing: send it in the X-Password header or as the body "
-                 "{\"password\":\"...\"}");
+    if (api_password_from_body(r->body, r->body_len, pw) != 0) {
+        job_error(j, 400,
+                  "The password is missing: send it in the X-Password header or as the body "
+                  "{\"password\":\"...\"}.");
         return -1;
     }
-    *pw = strdup(p);
+    return 0;
+}
+
+int api_password_from_body(const char *body, size_t len, char **pw)
+{
+    *pw = NULL;
+    json_error_t je;
+    json_t *v = json_loadb(body, len, 0, &je);
+    json_t *p = json_object_get(v, "password");
+    const char *s = json_string_value(p);
+    if (s) {
+        *pw = strdup(s);
+        explicit_bzero((char *)s, json_string_length(p)); /* jansson's copy */
+    }
     json_decref(v);
     return *pw ? 0 : -1;
 }
@@ -234,12 +266,12 @@ static int request_password(struct api_job *j, const struct http_request *r, cha
 static void op_upload(struct api_job *j, const struct http_request *r)
 {
     if (r->body_len == 0) {
-        job_text(j, 400, "%s: the body is empty; send the PKCS#12 file (curl -T file.p12)",
+        job_error(j, 400, "%s: the body is empty; send the PKCS#12 file (curl -T file.p12)",
                  j->name);
         return;
     }
     if (gw_is_active_name(j->name)) {
-        job_text(j, 403,
+        job_error(j, 403,
                  "%s is the active certificate file and cannot be replaced; upload the new "
                  "certificate under another name (it is activated at once), then delete %s",
                  j->name, j->name);
@@ -250,11 +282,11 @@ static void op_upload(struct api_job *j, const struct http_request *r)
     char err[1024];
     struct p12_file *p12 = NULL;
     if (!pw) {
-        job_text(j, 500, "out of memory");
+        job_error(j, 500, "out of memory");
         return;
     }
     if (p12_parse(r->body, r->body_len, pw, j->name, &p12, err, sizeof err) != P12_OK)
-        job_text(j, 400, "%s", err);
+        job_error(j, 400, "%s", err);
     else
         switch_to(j, p12, pw, r->body, r->body_len);
     secret_free(pw);
@@ -270,15 +302,15 @@ static int open_stored(struct api_job *j, const struct http_request *r, struct p
     *pw = NULL;
     *p12 = NULL;
     if (!path) {
-        job_text(j, 500, "out of memory");
+        job_error(j, 500, "out of memory");
     } else if (!file_exists(path)) {
-        job_text(j, 404, "no certificate file named %s", j->name);
+        job_error(j, 404, "no certificate file named %s", j->name);
     } else if (request_password(j, r, pw) == 0) {
         char err[1024];
         if (p12_load_file(path, *pw, p12, err, sizeof err) == P12_OK)
             rc = 0;
         else
-            job_text(j, 400, "%s", err);
+            job_error(j, 400, "%s", err);
     }
     free(path);
     if (rc != 0) {
@@ -302,13 +334,13 @@ static void op_delete(struct api_job *j)
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
     char err[512];
     if (!file_exists(path)) {
-        job_text(j, 404, "no certificate file named %s", j->name);
+        job_error(j, 404, "no certificate file named %s", j->name);
     } else if (gw_is_active_name(j->name)) {
-        job_text(j, 403,
+        job_error(j, 403,
                  "%s is the active certificate file and cannot be deleted; activate another "
                  "certificate first", j->name);
     } else if (fs_unlink_durable(path, err, sizeof err) != 0) {
-        job_text(j, 500, "cannot delete %s: %s", j->name, err);
+        job_error(j, 500, "cannot delete %s: %s", j->name, err);
     } else {
         log_info("certificate API: deleted %s", j->name);
         j->status = 200;
@@ -327,7 +359,7 @@ static void op_list(struct api_job *j)
 {
     DIR *d = opendir(gw_paths.ssl_dir);
     if (!d) {
-        job_text(j, 500, "cannot read %s: %s", gw_paths.ssl_dir, strerror(errno));
+        job_error(j, 500, "cannot read %s: %s", gw_paths.ssl_dir, strerror(errno));
         return;
     }
     char **names = NULL;
@@ -397,7 +429,7 @@ static void work_cb(uv_work_t *w)
         op_describe(j, r);
         break;
     default:
-        job_text(j, 500, "unknown operation");
+        job_error(j, 500, "unknown operation");
     }
     gw_unlock();
 }
@@ -409,7 +441,7 @@ static void after_cb(uv_work_t *w, int status)
     char *body = j->body;
     j->body = NULL;
     if (status != 0)
-        http_respond_text(x, 500, "the operation was cancelled");
+        respond_error(x, 500, NULL, "The certificate operation was cancelled; try again.");
     else
         http_respond(x, j->status, j->ctype, NULL, body ? body : "", body ? strlen(body) : 0);
     free(body); /* j itself went with the exchange */
@@ -435,6 +467,18 @@ static void on_headers(struct http_exchange *x)
     snprintf(envbuf, sizeof envbuf, "%.*s", (int)(envlen < 64 ? envlen : 64), env);
     if (envlen > 64) envbuf[0] = '\0'; /* matches no token */
 
+    /* an address with too many failed authentications gets 429 whatever it sends */
+    struct auth_throttle *at = auth_throttle_shared();
+    const char *peer = http_peer(x);
+    unsigned retry = 0;
+    if (at && auth_throttle_check(at, peer, auth_now_ms(), &retry)) {
+        char hdr[48];
+        snprintf(hdr, sizeof hdr, "Retry-After: %u\r\n", retry);
+        respond_error(x, 429, hdr,
+                      "Too many failed authentications from your address; try again in %u "
+                      "seconds.", retry);
+        return;
+    }
     const char *authz = http_header(r, "Authorization");
     char qtok[256] = "", msg[300];
     const char *qt = auth_query_param(r->query, "api-token", qtok, sizeof qtok) == 0 ? qtok : NULL;
@@ -442,7 +486,8 @@ static void on_headers(struct http_exchange *x)
         auth_check(gw_paths.config_dir, authz, qt, envbuf, AUTH_SCOPE_CERTS, msg, sizeof msg);
     explicit_bzero(qtok, sizeof qtok);
     if (ar != AUTH_OK) {
-        respond_error_envelope(x, auth_status(ar), msg);
+        if (at && ar != AUTH_ERROR) auth_throttle_failed(at, peer, auth_now_ms());
+        respond_error(x, auth_status(ar), NULL, "%s", msg);
         return;
     }
 
@@ -452,11 +497,11 @@ static void on_headers(struct http_exchange *x)
     size_t namelen = 0;
     const char *allow = NULL;
     if (!rest || !*rest) {
-        http_respond_text(x, 404,
-                          "no such endpoint: use %.*s/list or %.*s/{name} (PUT, DELETE), "
-                          "{name}/activate, {name}/list",
-                          (int)(rest ? (rest - r->path - 1) : (long)strlen(r->path)), r->path,
-                          (int)(rest ? (rest - r->path - 1) : (long)strlen(r->path)), r->path);
+        int base = (int)(rest ? (rest - r->path - 1) : (long)strlen(r->path));
+        respond_error(x, 404, NULL,
+                      "No such endpoint: use %.*s/list or %.*s/{name} (PUT, DELETE), "
+                      "{name}/activate, {name}/list.",
+                      base, r->path, base, r->path);
         return;
     }
     const char *slash = strchr(rest, '/');
@@ -468,7 +513,8 @@ static void on_headers(struct http_exchange *x)
         namelen = slash ? (size_t)(slash - rest) : strlen(rest);
         const char *why = api_name_invalid(name, namelen);
         if (why) {
-            http_respond_text(x, 400, "invalid certificate name '%.*s': %s", (int)(namelen > 200 ? 200 : namelen), name, why);
+            respond_error(x, 400, NULL, "Invalid certificate name '%.*s': %s.",
+                          (int)(namelen > 200 ? 200 : namelen), name, why);
             return;
         }
         const char *sub = slash ? slash + 1 : NULL;
@@ -482,7 +528,9 @@ static void on_headers(struct http_exchange *x)
             op = r->method == HTTP_GET || r->method == HTTP_POST || r->method == HTTP_HEAD ? OP_DESCRIBE : OP_NONE;
             allow = "GET, POST, HEAD";
         } else {
-            http_respond_text(x, 404, "no such endpoint: %s (use {name}, {name}/activate or {name}/list)", r->path);
+            respond_error(x, 404, NULL,
+                          "No such endpoint: %.200s (use {name}, {name}/activate or "
+                          "{name}/list).", r->path);
             return;
         }
     }
@@ -492,7 +540,7 @@ static void on_headers(struct http_exchange *x)
     }
     j = calloc(1, sizeof *j);
     if (!j) {
-        http_respond_text(x, 500, "out of memory");
+        respond_error(x, 500, NULL, "The gateway is out of memory; try again.");
         return;
     }
     j->x = x;
@@ -509,16 +557,19 @@ static void handle(struct http_exchange *x)
 {
     struct api_job *j = http_route(x)->ctx;
     if (!j) {
-        http_respond_text(x, 500, "internal error: no job");
+        respond_error(x, 500, NULL, "Internal error: the request has no job; try again.");
         return;
     }
     if (uv_queue_work(http_loop(x), &j->work, work_cb, after_cb) != 0)
-        http_respond_text(x, 503, "cannot queue the certificate operation; try again");
+        respond_error(x, 503, "Retry-After: 1\r\n",
+                      "The certificate operation cannot be queued; try again.");
 }
 
 void api_route(const struct http_request *req, const struct gw_snap *snap, struct http_route *out)
 {
     out->handle = handle;
     out->on_headers = on_headers;
+    out->on_error = on_http_error;
+    out->wipe = 1; /* tokens and passwords */
     out->max_body = req->method == HTTP_PUT ? snap->max_upload_bytes : SMALL_BODY;
 }

@@ -184,8 +184,7 @@ int auth_status(enum auth_result r)
     }
 }
 
-/* "Api-Token <token>" (scheme case-insensitive); returns the token or NULL. */
-static const char *parse_authorization(const char *h, size_t *len)
+const char *auth_parse_authorization(const char *h, size_t *len)
 {
     while (*h == ' ' || *h == '\t') h++;
     if (strncasecmp(h, "Api-Token", 9) != 0 || (h[9] != ' ' && h[9] != '\t')) return NULL;
@@ -207,7 +206,7 @@ enum auth_result auth_check(const char *config_dir, const char *authorization,
     const char *tok;
     size_t tlen;
     if (authorization) {
-        tok = parse_authorization(authorization, &tlen);
+        tok = auth_parse_authorization(authorization, &tlen);
         if (!tok) {
             err_set(msg, msglen, "Malformed Authorization header: expected 'Api-Token <token>'.");
             return AUTH_MALFORMED;

@@ -47,6 +47,9 @@ struct conf_settings {
     int session_tickets;       /* ssl-session-tickets = on|off, default on */
     int session_reused_header; /* session-reused-header = on|off, default off: local answers
                                 * carry X-Session-Reused: 0|1 (benchmarks check it) */
+    unsigned auth_failures;    /* auth-failures-per-minute: failed authentications allowed
+                                * per client address and window, default 20; 0: no limit */
+    unsigned auth_window_ms;   /* auth-failure-window (s), default 60 s (short for tests) */
     /* [upstream] */
     struct conf_upstream upstream;
 };

@@ -1,6 +1,8 @@
 /* gw.c - the gateway's live state: configuration, served certificate, snapshots. */
 #include "gw.h"
 
+#include "auth.h"
+
 #include "conf.h"
 #include "defcert.h"
 #include "err.h"
@@ -333,6 +335,8 @@ static int apply(int initial, char *err, size_t errlen)
     set_str(&G.fallback_reason, fallback ? why : NULL);
     conf_settings_free(&G.settings);
     G.settings = s;
+    struct auth_throttle *at = auth_throttle_shared();
+    if (at) auth_throttle_configure(at, s.auth_failures, s.auth_window_ms);
     return 0;
 }
 
