@@ -22,6 +22,7 @@
 #define API_MID "/api/v1/certificate"
 #define SMALL_BODY (64 * 1024)
 #define MAX_NAME 128
+#define MAX_STORED (16u << 20) /* p12_load_file's limit */
 
 enum op { OP_NONE, OP_LIST, OP_UPLOAD, OP_DELETE, OP_ACTIVATE, OP_DESCRIBE };
 
@@ -150,12 +151,6 @@ static void job_json(struct api_job *j, json_t *v)
     if (!j->body) job_error(j, 500, "out of memory; try again");
 }
 
-static int file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 /* The alias to serve from a new keystore: the configured one when the file has it. */
 static const char *pick_alias(const struct p12_file *p12)
 {
@@ -192,8 +187,8 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     size_t oldlen = 0;
     int had_old = 0;
     if (data) { /* upload: keep what it replaces, to put it back if the config fails */
-        had_old = fs_read_file(path, 64u << 20, &old, &oldlen, NULL, 0) == 0;
-        if (fs_write_atomic_mode(path, data, len, 0600, err, sizeof err) != 0) {
+        had_old = fs_read_entry(gw_paths.ssl_dir, j->name, 64u << 20, &old, &oldlen, NULL, 0) == 0;
+        if (fs_write_entry(gw_paths.ssl_dir, j->name, data, len, 0600, err, sizeof err) != 0) {
             job_error(j, 500, "cannot store %s: %s", j->name, err);
             goto fail;
         }
@@ -201,7 +196,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     if (gw_record_certificate(j->name, password, alias, err, sizeof err) != 0) {
         if (data) {
             char e2[256];
-            if (had_old ? fs_write_atomic(path, old, oldlen, 0600, e2, sizeof e2)
+            if (had_old ? fs_write_entry(gw_paths.ssl_dir, j->name, old, oldlen, 0600, e2, sizeof e2)
                         : fs_unlink_durable(path, e2, sizeof e2))
                 log_error("certificate API: could not undo the write of %s: %s", path, e2);
         }
@@ -277,9 +272,14 @@ static void op_upload(struct api_job *j, const struct http_request *r)
                  j->name, j->name);
         return;
     }
+    char err[1024];
+    /* the name must not be a symbolic link (or anything else than our own file) */
+    if (fs_check_entry(gw_paths.ssl_dir, j->name, err, sizeof err) != 0 && errno != ENOENT) {
+        job_error(j, 403, "%s", err);
+        return;
+    }
     const char *h = http_header(r, "X-Password");
     char *pw = strdup(h ? h : "");
-    char err[1024];
     struct p12_file *p12 = NULL;
     if (!pw) {
         job_error(j, 500, "out of memory");
@@ -297,22 +297,27 @@ static void op_upload(struct api_job *j, const struct http_request *r)
 static int open_stored(struct api_job *j, const struct http_request *r, struct p12_file **p12,
                        char **pw)
 {
-    char *path = fs_path_join(gw_paths.ssl_dir, j->name);
     int rc = -1;
+    char err[1024];
+    char *data = NULL;
+    size_t len = 0;
     *pw = NULL;
     *p12 = NULL;
-    if (!path) {
-        job_error(j, 500, "out of memory");
-    } else if (!file_exists(path)) {
-        job_error(j, 404, "no certificate file named %s", j->name);
+    if (fs_read_entry(gw_paths.ssl_dir, j->name, MAX_STORED, &data, &len, err, sizeof err) != 0) {
+        if (errno == ENOENT)
+            job_error(j, 404, "No certificate file named %s; GET list shows the stored files.",
+                      j->name);
+        else if (errno == ELOOP || errno == EINVAL || errno == EPERM)
+            job_error(j, 403, "%s", err);
+        else
+            job_error(j, 500, "%s", err);
     } else if (request_password(j, r, pw) == 0) {
-        char err[1024];
-        if (p12_load_file(path, *pw, p12, err, sizeof err) == P12_OK)
+        if (p12_parse(data, len, *pw, j->name, p12, err, sizeof err) == P12_OK)
             rc = 0;
         else
             job_error(j, 400, "%s", err);
     }
-    free(path);
+    free(data);
     if (rc != 0) {
         secret_free(*pw);
         *pw = NULL;
@@ -333,8 +338,13 @@ static void op_delete(struct api_job *j)
 {
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
     char err[512];
-    if (!file_exists(path)) {
-        job_error(j, 404, "no certificate file named %s", j->name);
+    struct stat st;
+    if (!path || lstat(path, &st) != 0) {
+        job_error(j, 404, "No certificate file named %s; GET list shows the stored files.",
+                  j->name);
+    } else if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) { /* a link goes, not its target */
+        job_error(j, 403, "%s in %s is not a file; remove it by hand", j->name,
+                  gw_paths.ssl_dir);
     } else if (gw_is_active_name(j->name)) {
         job_error(j, 403,
                  "%s is the active certificate file and cannot be deleted; activate another "
@@ -363,14 +373,16 @@ static void op_list(struct api_job *j)
         return;
     }
     char **names = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0, cap = 0, skipped = 0;
+    char why[600] = "";
     struct dirent *de;
     while ((de = readdir(d))) {
         if (api_name_invalid(de->d_name, strlen(de->d_name))) continue; /* dot files etc. */
-        char *p = fs_path_join(gw_paths.ssl_dir, de->d_name);
-        int reg = p && file_exists(p);
-        free(p);
-        if (!reg) continue;
+        char e[600];
+        if (fs_check_entry(gw_paths.ssl_dir, de->d_name, e, sizeof e) != 0) {
+            if (errno != ENOENT && !skipped++) snprintf(why, sizeof why, "%s", e);
+            continue; /* links, folders, FIFOs, others' files */
+        }
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             char **nn = realloc(names, cap * sizeof *names);
@@ -380,6 +392,9 @@ static void op_list(struct api_job *j)
         names[n++] = strdup(de->d_name);
     }
     closedir(d);
+    if (skipped)
+        log_warn("certificate API: list leaves out %zu entr%s of %s that certgate does not use; "
+                 "first: %s", skipped, skipped == 1 ? "y" : "ies", gw_paths.ssl_dir, why);
     if (n > 1) qsort(names, n, sizeof *names, cmp_names); /* names is NULL when n == 0 */
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {

@@ -52,6 +52,10 @@ int auth_token_create(const char *config_dir, const char *environment, const cha
 int auth_token_list(const char *config_dir, FILE *out, char *err, size_t errlen);
 /* Revokes by ID (`dt0c01.XXXX`, or the 24-char public part, or the whole token). */
 int auth_token_revoke(const char *config_dir, const char *id, char *err, size_t errlen);
+/* Reads the store as the gateway will (at start): 0, or -1 with the sentence when it
+ * cannot be used, e.g. because its mode lets other users read it (anything but 0600;
+ * the gateway refuses such a store rather than repairing it: the operator decides). */
+int auth_store_check(const char *config_dir, char *err, size_t errlen);
 /* How many tokens exist (-1 when the store cannot be read). */
 int auth_token_count(const char *config_dir);
 

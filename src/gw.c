@@ -225,12 +225,21 @@ static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
 {
     char *pw = NULL;
     if (cert_password(s, &pw, err, errlen) != 0) return -1;
-    char *path = fs_path_join(gw_paths.ssl_dir, s->certificate_file);
     struct p12_file *p12 = NULL;
     const struct p12_entry *e = NULL;
-    enum p12_status st = path ? p12_load_file(path, pw, &p12, err, errlen) : P12_ERR_INTERNAL;
+    enum p12_status st;
+    if (s->certificate_file[0] == '/') { /* the operator's explicit path: links are fine */
+        st = p12_load_file(s->certificate_file, pw, &p12, err, errlen);
+    } else { /* a file of DIR/ssl/: only a regular file of ours, never through a link */
+        char *data = NULL;
+        size_t len = 0;
+        st = fs_read_entry(gw_paths.ssl_dir, s->certificate_file, 16u << 20, &data, &len, err,
+                           errlen) == 0
+                 ? p12_parse(data, len, pw, s->certificate_file, &p12, err, errlen)
+                 : P12_ERR_IO;
+        free(data);
+    }
     secret_free(pw);
-    free(path);
     if (st != P12_OK) return -1;
     if (p12_select(p12, s->certificate_alias, &e, err, errlen) != P12_OK) {
         p12_free(p12);

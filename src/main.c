@@ -331,7 +331,8 @@ static int cmd_run(int argc, char **argv)
         log_error("cannot start: %s", err);
         return 1;
     }
-    if (gw_open(&gopt, err, sizeof err) != 0) {
+    if (gw_open(&gopt, err, sizeof err) != 0 ||
+        auth_store_check(gw_paths.config_dir, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
         return 1;
     }
