@@ -118,12 +118,12 @@ static void report(struct auth_throttle *t, struct at_entry *e, uint64_t now)
     char who[64];
     key_text(e->key, who, sizeof who);
     if (e->locked && now < e->locked_until)
-        log_warn("authentication: refused %u API requests from %s in the last %.1f s (too many "
+        log_warn("authentication: refused %u API request(s) from %s in the last %.1f s (too many "
                  "failed authentications); still throttled for %.1f s",
                  e->refused, who, (double)(now - (e->logged_ms ? e->logged_ms : now)) / 1000.0,
                  (double)(e->locked_until - now) / 1000.0);
     else
-        log_warn("authentication: throttling of %s has ended; %u more API requests were "
+        log_warn("authentication: throttling of %s has ended; %u more API request(s) were "
                  "refused with 429 since the last line",
                  who, e->refused);
     e->refused = 0;
