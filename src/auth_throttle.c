@@ -113,6 +113,13 @@ static size_t key_set(const struct auth_throttle *t, const uint8_t key[16])
     return (size_t)(h % t->nsets);
 }
 
+/* now - then, 0 when then is later (threads read the clock before taking the lock, so
+ * their times may arrive slightly out of order) */
+static uint64_t since(uint64_t now, uint64_t then)
+{
+    return now > then ? now - then : 0;
+}
+
 static void report(struct auth_throttle *t, struct at_entry *e, uint64_t now)
 {
     char who[64];
@@ -120,7 +127,7 @@ static void report(struct auth_throttle *t, struct at_entry *e, uint64_t now)
     if (e->locked && now < e->locked_until)
         log_warn("authentication: refused %u API request(s) from %s in the last %.1f s (too many "
                  "failed authentications); still throttled for %.1f s",
-                 e->refused, who, (double)(now - (e->logged_ms ? e->logged_ms : now)) / 1000.0,
+                 e->refused, who, (double)since(now, e->logged_ms ? e->logged_ms : now) / 1000.0,
                  (double)(e->locked_until - now) / 1000.0);
     else
         log_warn("authentication: throttling of %s has ended; %u more API request(s) were "
@@ -188,20 +195,20 @@ void auth_throttle_failed(struct auth_throttle *t, const char *addr, uint64_t no
     pthread_mutex_lock(&t->lock);
     struct at_entry *e = lookup(t, key, now_ms, 1);
     e->last_ms = now_ms;
-    if (now_ms - e->window_start >= window) {
+    if (since(now_ms, e->window_start) >= window) {
         e->window_start = now_ms;
         e->failures = 0;
     }
     if (++e->failures >= budget && !(e->locked && now_ms < e->locked_until)) {
         e->locked = 1;
         e->locked_until = e->window_start + window;
-        if (!e->logged_ms || now_ms - e->logged_ms >= window) {
+        if (!e->logged_ms || since(now_ms, e->logged_ms) >= window) {
             char who[64];
             key_text(e->key, who, sizeof who);
             log_warn("authentication: %u failed attempts from %s within %.1f s; its API "
                      "requests get 429 for %.1f s%s",
-                     e->failures, who, (double)(now_ms - e->window_start) / 1000.0,
-                     (double)(e->locked_until - now_ms) / 1000.0,
+                     e->failures, who, (double)since(now_ms, e->window_start) / 1000.0,
+                     (double)since(e->locked_until, now_ms) / 1000.0,
                      e->refused ? " (earlier refusals are counted in the next line)" : "");
             e->logged_ms = now_ms;
         }
@@ -215,7 +222,7 @@ void auth_throttle_tick(struct auth_throttle *t, uint64_t now_ms)
     pthread_mutex_lock(&t->lock);
     for (size_t i = 0; t->pending && i < t->nsets * WAYS; i++) {
         struct at_entry *e = &t->e[i];
-        if (e->used && e->refused && now_ms - e->logged_ms >= window) report(t, e, now_ms);
+        if (e->used && e->refused && since(now_ms, e->logged_ms) >= window) report(t, e, now_ms);
     }
     pthread_mutex_unlock(&t->lock);
 }

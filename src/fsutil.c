@@ -508,7 +508,7 @@ int fs_open_entry(const char *dir, const char *name, char *err, size_t errlen)
             st.st_mode = S_IFLNK;
             entry_ok(&st, dir, name, err, errlen);
         } else {
-            err_set(err, errlen, "cannot open %s in %s: %s", name, dir, strerror(e));
+            err_set(err, errlen, "%s: cannot open: %s (in %s)", name, strerror(e), dir);
         }
         errno = e;
         return -1;
