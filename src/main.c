@@ -164,6 +164,16 @@ static int user_drop(const struct run_user *u, char *err, size_t errlen)
     return 0;
 }
 
+/* server_start's after_bind: the ports are bound, no thread serves yet. */
+static int user_drop_after_bind(void *arg, char *err, size_t errlen)
+{
+    const struct run_user *u = arg;
+    if (user_drop(u, err, errlen) != 0) return -1;
+    log_info("running as user %s (uid %u, gid %u); root is given up", u->name, (unsigned)u->uid,
+             (unsigned)u->gid);
+    return 0;
+}
+
 /* The data directory (and its config/ and ssl/) must belong to u, which writes there
  * after the drop: refuses with the command that fixes it. A folder that does not exist
  * yet is created later, as u. */
@@ -350,20 +360,12 @@ static int cmd_run(int argc, char **argv)
         .https_port = have_port ? port : gw_settings()->port_ssl,
         .http_port = gw_settings()->port_http,
         .threads = (int)threads,
+        .after_bind = drop ? user_drop_after_bind : NULL,
+        .after_bind_arg = &ru,
     };
     if (server_start(&sc, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
         return 1;
-    }
-    if (drop) { /* every thread's identity changes (glibc applies it process-wide) */
-        if (user_drop(&ru, err, sizeof err) != 0) {
-            log_error("cannot start: %s", err);
-            server_stop();
-            server_join();
-            return 1;
-        }
-        log_info("running as user %s (uid %u, gid %u); root is given up", user,
-                 (unsigned)ru.uid, (unsigned)ru.gid);
     }
     const char *try_host = strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "localhost"
                                                                                    : host;
