@@ -16,10 +16,10 @@
 #define WAYS 8 /* entries per set: an address hashes to one set of WAYS entries */
 
 struct at_entry {
-    uint8_t key[16];      /* IPv4 as ::ffff:a.b.c.d, IPv6 as its /64 prefix */
+    uint8_t key[16]; /* IPv4 as ::ffff:a.b.c.d, IPv6 as its /64 prefix */
     uint8_t used, locked;
-    uint32_t failures;    /* in the current window */
-    uint32_t refused;     /* 429s not yet reported in the log */
+    uint32_t failures;     /* in the current window */
+    uint32_t refused;      /* 429s not yet reported in the log */
     uint64_t window_start; /* ms */
     uint64_t locked_until; /* ms; 0 when not locked */
     uint64_t last_ms;      /* last touched, for eviction */
@@ -31,7 +31,7 @@ struct auth_throttle {
     struct at_entry *e;
     size_t nsets;
     uint64_t seed;
-    _Atomic unsigned budget;    /* failures per window; 0: off */
+    _Atomic unsigned budget; /* failures per window; 0: off */
     _Atomic unsigned window_ms;
     size_t pending; /* entries with refused > 0 */
 };
@@ -231,7 +231,8 @@ size_t auth_throttle_used(struct auth_throttle *t)
 {
     size_t n = 0;
     pthread_mutex_lock(&t->lock);
-    for (size_t i = 0; i < t->nsets * WAYS; i++) n += t->e[i].used;
+    for (size_t i = 0; i < t->nsets * WAYS; i++)
+        n += t->e[i].used;
     pthread_mutex_unlock(&t->lock);
     return n;
 }

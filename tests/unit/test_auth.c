@@ -171,7 +171,8 @@ static void test_access_log_redacts(void **state)
 
 static void fail_n(struct auth_throttle *t, const char *addr, int n, uint64_t now)
 {
-    for (int i = 0; i < n; i++) auth_throttle_failed(t, addr, now);
+    for (int i = 0; i < n; i++)
+        auth_throttle_failed(t, addr, now);
 }
 
 static int refused(struct auth_throttle *t, const char *addr, uint64_t now, unsigned *retry)
@@ -318,7 +319,8 @@ static void *storm_thread(void *p)
     for (int i = 0; i < 20000; i++) {
         snprintf(a, sizeof a, "10.%d.%d.%d", s->id, (i >> 8) & 3, i & 255);
         unsigned r;
-        if (!auth_throttle_check(s->t, a, (uint64_t)i, &r)) auth_throttle_failed(s->t, a, (uint64_t)i);
+        if (!auth_throttle_check(s->t, a, (uint64_t)i, &r))
+            auth_throttle_failed(s->t, a, (uint64_t)i);
         if (i % 1000 == 0) auth_throttle_tick(s->t, (uint64_t)i);
     }
     return NULL;
@@ -334,7 +336,8 @@ static void test_throttle_threads(void **state)
         s[i] = (struct storm){t, i};
         assert_int_equal(pthread_create(&th[i], NULL, storm_thread, &s[i]), 0);
     }
-    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
     assert_true(auth_throttle_used(t) <= 512);
     auth_throttle_free(t);
 }
@@ -366,8 +369,14 @@ static void test_password_from_body(void **state)
     assert_int_equal(api_password_from_body(b, strlen(b), &pw), 0);
     assert_string_equal(pw, "p\xc3\xa4ss \"x\"");
     secret_free(pw);
-    const char *bad[] = {"", "{", "[]", "{\"password\":1}", "{\"pass\":\"x\"}", "\"x\"",
-                         "{\"password\":\"a\\u0000b\"}", "{\"password\":\"x\"} trailing"};
+    const char *bad[] = {"",
+                         "{",
+                         "[]",
+                         "{\"password\":1}",
+                         "{\"pass\":\"x\"}",
+                         "\"x\"",
+                         "{\"password\":\"a\\u0000b\"}",
+                         "{\"password\":\"x\"} trailing"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(api_password_from_body(bad[i], strlen(bad[i]), &pw), -1);
         assert_null(pw);
