@@ -95,10 +95,10 @@ static char *error_body(int status, const char *msg)
 }
 
 /* An error answer in the envelope; extra: "Name: value\r\n" lines or NULL. */
-static void respond_error(struct http_exchange *x, int status, const char *extra,
-                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void respond_error(struct http_exchange *x, int status, const char *extra,
-                          const char *fmt, ...)
+static void respond_error(struct http_exchange *x, int status, const char *extra, const char *fmt,
+                          ...) __attribute__((format(printf, 4, 5)));
+static void respond_error(struct http_exchange *x, int status, const char *extra, const char *fmt,
+                          ...)
 {
     char msg[1024];
     va_list ap;
@@ -122,8 +122,8 @@ static void respond_405(struct http_exchange *x, const char *allow)
 {
     char hdr[80];
     snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
-    respond_error(x, 405, hdr, "Method %s is not allowed here; use %s.",
-                  http_req(x)->method_name, allow);
+    respond_error(x, 405, hdr, "Method %s is not allowed here; use %s.", http_req(x)->method_name,
+                  allow);
 }
 
 /* ----- the thread-pool side ----- */
@@ -196,8 +196,9 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     if (gw_record_certificate(j->name, password, alias, err, sizeof err) != 0) {
         if (data) {
             char e2[256];
-            if (had_old ? fs_write_entry(gw_paths.ssl_dir, j->name, old, oldlen, 0600, e2, sizeof e2)
-                        : fs_unlink_durable(path, e2, sizeof e2))
+            if (had_old
+                    ? fs_write_entry(gw_paths.ssl_dir, j->name, old, oldlen, 0600, e2, sizeof e2)
+                    : fs_unlink_durable(path, e2, sizeof e2))
                 log_error("certificate API: could not undo the write of %s: %s", path, e2);
         }
         job_error(j, 500, "cannot record %s in custom.properties: %s", j->name, err);
@@ -262,14 +263,14 @@ static void op_upload(struct api_job *j, const struct http_request *r)
 {
     if (r->body_len == 0) {
         job_error(j, 400, "%s: the body is empty; send the PKCS#12 file (curl -T file.p12)",
-                 j->name);
+                  j->name);
         return;
     }
     if (gw_is_active_name(j->name)) {
         job_error(j, 403,
-                 "%s is the active certificate file and cannot be replaced; upload the new "
-                 "certificate under another name (it is activated at once), then delete %s",
-                 j->name, j->name);
+                  "%s is the active certificate file and cannot be replaced; upload the new "
+                  "certificate under another name (it is activated at once), then delete %s",
+                  j->name, j->name);
         return;
     }
     char err[1024];
@@ -343,12 +344,12 @@ static void op_delete(struct api_job *j)
         job_error(j, 404, "No certificate file named %s; GET list shows the stored files.",
                   j->name);
     } else if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) { /* a link goes, not its target */
-        job_error(j, 403, "%s in %s is not a file; remove it by hand", j->name,
-                  gw_paths.ssl_dir);
+        job_error(j, 403, "%s in %s is not a file; remove it by hand", j->name, gw_paths.ssl_dir);
     } else if (gw_is_active_name(j->name)) {
         job_error(j, 403,
-                 "%s is the active certificate file and cannot be deleted; activate another "
-                 "certificate first", j->name);
+                  "%s is the active certificate file and cannot be deleted; activate another "
+                  "certificate first",
+                  j->name);
     } else if (fs_unlink_durable(path, err, sizeof err) != 0) {
         job_error(j, 500, "cannot delete %s: %s", j->name, err);
     } else {
@@ -394,7 +395,8 @@ static void op_list(struct api_job *j)
     closedir(d);
     if (skipped)
         log_warn("certificate API: list leaves out %zu entr%s of %s that certgate does not use; "
-                 "first: %s", skipped, skipped == 1 ? "y" : "ies", gw_paths.ssl_dir, why);
+                 "first: %s",
+                 skipped, skipped == 1 ? "y" : "ies", gw_paths.ssl_dir, why);
     if (n > 1) qsort(names, n, sizeof *names, cmp_names); /* names is NULL when n == 0 */
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
@@ -491,7 +493,8 @@ static void on_headers(struct http_exchange *x)
         snprintf(hdr, sizeof hdr, "Retry-After: %u\r\n", retry);
         respond_error(x, 429, hdr,
                       "Too many failed authentications from your address; try again in %u "
-                      "seconds.", retry);
+                      "seconds.",
+                      retry);
         return;
     }
     const char *authz = http_header(r, "Authorization");
@@ -545,7 +548,8 @@ static void on_headers(struct http_exchange *x)
         } else {
             respond_error(x, 404, NULL,
                           "No such endpoint: %.200s (use {name}, {name}/activate or "
-                          "{name}/list).", r->path);
+                          "{name}/list).",
+                          r->path);
             return;
         }
     }

@@ -78,8 +78,8 @@ void auth_cleanup(void);
  * at most one line per address per window (auth_throttle_tick reports what is left).
  * Thread-safe: one mutex per table; configure may run at any time (atomics). */
 #define AUTH_THROTTLE_ENTRIES 4096
-#define AUTH_THROTTLE_BUDGET 20          /* failures per window, by default */
-#define AUTH_THROTTLE_WINDOW_MS 60000u   /* the window, by default */
+#define AUTH_THROTTLE_BUDGET 20        /* failures per window, by default */
+#define AUTH_THROTTLE_WINDOW_MS 60000u /* the window, by default */
 
 struct auth_throttle;
 /* A table of `entries` (rounded up to a multiple of 8), with the default budget and

@@ -70,8 +70,8 @@ static int write_all(int fd, const void *data, size_t len)
 
 /* Creates a temp file next to path holding data, with `mode`, fsync'd and closed.
  * On success *tmp_out is the malloc'd temp path and *dir_out the malloc'd folder. */
-static int write_atomic(const char *path, const void *data, size_t len, mode_t mode,
-                        int keep_mode, int nofollow, char *err, size_t errlen);
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, int keep_mode,
+                        int nofollow, char *err, size_t errlen);
 
 static int write_temp(const char *path, const void *data, size_t len, mode_t mode,
                       const struct stat *owner, char **tmp_out, char **dir_out, char *err,
@@ -169,8 +169,8 @@ int fs_write_atomic_mode(const char *path, const void *data, size_t len, mode_t 
     return write_resolved(path, data, len, mode, 0, err, errlen);
 }
 
-static int write_atomic(const char *path, const void *data, size_t len, mode_t mode,
-                        int keep_mode, int nofollow, char *err, size_t errlen)
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, int keep_mode,
+                        int nofollow, char *err, size_t errlen)
 {
     struct stat st;
     const struct stat *owner = NULL;
@@ -457,8 +457,10 @@ static int entry_ok(const struct stat *st, const char *dir, const char *name, ch
                 "%s in %s is not a regular file (%s); remove it and store the certificate "
                 "file under that name",
                 name, dir,
-                S_ISDIR(st->st_mode) ? "a folder" : S_ISFIFO(st->st_mode) ? "a FIFO"
-                : S_ISSOCK(st->st_mode) ? "a socket" : "a device");
+                S_ISDIR(st->st_mode)    ? "a folder"
+                : S_ISFIFO(st->st_mode) ? "a FIFO"
+                : S_ISSOCK(st->st_mode) ? "a socket"
+                                        : "a device");
         return -1;
     }
     if (st->st_uid != geteuid() && st->st_uid != 0) {

@@ -23,7 +23,8 @@
 #include <uv.h>
 
 static const char USAGE[] =
-    "certgate " CERTGATE_VERSION " - HTTPS gateway with ActiveGate-compatible certificate management\n"
+    "certgate " CERTGATE_VERSION
+    " - HTTPS gateway with ActiveGate-compatible certificate management\n"
     "\n"
     "Usage:\n"
     "  certgate run [--data-dir DIR] [--listen HOST:PORT] [--threads N]\n"
@@ -136,9 +137,9 @@ static int user_resolve(const char *name, struct run_user *u, char *err, size_t 
  * the saved root identity to bind the ports (to_root) and drop for good (user_drop). */
 static int user_act_as(const struct run_user *u, int to_root, char *err, size_t errlen)
 {
-    int rc = to_root ? (seteuid(0) | setegid(0))
-                     : (setgroups((size_t)u->ngroups, u->groups) | setegid(u->gid) |
-                        seteuid(u->uid));
+    int rc = to_root
+                 ? (seteuid(0) | setegid(0))
+                 : (setgroups((size_t)u->ngroups, u->groups) | setegid(u->gid) | seteuid(u->uid));
     if (rc != 0) snprintf(err, errlen, "cannot switch to user %s: %s", u->name, strerror(errno));
     return rc ? -1 : 0;
 }
@@ -157,8 +158,10 @@ static int user_drop(const struct run_user *u, char *err, size_t errlen)
     if (setuid(0) == 0 || seteuid(0) == 0 || getresuid(&r, &e, &s) != 0 ||
         getresgid(&rg, &eg, &sg) != 0 || r != u->uid || e != u->uid || s != u->uid ||
         rg != u->gid || eg != u->gid || sg != u->gid) {
-        snprintf(err, errlen, "privileges of user %s are not dropped for good (root could "
-                 "be regained); refusing to run", u->name);
+        snprintf(err, errlen,
+                 "privileges of user %s are not dropped for good (root could "
+                 "be regained); refusing to run",
+                 u->name);
         return -1;
     }
     return 0;
@@ -177,8 +180,7 @@ static int user_drop_after_bind(void *arg, char *err, size_t errlen)
 /* The data directory (and its config/ and ssl/) must belong to u, which writes there
  * after the drop: refuses with the command that fixes it. A folder that does not exist
  * yet is created later, as u. */
-static int user_check_dir(const struct run_user *u, const char *data_dir, char *err,
-                          size_t errlen)
+static int user_check_dir(const struct run_user *u, const char *data_dir, char *err, size_t errlen)
 {
     static const char *const subs[] = {"", "/config", "/ssl"};
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
@@ -266,7 +268,8 @@ static int cmd_run(int argc, char **argv)
         if (strcmp(a, "--data-dir") == 0 && v) data_dir = argv[++i];
         else if (strcmp(a, "--listen") == 0 && v) listen = argv[++i];
         else if (strcmp(a, "--access-log") == 0 && v) access = argv[++i];
-        else if (strcmp(a, "--user") == 0 && v) user = argv[++i];
+        else if (strcmp(a, "--user") == 0 && v)
+            user = argv[++i];
         else if (strcmp(a, "--threads") == 0 && v) {
             if (parse_uint(argv[++i], 1, 1024, &threads) != 0)
                 return usage_error("--threads takes a number from 1 to 1024, not '%s'", argv[i]);

@@ -373,8 +373,10 @@ static void test_entries_refuse_links_fifos_folders(void **state)
         const char *name;
         int err;
         const char *word;
-    } cases[] = {{"link.p12", ELOOP, "symbolic link"}, {"dangling.p12", ELOOP, "symbolic link"},
-                 {"fifo.p12", EINVAL, "FIFO"}, {"dir.p12", EINVAL, "folder"},
+    } cases[] = {{"link.p12", ELOOP, "symbolic link"},
+                 {"dangling.p12", ELOOP, "symbolic link"},
+                 {"fifo.p12", EINVAL, "FIFO"},
+                 {"dir.p12", EINVAL, "folder"},
                  {"none.p12", ENOENT, "none.p12"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         errno = 0;

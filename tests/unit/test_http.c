@@ -947,9 +947,11 @@ static void run_secret_request(const char *path, struct memio **mp)
     struct memio *m = client();
     char head[300];
     /* in two reads, so that the first one's bytes lie beyond the second's in the buffer */
-    snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: a\r\nX-Pad: "
+    snprintf(head, sizeof head,
+             "POST %s HTTP/1.1\r\nHost: a\r\nX-Pad: "
              "0123456789012345678901234567890123456789\r\nAuthorization: Api-Token "
-             "TOKEN-SECRET-1234567890\r\n", path);
+             "TOKEN-SECRET-1234567890\r\n",
+             path);
     push(m, head);
     settle();
     push(m, "X-Password: PW-SECRET-1\r\nContent-Length: 11\r\n\r\n{\"p\":\"B-S\"}");
