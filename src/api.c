@@ -24,6 +24,7 @@
 #define API_MID "/api/v1/certificate"
 #define SMALL_BODY (64 * 1024)
 #define MAX_NAME 128
+#define MAX_STORED (16u << 20) /* p12_load_file's limit */
 
 enum op { OP_NONE, OP_LIST, OP_UPLOAD, OP_DELETE, OP_ACTIVATE, OP_DESCRIBE };
 static const char *const op_names[] = {"?", "list", "upload", "delete", "activate", "describe"};
@@ -91,45 +92,68 @@ int api_match(const char *path)
 
 /* ----- answers ----- */
 
-static void respond_json(struct http_exchange *x, int status, json_t *j)
+/* Dynatrace's error envelope {"error":{"code":N,"message":"..."}}, malloc'd. */
+static char *error_body(int status, const char *msg)
 {
-    char *s = json_dumps(j, JSON_COMPACT);
-    http_respond(x, status, "application/json", NULL, s ? s : "{}", s ? strlen(s) : 2);
-    free(s);
+    /* the message may quote a path or name: keep it printable ASCII (valid UTF-8) */
+    char clean[1024];
+    size_t n = 0;
+    for (; msg[n] && n + 1 < sizeof clean; n++)
+        clean[n] = (unsigned char)msg[n] >= 0x20 && (unsigned char)msg[n] < 0x7f ? msg[n] : '?';
+    clean[n] = '\0';
+    json_t *j = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", clean);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return s;
 }
 
-static void respond_error_envelope(struct http_exchange *x, int status, const char *msg)
+/* An error answer in the envelope; extra: "Name: value\r\n" lines or NULL. */
+static void respond_error(struct http_exchange *x, int status, const char *extra, const char *fmt,
+                          ...) __attribute__((format(printf, 4, 5)));
+static void respond_error(struct http_exchange *x, int status, const char *extra, const char *fmt,
+                          ...)
 {
-    json_t *j = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", msg);
-    respond_json(x, status, j);
-    json_decref(j);
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char *body = error_body(status, msg);
+    static const char fallback[] = "{\"error\":{\"code\":500,\"message\":\"out of memory\"}}";
+    http_respond(x, status, "application/json", extra, body ? body : fallback,
+                 body ? strlen(body) : sizeof fallback - 1);
+    free(body);
+}
+
+/* Errors the HTTP layer finds in an API request (413, 400, 408, ...). */
+static void on_http_error(struct http_exchange *x, int status, const char *msg)
+{
+    respond_error(x, status, NULL, "%s", msg);
 }
 
 static void respond_405(struct http_exchange *x, const char *allow)
 {
     char hdr[80];
     snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
-    char msg[200];
-    int n = snprintf(msg, sizeof msg, "method %s not allowed here; allowed: %s\n",
-                     http_req(x)->method_name, allow);
-    http_respond(x, 405, "text/plain; charset=utf-8", hdr, msg, (size_t)n);
+    respond_error(x, 405, hdr, "Method %s is not allowed here; use %s.", http_req(x)->method_name,
+                  allow);
 }
 
 /* ----- the thread-pool side ----- */
 
-static void job_text(struct api_job *j, int status, const char *fmt, ...)
+/* The job's answer: an error in Dynatrace's envelope. */
+static void job_error(struct api_job *j, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void job_text(struct api_job *j, int status, const char *fmt, ...)
+static void job_error(struct api_job *j, int status, const char *fmt, ...)
 {
     char buf[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf - 2, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    strcat(buf, "\n");
     j->status = status;
-    j->ctype = "text/plain; charset=utf-8";
-    j->body = strdup(buf);
+    j->ctype = "application/json";
+    j->body = error_body(status, buf);
 }
 
 static void job_json(struct api_job *j, json_t *v)
@@ -137,13 +161,7 @@ static void job_json(struct api_job *j, json_t *v)
     j->status = 200;
     j->ctype = "application/json";
     j->body = json_dumps(v, JSON_COMPACT);
-    if (!j->body) job_text(j, 500, "out of memory");
-}
-
-static int file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    if (!j->body) job_error(j, 500, "out of memory; try again");
 }
 
 /* The alias to serve from a new keystore: the configured one when the file has it. */
@@ -174,7 +192,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     if (!ch) {
         p12_free(p12);
         free(alias);
-        job_text(j, 400, "%s: %s", j->name, err);
+        job_error(j, 400, "%s: %s", j->name, err);
         return;
     }
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
@@ -182,20 +200,21 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     size_t oldlen = 0;
     int had_old = 0;
     if (data) { /* upload: keep what it replaces, to put it back if the config fails */
-        had_old = fs_read_file(path, 64u << 20, &old, &oldlen, NULL, 0) == 0;
-        if (fs_write_atomic_mode(path, data, len, 0600, err, sizeof err) != 0) {
-            job_text(j, 500, "cannot store %s: %s", j->name, err);
+        had_old = fs_read_entry(gw_paths.ssl_dir, j->name, 64u << 20, &old, &oldlen, NULL, 0) == 0;
+        if (fs_write_entry(gw_paths.ssl_dir, j->name, data, len, 0600, err, sizeof err) != 0) {
+            job_error(j, 500, "cannot store %s: %s", j->name, err);
             goto fail;
         }
     }
     if (gw_record_certificate(j->name, password, alias, err, sizeof err) != 0) {
         if (data) {
             char e2[256];
-            if (had_old ? fs_write_atomic(path, old, oldlen, 0600, e2, sizeof e2)
-                        : fs_unlink_durable(path, e2, sizeof e2))
+            if (had_old
+                    ? fs_write_entry(gw_paths.ssl_dir, j->name, old, oldlen, 0600, e2, sizeof e2)
+                    : fs_unlink_durable(path, e2, sizeof e2))
                 log_error("certificate API: could not undo the write of %s: %s", path, e2);
         }
-        job_text(j, 500, "cannot record %s in custom.properties: %s", j->name, err);
+        job_error(j, 500, "cannot record %s in custom.properties: %s", j->name, err);
         goto fail;
     }
     const char *served_alias = gw_change_alias(ch);
@@ -229,17 +248,26 @@ static int request_password(struct api_job *j, const struct http_request *r, cha
         *pw = strdup("");
         return *pw ? 0 : -1;
     }
-    json_error_t je;
-    json_t *v = json_loadb(r->body, r->body_len, 0, &je);
-    const char *p = json_string_value(json_object_get(v, "password"));
-    if (!p) {
-        json_decref(v);
-        job_text(j, 400,
-                 "the password is missing: send it in the X-Password header or as the body "
-                 "{\"password\":\"...\"}");
+    if (api_password_from_body(r->body, r->body_len, pw) != 0) {
+        job_error(j, 400,
+                  "The password is missing: send it in the X-Password header or as the body "
+                  "{\"password\":\"...\"}.");
         return -1;
     }
-    *pw = strdup(p);
+    return 0;
+}
+
+int api_password_from_body(const char *body, size_t len, char **pw)
+{
+    *pw = NULL;
+    json_error_t je;
+    json_t *v = json_loadb(body, len, 0, &je);
+    json_t *p = json_object_get(v, "password");
+    const char *s = json_string_value(p);
+    if (s) {
+        *pw = strdup(s);
+        explicit_bzero((char *)s, json_string_length(p)); /* jansson's copy */
+    }
     json_decref(v);
     return *pw ? 0 : -1;
 }
@@ -256,7 +284,7 @@ struct file_id {
 static int file_id_of(const char *path, struct file_id *id)
 {
     struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
+    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
     id->dev = st.st_dev;
     id->ino = st.st_ino;
     id->size = st.st_size;
@@ -281,23 +309,36 @@ static int open_stored(struct api_job *j, const struct http_request *r, struct p
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
     int rc = -1;
     struct file_id after;
+    char err[1024];
+    char *data = NULL;
+    size_t len = 0;
     *pw = NULL;
     *p12 = NULL;
     if (!path) {
-        job_text(j, 500, "out of memory");
+        job_error(j, 500, "out of memory");
+    } else if (fs_read_entry(gw_paths.ssl_dir, j->name, MAX_STORED, &data, &len, err,
+                             sizeof err) != 0) {
+        if (errno == ENOENT)
+            job_error(j, 404, "No certificate file named %s; GET list shows the stored files.",
+                      j->name);
+        else if (errno == ELOOP || errno == EINVAL || errno == EPERM)
+            job_error(j, 403, "%s", err);
+        else
+            job_error(j, 500, "%s", err);
     } else if (file_id_of(path, id) != 0) {
-        job_text(j, 404, "no certificate file named %s", j->name);
+        job_error(j, 404, "No certificate file named %s (it was deleted meanwhile).", j->name);
     } else if (request_password(j, r, pw) == 0) {
-        char err[1024];
-        if (p12_load_file(path, *pw, p12, err, sizeof err) != P12_OK)
-            job_text(j, 400, "%s", err);
+        if (p12_parse(data, len, *pw, j->name, p12, err, sizeof err) != P12_OK)
+            job_error(j, 400, "%s", err);
         else if (file_id_of(path, &after) != 0)
-            job_text(j, 404, "no certificate file named %s (it was deleted meanwhile)", j->name);
+            job_error(j, 404, "No certificate file named %s (it was deleted meanwhile).",
+                      j->name);
         else if (!file_id_eq(id, &after))
-            job_text(j, 409, "%s was replaced while it was being read; try again", j->name);
+            job_error(j, 409, "%s was replaced while it was being read; try again.", j->name);
         else
             rc = 0;
     }
+    free(data);
     free(path);
     if (rc != 0) {
         p12_free(*p12);
@@ -316,11 +357,11 @@ static int still_same(struct api_job *j, const struct file_id *id)
     struct file_id now;
     int rc = -1;
     if (!path)
-        job_text(j, 500, "out of memory");
+        job_error(j, 500, "out of memory");
     else if (file_id_of(path, &now) != 0)
-        job_text(j, 404, "no certificate file named %s (it was deleted meanwhile)", j->name);
+        job_error(j, 404, "no certificate file named %s (it was deleted meanwhile)", j->name);
     else if (!file_id_eq(id, &now))
-        job_text(j, 409, "%s was replaced while it was being activated; try again", j->name);
+        job_error(j, 409, "%s was replaced while it was being activated; try again", j->name);
     else
         rc = 0;
     free(path);
@@ -329,7 +370,7 @@ static int still_same(struct api_job *j, const struct file_id *id)
 
 static int refuse_active(struct api_job *j)
 {
-    job_text(j, 403,
+    job_error(j, 403,
              "%s is the active certificate file and cannot be replaced; upload the new "
              "certificate under another name (it is activated at once), then delete %s",
              j->name, j->name);
@@ -341,8 +382,8 @@ static int refuse_active(struct api_job *j)
 static void op_upload(struct api_job *j, const struct http_request *r)
 {
     if (r->body_len == 0) {
-        job_text(j, 400, "%s: the body is empty; send the PKCS#12 file (curl -T file.p12)",
-                 j->name);
+        job_error(j, 400, "%s: the body is empty; send the PKCS#12 file (curl -T file.p12)",
+                  j->name);
         return;
     }
     gw_lock();
@@ -352,16 +393,23 @@ static void op_upload(struct api_job *j, const struct http_request *r)
         refuse_active(j);
         return;
     }
+    char err[1024];
+    /* the name must not be a symbolic link (or anything else than our own file) */
+    if (fs_check_entry(gw_paths.ssl_dir, j->name, err, sizeof err) != 0 && errno != ENOENT) {
+        job_error(j, 403, "%s", err);
+        return;
+    }
+        return;
+    }
     const char *h = http_header(r, "X-Password");
     char *pw = strdup(h ? h : "");
-    char err[1024];
     struct p12_file *p12 = NULL;
     if (!pw) {
-        job_text(j, 500, "out of memory");
+        job_error(j, 500, "out of memory");
         return;
     }
     if (p12_parse(r->body, r->body_len, pw, j->name, &p12, err, sizeof err) != P12_OK) {
-        job_text(j, 400, "%s", err);
+        job_error(j, 400, "%s", err);
     } else {
         gw_lock();
         if (gw_is_active_name(j->name)) {
@@ -394,14 +442,19 @@ static void op_delete(struct api_job *j)
 {
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
     char err[512];
-    if (!file_exists(path)) {
-        job_text(j, 404, "no certificate file named %s", j->name);
+    struct stat st;
+    if (!path || lstat(path, &st) != 0) {
+        job_error(j, 404, "No certificate file named %s; GET list shows the stored files.",
+                  j->name);
+    } else if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) { /* a link goes, not its target */
+        job_error(j, 403, "%s in %s is not a file; remove it by hand", j->name, gw_paths.ssl_dir);
     } else if (gw_is_active_name(j->name)) {
-        job_text(j, 403,
-                 "%s is the active certificate file and cannot be deleted; activate another "
-                 "certificate first", j->name);
+        job_error(j, 403,
+                  "%s is the active certificate file and cannot be deleted; activate another "
+                  "certificate first",
+                  j->name);
     } else if (fs_unlink_durable(path, err, sizeof err) != 0) {
-        job_text(j, 500, "cannot delete %s: %s", j->name, err);
+        job_error(j, 500, "cannot delete %s: %s", j->name, err);
     } else {
         log_info("certificate API: deleted %s", j->name);
         j->status = 200;
@@ -420,18 +473,20 @@ static void op_list(struct api_job *j)
 {
     DIR *d = opendir(gw_paths.ssl_dir);
     if (!d) {
-        job_text(j, 500, "cannot read %s: %s", gw_paths.ssl_dir, strerror(errno));
+        job_error(j, 500, "cannot read %s: %s", gw_paths.ssl_dir, strerror(errno));
         return;
     }
     char **names = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0, cap = 0, skipped = 0;
+    char why[600] = "";
     struct dirent *de;
     while ((de = readdir(d))) {
         if (api_name_invalid(de->d_name, strlen(de->d_name))) continue; /* dot files etc. */
-        char *p = fs_path_join(gw_paths.ssl_dir, de->d_name);
-        int reg = p && file_exists(p);
-        free(p);
-        if (!reg) continue;
+        char e[600];
+        if (fs_check_entry(gw_paths.ssl_dir, de->d_name, e, sizeof e) != 0) {
+            if (errno != ENOENT && !skipped++) snprintf(why, sizeof why, "%s", e);
+            continue; /* links, folders, FIFOs, others' files */
+        }
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             char **nn = realloc(names, cap * sizeof *names);
@@ -441,6 +496,10 @@ static void op_list(struct api_job *j)
         names[n++] = strdup(de->d_name);
     }
     closedir(d);
+    if (skipped)
+        log_warn("certificate API: list leaves out %zu entr%s of %s that certgate does not use; "
+                 "first: %s",
+                 skipped, skipped == 1 ? "y" : "ies", gw_paths.ssl_dir, why);
     if (n > 1) qsort(names, n, sizeof *names, cmp_names); /* names is NULL when n == 0 */
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
@@ -503,7 +562,7 @@ static void work_cb(uv_work_t *w)
         gw_unlock();
         break;
     default:
-        job_text(j, 500, "unknown operation");
+        job_error(j, 500, "unknown operation");
     }
 }
 
@@ -519,8 +578,9 @@ static void after_cb(uv_work_t *w, int status)
         log_info("certificate API: %s%s%s not started: its client has gone", op_names[j->op],
                  j->name[0] ? " " : "", j->name);
     if (status != 0 || j->skipped)
-        http_respond_text(x, 503, "the operation was not started: the client closed its "
-                                  "connection");
+        respond_error(x, 503, "Retry-After: 1\r\n",
+                      "The certificate operation was not started: the client closed its "
+                      "connection.");
     else
         http_respond(x, j->status, j->ctype, NULL, body ? body : "", body ? strlen(body) : 0);
     free(body); /* j itself went with the exchange */
@@ -553,16 +613,12 @@ static unsigned queue_limit(struct http_exchange *x)
 
 static void respond_busy(struct http_exchange *x, unsigned limit)
 {
-    char msg[300], hdr[40];
-    snprintf(msg, sizeof msg,
-             "the gateway is already running %u certificate operations ([certgate] api-queue); "
-             "try again in %d seconds", limit, API_RETRY_AFTER_S);
+    char hdr[40];
     snprintf(hdr, sizeof hdr, "Retry-After: %d\r\n", API_RETRY_AFTER_S);
-    json_t *j = json_pack("{s:{s:i,s:s}}", "error", "code", 503, "message", msg);
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    http_respond(x, 503, "application/json", hdr, s ? s : "{}", s ? strlen(s) : 2);
-    free(s);
-    json_decref(j);
+    respond_error(x, 503, hdr,
+                  "The gateway is already running %u certificate operations ([certgate] "
+                  "api-queue); try again in %d seconds.",
+                  limit, API_RETRY_AFTER_S);
 }
 
 static void on_headers(struct http_exchange *x)
@@ -576,6 +632,19 @@ static void on_headers(struct http_exchange *x)
     snprintf(envbuf, sizeof envbuf, "%.*s", (int)(envlen < 64 ? envlen : 64), env);
     if (envlen > 64) envbuf[0] = '\0'; /* matches no token */
 
+    /* an address with too many failed authentications gets 429 whatever it sends */
+    struct auth_throttle *at = auth_throttle_shared();
+    const char *peer = http_peer(x);
+    unsigned retry = 0;
+    if (at && auth_throttle_check(at, peer, auth_now_ms(), &retry)) {
+        char hdr[48];
+        snprintf(hdr, sizeof hdr, "Retry-After: %u\r\n", retry);
+        respond_error(x, 429, hdr,
+                      "Too many failed authentications from your address; try again in %u "
+                      "seconds.",
+                      retry);
+        return;
+    }
     const char *authz = http_header(r, "Authorization");
     char qtok[256] = "", msg[300];
     const char *qt = auth_query_param(r->query, "api-token", qtok, sizeof qtok) == 0 ? qtok : NULL;
@@ -583,7 +652,8 @@ static void on_headers(struct http_exchange *x)
         auth_check(gw_paths.config_dir, authz, qt, envbuf, AUTH_SCOPE_CERTS, msg, sizeof msg);
     explicit_bzero(qtok, sizeof qtok);
     if (ar != AUTH_OK) {
-        respond_error_envelope(x, auth_status(ar), msg);
+        if (at && ar != AUTH_ERROR) auth_throttle_failed(at, peer, auth_now_ms());
+        respond_error(x, auth_status(ar), NULL, "%s", msg);
         return;
     }
 
@@ -593,11 +663,11 @@ static void on_headers(struct http_exchange *x)
     size_t namelen = 0;
     const char *allow = NULL;
     if (!rest || !*rest) {
-        http_respond_text(x, 404,
-                          "no such endpoint: use %.*s/list or %.*s/{name} (PUT, DELETE), "
-                          "{name}/activate, {name}/list",
-                          (int)(rest ? (rest - r->path - 1) : (long)strlen(r->path)), r->path,
-                          (int)(rest ? (rest - r->path - 1) : (long)strlen(r->path)), r->path);
+        int base = (int)(rest ? (rest - r->path - 1) : (long)strlen(r->path));
+        respond_error(x, 404, NULL,
+                      "No such endpoint: use %.*s/list or %.*s/{name} (PUT, DELETE), "
+                      "{name}/activate, {name}/list.",
+                      base, r->path, base, r->path);
         return;
     }
     const char *slash = strchr(rest, '/');
@@ -609,7 +679,8 @@ static void on_headers(struct http_exchange *x)
         namelen = slash ? (size_t)(slash - rest) : strlen(rest);
         const char *why = api_name_invalid(name, namelen);
         if (why) {
-            http_respond_text(x, 400, "invalid certificate name '%.*s': %s", (int)(namelen > 200 ? 200 : namelen), name, why);
+            respond_error(x, 400, NULL, "Invalid certificate name '%.*s': %s.",
+                          (int)(namelen > 200 ? 200 : namelen), name, why);
             return;
         }
         const char *sub = slash ? slash + 1 : NULL;
@@ -623,7 +694,10 @@ static void on_headers(struct http_exchange *x)
             op = r->method == HTTP_GET || r->method == HTTP_POST || r->method == HTTP_HEAD ? OP_DESCRIBE : OP_NONE;
             allow = "GET, POST, HEAD";
         } else {
-            http_respond_text(x, 404, "no such endpoint: %s (use {name}, {name}/activate or {name}/list)", r->path);
+            respond_error(x, 404, NULL,
+                          "No such endpoint: %.200s (use {name}, {name}/activate or "
+                          "{name}/list).",
+                          r->path);
             return;
         }
     }
@@ -638,7 +712,7 @@ static void on_headers(struct http_exchange *x)
     }
     j = calloc(1, sizeof *j);
     if (!j) {
-        http_respond_text(x, 500, "out of memory");
+        respond_error(x, 500, NULL, "The gateway is out of memory; try again.");
         return;
     }
     j->x = x;
@@ -656,7 +730,7 @@ static void handle(struct http_exchange *x)
 {
     struct api_job *j = http_route(x)->ctx;
     if (!j) {
-        http_respond_text(x, 500, "internal error: no job");
+        respond_error(x, 500, NULL, "Internal error: the request has no job; try again.");
         return;
     }
     unsigned limit = queue_limit(x);
@@ -669,7 +743,8 @@ static void handle(struct http_exchange *x)
     if (uv_queue_work(http_loop(x), &j->work, work_cb, after_cb) != 0) {
         j->queued = 0;
         atomic_fetch_sub(&api_jobs, 1);
-        http_respond_text(x, 503, "cannot queue the certificate operation; try again");
+        respond_error(x, 503, "Retry-After: 1\r\n",
+                      "The certificate operation cannot be queued; try again.");
     }
 }
 
@@ -677,5 +752,7 @@ void api_route(const struct http_request *req, const struct gw_snap *snap, struc
 {
     out->handle = handle;
     out->on_headers = on_headers;
+    out->on_error = on_http_error;
+    out->wipe = 1; /* tokens and passwords */
     out->max_body = req->method == HTTP_PUT ? snap->max_upload_bytes : SMALL_BODY;
 }

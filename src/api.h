@@ -35,4 +35,11 @@ void api_route(const struct http_request *req, const struct gw_snap *snap,
  * '.', not "list". Returns NULL when valid, else the reason. */
 const char *api_name_invalid(const char *name, size_t len);
 
+/* The password of a JSON body {"password":"..."} (other members are ignored): 0 with
+ * *pw malloc'd (wipe and free it with secret_free), or -1 (*pw NULL) when body is not
+ * such an object (bad JSON, no "password" string) or memory is short. body need not be
+ * NUL-terminated; the parser's own copy of the password is wiped. Thread-safe.
+ * (A fuzz target calls it directly.) */
+int api_password_from_body(const char *body, size_t len, char **pw);
+
 #endif

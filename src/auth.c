@@ -3,6 +3,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "log.h"
 #include "secret.h"
 #include "strfmt.h"
 
@@ -11,6 +12,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -138,6 +140,27 @@ static int store_from_json(json_t *root, struct store *s, const char *path, char
     return 0;
 }
 
+/* 1 (with the sentence) when the store's mode lets others than its owner read it. */
+static int store_mode_bad(const char *path, const struct stat *st, char *err, size_t errlen)
+{
+    if ((st->st_mode & 077) == 0) return 0;
+    err_set(err, errlen,
+            "%s has mode %04o, which lets other users read the token hashes; make it private "
+            "with chmod 600 %s",
+            path, (unsigned)(st->st_mode & 07777), path);
+    return 1;
+}
+
+static int cache_refresh(const char *config_dir, char *err, size_t errlen);
+
+int auth_store_check(const char *config_dir, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&cache_lock);
+    int rc = cache_refresh(config_dir, err, errlen);
+    pthread_mutex_unlock(&cache_lock);
+    return rc;
+}
+
 /* Makes sure the cache reflects the file; caller holds cache_lock. */
 static int cache_refresh(const char *config_dir, char *err, size_t errlen)
 {
@@ -146,6 +169,10 @@ static int cache_refresh(const char *config_dir, char *err, size_t errlen)
     struct stat st;
     int exists = stat(path, &st) == 0;
     if (!exists) memset(&st, 0, sizeof st);
+    if (exists && store_mode_bad(path, &st, err, errlen)) {
+        free(path);
+        return -1;
+    }
     if (cache_valid && cache_path && strcmp(cache_path, path) == 0 &&
         st.st_ino == cache_st.st_ino && st.st_size == cache_st.st_size &&
         st.st_mtim.tv_sec == cache_st.st_mtim.tv_sec &&
@@ -184,8 +211,7 @@ int auth_status(enum auth_result r)
     }
 }
 
-/* "Api-Token <token>" (scheme case-insensitive); returns the token or NULL. */
-static const char *parse_authorization(const char *h, size_t *len)
+const char *auth_parse_authorization(const char *h, size_t *len)
 {
     while (*h == ' ' || *h == '\t') h++;
     if (strncasecmp(h, "Api-Token", 9) != 0 || (h[9] != ' ' && h[9] != '\t')) return NULL;
@@ -207,7 +233,7 @@ enum auth_result auth_check(const char *config_dir, const char *authorization,
     const char *tok;
     size_t tlen;
     if (authorization) {
-        tok = parse_authorization(authorization, &tlen);
+        tok = auth_parse_authorization(authorization, &tlen);
         if (!tok) {
             err_set(msg, msglen, "Malformed Authorization header: expected 'Api-Token <token>'.");
             return AUTH_MALFORMED;
@@ -228,7 +254,13 @@ enum auth_result auth_check(const char *config_dir, const char *authorization,
     char why[300];
     if (cache_refresh(config_dir, why, sizeof why) != 0) {
         pthread_mutex_unlock(&cache_lock);
-        err_set(msg, msglen, "The token store cannot be read.");
+        static _Atomic long last_log;
+        long now = (long)time(NULL);
+        if (now - atomic_exchange(&last_log, now) >= 10) /* not once per request */
+            log_error("API authentication fails: %s", why);
+        err_set(msg, msglen,
+                "The token store cannot be read; the gateway's log says why. Try again once "
+                "the operator has fixed it.");
         return AUTH_ERROR;
     }
     /* every entry is compared, in constant time, whatever matches */
@@ -279,7 +311,8 @@ static int store_write(const char *path, json_t *root, char *err, size_t errlen)
 {
     char *text = json_dumps(root, JSON_INDENT(2));
     int rc = -1;
-    if (text) rc = fs_write_atomic(path, text, strlen(text), 0600, err, errlen);
+    /* always 0600, also when it replaces a store whose mode was looser */
+    if (text) rc = fs_write_atomic_mode(path, text, strlen(text), 0600, err, errlen);
     free(text);
     return rc;
 }

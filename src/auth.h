@@ -12,6 +12,7 @@
 #define CERTGATE_AUTH_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #define AUTH_SCOPE_CERTS "ActiveGateCertManagement"
@@ -34,6 +35,12 @@ enum auth_result auth_check(const char *config_dir, const char *authorization,
                             const char *query_token, const char *environment,
                             const char *scope, char *msg, size_t msglen);
 
+/* Parses an Authorization header value "Api-Token <token>" (scheme case-insensitive,
+ * spaces or tabs around the token, nothing after it). Returns a pointer to the token
+ * inside h and its length in *len, or NULL when the header has another form. h must be
+ * NUL-terminated; nothing is allocated or copied. (A fuzz target calls it directly.) */
+const char *auth_parse_authorization(const char *h, size_t *len);
+
 /* HTTP status of a result (200, 401, 403, 500). */
 int auth_status(enum auth_result r);
 
@@ -45,6 +52,10 @@ int auth_token_create(const char *config_dir, const char *environment, const cha
 int auth_token_list(const char *config_dir, FILE *out, char *err, size_t errlen);
 /* Revokes by ID (`dt0c01.XXXX`, or the 24-char public part, or the whole token). */
 int auth_token_revoke(const char *config_dir, const char *id, char *err, size_t errlen);
+/* Reads the store as the gateway will (at start): 0, or -1 with the sentence when it
+ * cannot be used, e.g. because its mode lets other users read it (anything but 0600;
+ * the gateway refuses such a store rather than repairing it: the operator decides). */
+int auth_store_check(const char *config_dir, char *err, size_t errlen);
 /* How many tokens exist (-1 when the store cannot be read). */
 int auth_token_count(const char *config_dir);
 
@@ -53,5 +64,45 @@ int auth_token_count(const char *config_dir);
 int auth_query_param(const char *query, const char *name, char *buf, size_t len);
 
 void auth_cleanup(void);
+
+/* ----- throttling of failed authentications (auth_throttle.c) -----
+ *
+ * Per client address, at most `budget` failed authentications (any 401 or 403) per
+ * window: the failure that uses up the budget locks the address until the window that
+ * began with its first failure ends; until then every API request from it gets 429
+ * with Retry-After, whatever its token (so a locked address learns nothing about
+ * tokens). IPv4 addresses count one by one; IPv6 addresses by /64 prefix (one client
+ * usually holds a whole /64). The table has a fixed number of entries in sets of 8; a
+ * new address takes a free entry of its set or evicts the least recently used one.
+ * Log: one line when an address gets locked and one summary of the requests refused,
+ * at most one line per address per window (auth_throttle_tick reports what is left).
+ * Thread-safe: one mutex per table; configure may run at any time (atomics). */
+#define AUTH_THROTTLE_ENTRIES 4096
+#define AUTH_THROTTLE_BUDGET 20        /* failures per window, by default */
+#define AUTH_THROTTLE_WINDOW_MS 60000u /* the window, by default */
+
+struct auth_throttle;
+/* A table of `entries` (rounded up to a multiple of 8), with the default budget and
+ * window; NULL when out of memory. */
+struct auth_throttle *auth_throttle_new(size_t entries);
+void auth_throttle_free(struct auth_throttle *t);
+/* budget 0 turns throttling off; window_ms 0 means the default. */
+void auth_throttle_configure(struct auth_throttle *t, unsigned budget, unsigned window_ms);
+/* Before authenticating a request from addr (textual IPv4 or IPv6 address; anything
+ * else is never throttled): 1 when it must be refused with 429, *retry_after_s then
+ * being the seconds until the address may try again (at least 1); else 0. */
+int auth_throttle_check(struct auth_throttle *t, const char *addr, uint64_t now_ms,
+                        unsigned *retry_after_s);
+/* Records a failed authentication from addr. */
+void auth_throttle_failed(struct auth_throttle *t, const char *addr, uint64_t now_ms);
+/* Writes the log lines due (refusals not yet reported); call it about once a second. */
+void auth_throttle_tick(struct auth_throttle *t, uint64_t now_ms);
+/* Entries in use, and the table's size (tests). */
+size_t auth_throttle_used(struct auth_throttle *t);
+size_t auth_throttle_capacity(const struct auth_throttle *t);
+/* The gateway's table, made at the first call (NULL when out of memory). */
+struct auth_throttle *auth_throttle_shared(void);
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t auth_now_ms(void);
 
 #endif

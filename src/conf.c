@@ -280,7 +280,11 @@ static int load_certgate(struct loader *ld, struct conf_settings *s)
         get_switch(ld, "ssl-session-tickets", onoff, &s->session_tickets) < 0 ||
         get_switch(ld, "session-reused-header", onoff, &s->session_reused_header) < 0 ||
         get_uint(ld, "api-queue", 1, 1024, "a number", "",
-                 &s->api_queue) < 0)
+                 &s->api_queue) < 0 ||
+        get_uint(ld, "auth-failures-per-minute", 0, 1000000, "a number",
+                 " (0 turns the throttling of failed authentications off)",
+                 &s->auth_failures) < 0 ||
+        get_seconds_ms(ld, "auth-failure-window", &s->auth_window_ms) < 0)
         return -1;
     return 0;
 }
@@ -401,6 +405,8 @@ int conf_settings_load(const struct propfile *doc, const char *path, struct conf
         .session_cache = 1,
         .session_tickets = 1,
         .api_queue = 8,
+        .auth_failures = 20,
+        .auth_window_ms = 60000,
         .upstream = {
             .connect_timeout_s = 5, .read_timeout_s = 60, .max_connections = 32, .verify = 1}};
     struct loader ld = {.doc = doc, .path = path, .err = err, .errlen = errlen};

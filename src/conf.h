@@ -64,6 +64,9 @@ struct conf_settings {
                                 * carry X-Session-Reused: 0|1 (benchmarks check it) */
     unsigned api_queue;        /* api-queue: certificate API jobs queued or running at
                                 * once, default 8; beyond, 503 with Retry-After */
+    unsigned auth_failures;    /* auth-failures-per-minute: failed authentications allowed
+                                * per client address and window, default 20; 0: no limit */
+    unsigned auth_window_ms;   /* auth-failure-window (s), default 60 s (short for tests) */
     /* [upstream] */
     struct conf_upstream upstream;
 };

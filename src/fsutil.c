@@ -70,8 +70,8 @@ static int write_all(int fd, const void *data, size_t len)
 
 /* Creates a temp file next to path holding data, with `mode`, fsync'd and closed.
  * On success *tmp_out is the malloc'd temp path and *dir_out the malloc'd folder. */
-static int write_atomic(const char *path, const void *data, size_t len, mode_t mode,
-                        int keep_mode, char *err, size_t errlen);
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, int keep_mode,
+                        int nofollow, char *err, size_t errlen);
 
 static int write_temp(const char *path, const void *data, size_t len, mode_t mode,
                       const struct stat *owner, char **tmp_out, char **dir_out, char *err,
@@ -152,7 +152,7 @@ static int write_resolved(const char *path, const void *data, size_t len, mode_t
     char *real = NULL;
     if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && (real = realpath(path, NULL)) != NULL)
         path = real;
-    int rc = write_atomic(path, data, len, mode, keep_mode, err, errlen);
+    int rc = write_atomic(path, data, len, mode, keep_mode, 0, err, errlen);
     free(real);
     return rc;
 }
@@ -169,12 +169,12 @@ int fs_write_atomic_mode(const char *path, const void *data, size_t len, mode_t 
     return write_resolved(path, data, len, mode, 0, err, errlen);
 }
 
-static int write_atomic(const char *path, const void *data, size_t len, mode_t mode,
-                        int keep_mode, char *err, size_t errlen)
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, int keep_mode,
+                        int nofollow, char *err, size_t errlen)
 {
     struct stat st;
     const struct stat *owner = NULL;
-    if (stat(path, &st) == 0) {
+    if ((nofollow ? lstat(path, &st) : stat(path, &st)) == 0) {
         if (S_ISDIR(st.st_mode)) {
             errno = EISDIR;
             err_set(err, errlen, "cannot write %s: it is a folder", path);
@@ -230,6 +230,9 @@ int fs_create_atomic(const char *path, const void *data, size_t len, mode_t mode
     return rc;
 }
 
+static int read_fd(int fd, const char *path, size_t max, char **data, size_t *len, char *err,
+                   size_t errlen);
+
 int fs_read_file(const char *path, size_t max, char **data, size_t *len, char *err, size_t errlen)
 {
     *data = NULL;
@@ -239,6 +242,15 @@ int fs_read_file(const char *path, size_t max, char **data, size_t *len, char *e
         err_set(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
+    return read_fd(fd, path, max, data, len, err, errlen);
+}
+
+/* Reads the whole regular file open on fd (closed here). */
+static int read_fd(int fd, const char *path, size_t max, char **data, size_t *len, char *err,
+                   size_t errlen)
+{
+    *data = NULL;
+    if (len) *len = 0;
     struct stat st;
     if (fstat(fd, &st) < 0) {
         err_set(err, errlen, "cannot check %s: %s", path, strerror(errno));
@@ -425,6 +437,121 @@ int fs_remove_stale_temps(const char *dir)
     if (removed > 0) fsync(dirfd(d));
     closedir(d);
     return removed;
+}
+
+/* 0 when st (of dir/name) is a usable entry, else -1 with the sentence. */
+static int entry_ok(const struct stat *st, const char *dir, const char *name, char *err,
+                    size_t errlen)
+{
+    if (S_ISLNK(st->st_mode)) {
+        errno = ELOOP;
+        err_set(err, errlen,
+                "%s in %s is a symbolic link; certgate uses only regular files there: replace "
+                "the link with the file itself (cp --remove-destination TARGET %s/%s)",
+                name, dir, dir, name);
+        return -1;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        errno = EINVAL;
+        err_set(err, errlen,
+                "%s in %s is not a regular file (%s); remove it and store the certificate "
+                "file under that name",
+                name, dir,
+                S_ISDIR(st->st_mode)    ? "a folder"
+                : S_ISFIFO(st->st_mode) ? "a FIFO"
+                : S_ISSOCK(st->st_mode) ? "a socket"
+                                        : "a device");
+        return -1;
+    }
+    if (st->st_uid != geteuid() && st->st_uid != 0) {
+        errno = EPERM;
+        err_set(err, errlen,
+                "%s in %s belongs to uid %u, not to the gateway's user (uid %u) or root; "
+                "give it to that user (chown) if it is yours",
+                name, dir, (unsigned)st->st_uid, (unsigned)geteuid());
+        return -1;
+    }
+    return 0;
+}
+
+int fs_check_entry(const char *dir, const char *name, char *err, size_t errlen)
+{
+    char *path = fs_path_join(dir, name);
+    if (!path) {
+        errno = ENOMEM;
+        err_set(err, errlen, "out of memory");
+        return -1;
+    }
+    struct stat st;
+    int rc = lstat(path, &st);
+    if (rc != 0)
+        err_set(err, errlen, "cannot find %s in %s: %s", name, dir, strerror(errno));
+    else
+        rc = entry_ok(&st, dir, name, err, errlen);
+    free(path);
+    return rc;
+}
+
+int fs_open_entry(const char *dir, const char *name, char *err, size_t errlen)
+{
+    char *path = fs_path_join(dir, name);
+    if (!path) {
+        errno = ENOMEM;
+        err_set(err, errlen, "out of memory");
+        return -1;
+    }
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; a regular file ignores it */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+    free(path);
+    struct stat st;
+    if (fd < 0) {
+        int e = errno;
+        if (e == ELOOP) { /* the last component is a symbolic link */
+            st.st_mode = S_IFLNK;
+            entry_ok(&st, dir, name, err, errlen);
+        } else {
+            err_set(err, errlen, "%s: cannot open: %s (in %s)", name, strerror(e), dir);
+        }
+        errno = e;
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || entry_ok(&st, dir, name, err, errlen) != 0) {
+        int e = errno;
+        if (e != ELOOP && e != EINVAL && e != EPERM)
+            err_set(err, errlen, "cannot check %s in %s: %s", name, dir, strerror(e));
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return fd;
+}
+
+int fs_read_entry(const char *dir, const char *name, size_t max, char **data, size_t *len,
+                  char *err, size_t errlen)
+{
+    *data = NULL;
+    if (len) *len = 0;
+    int fd = fs_open_entry(dir, name, err, errlen);
+    if (fd < 0) return -1;
+    char *path = fs_path_join(dir, name);
+    int rc = read_fd(fd, path ? path : name, max, data, len, err, errlen);
+    free(path);
+    return rc;
+}
+
+int fs_write_entry(const char *dir, const char *name, const void *data, size_t len, mode_t mode,
+                   char *err, size_t errlen)
+{
+    char *path = fs_path_join(dir, name);
+    if (!path) {
+        err_set(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = write_atomic(path, data, len, mode, 0, 1, err, errlen);
+    free(path);
+    return rc;
 }
 
 char *fs_path_join(const char *dir, const char *name)

@@ -48,6 +48,32 @@ int fs_unlink_durable(const char *path, char *err, size_t errlen);
  * writer runs). Returns how many were removed, or -1 when dir cannot be read. */
 int fs_remove_stale_temps(const char *dir);
 
+/* ----- entries of a folder the gateway owns (DIR/ssl/) -----
+ * Such an entry is used only when it is a regular file (never through a symbolic link:
+ * the last component is opened with O_NOFOLLOW) owned by the gateway's user (the
+ * effective uid) or by root. Refusals are sentences that say what to do, e.g.
+ * "cert.p12 in /d/ssl is a symbolic link; certgate uses only regular files there:
+ * replace the link with the file itself (cp --remove-destination TARGET /d/ssl/cert.p12)".
+ * errno: ENOENT (absent), ELOOP (a symbolic link), EINVAL (not a regular file), EPERM
+ * (another owner), else the system's. */
+
+/* Checks dir/name without opening it (lstat): 0 when usable. */
+int fs_check_entry(const char *dir, const char *name, char *err, size_t errlen);
+
+/* Opens dir/name read-only with those checks (a FIFO does not block the call): the
+ * descriptor, or -1. */
+int fs_open_entry(const char *dir, const char *name, char *err, size_t errlen);
+
+/* fs_read_file for an entry, with those checks. */
+int fs_read_entry(const char *dir, const char *name, size_t max, char **data, size_t *len,
+                  char *err, size_t errlen);
+
+/* fs_write_atomic_mode for an entry: when dir/name is a symbolic link, the link itself
+ * is replaced (its target is never written); the caller refuses links beforehand with
+ * fs_check_entry. */
+int fs_write_entry(const char *dir, const char *name, const void *data, size_t len, mode_t mode,
+                   char *err, size_t errlen);
+
 /* Joins dir and name with one '/' into a malloc'd string; name is used as is when it
  * is absolute. */
 char *fs_path_join(const char *dir, const char *name);

@@ -1,6 +1,8 @@
 /* gw.c - the gateway's live state: configuration, served certificate, snapshots. */
 #include "gw.h"
 
+#include "auth.h"
+
 #include "conf.h"
 #include "defcert.h"
 #include "err.h"
@@ -233,6 +235,28 @@ static int same_stat(const struct stat *a, const struct stat *b)
            a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
+/* Loads the configured certificate file: an absolute path is the operator's explicit
+ * choice (links are fine); a name inside DIR/ssl/ is read only as a regular file of ours,
+ * never through a link (fs_read_entry). */
+static enum p12_status load_configured(const char *file, const char *pw, struct p12_file **out,
+                                       char *err, size_t errlen)
+{
+    if (file[0] == '/') return p12_load_file(file, pw, out, err, errlen);
+    char *data = NULL;
+    size_t len = 0;
+    if (fs_read_entry(gw_paths.ssl_dir, file, 16u << 20, &data, &len, err, errlen) != 0)
+        return P12_ERR_IO;
+    enum p12_status st = p12_parse(data, len, pw, file, out, err, errlen);
+    free(data);
+    return st;
+}
+
+/* The identity of the configured file as load_configured reads it. */
+static int file_stat(const char *file, const char *path, struct stat *st)
+{
+    return file[0] == '/' ? stat(path, st) : lstat(path, st);
+}
+
 /* The preloaded keystore when it is path, unchanged, opened with pw (taken: the caller
  * owns it); else NULL. */
 static struct p12_file *preload_take(const char *file, const char *path, const char *pw)
@@ -240,7 +264,7 @@ static struct p12_file *preload_take(const char *file, const char *path, const c
     struct preload *p = G_preload;
     struct stat st;
     if (!p || !p->p12 || strcmp(p->file, file) != 0 || strcmp(p->pw, pw) != 0 ||
-        stat(path, &st) != 0 || !same_stat(&st, &p->st))
+        file_stat(file, path, &st) != 0 || !same_stat(&st, &p->st))
         return NULL;
     struct p12_file *f = p->p12;
     p->p12 = NULL;
@@ -259,10 +283,10 @@ static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
     struct p12_file *p12 = path ? preload_take(s->certificate_file, path, pw) : NULL;
     const struct p12_entry *e = NULL;
     enum p12_status st = p12 ? P12_OK
-                         : path ? p12_load_file(path, pw, &p12, err, errlen)
+                         : path ? load_configured(s->certificate_file, pw, &p12, err, errlen)
                                 : P12_ERR_INTERNAL;
-    secret_free(pw);
     free(path);
+    secret_free(pw);
     if (st != P12_OK) return -1;
     if (p12_select(p12, s->certificate_alias, &e, err, errlen) != P12_OK) {
         p12_free(p12);
@@ -367,6 +391,8 @@ static int apply(int initial, char *err, size_t errlen)
     set_str(&G.fallback_reason, fallback ? why : NULL);
     conf_settings_free(&G.settings);
     G.settings = s;
+    struct auth_throttle *at = auth_throttle_shared();
+    if (at) auth_throttle_configure(at, s.auth_failures, s.auth_window_ms);
     return 0;
 }
 
@@ -415,9 +441,9 @@ static void preload_load(struct preload *p)
     if (rc != 0) return;
     char *path = s.certificate_file ? fs_path_join(gw_paths.ssl_dir, s.certificate_file) : NULL;
     struct stat after;
-    if (path && cert_password(&s, &p->pw, err, sizeof err) == 0 && stat(path, &p->st) == 0 &&
-        p12_load_file(path, p->pw, &p->p12, err, sizeof err) == P12_OK &&
-        (stat(path, &after) != 0 || !same_stat(&after, &p->st))) {
+    if (path && cert_password(&s, &p->pw, err, sizeof err) == 0 && file_stat(s.certificate_file, path, &p->st) == 0 &&
+        load_configured(s.certificate_file, p->pw, &p->p12, err, sizeof err) == P12_OK &&
+        (file_stat(s.certificate_file, path, &after) != 0 || !same_stat(&after, &p->st))) {
         p12_free(p->p12); /* changed while it was read: apply() loads it again */
         p->p12 = NULL;
     }

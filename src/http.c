@@ -230,6 +230,10 @@ static void x_reclaim(struct reclaim *rc)
     struct worker *w = x->w;
     if (x->route.on_free && x->route.ctx) x->route.on_free(x->route.ctx);
     x->route.on_free = NULL;
+    if (x->route.wipe) { /* headers (token, X-Password) and body (JSON password) */
+        explicit_bzero(x->arena, x->alen);
+        if (x->body) explicit_bzero(x->body, x->bcap);
+    }
     free(x->body);
     worker_buf_put(w, x->arena);
     if (!freelist_put(&w->xs, x, MAX_FREE_XS)) free(x);
@@ -475,7 +479,10 @@ static void answer_error(struct hconn *h, int status, const char *msg)
         return;
     }
     x->keep_alive = 0;
-    http_respond_text(x, status, "%s", msg);
+    if (x->headers_done && x->route.on_error)
+        x->route.on_error(x, status, msg);
+    else
+        http_respond_text(x, status, "%s", msg);
     h->close_after = 1;
 }
 
@@ -755,6 +762,11 @@ static void parse_input(struct hconn *h)
     }
     llhttp_errno_t e = llhttp_execute(p, start, avail);
     struct http_exchange *x = h->x;
+    /* parsed bytes are not looked at again: a request with secrets leaves none behind */
+    if (x && x->headers_done && x->route.wipe) {
+        explicit_bzero(c->rbuf, c->rpos);
+        explicit_bzero(c->rbuf + c->rlen, RBUF_SIZE - c->rlen); /* earlier reads' leftovers */
+    }
     if (e == HPE_PAUSED) {
         c->rpos += (uint32_t)(llhttp_get_error_pos(p) - start);
         if (x && x->complete && !x->dispatched) dispatch(x);
@@ -951,6 +963,8 @@ static int run_once(struct hconn *h)
         if (c->rbuf && c->rpos > 0 && c->rlen == RBUF_SIZE) {
             memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
             c->rlen -= c->rpos;
+            if (h->x && h->x->route.wipe) /* the moved bytes' old copies */
+                explicit_bzero(c->rbuf + c->rlen, c->rpos);
             c->rpos = 0;
         }
         if (c->rbuf && c->rlen == RBUF_SIZE) return 0; /* full: wait until a request is answered */

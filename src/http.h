@@ -82,6 +82,13 @@ struct http_route {
     void (*on_drain)(struct http_exchange *x); /* output buffer drained below the mark */
     void *ctx;                                 /* the route's per-exchange state */
     void (*on_free)(void *ctx); /* releases ctx when the exchange ends, however it ends */
+    /* Optional: answers an error the HTTP layer finds after routing (413 for a body over
+     * max_body, 400 for a malformed body, 408, ...) in the route's own format; msg is a
+     * sentence. It must answer (http_respond); the connection closes afterwards. */
+    void (*on_error)(struct http_exchange *x, int status, const char *msg);
+    /* The request carries secrets (tokens, passwords): its bytes are wiped from the read
+     * buffer once parsed, and its headers and body when the exchange ends. */
+    unsigned wipe : 1;
 };
 
 struct gw_snap;

@@ -1,29 +1,39 @@
 /* main.c - the command line: run, check-config, token, --help, --version. */
 #include "accesslog.h"
 #include "app.h"
+#include "auth.h"
 #include "gw.h"
 #include "log.h"
 #include "server.h"
 #include "tls.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <jansson.h>
 #include <limits.h>
+#include <malloc.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
 static const char USAGE[] =
-    "certgate " CERTGATE_VERSION " - HTTPS gateway with ActiveGate-compatible certificate management\n"
+    "certgate " CERTGATE_VERSION
+    " - HTTPS gateway with ActiveGate-compatible certificate management\n"
     "\n"
     "Usage:\n"
     "  certgate run [--data-dir DIR] [--listen HOST:PORT] [--threads N]\n"
     "               [--access-log FILE|-|off] [--log-level debug|info|warn|error]\n"
+    "               [--user NAME]\n"
     "      Runs the gateway in the foreground; logs go to stderr. Without --listen it\n"
-    "      binds 0.0.0.0:<port-ssl> (custom.properties, default 9999).\n"
+    "      binds 0.0.0.0:<port-ssl> (custom.properties, default 9999). Started as root,\n"
+    "      --user NAME makes it run as NAME once its ports are bound (DIR must belong\n"
+    "      to NAME).\n"
     "      SIGHUP re-reads custom.properties and the certificate; SIGTERM/SIGINT stop\n"
     "      gracefully (in-flight requests get up to 10 s).\n"
     "  certgate check-config [--data-dir DIR]\n"
@@ -86,10 +96,122 @@ static void raise_fd_limit(void)
     }
 }
 
+/* ----- the user to run as (--user) ----- */
+
+struct run_user {
+    const char *name;
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[256];
+    int ngroups;
+};
+
+/* Looks NAME up; fails with a sentence. */
+static int user_resolve(const char *name, struct run_user *u, char *err, size_t errlen)
+{
+    struct passwd pwd, *res = NULL;
+    char buf[4096];
+    int e = getpwnam_r(name, &pwd, buf, sizeof buf, &res);
+    if (!res) {
+        snprintf(err, errlen, "--user %s: %s", name,
+                 e ? strerror(e) : "no such user (see /etc/passwd)");
+        return -1;
+    }
+    u->name = name;
+    u->uid = pwd.pw_uid;
+    u->gid = pwd.pw_gid;
+    u->ngroups = (int)(sizeof u->groups / sizeof u->groups[0]);
+    if (getgrouplist(name, pwd.pw_gid, u->groups, &u->ngroups) < 0) {
+        snprintf(err, errlen, "--user %s: the user is in more than %zu groups", name,
+                 sizeof u->groups / sizeof u->groups[0]);
+        return -1;
+    }
+    if (u->uid == 0) {
+        snprintf(err, errlen, "--user %s: that is root; name an unprivileged user", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* While root: act as u for file access (what gw_open creates belongs to u), keeping
+ * the saved root identity to bind the ports (to_root) and drop for good (user_drop). */
+static int user_act_as(const struct run_user *u, int to_root, char *err, size_t errlen)
+{
+    int rc = to_root
+                 ? (seteuid(0) | setegid(0))
+                 : (setgroups((size_t)u->ngroups, u->groups) | setegid(u->gid) | seteuid(u->uid));
+    if (rc != 0) snprintf(err, errlen, "cannot switch to user %s: %s", u->name, strerror(errno));
+    return rc ? -1 : 0;
+}
+
+/* Drops root for good: groups, gid, uid (real, effective and saved), then checks that
+ * root cannot be regained. */
+static int user_drop(const struct run_user *u, char *err, size_t errlen)
+{
+    uid_t r, e, s;
+    gid_t rg, eg, sg;
+    if (seteuid(0) != 0 || setgroups((size_t)u->ngroups, u->groups) != 0 ||
+        setresgid(u->gid, u->gid, u->gid) != 0 || setresuid(u->uid, u->uid, u->uid) != 0) {
+        snprintf(err, errlen, "cannot drop privileges to user %s: %s", u->name, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0 || seteuid(0) == 0 || getresuid(&r, &e, &s) != 0 ||
+        getresgid(&rg, &eg, &sg) != 0 || r != u->uid || e != u->uid || s != u->uid ||
+        rg != u->gid || eg != u->gid || sg != u->gid) {
+        snprintf(err, errlen,
+                 "privileges of user %s are not dropped for good (root could "
+                 "be regained); refusing to run",
+                 u->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* server_start's after_bind: the ports are bound, no thread serves yet. */
+static int user_drop_after_bind(void *arg, char *err, size_t errlen)
+{
+    const struct run_user *u = arg;
+    if (user_drop(u, err, errlen) != 0) return -1;
+    log_info("running as user %s (uid %u, gid %u); root is given up", u->name, (unsigned)u->uid,
+             (unsigned)u->gid);
+    return 0;
+}
+
+/* The data directory (and its config/ and ssl/) must belong to u, which writes there
+ * after the drop: refuses with the command that fixes it. A folder that does not exist
+ * yet is created later, as u. */
+static int user_check_dir(const struct run_user *u, const char *data_dir, char *err, size_t errlen)
+{
+    static const char *const subs[] = {"", "/config", "/ssl"};
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        char path[PATH_MAX];
+        struct stat st;
+        snprintf(path, sizeof path, "%s%s", data_dir, subs[i]);
+        if (lstat(path, &st) != 0) continue;
+        if (!S_ISDIR(st.st_mode) || st.st_uid != u->uid) {
+            snprintf(err, errlen,
+                     "%.300s %s to uid %u, not to %s (uid %u), which certgate runs as after "
+                     "binding its ports; give the data directory to it: chown -R %s: %.300s",
+                     path, S_ISDIR(st.st_mode) ? "belongs" : "is not a folder or belongs",
+                     (unsigned)st.st_uid, u->name, (unsigned)u->uid, u->name, data_dir);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Frees of jansson's memory (JSON bodies with passwords, descriptions) are wiped first. */
+static void wiping_free(void *p)
+{
+    if (!p) return;
+    explicit_bzero(p, malloc_usable_size(p));
+    free(p);
+}
+
 /* ----- run ----- */
 
 static uv_signal_t sig_term, sig_int, sig_hup;
-static uv_timer_t ticket_timer;
+static uv_timer_t ticket_timer, throttle_timer;
 static int stopping;
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -105,6 +227,13 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&ticket_timer, NULL);
+    uv_close((uv_handle_t *)&throttle_timer, NULL);
+}
+
+static void on_throttle_timer(uv_timer_t *t)
+{
+    struct auth_throttle *at = auth_throttle_shared();
+    if (at) auth_throttle_tick(at, auth_now_ms());
 }
 
 static void on_hup(uv_signal_t *h, int signum)
@@ -131,7 +260,7 @@ static void on_ticket_timer(uv_timer_t *t)
 
 static int cmd_run(int argc, char **argv)
 {
-    const char *data_dir = DEFAULT_DATA_DIR, *listen = NULL, *access = "-";
+    const char *data_dir = DEFAULT_DATA_DIR, *listen = NULL, *access = "-", *user = NULL;
     unsigned long threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -139,6 +268,8 @@ static int cmd_run(int argc, char **argv)
         if (strcmp(a, "--data-dir") == 0 && v) data_dir = argv[++i];
         else if (strcmp(a, "--listen") == 0 && v) listen = argv[++i];
         else if (strcmp(a, "--access-log") == 0 && v) access = argv[++i];
+        else if (strcmp(a, "--user") == 0 && v)
+            user = argv[++i];
         else if (strcmp(a, "--threads") == 0 && v) {
             if (parse_uint(argv[++i], 1, 1024, &threads) != 0)
                 return usage_error("--threads takes a number from 1 to 1024, not '%s'", argv[i]);
@@ -164,6 +295,29 @@ static int cmd_run(int argc, char **argv)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (unsigned long)n : 1;
     }
+    char err[1024];
+    struct run_user ru;
+    int drop = 0;
+    if (user) {
+        if (user_resolve(user, &ru, err, sizeof err) != 0) {
+            log_error("cannot start: %s", err);
+            return 1;
+        }
+        if (geteuid() != 0 && ru.uid != geteuid()) {
+            log_error("cannot start: --user %s needs root (certgate runs as uid %u and cannot "
+                      "become another user); start it as root, or leave --user out",
+                      user, (unsigned)geteuid());
+            return 1;
+        }
+        drop = geteuid() == 0;
+        if (drop && user_check_dir(&ru, data_dir, err, sizeof err) != 0) {
+            log_error("cannot start: %s", err);
+            return 1;
+        }
+    } else if (geteuid() == 0) {
+        log_warn("running as root: a flaw in certgate would give away the whole machine; "
+                 "start it with --user NAME to run as NAME once the ports are bound");
+    }
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     /* signals are caught from here on; they are acted upon once the loop runs, so a
@@ -176,7 +330,6 @@ static int cmd_run(int argc, char **argv)
     uv_signal_start(&sig_int, on_stop_signal, SIGINT);
     uv_signal_start(&sig_hup, on_hup, SIGHUP);
 
-    char err[1024];
     if (accesslog_open(access, err, sizeof err) != 0) {
         log_error("%s", err);
         return 1;
@@ -186,7 +339,17 @@ static int cmd_run(int argc, char **argv)
         return 1;
     }
     struct gw_options gopt = {.data_dir = data_dir};
-    if (gw_open(&gopt, err, sizeof err) != 0) {
+    /* the data directory is read and written as the user it will belong to */
+    if (drop && user_act_as(&ru, 0, err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        return 1;
+    }
+    if (gw_open(&gopt, err, sizeof err) != 0 ||
+        auth_store_check(gw_paths.config_dir, err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        return 1;
+    }
+    if (drop && user_act_as(&ru, 1, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
         return 1;
     }
@@ -200,6 +363,8 @@ static int cmd_run(int argc, char **argv)
         .https_port = have_port ? port : gw_settings()->port_ssl,
         .http_port = gw_settings()->port_http,
         .threads = (int)threads,
+        .after_bind = drop ? user_drop_after_bind : NULL,
+        .after_bind_arg = &ru,
     };
     if (server_start(&sc, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
@@ -214,6 +379,8 @@ static int cmd_run(int argc, char **argv)
     uv_timer_init(loop, &ticket_timer);
     uv_timer_start(&ticket_timer, on_ticket_timer, TLS_TICKET_ROTATE_S * 1000ull,
                    TLS_TICKET_ROTATE_S * 1000ull);
+    uv_timer_init(loop, &throttle_timer);
+    uv_timer_start(&throttle_timer, on_throttle_timer, 1000, 1000);
     uv_run(loop, UV_RUN_DEFAULT);
     server_join();
     uv_loop_close(loop);
@@ -270,6 +437,7 @@ static int cmd_check_config(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    json_set_alloc_funcs(malloc, wiping_free); /* before any JSON exists */
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);

@@ -320,6 +320,7 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
             }
         }
     }
+    if (cfg->after_bind && cfg->after_bind(cfg->after_bind_arg, err, errlen) != 0) return -1;
     for (int i = 0; i < nworkers; i++) {
         if (uv_thread_create(&workers[i].thread, worker_main, &workers[i]) != 0) {
             err_set(err, errlen, "cannot start worker thread %d", i);

@@ -13,6 +13,11 @@ struct server_config {
     unsigned https_port;     /* required */
     unsigned http_port;      /* 0: no plain HTTP listener */
     int threads;             /* >= 1 */
+    /* Optional: called once the sockets are bound, before any worker thread starts and
+     * before anything is accepted (main drops root there); when it fails (-1, sentence
+     * in err) server_start fails. */
+    int (*after_bind)(void *arg, char *err, size_t errlen);
+    void *after_bind_arg;
 };
 
 /* Per-worker hooks of the application (each gets the worker, conn.h): stopping is

@@ -1133,6 +1133,30 @@ class GatewayTest(unittest.TestCase):
             self.assertIn(w.lower(), text.lower(), "reason %r not in %r" % (w, text))
         return text
 
+    def assertApiError(self, resp, status, *words):
+        """resp = (status, headers, body) of the certificate API: the status, Dynatrace's
+        envelope {"error":{"code":status,"message":"..."}} as application/json, and each
+        word (case-insensitive) in the message. Returns the message."""
+        code, headers, body = resp
+        text = body.decode("utf-8", "replace")
+        self.assertEqual(code, status, "expected %d, got %d: %s" % (status, code, text))
+        self.assertTrue(headers.get("content-type", "").startswith("application/json"),
+                        "API errors are application/json, got %r: %s"
+                        % (headers.get("content-type"), text))
+        try:
+            j = json.loads(body)
+        except ValueError:
+            self.fail("API error body is not JSON: %r" % text)
+        self.assertEqual(set(j), {"error"}, j)
+        self.assertEqual(set(j["error"]), {"code", "message"}, j)
+        self.assertEqual(j["error"]["code"], status, j)
+        msg = j["error"]["message"]
+        self.assertIsInstance(msg, str)
+        self.assertTrue(msg.strip(), "the error message is empty")
+        for w in words:
+            self.assertIn(w.lower(), msg.lower(), "reason %r not in %r" % (w, msg))
+        return msg
+
     def assertJson(self, resp, status=200):
         code, headers, body = resp
         self.assertEqual(code, status, body.decode("utf-8", "replace"))

@@ -230,13 +230,13 @@ class UploadTest(ApiTest):
         for kind, p12 in sorted(F.unusable.items()):
             with self.subTest(kind):
                 before = self.state(g)
-                self.assertTextError(self.upload(kind + ".p12", p12, "pw-u"), 400)
+                self.assertApiError(self.upload(kind + ".p12", p12, "pw-u"), 400)
                 self.assertEqual(self.state(g), before)
                 self.assertEqual(g.request("GET", "/rest/health")[0], 200)
                 # the same through activation of a file copied in by hand
                 g.install(p12, "hand-" + kind + ".p12")
                 snap = self.state(g)
-                self.assertTextError(g.activate("hand-" + kind + ".p12", "pw-u", self.tok), 400)
+                self.assertApiError(g.activate("hand-" + kind + ".p12", "pw-u", self.tok), 400)
                 self.assertEqual(self.state(g), snap)
         code, body = g.curl(g.url("/rest/health"))
         self.assertEqual((code, body), (200, "RUNNING"))
@@ -263,7 +263,7 @@ class UploadTest(ApiTest):
         self.upload_ok("cert.p12", F.a, "pw-a")
         before = self.state(g)
         for p12, pw in ((F.b, "pw-b"), (F.a, "pw-a")):
-            self.assertTextError(self.upload("cert.p12", p12, pw), 403, "cert.p12", "active")
+            self.assertApiError(self.upload("cert.p12", p12, pw), 403, "cert.p12", "active")
             self.assertEqual(self.state(g), before)
         self.assertServes(g, F.a_crt)
 
@@ -286,12 +286,12 @@ class UploadTest(ApiTest):
                 if pw is not None:
                     h["X-Password"] = pw
                 r = g.call("PUT", "new.p12", self.tok, body=body, headers=h)
-                text = self.assertTextError(r, 400, *([word] if word else []))
+                text = self.assertApiError(r, 400, *([word] if word else []))
                 if pw:
                     self.assertNotIn(pw, text, "the answer repeats the password")
                 self.assertEqual(self.state(g), before, "a failed upload changed something")
         with self.subTest("empty body"):
-            self.assertTextError(g.call("PUT", "new.p12", self.tok, body=b"",
+            self.assertApiError(g.call("PUT", "new.p12", self.tok, body=b"",
                                         headers={"X-Password": "pw"}), 400)
             self.assertEqual(self.state(g), before)
 
@@ -314,9 +314,9 @@ class UploadTest(ApiTest):
         junk = os.urandom(MiB)
         h = {"X-Password": "x", "Content-Type": "application/octet-stream"}
         # exactly 1 MiB is read and refused as a bad file; one byte more is too large
-        self.assertTextError(g.call("PUT", "big.p12", self.tok, body=junk, headers=h), 400)
+        self.assertApiError(g.call("PUT", "big.p12", self.tok, body=junk, headers=h), 400)
         r = g.call("PUT", "big.p12", self.tok, body=junk + b"x", headers=h)
-        self.assertTextError(r, 413)
+        self.assertApiError(r, 413)
         self.assertEqual(self.state(g), before)
 
     def test_upload_size_limit_configured(self):
@@ -327,11 +327,12 @@ class UploadTest(ApiTest):
         g = self.start(conf="[certgate]\nmax-upload-size = 2K\n")
         self.upload_ok("small.p12", F.b, "pw-b")
         before = self.state(g)
-        self.assertTextError(self.upload("big.p12", F.a, "pw-a"), 413)
+        self.assertApiError(self.upload("big.p12", F.a, "pw-a"), 413)
         self.assertEqual(self.state(g), before)
         code, body = g.curl(g.api("big.p12"), "-H", "Authorization: Api-Token " + self.tok,
                             "-H", "X-Password: pw-a", "-T", F.a)
         self.assertEqual(code, 413, body)
+        self.assertEqual(json.loads(body)["error"]["code"], 413, body)
         self.assertEqual(self.state(g), before)
 
     def test_expect_100_continue_over_limit_413_without_body(self):
@@ -350,7 +351,7 @@ class UploadTest(ApiTest):
                 status, headers, body = read_http_response(t.makefile("rb"))
         self.assertEqual(status, 413, body)
         self.assertLess(time.time() - t0, 4 * SLOW)
-        self.assertTrue(headers.get("content-type", "").startswith("text/plain"))
+        self.assertApiError((status, headers, body), 413, "too large")
         self.assertEqual(self.state(g), before)
 
     def test_expect_100_continue_under_limit_continues(self):
@@ -411,6 +412,8 @@ class UploadTest(ApiTest):
         for n, (step, want) in enumerate(steps):
             status, headers, body = step()
             self.assertEqual(status, want, "step %d: %s" % (n, body))
+            if want != 200:
+                self.assertApiError((status, headers, body), want)
             self.assertNotEqual(headers.get("connection", "").lower(), "close",
                                 "step %d (%d) closed the connection" % (n, status))
             if sock is None:
@@ -488,7 +491,7 @@ class ConfigTest(ApiTest):
         # the settings still apply: 512K is the upload limit
         st = g.call("PUT", "big.p12", self.tok, body=os.urandom(512 * 1024 + 1),
                     headers={"X-Password": "x"})
-        self.assertTextError(st, 413)
+        self.assertApiError(st, 413)
 
 
 class ActivateTest(ApiTest):
@@ -560,8 +563,8 @@ class ActivateTest(ApiTest):
     def test_activate_missing_file_404(self):
         g = self.two()
         before = self.state(g)
-        self.assertTextError(g.activate("none.p12", "pw-a", self.tok), 404, "none.p12")
-        self.assertTextError(g.activate("none.p12", "pw-a", self.tok, json_body=True), 404)
+        self.assertApiError(g.activate("none.p12", "pw-a", self.tok), 404, "none.p12")
+        self.assertApiError(g.activate("none.p12", "pw-a", self.tok, json_body=True), 404)
         self.assertEqual(self.state(g), before)
 
     def test_activate_wrong_password_400_changes_nothing(self):
@@ -569,13 +572,13 @@ class ActivateTest(ApiTest):
         before = self.state(g)
         for json_body in (False, True):
             with self.subTest(json_body=json_body):
-                text = self.assertTextError(g.activate("a.p12", "pw-b", self.tok,
+                text = self.assertApiError(g.activate("a.p12", "pw-b", self.tok,
                                                        json_body=json_body), 400, "password")
                 self.assertNotIn("pw-b", text)
                 self.assertEqual(self.state(g), before)
         with self.subTest("no password at all"):
-            self.assertTextError(g.call("POST", "a.p12/activate", self.tok), 400)
-            self.assertTextError(g.call("POST", "a.p12/activate", self.tok, body="{}"), 400,
+            self.assertApiError(g.call("POST", "a.p12/activate", self.tok), 400)
+            self.assertApiError(g.call("POST", "a.p12/activate", self.tok, body="{}"), 400,
                                  "password")
             self.assertEqual(self.state(g), before)
         self.assertServes(g, F.b_crt)
@@ -598,7 +601,7 @@ class ActivateTest(ApiTest):
         for name, pw, word in (("tp.p12", "pw-file", "twopass"), ("nk.p12", "pw-n", "key"),
                                ("junk.p12", "x", "")):
             with self.subTest(name):
-                self.assertTextError(g.activate(name, pw, self.tok), 400, *([word] if word else []))
+                self.assertApiError(g.activate(name, pw, self.tok), 400, *([word] if word else []))
                 self.assertEqual(self.state(g), before)
 
 
@@ -624,15 +627,15 @@ class DeleteTest(ApiTest):
         self.upload_ok("b.p12", F.b, "pw-b")
         self.assertEqual(g.call("DELETE", "a.p12", self.tok)[0], 200)
         before = self.state(g)
-        self.assertTextError(g.call("DELETE", "a.p12", self.tok), 404, "a.p12")
-        self.assertTextError(g.call("DELETE", "never.p12", self.tok), 404, "never.p12")
+        self.assertApiError(g.call("DELETE", "a.p12", self.tok), 404, "a.p12")
+        self.assertApiError(g.call("DELETE", "never.p12", self.tok), 404, "never.p12")
         self.assertEqual(self.state(g), before)
 
     def test_delete_active_403(self):
         g = self.start()
         self.upload_ok("a.p12", F.a, "pw-a")
         before = self.state(g)
-        self.assertTextError(g.call("DELETE", "a.p12", self.tok), 403, "a.p12", "active")
+        self.assertApiError(g.call("DELETE", "a.p12", self.tok), 403, "a.p12", "active")
         self.assertEqual(self.state(g), before)
         self.assertServes(g, F.a_crt)
 
@@ -710,11 +713,11 @@ class DescribeTest(ApiTest):
         before = self.state(g)
         for method in ("GET", "POST"):
             with self.subTest(method):
-                self.assertTextError(g.call(method, "zz.p12/list", self.tok,
+                self.assertApiError(g.call(method, "zz.p12/list", self.tok,
                                             headers={"X-Password": "pw-a"}), 404, "zz.p12")
-                self.assertTextError(g.call(method, "a.p12/list", self.tok,
+                self.assertApiError(g.call(method, "a.p12/list", self.tok,
                                             headers={"X-Password": "nope"}), 400, "password")
-                self.assertTextError(g.call(method, "a.p12/list", self.tok,
+                self.assertApiError(g.call(method, "a.p12/list", self.tok,
                                             body=json.dumps({"password": "nope"})), 400,
                                      "password")
         self.assertEqual(self.state(g), before)
@@ -770,7 +773,7 @@ class MethodTest(ApiTest):
                 with self.subTest(rest=rest, method=m):
                     code, headers, body = g.call(m, rest, self.tok, body=b"" if m in ("PUT", "POST") else None,
                                                  headers={"X-Password": "pw-a"})
-                    self.assertEqual(code, 405, body)
+                    self.assertApiError((code, headers, body), 405, m)
                     self.assertIn("allow", headers, "405 without Allow")
                     got = {x.strip() for x in headers["allow"].split(",")}
                     self.assertTrue(allowed[rest] <= got, "Allow: %s" % headers["allow"])

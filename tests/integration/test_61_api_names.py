@@ -2,7 +2,7 @@
 
 A {name} is [A-Za-z0-9._-], 1-128 characters, not starting with '.', and not 'list'.
 Anything else (percent-encoded '/', '..', NUL, control characters, non-ASCII, overlong)
-is answered 400 with a text/plain reason, whatever the operation, and nothing is written
+is answered 400 with a reason in Dynatrace's JSON error envelope, whatever the operation, and nothing is written
 anywhere: the ssl and config directories, the gateway's TMPDIR and every folder above
 the ssl directory stay as they were. Requests go over raw TLS sockets so that no client
 normalizes the target ("..", "%2F") before the gateway sees it."""
@@ -106,8 +106,10 @@ class NameAttackTest(GatewayTest):
                 with self.subTest(name=name[:40], method=method):
                     status, resp = self.send(method, target, body)
                     self.assertEqual(status, 400, resp[:300])
-                    self.assertIn(b"content-type: text/plain", resp.lower())
-                    self.assertIn(b"name", resp.split(b"\r\n\r\n", 1)[1].lower(),
+                    self.assertIn(b"content-type: application/json", resp.lower())
+                    err = json.loads(resp.split(b"\r\n\r\n", 1)[1])["error"]
+                    self.assertEqual(err["code"], 400, resp[:300])
+                    self.assertIn("name", err["message"].lower(),
                                   "the 400 does not say the name is the problem")
         self.assertNothingWritten()
 

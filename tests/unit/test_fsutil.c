@@ -350,6 +350,59 @@ static void test_path_join(void **state)
     expect_join("", "x", "x");
 }
 
+static void test_entries_refuse_links_fifos_folders(void **state)
+{
+    const char *dir = *state;
+    char *reg = path_in(state, "reg.p12"), *fifo = path_in(state, "fifo.p12");
+    char *sub = path_in(state, "dir.p12"), *lnk = path_in(state, "link.p12");
+    char *dangling = path_in(state, "dangling.p12"), *made = path_in(state, "made");
+    char err[512], *data;
+    size_t len;
+    write_plain(reg, "secret", 0600);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(symlink("reg.p12", lnk), 0);
+    assert_int_equal(symlink("made", dangling), 0);
+    /* the regular file of ours */
+    assert_int_equal(fs_check_entry(dir, "reg.p12", err, sizeof err), 0);
+    assert_int_equal(fs_read_entry(dir, "reg.p12", 100, &data, &len, err, sizeof err), 0);
+    assert_int_equal(len, 6);
+    free(data);
+    /* refusals, with errno and a sentence that names the entry (a FIFO does not block) */
+    struct {
+        const char *name;
+        int err;
+        const char *word;
+    } cases[] = {{"link.p12", ELOOP, "symbolic link"},
+                 {"dangling.p12", ELOOP, "symbolic link"},
+                 {"fifo.p12", EINVAL, "FIFO"},
+                 {"dir.p12", EINVAL, "folder"},
+                 {"none.p12", ENOENT, "none.p12"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        errno = 0;
+        if (fs_check_entry(dir, cases[i].name, err, sizeof err) != -1 || errno != cases[i].err)
+            fail_msg("check %s: expected errno %d, got %d", cases[i].name, cases[i].err, errno);
+        if (!strstr(err, cases[i].word) || !strstr(err, cases[i].name))
+            fail_msg("check %s: \"%s\" lacks \"%s\"", cases[i].name, err, cases[i].word);
+        errno = 0;
+        data = NULL;
+        if (fs_read_entry(dir, cases[i].name, 100, &data, &len, err, sizeof err) != -1 ||
+            errno != cases[i].err || data)
+            fail_msg("read %s: expected errno %d, got %d", cases[i].name, cases[i].err, errno);
+        if (!strstr(err, cases[i].word))
+            fail_msg("read %s: \"%s\" lacks \"%s\"", cases[i].name, err, cases[i].word);
+    }
+    /* writing an entry replaces a link itself, never its target */
+    assert_int_equal(fs_write_entry(dir, "dangling.p12", "new", 3, 0600, err, sizeof err), 0);
+    struct stat st;
+    assert_int_equal(lstat(dangling, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(lstat(made, &st), -1);
+    expect_content(reg, "secret");
+    free(reg), free(fifo), free(sub), free(lnk), free(dangling), free(made);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +426,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unlink_durable, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_fsync_dir, setup_dir, teardown_dir),
         cmocka_unit_test(test_path_join),
+        cmocka_unit_test_setup_teardown(test_entries_refuse_links_fifos_folders, setup_dir,
+                                        teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
