@@ -126,7 +126,7 @@ static void respond_error(struct http_exchange *x, int status, const char *extra
 }
 
 /* Errors the HTTP layer finds in an API request (413, 400, 408, ...). */
-static void on_http_error(struct http_exchange *x, int status, const char *msg)
+void api_http_error(struct http_exchange *x, int status, const char *msg)
 {
     respond_error(x, status, NULL, "%s", msg);
 }
@@ -371,9 +371,9 @@ static int still_same(struct api_job *j, const struct file_id *id)
 static int refuse_active(struct api_job *j)
 {
     job_error(j, 403,
-             "%s is the active certificate file and cannot be replaced; upload the new "
-             "certificate under another name (it is activated at once), then delete %s",
-             j->name, j->name);
+              "%s is the active certificate file and cannot be replaced; upload the new "
+              "certificate under another name (it is activated at once), then delete %s",
+              j->name, j->name);
     return -1;
 }
 
@@ -397,8 +397,6 @@ static void op_upload(struct api_job *j, const struct http_request *r)
     /* the name must not be a symbolic link (or anything else than our own file) */
     if (fs_check_entry(gw_paths.ssl_dir, j->name, err, sizeof err) != 0 && errno != ENOENT) {
         job_error(j, 403, "%s", err);
-        return;
-    }
         return;
     }
     const char *h = http_header(r, "X-Password");
@@ -752,7 +750,7 @@ void api_route(const struct http_request *req, const struct gw_snap *snap, struc
 {
     out->handle = handle;
     out->on_headers = on_headers;
-    out->on_error = on_http_error;
+    out->on_error = api_http_error;
     out->wipe = 1; /* tokens and passwords */
     out->max_body = req->method == HTTP_PUT ? snap->max_upload_bytes : SMALL_BODY;
 }

@@ -27,6 +27,10 @@
 /* 1 when path belongs to the certificate API (it then owns every answer). */
 int api_match(const char *path);
 
+/* An error answer in Dynatrace's envelope ({"error":{"code":N,"message":msg}}); also for
+ * requests on API paths refused before routing (http_set_error_router). */
+void api_http_error(struct http_exchange *x, int status, const char *msg);
+
 /* Fills the route for an API request. */
 void api_route(const struct http_request *req, const struct gw_snap *snap,
                struct http_route *out);

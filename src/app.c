@@ -58,6 +58,12 @@ static void route(const struct http_request *r, const struct gw_snap *snap,
     proxy_route(r, snap, out);
 }
 
+/* Requests refused before routing: API paths get their errors in the API's envelope. */
+static http_error_fn error_route(const char *target)
+{
+    return api_match(target) ? api_http_error : NULL;
+}
+
 void app_init(void)
 {
     static const struct server_hooks hooks = {
@@ -65,6 +71,7 @@ void app_init(void)
         .worker_exit = up_pool_free,
     };
     http_set_router(route);
+    http_set_error_router(error_route);
     server_set_hooks(&hooks);
 }
 

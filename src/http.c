@@ -88,10 +88,16 @@ struct http_exchange {
 };
 
 static http_router_fn router;
+static http_error_router_fn error_router;
 
 void http_set_router(http_router_fn r)
 {
     router = r;
+}
+
+void http_set_error_router(http_error_router_fn fn)
+{
+    error_router = fn;
 }
 
 const struct http_request *http_req(const struct http_exchange *x)
@@ -479,8 +485,11 @@ static void answer_error(struct hconn *h, int status, const char *msg)
         return;
     }
     x->keep_alive = 0;
-    if (x->headers_done && x->route.on_error)
-        x->route.on_error(x, status, msg);
+    http_error_fn fn = x->headers_done ? x->route.on_error
+                       : x->req.target && error_router ? error_router(x->req.target)
+                                                       : NULL;
+    if (fn)
+        fn(x, status, msg);
     else
         http_respond_text(x, status, "%s", msg);
     h->close_after = 1;
@@ -762,17 +771,16 @@ static void parse_input(struct hconn *h)
     }
     llhttp_errno_t e = llhttp_execute(p, start, avail);
     struct http_exchange *x = h->x;
+    c->rpos += e == HPE_PAUSED ? (uint32_t)(llhttp_get_error_pos(p) - start) : (uint32_t)avail;
     /* parsed bytes are not looked at again: a request with secrets leaves none behind */
     if (x && x->headers_done && x->route.wipe) {
         explicit_bzero(c->rbuf, c->rpos);
         explicit_bzero(c->rbuf + c->rlen, RBUF_SIZE - c->rlen); /* earlier reads' leftovers */
     }
     if (e == HPE_PAUSED) {
-        c->rpos += (uint32_t)(llhttp_get_error_pos(p) - start);
         if (x && x->complete && !x->dispatched) dispatch(x);
         return;
     }
-    c->rpos += (uint32_t)avail;
     if (e == HPE_OK) return;
     if (x && x->done) { /* a streaming route answered early and stopped the parser */
         h->close_after = 1;

@@ -101,6 +101,13 @@ typedef void (*http_router_fn)(const struct http_request *req, const struct gw_s
                                struct http_route *out);
 void http_set_router(http_router_fn router);
 
+/* For a request refused before routing (its head failed the checks): the answer function
+ * for that target (e.g. the API's JSON envelope for API paths), or NULL for plain text.
+ * Set by app.c; target is the raw request target. */
+typedef void (*http_error_fn)(struct http_exchange *x, int status, const char *msg);
+typedef http_error_fn (*http_error_router_fn)(const char *target);
+void http_set_error_router(http_error_router_fn fn);
+
 /* ----- answers ----- */
 
 /* A complete response. content_type may be NULL (no body type). extra_headers is a
