@@ -277,7 +277,12 @@ static int load_certgate(struct loader *ld, struct conf_settings *s)
         get_seconds_ms(ld, "body-timeout", &s->body_timeout_ms) < 0 ||
         get_switch(ld, "ssl-session-cache", onoff, &s->session_cache) < 0 ||
         get_switch(ld, "ssl-session-tickets", onoff, &s->session_tickets) < 0 ||
-        get_switch(ld, "session-reused-header", onoff, &s->session_reused_header) < 0)
+        get_switch(ld, "session-reused-header", onoff, &s->session_reused_header) < 0 ||
+        get_uint(ld, "max-connections", 1, 10000000, "a number",
+                 ", or remove the line to size it from the open-files limit",
+                 &s->max_connections) < 0 ||
+        get_uint(ld, "min-rate", 0, 1000000000, "a number of bytes per second", " (0: off)",
+                 &s->min_rate) < 0)
         return -1;
     return 0;
 }
@@ -299,7 +304,9 @@ static int load_upstream(struct loader *ld, struct conf_upstream *u)
                  &u->read_timeout_s) < 0 ||
         get_uint(ld, "max-connections", 1, 10000, "a number", "", &u->max_connections) < 0 ||
         get_string(ld, "ca-file", &u->ca_file) < 0 ||
-        get_switch(ld, "verify", "use true or false (on and off also work)", &u->verify) < 0)
+        get_switch(ld, "verify", "use true or false (on and off also work)", &u->verify) < 0 ||
+        get_uint(ld, "queue-size", 0, 100000, "a number", " (0: no queue, answer 503 at once)",
+                 &u->queue_size) < 0)
         return -1;
     return 0;
 }
@@ -317,8 +324,12 @@ int conf_settings_load(const struct propfile *doc, const char *path, struct conf
         .body_timeout_ms = 60000,
         .session_cache = 1,
         .session_tickets = 1,
-        .upstream = {
-            .connect_timeout_s = 5, .read_timeout_s = 60, .max_connections = 32, .verify = 1}};
+        .min_rate = 1024,
+        .upstream = {.connect_timeout_s = 5,
+                     .read_timeout_s = 60,
+                     .max_connections = 32,
+                     .verify = 1,
+                     .queue_size = 256}};
     struct loader ld = {.doc = doc, .path = path, .err = err, .errlen = errlen};
     memset(out, 0, sizeof *out);
     if (load_webserver(&ld, &s) < 0 || load_certgate(&ld, &s) < 0 ||

@@ -23,9 +23,10 @@ struct conf_upstream {
     char *url;                  /* NULL: no upstream configured */
     unsigned connect_timeout_s; /* default 5 */
     unsigned read_timeout_s;    /* default 60 */
-    unsigned max_connections;   /* idle pool size per thread, default 32 */
+    unsigned max_connections;   /* connections per thread (in flight + idle), default 32 */
     char *ca_file;              /* NULL: system store */
     int verify;                 /* default 1 */
+    unsigned queue_size;        /* requests waiting for a connection per thread, default 256 */
 };
 
 struct conf_settings {
@@ -47,6 +48,10 @@ struct conf_settings {
     int session_tickets;       /* ssl-session-tickets = on|off, default on */
     int session_reused_header; /* session-reused-header = on|off, default off: local answers
                                 * carry X-Session-Reused: 0|1 (benchmarks check it) */
+    unsigned max_connections;  /* max-connections: client connections of the gateway; 0
+                                * (default): sized from RLIMIT_NOFILE (server.c) */
+    unsigned min_rate;         /* min-rate: bytes/s of request bodies and of answers to slow
+                                * readers after a grace of body-timeout; 0: off; default 1024 */
     /* [upstream] */
     struct conf_upstream upstream;
 };

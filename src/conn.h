@@ -131,6 +131,7 @@ struct conn {
     unsigned peer_eof : 1;         /* the peer closed its side */
     unsigned posted : 1;           /* on the worker's posted list */
     unsigned closed_done : 1;      /* ops->closed delivered */
+    unsigned blocked : 1;          /* output waits for the peer (since blocked_since) */
     struct conn *post_next;
     struct conn *tq_prev, *tq_next; /* timeout queue links */
     uint64_t deadline;              /* worker ms */
@@ -139,6 +140,10 @@ struct conn {
     char *obuf; /* pending output */
     size_t opos, olen, ocap;
     uint64_t out_total; /* bytes written to the transport, ever */
+    uint64_t in_total;  /* bytes read from the transport, ever */
+    /* time spent with output waiting for the peer to take it (min-rate of slow readers):
+     * blocked_ms closed periods, plus now - blocked_since while blocked */
+    uint64_t blocked_ms, blocked_since;
     struct reclaim rc;
 };
 
@@ -164,6 +169,9 @@ struct worker {
     /* client connections (http.c's list) */
     void *clients;
     unsigned nclients;
+    /* the gateway-wide count of client connections (server.c's, shared by every worker),
+     * decremented when one closes; NULL in tests */
+    _Atomic unsigned *gw_clients;
     int stopping; /* graceful stop: answers end their connections, idle ones close */
     /* server.c's own (listeners, stop deadline) */
     void *srv;
@@ -225,6 +233,12 @@ int conn_flush(struct conn *c, int keep_buf);
  * written (fewer than n when it is full: want_write is then set and the caller queues
  * the rest), or -1 on error. */
 ssize_t conn_write_direct(struct conn *c, const void *p, size_t n);
+/* Milliseconds this connection's output has waited for the peer, ever (conn_write_direct
+ * found the transport full, until a flush emptied the queue). */
+uint64_t conn_blocked_ms(const struct conn *c);
+/* Bytes written to the transport that the peer has not acknowledged yet (the socket's
+ * send queue); 0 for the in-memory transport or when unknown. */
+size_t conn_unacked(const struct conn *c);
 /* Gives the output buffer back. */
 void conn_obuf_release(struct conn *c);
 /* Sends close_notify (TLS; best effort, also from ops->closed). */

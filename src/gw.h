@@ -27,6 +27,8 @@ struct gw_snap {
     size_t max_upload_bytes;
     unsigned keepalive_timeout_ms, header_timeout_ms, body_timeout_ms;
     int session_reused_header;
+    unsigned max_connections; /* 0: server.c's default */
+    unsigned min_rate;        /* bytes/s, 0: off */
     struct upstream *upstream; /* NULL: no upstream configured; one reference held */
 };
 

@@ -22,7 +22,8 @@ int upstream_same(const struct upstream *t, const struct conf_upstream *u)
     return t && streq(t->conf.url, u->url) && streq(t->conf.ca_file, u->ca_file) &&
            t->conf.connect_timeout_s == u->connect_timeout_s &&
            t->conf.read_timeout_s == u->read_timeout_s &&
-           t->conf.max_connections == u->max_connections && t->conf.verify == u->verify;
+           t->conf.max_connections == u->max_connections && t->conf.verify == u->verify &&
+           t->conf.queue_size == u->queue_size;
 }
 
 struct upstream *upstream_ref(struct upstream *t)
