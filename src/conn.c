@@ -218,6 +218,16 @@ void conn_close(struct conn *c)
     conn_post(c);
 }
 
+void conn_reset(struct conn *c)
+{
+    if (c->state == CS_CLOSED) return;
+    if (c->fd >= 0) {
+        struct linger l = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    conn_close(c);
+}
+
 void conn_update_poll(struct conn *c)
 {
     unsigned ev = 0;

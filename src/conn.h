@@ -204,6 +204,10 @@ void conn_init(struct conn *c, struct worker *w, const struct conn_ops *ops, int
 void conn_post(struct conn *c);
 /* Marks c closed and posts it; see the lifetime rule above. Idempotent. */
 void conn_close(struct conn *c);
+/* conn_close, and the socket is reset when it closes (SO_LINGER 0): what is still in the
+ * kernel's send queue is dropped instead of being delivered to a peer too slow to take
+ * it (which would keep it for as long again). */
+void conn_reset(struct conn *c);
 /* Makes the epoll interest match the state and flags. */
 void conn_update_poll(struct conn *c);
 /* (Re)arms the single timeout of c: kind k in ms from now; TQ_NONE disarms. */

@@ -1022,9 +1022,12 @@ static void h_timeout(struct conn *c, enum tq_kind kind)
         conn_post(c);
         return;
     }
-    if (kind == TQ_BODY || kind == TQ_WRITE)
+    if (kind == TQ_BODY || kind == TQ_WRITE) {
         log_debug("client too slow (%s: body-timeout or min-rate); closing",
                   kind == TQ_BODY ? "request body" : "reading the answer");
+        conn_reset(c); /* what the kernel still holds for it is dropped too */
+        return;
+    }
     conn_close(c);
 }
 

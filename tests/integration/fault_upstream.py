@@ -28,7 +28,8 @@ Each request says what the upstream does with it, in its query string:
 
 Without a query, GET / answers 2,000 chunks of 4 KiB (issue 9's reproduction).
 
-Counters (stats()): connections (accepted), open (open now), busy (open and not idle:
+Counters (stats()): connections (accepted), open (open now), max_open (the most open at
+once), busy (open and not idle:
 idle means waiting for the next request after a complete answer; a new connection is busy
 until it has been answered once), requests (all tries); busy_conns: the numbers of the
 busy connections.
@@ -115,6 +116,7 @@ class FaultUpstream:
         self._stop = threading.Event()
         self.connections = 0
         self.open = 0
+        self.max_open = 0  # the most connections open at once
         self.busy = 0
         self.busy_conns = set()  # the numbers of the busy connections
         self.requests = 0
@@ -156,6 +158,7 @@ class FaultUpstream:
     def stats(self):
         with self.cond:
             return {"connections": self.connections, "open": self.open, "busy": self.busy,
+                    "max_open": self.max_open,
                     "requests": self.requests, "busy_conns": sorted(self.busy_conns)}
 
     def records(self, rid):
@@ -198,6 +201,7 @@ class FaultUpstream:
             with self.cond:
                 self.connections += 1
                 self.open += 1
+                self.max_open = max(self.max_open, self.open)
                 self.busy += 1
                 n = self.connections
                 self.busy_conns.add(n)
