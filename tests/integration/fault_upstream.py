@@ -12,6 +12,8 @@ Each request says what the upstream does with it, in its query string:
   size=N           answer body bytes (default 16); chunk=N: chunk size (default 4096)
   close=1          the answer says Connection: close, and the connection ends after it
   delay=S          wait S seconds before answering (noticing a peer that goes away)
+  step=N, pace=S   send the answer body N bytes at a time (default 256 KiB), pausing S
+                   seconds after each (default 0)
   cut=reset|close|stall   a fault at the phase `at`: reset (SO_LINGER {1, 0}, then close:
                    a TCP RST), close (shutdown(SHUT_WR), then close: a FIN), or stall
                    (stop, and wait until the peer gives up)
@@ -355,11 +357,15 @@ class FaultUpstream:
             limit = min(after, len(wire))
         view = memoryview(wire)
         off = 0
+        step = int(p.get("step", str(256 * 1024)))
+        pace = float(p.get("pace", "0"))
         while off < limit:
-            k = min(256 * 1024, limit - off)
+            k = min(step, limit - off)
             self._send(c, view[off:off + k])
             off += k
             self._update(lambda: setattr(rec, "sent", off))
+            if pace:
+                time.sleep(pace)
         if cut and at == "answer":
             self._fault(c, cut, st)
         self._update(lambda: setattr(rec, "outcome", "answered"))

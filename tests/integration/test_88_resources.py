@@ -270,32 +270,40 @@ class Resources(GatewayTest):
                         "the upstream connection was not released: %s" % up.stats())
         self.assertServed(g)
 
-    def test_steady_download_longer_than_read_timeout(self):
-        """A slow-but-steady client (above min-rate) gets a whole answer that takes far
-        longer than read-timeout: that timer measures the upstream only."""
+    def test_slow_download_longer_than_read_timeout(self):
+        """A slow client (a pause of 3 s, longer than read-timeout, then steady reading)
+        gets the whole answer: read-timeout measures the upstream only, and stops while
+        reading from it waits for the client."""
         up = self.fault_upstream()
-        g = self.start_gw("body-timeout = 2\n", "url = %s\nread-timeout = 1\n" % up.url)
+        g = self.start_gw("body-timeout = 5\n", "url = %s\nread-timeout = 1\n" % up.url)
         s = tls_connect(g.port, rcvbuf=16 * KiB)
-        size = 1 * MiB
-        s.sendall(b"GET /?id=steady&size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        size = 12 * MiB  # beyond the kernel's buffers: reading the upstream must pause
+        # the upstream sends 64 KiB pieces (so that the gateway's reads are short ones)
+        s.sendall(b"GET /?id=slowdl&size=%d&step=65536&pace=0.002 HTTP/1.1\r\nHost: x\r\n\r\n" % size)
         t0 = time.time()
-        buf = b""
-        s.settimeout(5 * SLOW)
-        while True:  # about 128 KiB a second
-            b = s.recv(16 * KiB)
+        buf = bytearray()
+        s.settimeout(10 * SLOW)
+        paused = False
+        while True:
+            b = s.recv(256 * KiB)
             if not b:
                 break
             buf += b
-            head, sep, body = buf.partition(b"\r\n\r\n")
-            if sep and len(body) >= size:
+            head, sep, body = bytes(buf[:1024]).partition(b"\r\n\r\n")
+            if sep and len(buf) - len(head) - 4 >= size:
                 break
-            time.sleep(0.125)
+            if not paused and time.time() - t0 > 0.5:
+                time.sleep(3)  # the client stops reading for 3 s
+                paused = True
+            elif not paused:
+                time.sleep(0.05)
         took = time.time() - t0
         s.close()
-        head, _, body = buf.partition(b"\r\n\r\n")
+        head, _, body = bytes(buf).partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head[:200])
-        self.assertEqual(len(body), size, "cut after %.1f s" % took)
-        self.assertGreater(took, 3, "the download was not slower than read-timeout")
+        self.assertEqual(len(body), size, "cut after %.1f s: %s" % (took, g.logs()[-500:]))
+        self.assertGreater(took, 3)
+        self.assertNotIn("stalled", g.logs())
         self.assertServed(g)
 
     # ----- the upstream's max-connections -----
