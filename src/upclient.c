@@ -50,6 +50,7 @@ struct upconn {
     /* waiting: queued for a connection (no socket yet); counted: holds one of nconns;
      * handed: got the socket of a connection that went idle; open_pending: may open one */
     unsigned waiting : 1, counted : 1, handed : 1, open_pending : 1;
+    unsigned fresh_only : 1; /* waiting for a new connection, not a pooled one (a retry) */
     struct buf rh; /* the answer's header block as received: "Name: value\r\n" lines */
     int in_value; /* the last header callback was a value */
     char reason[64];
@@ -132,7 +133,7 @@ static void pool_dispatch(struct pool *p)
 {
     while (p->wait_head) {
         struct upconn *q = p->wait_head;
-        if (p->idle && p->idle->target == q->target) {
+        if (p->idle && p->idle->target == q->target && !q->fresh_only) {
             struct upconn *i = p->idle;
             idle_unlink(i);
             wait_unlink(q);
@@ -142,7 +143,7 @@ static void pool_dispatch(struct pool *p)
             p->nconns++;
             q->counted = 1;
             q->open_pending = 1;
-        } else if (p->idle) { /* of another upstream (reloaded): make room */
+        } else if (p->idle) { /* of another upstream (reloaded), or a retry: make room */
             struct upconn *i = p->idle;
             idle_unlink(i);
             i->counted = 0;
@@ -717,6 +718,7 @@ struct upconn *up_acquire(struct worker *w, struct upstream *t, int allow_pooled
         }
         if (wait) { /* no socket yet: at the end of the queue, for up to connect-timeout */
             u->waiting = 1;
+            u->fresh_only = !allow_pooled;
             u->prev = p->wait_tail;
             if (p->wait_tail)
                 p->wait_tail->next = u;
