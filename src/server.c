@@ -463,6 +463,13 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
     if (open_listeners(cfg->host, cfg->https_port, 1, err, errlen) != 0) return -1;
     if (cfg->http_port && open_listeners(cfg->host, cfg->http_port, 0, err, errlen) != 0)
         return -1;
+    struct gw_snap *snap = gw_snap_acquire();
+    if (snap && snap->max_connections)
+        log_info("at most %u client connections (max-connections)", snap->max_connections);
+    else
+        log_info("at most %u client connections (max-connections: half the open-files limit "
+                 "less 128 descriptors)", default_max_conns);
+    gw_snap_release(snap);
     for (int i = 0; i < nworkers; i++) {
         struct srv_worker *sw = &workers[i];
         struct worker *w = &sw->w;
