@@ -325,11 +325,9 @@ int conf_settings_load(const struct propfile *doc, const char *path, struct conf
         .session_cache = 1,
         .session_tickets = 1,
         .min_rate = 1024,
-        .upstream = {.connect_timeout_s = 5,
-                     .read_timeout_s = 60,
-                     .max_connections = 32,
-                     .verify = 1,
-                     .queue_size = 256}};
+        .upstream = {
+            .connect_timeout_s = 5, .read_timeout_s = 60, .max_connections = 32, .verify = 1}};
+    s.upstream.queue_size = 256;
     struct loader ld = {.doc = doc, .path = path, .err = err, .errlen = errlen};
     memset(out, 0, sizeof *out);
     if (load_webserver(&ld, &s) < 0 || load_certgate(&ld, &s) < 0 ||

@@ -65,10 +65,10 @@ static unsigned default_max_conns; /* max-connections when not configured */
  * often it happened in between. */
 struct note {
     pthread_mutex_t mu;
-    uint64_t next_ms;  /* no line before this */
-    unsigned pending;  /* occurrences not logged yet */
-    int err;           /* the last errno, when there is one */
-    unsigned peak;     /* highest client count seen meanwhile */
+    uint64_t next_ms; /* no line before this */
+    unsigned pending; /* occurrences not logged yet */
+    int err;          /* the last errno, when there is one */
+    unsigned peak;    /* highest client count seen meanwhile */
 };
 static struct note note_cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
 static struct note note_fds = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -259,8 +259,7 @@ static void note_fds_log(const struct worker *w, int force, int err)
         log_error("accept: %s (%u time%s in the last %u s, %u client connections); new "
                   "connections wait in the listen backlog; lower max-connections or raise "
                   "the open-files limit",
-                  strerror(err), count,
-                  count == 1 ? "" : "s", NOTE_INTERVAL_MS / 1000, peak);
+                  strerror(err), count, count == 1 ? "" : "s", NOTE_INTERVAL_MS / 1000, peak);
 }
 
 /* Milliseconds a new connection already waited in the kernel since its SYN: with

@@ -76,7 +76,8 @@ static void queue_then_503(void **state)
     settle();
     assert_int_equal(T.connects, MAX_CONNS); /* two in flight, two waiting */
     expect_busy(c[4]);                       /* the queue was full */
-    for (int i = 0; i < 4; i++) expect_none(c[i]);
+    for (int i = 0; i < 4; i++)
+        expect_none(c[i]);
     expect_out(T.up[0], UP_GET_A);
     push(T.up[0], OK_K);
     settle();
@@ -234,8 +235,10 @@ static void slow_reader_cut_by_min_rate(void **state)
     int cut_at = -1;
     for (int s = 1; s <= 40 && cut_at < 0; s++) {
         advance(1000);
-        if (ended(m) || m->closed) cut_at = s;
-        else memio_set_room(m, 500);
+        if (ended(m) || m->closed)
+            cut_at = s;
+        else
+            memio_set_room(m, 500);
         settle();
         free(take(m, NULL));
     }
