@@ -38,11 +38,11 @@ enum conn_state { CS_CONNECTING, CS_HANDSHAKE, CS_ACTIVE, CS_LINGER, CS_CLOSED }
 enum tq_kind {
     TQ_HEADER,    /* client: TLS handshake or request head */
     TQ_KEEPALIVE, /* client: between requests */
-    TQ_BODY,      /* client: request body progress */
-    TQ_WRITE,     /* client: answer progress */
+    TQ_BODY,      /* client: request body progress (body-timeout, min-rate overall) */
+    TQ_WRITE,     /* client: answer progress (body-timeout, min-rate overall) */
     TQ_LINGER,    /* client: draining after the last answer */
-    TQ_CONNECT,   /* upstream: connect + TLS handshake */
-    TQ_UPREAD,    /* upstream: answer progress (read-timeout) */
+    TQ_CONNECT,   /* upstream: connect + TLS handshake, or the wait for a free connection */
+    TQ_UPREAD,    /* upstream: answer progress (read-timeout; not while the client is slow) */
     TQ_UPIDLE,    /* upstream: idle in the pool */
     TQ_N,
     TQ_NONE = TQ_N
