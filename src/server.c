@@ -51,7 +51,6 @@ struct srv_worker {
     uint64_t accept_paused_until; /* descriptors ran out: retry accepting then */
     int at_cap;                   /* not accepting: max-connections reached */
     int watching;                 /* the listeners are in the epoll set */
-    unsigned defer_s;             /* TCP_DEFER_ACCEPT of the listeners */
 };
 
 static struct srv_worker *workers;
@@ -97,16 +96,13 @@ static int resolve(const char *host, unsigned port, struct sockaddr_storage *ss,
     return 0;
 }
 
-/* TCP_DEFER_ACCEPT for a header-timeout: the kernel holds a connection without data for
- * this long (it resends its SYN-ACK at 1, 3, 7, 15 s...; the value rounds up to the next
- * of those), then hands it over, and the header timer runs out the rest (see
- * syn_wait_ms). Half of header-timeout at most, at least 1 s. */
-static unsigned defer_seconds(unsigned header_timeout_ms)
-{
-    unsigned d = 1;
-    while ((2 * d + 1) * 1000 <= header_timeout_ms / 2 && d < 63) d = 2 * d + 1;
-    return d;
-}
+/* TCP_DEFER_ACCEPT, seconds: the kernel holds a connection that sent no data until its
+ * first SYN-ACK resend (1 s), then hands it over, and the header timer runs out the rest
+ * of header-timeout counted from the SYN (see syn_wait_ms). A longer deferral cannot keep
+ * the deadline: a silent client ACKs every SYN-ACK, the kernel then skips resends, and
+ * the socket no longer tells how long it waited (10 s, the old value, held such a client
+ * for ~20 s whatever header-timeout said). */
+#define DEFER_ACCEPT_S 1
 
 static int listen_socket(const struct sockaddr_storage *ss, socklen_t len, int reuseport,
                          const char *what, char *err, size_t errlen)
@@ -116,7 +112,7 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t len, int r
         err_set(err, errlen, "cannot listen on %s: socket: %s", what, strerror(errno));
         return -1;
     }
-    int one = 1, defer = (int)defer_seconds(gw_settings()->header_timeout_ms);
+    int one = 1, defer = DEFER_ACCEPT_S;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ss->ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
@@ -320,22 +316,13 @@ static void on_accept(struct listener *l)
     }
 }
 
-/* The tick's part of accepting: resume after a pause, keep the deferral in step with
- * header-timeout, log what is pending. */
-static void accept_tick(struct srv_worker *sw, int snap_changed)
+/* The tick's part of accepting: resume after a pause, log what is pending. */
+static void accept_tick(struct srv_worker *sw)
 {
     struct worker *w = &sw->w;
     if (sw->accept_paused_until && w->now >= sw->accept_paused_until) sw->accept_paused_until = 0;
     if (sw->at_cap && atomic_load(&nclients) < max_clients(w)) sw->at_cap = 0;
     listeners_update(sw);
-    if (snap_changed && !w->stopping) {
-        int d = (int)defer_seconds(w->snap->header_timeout_ms);
-        if ((unsigned)d != sw->defer_s) {
-            for (int j = 0; j < sw->nlisteners; j++)
-                setsockopt(sw->listeners[j].fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &d, sizeof d);
-            sw->defer_s = (unsigned)d;
-        }
-    }
     note_cap_log(w, 1);
     note_fds_log(w, 1, 0);
 }
@@ -357,9 +344,9 @@ static void on_tick(uv_timer_t *t)
     w->now = uv_now(&w->loop);
     worker_update_date(w);
     accesslog_flush();
-    int changed = gw_snap_refresh(&w->snap);
+    gw_snap_refresh(&w->snap);
     worker_expire(w);
-    if (!w->stopping) accept_tick(sw, changed);
+    if (!w->stopping) accept_tick(sw);
     if (w->stopping) {
         if (w->now >= sw->stop_deadline && w->nclients) {
             log_warn("stopping: closing %u unfinished connection(s)", w->nclients);
@@ -478,7 +465,6 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
         }
         w->srv = sw;
         w->gw_clients = &nclients;
-        sw->defer_s = defer_seconds(w->snap->header_timeout_ms);
         uv_async_init(&w->loop, &sw->wakeup, on_wakeup);
         sw->wakeup.data = sw;
         uv_timer_init(&w->loop, &sw->tick);
