@@ -284,7 +284,12 @@ static int load_certgate(struct loader *ld, struct conf_settings *s)
         get_uint(ld, "auth-failures-per-minute", 0, 1000000, "a number",
                  " (0 turns the throttling of failed authentications off)",
                  &s->auth_failures) < 0 ||
-        get_seconds_ms(ld, "auth-failure-window", &s->auth_window_ms) < 0)
+        get_seconds_ms(ld, "auth-failure-window", &s->auth_window_ms) < 0 ||
+        get_uint(ld, "max-connections", 1, 10000000, "a number",
+                 ", or remove the line to size it from the open-files limit",
+                 &s->max_connections) < 0 ||
+        get_uint(ld, "min-rate", 0, 1000000000, "a number of bytes per second", " (0: off)",
+                 &s->min_rate) < 0)
         return -1;
     return 0;
 }
@@ -386,7 +391,9 @@ static int load_upstream(struct loader *ld, struct conf_upstream *u)
         get_string(ld, "ca-file", &u->ca_file) < 0 ||
         get_switch(ld, "verify", "use true or false (on and off also work)", &u->verify) < 0 ||
         get_cidrs(ld, "trusted-proxies", u->trusted_proxies, &u->ntrusted_proxies) < 0 ||
-        get_switch(ld, "forwarded", "use on, off, true or false", &u->forwarded) < 0)
+        get_switch(ld, "forwarded", "use on, off, true or false", &u->forwarded) < 0 ||
+        get_uint(ld, "queue-size", 0, 100000, "a number", " (0: no queue, answer 503 at once)",
+                 &u->queue_size) < 0)
         return -1;
     return 0;
 }
@@ -407,8 +414,10 @@ int conf_settings_load(const struct propfile *doc, const char *path, struct conf
         .api_queue = 8,
         .auth_failures = 20,
         .auth_window_ms = 60000,
+        .min_rate = 1024,
         .upstream = {
             .connect_timeout_s = 5, .read_timeout_s = 60, .max_connections = 32, .verify = 1}};
+    s.upstream.queue_size = 256;
     struct loader ld = {.doc = doc, .path = path, .err = err, .errlen = errlen};
     memset(out, 0, sizeof *out);
     if (load_webserver(&ld, &s) < 0 || load_certgate(&ld, &s) < 0 ||

@@ -33,7 +33,7 @@ struct conf_upstream {
     char *url;                  /* NULL: no upstream configured */
     unsigned connect_timeout_s; /* default 5 */
     unsigned read_timeout_s;    /* default 60 */
-    unsigned max_connections;   /* idle pool size per thread, default 32 */
+    unsigned max_connections;   /* connections per thread (in flight + idle), default 32 */
     char *ca_file;              /* NULL: system store */
     int verify;                 /* default 1 */
     /* trusted-proxies: peers whose X-Forwarded-For / Forwarded are appended to (the others'
@@ -41,6 +41,7 @@ struct conf_upstream {
     struct conf_cidr trusted_proxies[CONF_MAX_CIDRS];
     unsigned ntrusted_proxies;
     int forwarded;              /* forwarded = on|off: also send RFC 7239 Forwarded; off */
+    unsigned queue_size;        /* requests waiting for a connection per thread, default 256 */
 };
 
 struct conf_settings {
@@ -67,6 +68,10 @@ struct conf_settings {
     unsigned auth_failures;    /* auth-failures-per-minute: failed authentications allowed
                                 * per client address and window, default 20; 0: no limit */
     unsigned auth_window_ms;   /* auth-failure-window (s), default 60 s (short for tests) */
+    unsigned max_connections;  /* max-connections: client connections of the gateway; 0
+                                * (default): sized from RLIMIT_NOFILE (server.c) */
+    unsigned min_rate;         /* min-rate: bytes/s of request bodies and of answers to slow
+                                * readers after a grace of body-timeout; 0: off; default 1024 */
     /* [upstream] */
     struct conf_upstream upstream;
 };

@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -216,6 +218,16 @@ void conn_close(struct conn *c)
     conn_post(c);
 }
 
+void conn_reset(struct conn *c)
+{
+    if (c->state == CS_CLOSED) return;
+    if (c->fd >= 0) {
+        struct linger l = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    conn_close(c);
+}
+
 void conn_update_poll(struct conn *c)
 {
     unsigned ev = 0;
@@ -298,6 +310,7 @@ int conn_read_into(struct conn *c, char *p, size_t room)
     default:
         return -2;
     }
+    c->in_total += n;
     /* records already decrypted or buffered by read-ahead are not visible to epoll */
     c->more_input = n == room || conn_pending(c);
     return (int)n;
@@ -373,6 +386,10 @@ ssize_t conn_write_direct(struct conn *c, const void *p, size_t n)
                                 : tls_conn_write(c->ssl, c->fd, (const char *)p + off, n - off, &w);
         if (st == TLS_IO_WANT_WRITE || st == TLS_IO_WANT_READ) {
             c->want_write = 1;
+            if (!c->blocked) {
+                c->blocked = 1;
+                c->blocked_since = c->w->now;
+            }
             break;
         }
         if (st != TLS_IO_OK) return -1;
@@ -392,9 +409,25 @@ int conn_flush(struct conn *c, int keep_buf)
         if (c->opos < c->olen) return 0; /* the socket is full: want_write is set */
     }
     c->want_write = 0;
+    if (c->blocked) {
+        c->blocked = 0;
+        c->blocked_ms += c->w->now - c->blocked_since;
+    }
     c->opos = c->olen = 0;
     if (!keep_buf && c->obuf) conn_obuf_release(c);
     return 0;
+}
+
+uint64_t conn_blocked_ms(const struct conn *c)
+{
+    return c->blocked_ms + (c->blocked ? c->w->now - c->blocked_since : 0);
+}
+
+size_t conn_unacked(const struct conn *c)
+{
+    int n = 0;
+    if (c->fd < 0 || ioctl(c->fd, SIOCOUTQ, &n) != 0 || n < 0) return 0;
+    return (size_t)n;
 }
 
 void conn_close_notify(struct conn *c)

@@ -38,11 +38,11 @@ enum conn_state { CS_CONNECTING, CS_HANDSHAKE, CS_ACTIVE, CS_LINGER, CS_CLOSED }
 enum tq_kind {
     TQ_HEADER,    /* client: TLS handshake or request head */
     TQ_KEEPALIVE, /* client: between requests */
-    TQ_BODY,      /* client: request body progress */
-    TQ_WRITE,     /* client: answer progress */
+    TQ_BODY,      /* client: request body progress (body-timeout, min-rate overall) */
+    TQ_WRITE,     /* client: answer progress (body-timeout, min-rate overall) */
     TQ_LINGER,    /* client: draining after the last answer */
-    TQ_CONNECT,   /* upstream: connect + TLS handshake */
-    TQ_UPREAD,    /* upstream: answer progress (read-timeout) */
+    TQ_CONNECT,   /* upstream: connect + TLS handshake, or the wait for a free connection */
+    TQ_UPREAD,    /* upstream: answer progress (read-timeout; not while the client is slow) */
     TQ_UPIDLE,    /* upstream: idle in the pool */
     TQ_N,
     TQ_NONE = TQ_N
@@ -131,6 +131,7 @@ struct conn {
     unsigned peer_eof : 1;         /* the peer closed its side */
     unsigned posted : 1;           /* on the worker's posted list */
     unsigned closed_done : 1;      /* ops->closed delivered */
+    unsigned blocked : 1;          /* output waits for the peer (since blocked_since) */
     struct conn *post_next;
     struct conn *tq_prev, *tq_next; /* timeout queue links */
     uint64_t deadline;              /* worker ms */
@@ -139,6 +140,10 @@ struct conn {
     char *obuf; /* pending output */
     size_t opos, olen, ocap;
     uint64_t out_total; /* bytes written to the transport, ever */
+    uint64_t in_total;  /* bytes read from the transport, ever */
+    /* time spent with output waiting for the peer to take it (min-rate of slow readers):
+     * blocked_ms closed periods, plus now - blocked_since while blocked */
+    uint64_t blocked_ms, blocked_since;
     struct reclaim rc;
 };
 
@@ -164,6 +169,9 @@ struct worker {
     /* client connections (http.c's list) */
     void *clients;
     unsigned nclients;
+    /* the gateway-wide count of client connections (server.c's, shared by every worker),
+     * decremented when one closes; NULL in tests */
+    _Atomic unsigned *gw_clients;
     int stopping; /* graceful stop: answers end their connections, idle ones close */
     /* server.c's own (listeners, stop deadline) */
     void *srv;
@@ -196,6 +204,10 @@ void conn_init(struct conn *c, struct worker *w, const struct conn_ops *ops, int
 void conn_post(struct conn *c);
 /* Marks c closed and posts it; see the lifetime rule above. Idempotent. */
 void conn_close(struct conn *c);
+/* conn_close, and the socket is reset when it closes (SO_LINGER 0): what is still in the
+ * kernel's send queue is dropped instead of being delivered to a peer too slow to take
+ * it (which would keep it for as long again). */
+void conn_reset(struct conn *c);
 /* Makes the epoll interest match the state and flags. */
 void conn_update_poll(struct conn *c);
 /* (Re)arms the single timeout of c: kind k in ms from now; TQ_NONE disarms. */
@@ -225,6 +237,12 @@ int conn_flush(struct conn *c, int keep_buf);
  * written (fewer than n when it is full: want_write is then set and the caller queues
  * the rest), or -1 on error. */
 ssize_t conn_write_direct(struct conn *c, const void *p, size_t n);
+/* Milliseconds this connection's output has waited for the peer, ever (conn_write_direct
+ * found the transport full, until a flush emptied the queue). */
+uint64_t conn_blocked_ms(const struct conn *c);
+/* Bytes written to the transport that the peer has not acknowledged yet (the socket's
+ * send queue); 0 for the in-memory transport or when unknown. */
+size_t conn_unacked(const struct conn *c);
 /* Gives the output buffer back. */
 void conn_obuf_release(struct conn *c);
 /* Sends close_notify (TLS; best effort, also from ops->closed). */

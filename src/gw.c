@@ -514,6 +514,8 @@ static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settin
     n->body_timeout_ms = s->body_timeout_ms;
     n->session_reused_header = s->session_reused_header;
     n->api_queue = s->api_queue;
+    n->max_connections = s->max_connections;
+    n->min_rate = s->min_rate;
     n->upstream = upstream_ref(up);
     return n;
 }

@@ -31,6 +31,8 @@ struct gw_snap {
     unsigned keepalive_timeout_ms, header_timeout_ms, body_timeout_ms;
     int session_reused_header;
     unsigned api_queue; /* [certgate] api-queue */
+    unsigned max_connections; /* 0: server.c's default */
+    unsigned min_rate;        /* bytes/s, 0: off */
     struct upstream *upstream; /* NULL: no upstream configured; one reference held */
 };
 

@@ -12,6 +12,7 @@
 #include "tls.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +46,9 @@ struct hconn {
     struct http_exchange *x; /* the request being read or answered */
     uint8_t hscan;           /* line-ending scan of the head being read (reqcheck) */
     uint64_t requests;       /* served on this connection */
+    /* min-rate of the answers: out_total (plus what was queued) and conn_blocked_ms when
+     * the current request began */
+    uint64_t wr_out0, wr_blk0;
     unsigned close_after : 1; /* close once the output is flushed */
     unsigned draining : 1;    /* server stopping: last request on this connection */
     unsigned body_paused : 1; /* streaming route asked to stop reading the body */
@@ -77,8 +81,11 @@ struct http_exchange {
     char fail_why[200];   /* its sentence (reqcheck), when there is one */
     unsigned headers_done : 1, complete : 1, dispatched : 1, done : 1, keep_alive : 1;
     unsigned streaming : 1, stream_chunked : 1, stream_nobody : 1, want_drain : 1;
-    unsigned released : 1;
+    unsigned released : 1, rate_started : 1;
     int status;
+    /* min-rate of the body: when its reading began (moved on by the time it was paused
+     * for back-pressure) and the connection's in_total then */
+    uint64_t rate_t0, rate_in0, paused_at;
     uint64_t stream_mark; /* the connection's out_total + queued when the answer began */
     uint64_t bytes_out;
     uint64_t start_ms;
@@ -213,7 +220,7 @@ static struct http_exchange *x_new(struct hconn *h)
     x->fail_why[0] = '\0';
     x->headers_done = x->complete = x->dispatched = x->done = x->keep_alive = 0;
     x->streaming = x->stream_chunked = x->stream_nobody = x->want_drain = 0;
-    x->released = 0;
+    x->released = x->rate_started = 0;
     x->status = 0;
     x->bytes_out = 0;
     x->upstream_ms = -1;
@@ -223,6 +230,8 @@ static struct http_exchange *x_new(struct hconn *h)
     x->arena = worker_buf_get(w);
     x->start_ms = w->now;
     x->req.content_length = -1;
+    h->wr_out0 = h->c.out_total + conn_queued(&h->c);
+    h->wr_blk0 = conn_blocked_ms(&h->c);
     if (!x->arena) {
         free(x);
         return NULL;
@@ -255,6 +264,8 @@ static void x_release(struct http_exchange *x)
 }
 
 /* ----- output ----- */
+
+static void arm(struct hconn *h, enum tq_kind kind);
 
 static void out_put(struct hconn *h, const void *p, size_t n)
 {
@@ -398,8 +409,7 @@ size_t http_stream_write(struct http_exchange *x, const void *p, size_t n)
         }
         if ((size_t)w < n) out_put(h, (const char *)p + w, n - (size_t)w);
         x->bytes_out += n;
-        if (c->want_write && (w > 0 || c->tq != TQ_WRITE))
-            conn_set_timeout(c, TQ_WRITE, c->w->snap->body_timeout_ms);
+        if (c->want_write && (w > 0 || c->tq != TQ_WRITE)) arm(h, TQ_WRITE);
         if (c->want_write) conn_post(c); /* its run asks for writable */
     } else if (n && !x->stream_nobody) {
         size_t start = c->olen - c->opos;
@@ -450,6 +460,7 @@ void http_pause_body(struct http_exchange *x)
     struct hconn *h = x->h;
     if (!h || h->body_paused) return;
     h->body_paused = 1; /* on_body pauses the parser when the route returns */
+    x->paused_at = h->c.w->now; /* the client is not to blame for this time */
 }
 
 void http_resume_body(struct http_exchange *x)
@@ -457,6 +468,7 @@ void http_resume_body(struct http_exchange *x)
     struct hconn *h = x->h;
     if (!h || !h->body_paused) return;
     h->body_paused = 0;
+    x->rate_t0 += h->c.w->now - x->paused_at;
     if (!x->complete) llhttp_resume(&h->parser);
     conn_post(&h->c);
 }
@@ -863,9 +875,42 @@ static unsigned timeout_ms(const struct worker *w, enum tq_kind kind)
     }
 }
 
+/* The minimum transfer rate: bytes done must stay >= min-rate x (time spent - grace),
+ * the grace being body-timeout. Time spent is, for a request body, the time since its
+ * reading began (without pauses for back-pressure), and for answers, the time the output
+ * waited for the client. Returns ms capped to when the bound breaks if nothing more is
+ * done (the whole duration is bounded, not each step). */
+static unsigned rate_bound(struct hconn *h, enum tq_kind kind, unsigned ms)
+{
+    struct conn *c = &h->c;
+    const struct gw_snap *s = c->w->snap;
+    struct http_exchange *x = h->x;
+    if (!s->min_rate) return ms;
+    uint64_t done, spent;
+    if (kind == TQ_BODY) {
+        if (!x || !x->headers_done) return ms;
+        if (!x->rate_started) { /* input not parsed yet counts as done */
+            x->rate_started = 1;
+            x->rate_t0 = c->w->now;
+            x->rate_in0 = c->in_total - (c->rlen - c->rpos);
+        }
+        done = c->in_total - x->rate_in0;
+        spent = c->w->now - x->rate_t0;
+    } else {
+        uint64_t out = c->out_total - conn_unacked(c); /* what the client has taken */
+        done = out > h->wr_out0 ? out - h->wr_out0 : 0;
+        spent = conn_blocked_ms(c) - h->wr_blk0;
+    }
+    uint64_t allowed = s->body_timeout_ms + done * 1000 / s->min_rate;
+    if (allowed <= spent) return 1;
+    return allowed - spent < ms ? (unsigned)(allowed - spent) : ms;
+}
+
 static void arm(struct hconn *h, enum tq_kind kind)
 {
-    conn_set_timeout(&h->c, kind, timeout_ms(h->c.w, kind));
+    unsigned ms = timeout_ms(h->c.w, kind);
+    if (kind == TQ_BODY || kind == TQ_WRITE) ms = rate_bound(h, kind, ms);
+    conn_set_timeout(&h->c, kind, ms);
 }
 
 static enum tq_kind wanted_timeout(const struct hconn *h)
@@ -1065,10 +1110,17 @@ static void h_timeout(struct conn *c, enum tq_kind kind)
     struct http_exchange *x = h->x;
     if (c->state == CS_ACTIVE && (kind == TQ_HEADER || kind == TQ_BODY) && x && !x->dispatched &&
         !x->done && !x->streaming && (x->url.len || x->headers_done)) {
-        log_debug("client too slow (%s); answering 408", kind == TQ_HEADER ? "header" : "body");
+        log_debug("client too slow (%s); answering 408",
+                  kind == TQ_HEADER ? "header-timeout" : "body: body-timeout or min-rate");
         answer_error(h, 408, "request timed out: the client was too slow sending it");
         arm(h, TQ_WRITE); /* bounds the answer's delivery too */
         conn_post(c);
+        return;
+    }
+    if (kind == TQ_BODY || kind == TQ_WRITE) {
+        log_debug("client too slow (%s: body-timeout or min-rate); closing",
+                  kind == TQ_BODY ? "request body" : "reading the answer");
+        conn_reset(c); /* what the kernel still holds for it is dropped too */
         return;
     }
     conn_close(c);
@@ -1111,6 +1163,7 @@ static void h_closed(struct conn *c)
     if (h->next) h->next->prev = h->prev;
     h->prev = h->next = NULL;
     w->nclients--;
+    if (w->gw_clients) atomic_fetch_sub(w->gw_clients, 1);
 }
 
 static const struct conn_ops client_ops = {

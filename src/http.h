@@ -149,7 +149,8 @@ struct ssl_ctx_st;
 /* A new client connection on w for the accepted socket fd (or -1, then the caller
  * attaches an in-memory transport to the result before the worker settles). peer is
  * its sockaddr; tls: the context to handshake with, NULL for plain HTTP. Posted, so it
- * runs at the worker's next settle. NULL when out of memory (fd closed). */
+ * runs at the worker's next settle. NULL when out of memory (fd closed). The caller has
+ * counted it in *w->gw_clients (when set); its close takes it off again. */
 struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peerlen,
                          struct ssl_ctx_st *tls);
 /* Graceful stop: idle connections close, the others end after their current answer. */

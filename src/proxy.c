@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#define PX_RETRY_AFTER_S "1" /* seconds, in a 503 for a busy upstream */
+
 struct pxreq {
     struct http_exchange *x; /* NULL once the client is gone */
     struct worker *w;
@@ -136,6 +138,17 @@ static void px_complete(void *ctx)
 
 static int px_attach(struct pxreq *r, int allow_pooled);
 
+/* A text answer of the gateway; a 503 (the upstream's connections are all busy) says
+ * when to try again. */
+static void px_answer_error(struct http_exchange *x, int status, const char *msg)
+{
+    char text[600];
+    int n = snprintf(text, sizeof text, "%s\n", msg);
+    if (n < 0 || (size_t)n >= sizeof text) n = (int)sizeof text - 1;
+    http_respond(x, status, "text/plain; charset=utf-8",
+                 status == 503 ? "Retry-After: " PX_RETRY_AFTER_S "\r\n" : NULL, text, (size_t)n);
+}
+
 static void px_error(void *ctx, int status, const char *msg, int retryable)
 {
     struct pxreq *r = ctx;
@@ -155,8 +168,8 @@ static void px_error(void *ctx, int status, const char *msg, int retryable)
         http_abort(r->x);
         return;
     }
-    log_warn("proxy: %d: %s", status, msg);
-    http_respond_text(r->x, status, "%s", msg);
+    if (status != 503) log_warn("proxy: %d: %s", status, msg); /* 503: upclient.c logged it */
+    px_answer_error(r->x, status, msg);
 }
 
 static void px_drain(void *ctx)
@@ -177,11 +190,16 @@ static const struct up_handler px_handler = {
 static int px_attach(struct pxreq *r, int allow_pooled)
 {
     char err[300];
-    r->uc = up_acquire(r->w, r->target, allow_pooled, r->head_req, &px_handler, r, err, sizeof err);
+    int status;
+    r->uc = up_acquire(r->w, r->target, allow_pooled, r->head_req, &px_handler, r, &status, err,
+                       sizeof err);
     if (!r->uc) {
         px_record_time(r);
-        log_warn("proxy: 502: %s", err);
-        http_respond_text(r->x, 502, "%s", err);
+        if (status == 503) /* a line per request would flood the log under overload */
+            log_debug("proxy: 503: %s", err);
+        else
+            log_warn("proxy: %d: %s", status, err);
+        px_answer_error(r->x, status, err);
         return -1;
     }
     up_send(r->uc, r->head.p, r->head.len, 0);

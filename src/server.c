@@ -13,11 +13,13 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +27,10 @@
 #define TICK_MS 250
 #define STOP_GRACE_MS 10000
 #define ACCEPT_BATCH 64
+#define NOTE_INTERVAL_MS 10000 /* a repeated condition is logged once per interval */
+/* descriptors kept out of the default max-connections: listeners, epoll sets, libuv,
+ * log and data files, the API's work (certificate files, temp files) */
+#define FD_RESERVE 128
 
 struct listener {
     int fd;
@@ -42,13 +48,29 @@ struct srv_worker {
     struct listener listeners[2];
     int nlisteners;
     uint64_t stop_deadline;
-    uint64_t accept_paused_until;
+    uint64_t accept_paused_until; /* descriptors ran out: retry accepting then */
+    int at_cap;                   /* not accepting: max-connections reached */
+    int watching;                 /* the listeners are in the epoll set */
 };
 
 static struct srv_worker *workers;
 static struct server_hooks hooks;
 static int nworkers;
 static unsigned bound_https_port;
+static _Atomic unsigned nclients;  /* client connections of every worker */
+static unsigned default_max_conns; /* max-connections when not configured */
+
+/* A condition logged at most once per NOTE_INTERVAL_MS for the whole gateway, with how
+ * often it happened in between. */
+struct note {
+    pthread_mutex_t mu;
+    uint64_t next_ms; /* no line before this */
+    unsigned pending; /* occurrences not logged yet */
+    int err;          /* the last errno, when there is one */
+    unsigned peak;    /* highest client count seen meanwhile */
+};
+static struct note note_cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static struct note note_fds = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* ----- sockets ----- */
 
@@ -74,6 +96,14 @@ static int resolve(const char *host, unsigned port, struct sockaddr_storage *ss,
     return 0;
 }
 
+/* TCP_DEFER_ACCEPT, seconds: the kernel holds a connection that sent no data until its
+ * first SYN-ACK resend (1 s), then hands it over, and the header timer runs out the rest
+ * of header-timeout counted from the SYN (see syn_wait_ms). A longer deferral cannot keep
+ * the deadline: a silent client ACKs every SYN-ACK, the kernel then skips resends, and
+ * the socket no longer tells how long it waited (10 s, the old value, held such a client
+ * for ~20 s whatever header-timeout said). */
+#define DEFER_ACCEPT_S 1
+
 static int listen_socket(const struct sockaddr_storage *ss, socklen_t len, int reuseport,
                          const char *what, char *err, size_t errlen)
 {
@@ -82,7 +112,7 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t len, int r
         err_set(err, errlen, "cannot listen on %s: socket: %s", what, strerror(errno));
         return -1;
     }
-    int one = 1, defer = 10;
+    int one = 1, defer = DEFER_ACCEPT_S;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ss->ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
@@ -166,29 +196,135 @@ static int listener_watch(struct listener *l, int op, int on)
     return epoll_ctl(l->w->epfd, op, l->fd, &e);
 }
 
+/* Takes the worker's listeners out of its epoll set (new connections wait in the
+ * kernel's backlog) or puts them back, as the pauses say. */
+static void listeners_update(struct srv_worker *sw)
+{
+    int on = !sw->at_cap && !sw->accept_paused_until && !sw->w.stopping;
+    if (on == sw->watching) return;
+    for (int j = 0; j < sw->nlisteners; j++)
+        listener_watch(&sw->listeners[j], on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, 1);
+    sw->watching = on;
+}
+
+static unsigned max_clients(const struct worker *w)
+{
+    return w->snap->max_connections ? w->snap->max_connections : default_max_conns;
+}
+
+/* Counts an occurrence of n's condition; returns 1 when a line is due now (then
+ * *count and *peak say what to log). force: log what is pending once the interval
+ * passed, without a new occurrence (the tick). */
+static int note_due(struct note *n, uint64_t now, int force, int err, unsigned *count,
+                    unsigned *peak, int *err_out)
+{
+    int due = 0;
+    pthread_mutex_lock(&n->mu);
+    if (!force) {
+        n->err = err;
+        n->pending++;
+        unsigned c = atomic_load_explicit(&nclients, memory_order_relaxed);
+        if (c > n->peak) n->peak = c;
+    }
+    if (n->pending && now >= n->next_ms) {
+        due = 1;
+        *count = n->pending;
+        *peak = n->peak;
+        *err_out = n->err;
+        n->pending = n->peak = 0;
+        n->next_ms = now + NOTE_INTERVAL_MS;
+    }
+    pthread_mutex_unlock(&n->mu);
+    return due;
+}
+
+static void note_cap_log(const struct worker *w, int force)
+{
+    unsigned count, peak;
+    int err;
+    if (note_due(&note_cap, w->now, force, 0, &count, &peak, &err))
+        log_warn("%u client connections: max-connections (%u) reached %u time%s in the last "
+                 "%u s; new connections wait in the listen backlog until others close",
+                 peak, max_clients(w), count, count == 1 ? "" : "s", NOTE_INTERVAL_MS / 1000);
+}
+
+static void note_fds_log(const struct worker *w, int force, int err)
+{
+    unsigned count, peak;
+    if (note_due(&note_fds, w->now, force, err, &count, &peak, &err))
+        log_error("accept: %s (%u time%s in the last %u s, %u client connections); new "
+                  "connections wait in the listen backlog; lower max-connections or raise "
+                  "the open-files limit",
+                  strerror(err), count, count == 1 ? "" : "s", NOTE_INTERVAL_MS / 1000, peak);
+}
+
+/* Milliseconds a new connection already waited in the kernel since its SYN: with
+ * TCP_DEFER_ACCEPT, a client that sent nothing is handed over after SYN-ACK resends,
+ * which the socket counts (1, 3, 7 ... s for 1, 2, 3 ... resends). */
+static unsigned syn_wait_ms(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || !ti.tcpi_total_retrans) return 0;
+    unsigned n = ti.tcpi_total_retrans < 12 ? ti.tcpi_total_retrans : 12;
+    return ((1u << n) - 1) * 1000;
+}
+
 static void on_accept(struct listener *l)
 {
     struct worker *w = l->w;
     struct srv_worker *sw = w->srv;
     if (w->stopping) return;
+    unsigned cap = max_clients(w);
     for (int i = 0; i < ACCEPT_BATCH; i++) {
+        /* a place is taken before accepting: the workers share one count */
+        if (atomic_fetch_add(&nclients, 1) >= cap) {
+            atomic_fetch_sub(&nclients, 1);
+            sw->at_cap = 1;
+            listeners_update(sw);
+            note_cap_log(w, 0);
+            return;
+        }
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_error("accept: %s; pausing new connections for 100 ms", strerror(errno));
-                for (int j = 0; j < sw->nlisteners; j++) listener_watch(&sw->listeners[j], EPOLL_CTL_MOD, 0);
+            int err = errno;
+            atomic_fetch_sub(&nclients, 1);
+            if (err == EAGAIN || err == EINTR || err == ECONNABORTED) return;
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
                 sw->accept_paused_until = w->now + 100;
+                listeners_update(sw);
+                note_fds_log(w, 0, err);
             }
             return;
         }
         /* per connection, not per batch: a batch that started before a switch must not
          * hand the old certificate to a client that connected after the switch's 200 */
         gw_snap_refresh(&w->snap);
-        http_accept(w, fd, &ss, len, l->tls ? w->snap->ctx : NULL);
+        struct conn *c = http_accept(w, fd, &ss, len, l->tls ? w->snap->ctx : NULL);
+        if (!c) {
+            atomic_fetch_sub(&nclients, 1);
+            continue;
+        }
+        /* the header deadline holds from the SYN */
+        unsigned waited = syn_wait_ms(fd);
+        if (waited) {
+            unsigned t = w->snap->header_timeout_ms;
+            conn_set_timeout(c, TQ_HEADER, t > waited ? t - waited : 1);
+        }
     }
+}
+
+/* The tick's part of accepting: resume after a pause, log what is pending. */
+static void accept_tick(struct srv_worker *sw)
+{
+    struct worker *w = &sw->w;
+    if (sw->accept_paused_until && w->now >= sw->accept_paused_until) sw->accept_paused_until = 0;
+    if (sw->at_cap && atomic_load(&nclients) < max_clients(w)) sw->at_cap = 0;
+    listeners_update(sw);
+    note_cap_log(w, 1);
+    note_fds_log(w, 1, 0);
 }
 
 /* ----- workers ----- */
@@ -210,11 +346,7 @@ static void on_tick(uv_timer_t *t)
     accesslog_flush();
     gw_snap_refresh(&w->snap);
     worker_expire(w);
-    if (sw->accept_paused_until && w->now >= sw->accept_paused_until && !w->stopping) {
-        sw->accept_paused_until = 0;
-        for (int j = 0; j < sw->nlisteners; j++)
-            listener_watch(&sw->listeners[j], EPOLL_CTL_MOD, 1);
-    }
+    if (!w->stopping) accept_tick(sw);
     if (w->stopping) {
         if (w->now >= sw->stop_deadline && w->nclients) {
             log_warn("stopping: closing %u unfinished connection(s)", w->nclients);
@@ -233,6 +365,7 @@ static void on_wakeup(uv_async_t *a)
     sw->stop_deadline = w->now + STOP_GRACE_MS;
     for (int j = 0; j < sw->nlisteners; j++) close(sw->listeners[j].fd); /* leaves the set */
     sw->nlisteners = 0;
+    sw->watching = 0;
     http_worker_stop(w);
     if (hooks.worker_stopping) hooks.worker_stopping(w);
     worker_settle(w);
@@ -274,6 +407,10 @@ static void worker_main(void *arg)
             }
         }
         worker_settle(w); /* nothing of this batch is referred to any more */
+        if (sw->at_cap && atomic_load(&nclients) < max_clients(w)) { /* ours closed */
+            sw->at_cap = 0;
+            listeners_update(sw);
+        }
         if (run_uv || uv_backend_timeout(loop) == 0) {
             uv_run(loop, UV_RUN_NOWAIT);
             worker_settle(w);
@@ -289,9 +426,21 @@ static void worker_main(void *arg)
     worker_cleanup(w);
 }
 
+unsigned server_default_max_connections(void)
+{
+    /* a proxied client may hold one upstream connection: two descriptors each, after
+     * FD_RESERVE for everything else */
+    struct rlimit rl;
+    rlim_t n = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+    if (n == RLIM_INFINITY || n > 20000000) n = 20000000;
+    rlim_t m = n > FD_RESERVE + 32 ? (n - FD_RESERVE) / 2 : 16;
+    return (unsigned)m;
+}
+
 int server_start(const struct server_config *cfg, char *err, size_t errlen)
 {
     nworkers = cfg->threads;
+    default_max_conns = server_default_max_connections();
     workers = calloc((size_t)nworkers, sizeof *workers);
     if (!workers) {
         err_set(err, errlen, "out of memory");
@@ -300,6 +449,13 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
     if (open_listeners(cfg->host, cfg->https_port, 1, err, errlen) != 0) return -1;
     if (cfg->http_port && open_listeners(cfg->host, cfg->http_port, 0, err, errlen) != 0)
         return -1;
+    struct gw_snap *snap = gw_snap_acquire();
+    if (snap && snap->max_connections)
+        log_info("at most %u client connections (max-connections)", snap->max_connections);
+    else
+        log_info("at most %u client connections (max-connections: half the open-files limit "
+                 "less 128 descriptors)", default_max_conns);
+    gw_snap_release(snap);
     for (int i = 0; i < nworkers; i++) {
         struct srv_worker *sw = &workers[i];
         struct worker *w = &sw->w;
@@ -308,6 +464,7 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
             return -1;
         }
         w->srv = sw;
+        w->gw_clients = &nclients;
         uv_async_init(&w->loop, &sw->wakeup, on_wakeup);
         sw->wakeup.data = sw;
         uv_timer_init(&w->loop, &sw->tick);
@@ -319,6 +476,7 @@ int server_start(const struct server_config *cfg, char *err, size_t errlen)
                 return -1;
             }
         }
+        sw->watching = 1;
     }
     if (cfg->after_bind && cfg->after_bind(cfg->after_bind_arg, err, errlen) != 0) return -1;
     for (int i = 0; i < nworkers; i++) {

@@ -42,6 +42,11 @@ void server_stop(void);
 /* Waits for the workers to end (after server_stop). */
 void server_join(void);
 
+/* max-connections when custom.properties does not set it: (RLIMIT_NOFILE - 128) / 2, at
+ * least 16 (a proxied client may hold an upstream connection; 128 descriptors are kept for
+ * listeners, event loops, logs, files and the API). Read at server_start. */
+unsigned server_default_max_connections(void);
+
 /* The bound HTTPS port (useful when 0 was asked for). */
 unsigned server_https_port(void);
 

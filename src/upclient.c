@@ -31,6 +31,9 @@ struct pool {
     struct upstream *target; /* the upstream the idle connections belong to */
     struct upconn *idle;
     unsigned nidle;
+    unsigned nconns; /* connections open or opening (in flight and idle): <= max-connections */
+    struct upconn *wait_head, *wait_tail; /* requests waiting for a connection, oldest first */
+    unsigned nwait;
     struct ssl_session_st *session;
     int stopping;
 };
@@ -45,6 +48,10 @@ struct upconn {
     llhttp_t parser;
     unsigned idle : 1, reused : 1, read_paused : 1, got_bytes : 1, resp_done : 1;
     unsigned write_failed : 1, req_done : 1, body_paused : 1, head_req : 1, resp_started : 1;
+    /* waiting: queued for a connection (no socket yet); counted: holds one of nconns;
+     * handed: got the socket of a connection that went idle; open_pending: may open one */
+    unsigned waiting : 1, counted : 1, handed : 1, open_pending : 1;
+    unsigned fresh_only : 1; /* waiting for a new connection, not a pooled one (a retry) */
     struct buf rh; /* the answer's header block as received: "Name: value\r\n" lines */
     int in_value; /* the last header callback was a value */
     int head_overflow; /* the answer's header block passed UP_HEADER_LIMIT */
@@ -85,6 +92,74 @@ static void close_idle(struct pool *p)
     }
 }
 
+static void wait_unlink(struct upconn *u)
+{
+    struct pool *p = u->pool;
+    if (!u->waiting) return;
+    u->waiting = 0;
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        p->wait_head = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    else
+        p->wait_tail = u->prev;
+    u->prev = u->next = NULL;
+    p->nwait--;
+}
+
+/* q, waiting, takes over the socket (and TLS) of i, an idle connection of the same
+ * upstream; i, an empty shell now, closes. q's run starts the request. */
+static void take_socket(struct upconn *q, struct upconn *i)
+{
+    struct conn *d = &q->c, *s = &i->c;
+    if (s->fd >= 0 && s->events) epoll_ctl(s->w->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+    s->events = 0;
+    d->fd = s->fd;
+    d->ssl = s->ssl;
+    d->events = 0;
+    if (s->mem) memio_attach(s->mem, d);
+    s->fd = -1;
+    s->ssl = NULL;
+    s->mem = NULL;
+    q->reused = 1;
+    q->counted = 1;
+    i->counted = 0;
+    q->handed = 1;
+    conn_close(s);
+}
+
+/* Gives what is free to the waiting requests, oldest first: an idle connection's socket,
+ * or a place to open a new connection. Each is posted; its run goes on from there. */
+static void pool_dispatch(struct pool *p)
+{
+    while (p->wait_head) {
+        struct upconn *q = p->wait_head;
+        if (p->idle && p->idle->target == q->target && !q->fresh_only) {
+            struct upconn *i = p->idle;
+            idle_unlink(i);
+            wait_unlink(q);
+            take_socket(q, i);
+        } else if (p->nconns < q->target->conf.max_connections) {
+            wait_unlink(q);
+            p->nconns++;
+            q->counted = 1;
+            q->open_pending = 1;
+        } else if (p->idle) { /* of another upstream (reloaded), or a retry: make room */
+            struct upconn *i = p->idle;
+            idle_unlink(i);
+            i->counted = 0;
+            p->nconns--;
+            conn_close(&i->c);
+            continue;
+        } else {
+            return;
+        }
+        conn_post(&q->c);
+    }
+}
+
 static void pool_set_target(struct pool *p, struct upstream *t)
 {
     if (p->target == t) return;
@@ -107,6 +182,7 @@ void up_pool_free(struct worker *w)
 {
     struct pool *p = w->app;
     if (!p) return;
+    for (struct upconn *u = p->idle; u; u = u->next) u->counted = 0; /* p goes first */
     pool_set_target(p, NULL); /* closes the idle connections, forgets the session */
     free(p);
     w->app = NULL;
@@ -156,6 +232,7 @@ static void release(struct upconn *u, int reusable)
     p->nidle++;
     conn_set_timeout(c, TQ_UPIDLE, IDLE_TIMEOUT_MS);
     conn_update_poll(c);
+    pool_dispatch(p);
 }
 
 static void arm_read(struct upconn *u)
@@ -379,12 +456,17 @@ static void read_answer(struct upconn *u)
                      : llhttp_get_error_reason(&u->parser));
             return;
         }
-        if (!c->more_input) return;
+        if (!c->more_input) break;
     }
-    if (u->read_paused) conn_set_timeout(c, TQ_NONE, 0); /* a slow client is not the upstream's fault */
+    /* reading waits for the client to take what it has (back-pressure): the read-timeout
+     * measures the upstream only, so it stops here; the client's own bound (min-rate,
+     * body-timeout) applies meanwhile, and up_resume_read restarts it */
+    if (u->read_paused && c->state == CS_ACTIVE && u->h) conn_set_timeout(c, TQ_NONE, 0);
 }
 
 /* ----- connecting ----- */
+
+static int open_socket(struct upconn *u, char *err, size_t errlen);
 
 static void start_io(struct upconn *u)
 {
@@ -432,6 +514,24 @@ static void up_run(struct conn *c)
         }
         return;
     }
+    if (u->waiting) return; /* no socket yet */
+    if (u->open_pending) { /* a place came free */
+        char err[300];
+        u->open_pending = 0;
+        if (open_socket(u, err, sizeof err) != 0) {
+            void *ctx;
+            const struct up_handler *h = detach(u, &ctx);
+            conn_close(c);
+            if (h) h->on_error(ctx, 502, err, 0);
+        }
+        return;
+    }
+    if (u->handed) { /* an idle connection's socket came free: the request goes out */
+        u->handed = 0;
+        start_io(u);
+        conn_update_poll(c);
+        return;
+    }
     if (c->state == CS_CONNECTING) {
         connected(u);
         if (c->state == CS_ACTIVE) {
@@ -473,7 +573,15 @@ static void up_timeout(struct conn *c, enum tq_kind k)
         return;
     }
     const struct conf_upstream *cf = &u->target->conf;
-    if (k == TQ_CONNECT) {
+    if (u->waiting) {
+        log_warn("proxy: the upstream %s is busy: a request waited %u s (connect-timeout) for "
+                 "one of the %u connections of its thread (max-connections)",
+                 u->target->host_header, cf->connect_timeout_s, cf->max_connections);
+        fail(u, 503, 0,
+             "the upstream %s is busy: no connection came free within %u s (max-connections "
+             "%u per thread); try again shortly",
+             u->target->host_header, cf->connect_timeout_s, cf->max_connections);
+    } else if (k == TQ_CONNECT) {
         fail(u, 504, 0, "the upstream %s did not accept the connection within %u s",
              u->target->host_header, cf->connect_timeout_s);
     } else if (u->resp_started) {
@@ -491,6 +599,12 @@ static void up_closed(struct conn *c)
 {
     struct upconn *u = (struct upconn *)c;
     idle_unlink(u);
+    wait_unlink(u);
+    if (u->counted) { /* a place came free: the next waiting request may take it */
+        u->counted = 0;
+        u->pool->nconns--;
+        pool_dispatch(u->pool);
+    }
     /* close_notify first: OpenSSL marks the session of a connection freed without it as
      * not resumable, and that session is the one the pool resumes with */
     if (c->ssl) conn_close_notify(c);
@@ -515,25 +629,39 @@ static const struct conn_ops up_ops = {
     .destroy = up_destroy,
 };
 
-/* A new connection to the upstream (connecting); NULL with a sentence on failure. */
-static struct upconn *open_conn(struct worker *w, struct pool *p, struct upstream *t, char *err,
-                                size_t errlen)
+/* A request's connection object on w, without a socket yet. */
+static struct upconn *upconn_new(struct worker *w, struct pool *p, struct upstream *t)
 {
-    struct memio *m = NULL;
-    int fd = -1;
+    struct upconn *u = calloc(1, sizeof *u);
+    if (!u) return NULL;
+    conn_init(&u->c, w, &up_ops, -1);
+    u->pool = p;
+    u->target = upstream_ref(t);
+    u->c.state = CS_CONNECTING;
+    llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
+    u->parser.data = u;
+    return u;
+}
+
+/* Starts connecting u to its upstream; 0, or -1 with a sentence. */
+static int open_socket(struct upconn *u, char *err, size_t errlen)
+{
+    struct worker *w = u->c.w;
+    struct upstream *t = u->target;
     if (w->connect_hook) {
-        m = w->connect_hook(w, w->connect_arg);
+        struct memio *m = w->connect_hook(w, w->connect_arg);
         if (!m) {
             err_set(err, errlen, "cannot connect to the upstream %s: %s", t->host_header,
                     strerror(ECONNREFUSED));
-            return NULL;
+            return -1;
         }
+        memio_attach(m, &u->c);
     } else {
-        fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             err_set(err, errlen, "cannot connect to the upstream %s: %s", t->host_header,
                     strerror(errno));
-            return NULL;
+            return -1;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -541,36 +669,28 @@ static struct upconn *open_conn(struct worker *w, struct pool *p, struct upstrea
             err_set(err, errlen, "cannot connect to the upstream %s: %s", t->host_header,
                     strerror(errno));
             close(fd);
-            return NULL;
+            return -1;
         }
+        u->c.fd = fd;
     }
-    struct upconn *u = calloc(1, sizeof *u);
-    if (!u) {
-        if (fd >= 0) close(fd);
-        err_set(err, errlen, "cannot connect to the upstream %s: out of memory", t->host_header);
-        return NULL;
-    }
-    conn_init(&u->c, w, &up_ops, fd);
-    if (m) memio_attach(m, &u->c);
-    u->pool = p;
-    u->target = upstream_ref(t);
     u->c.state = CS_CONNECTING;
-    llhttp_init(&u->parser, HTTP_RESPONSE, &resp_settings);
-    u->parser.data = u;
     conn_set_timeout(&u->c, TQ_CONNECT, t->conf.connect_timeout_s * 1000u);
     conn_update_poll(&u->c);
-    return u;
+    return 0;
 }
 
 struct upconn *up_acquire(struct worker *w, struct upstream *t, int allow_pooled, int head_req,
-                          const struct up_handler *h, void *ctx, char *err, size_t errlen)
+                          const struct up_handler *h, void *ctx, int *status, char *err,
+                          size_t errlen)
 {
     struct pool *p = pool_of(w);
+    *status = 502;
     if (!p) {
         err_set(err, errlen, "out of memory");
         return NULL;
     }
     pool_set_target(p, t);
+    unsigned max = t->conf.max_connections;
     struct upconn *u;
     if (allow_pooled && p->idle) {
         u = p->idle;
@@ -578,8 +698,47 @@ struct upconn *up_acquire(struct worker *w, struct upstream *t, int allow_pooled
         u->reused = 1;
         conn_set_timeout(&u->c, TQ_NONE, 0);
     } else {
-        u = open_conn(w, p, t, err, errlen);
-        if (!u) return NULL;
+        if (p->nconns >= max && p->idle) { /* a retry wants a new connection: make room */
+            struct upconn *i = p->idle;
+            idle_unlink(i);
+            i->counted = 0;
+            p->nconns--;
+            conn_close(&i->c);
+        }
+        int wait = p->nconns >= max;
+        if (wait && p->nwait >= t->conf.queue_size) {
+            *status = 503;
+            err_set(err, errlen,
+                    "the upstream %s is busy: all %u connections of this thread are in use and "
+                    "%u requests wait for one (max-connections, queue-size); try again shortly",
+                    t->host_header, max, p->nwait);
+            return NULL;
+        }
+        u = upconn_new(w, p, t);
+        if (!u) {
+            err_set(err, errlen, "cannot connect to the upstream %s: out of memory",
+                    t->host_header);
+            return NULL;
+        }
+        if (wait) { /* no socket yet: at the end of the queue, for up to connect-timeout */
+            u->waiting = 1;
+            u->fresh_only = !allow_pooled;
+            u->prev = p->wait_tail;
+            if (p->wait_tail)
+                p->wait_tail->next = u;
+            else
+                p->wait_head = u;
+            p->wait_tail = u;
+            p->nwait++;
+            conn_set_timeout(&u->c, TQ_CONNECT, t->conf.connect_timeout_s * 1000u);
+        } else {
+            p->nconns++;
+            u->counted = 1;
+            if (open_socket(u, err, errlen) != 0) {
+                conn_close(&u->c); /* gives the place back when it is reclaimed */
+                return NULL;
+            }
+        }
     }
     u->h = h;
     u->ctx = ctx;

@@ -29,7 +29,8 @@ struct up_handler {
     int (*on_body)(void *ctx, const char *p, size_t n);
     /* The answer is complete (the connection is already back in the pool or closed). */
     void (*on_complete)(void *ctx);
-    /* The exchange failed; the connection is closed. status: 502 or 504 (on_head may
+    /* The exchange failed; the connection is closed. status: 502, 503 (waited in the
+     * queue for connect-timeout) or 504 (on_head may
      * have come already: the answer broke off in the middle). retryable: a pooled connection
      * broke before any byte of an answer (a retry on a new one is safe for idempotent
      * requests). msg says what happened, naming the upstream. */
@@ -43,10 +44,17 @@ struct up_handler {
 #define UP_OUT_LOW (64 * 1024)
 
 /* A connection to t for one request: an idle pooled one when allow_pooled (and one is
- * there), else a new one (connecting). head_req: the answer has no body. Returns NULL
- * with a sentence in err when no connection could be started. */
+ * there), else a new one (connecting). head_req: the answer has no body.
+ * The worker keeps at most t's max-connections connections open (in flight and idle);
+ * when all are in use, the request waits in a queue of at most queue-size (oldest first)
+ * for one to come free (an idle one's socket is handed over, or a new one opened after a
+ * close). The returned object then has no socket yet, but takes up_send and the rest as
+ * usual; after connect-timeout in the queue, on_error says 503. up_close drops it from
+ * the queue. Returns NULL with a sentence in err and the status to answer in *status
+ * (503: the queue is full; 502: no connection could be started). */
 struct upconn *up_acquire(struct worker *w, struct upstream *t, int allow_pooled, int head_req,
-                          const struct up_handler *h, void *ctx, char *err, size_t errlen);
+                          const struct up_handler *h, void *ctx, int *status, char *err,
+                          size_t errlen);
 /* Queues request bytes, written as soon as the connection can take them (more: further
  * bytes follow at once; write them together). Returns 1 when the caller should stop
  * sending until on_drain. */

@@ -25,7 +25,8 @@ int upstream_same(const struct upstream *t, const struct conf_upstream *u)
            t->conf.max_connections == u->max_connections && t->conf.verify == u->verify &&
            t->conf.forwarded == u->forwarded &&
            t->conf.ntrusted_proxies == u->ntrusted_proxies &&
-           memcmp(t->conf.trusted_proxies, u->trusted_proxies, sizeof u->trusted_proxies) == 0;
+           memcmp(t->conf.trusted_proxies, u->trusted_proxies, sizeof u->trusted_proxies) == 0 &&
+           t->conf.queue_size == u->queue_size;
 }
 
 struct upstream *upstream_ref(struct upstream *t)

@@ -12,6 +12,8 @@ Each request says what the upstream does with it, in its query string:
   size=N           answer body bytes (default 16); chunk=N: chunk size (default 4096)
   close=1          the answer says Connection: close, and the connection ends after it
   delay=S          wait S seconds before answering (noticing a peer that goes away)
+  step=N, pace=S   send the answer body N bytes at a time (default 256 KiB), pausing S
+                   seconds after each (default 0)
   cut=reset|close|stall   a fault at the phase `at`: reset (SO_LINGER {1, 0}, then close:
                    a TCP RST), close (shutdown(SHUT_WR), then close: a FIN), or stall
                    (stop, and wait until the peer gives up)
@@ -28,7 +30,8 @@ Each request says what the upstream does with it, in its query string:
 
 Without a query, GET / answers 2,000 chunks of 4 KiB (issue 9's reproduction).
 
-Counters (stats()): connections (accepted), open (open now), busy (open and not idle:
+Counters (stats()): connections (accepted), open (open now), max_open (the most open at
+once), busy (open and not idle:
 idle means waiting for the next request after a complete answer; a new connection is busy
 until it has been answered once), requests (all tries); busy_conns: the numbers of the
 busy connections.
@@ -115,6 +118,7 @@ class FaultUpstream:
         self._stop = threading.Event()
         self.connections = 0
         self.open = 0
+        self.max_open = 0  # the most connections open at once
         self.busy = 0
         self.busy_conns = set()  # the numbers of the busy connections
         self.requests = 0
@@ -156,6 +160,7 @@ class FaultUpstream:
     def stats(self):
         with self.cond:
             return {"connections": self.connections, "open": self.open, "busy": self.busy,
+                    "max_open": self.max_open,
                     "requests": self.requests, "busy_conns": sorted(self.busy_conns)}
 
     def records(self, rid):
@@ -198,6 +203,7 @@ class FaultUpstream:
             with self.cond:
                 self.connections += 1
                 self.open += 1
+                self.max_open = max(self.max_open, self.open)
                 self.busy += 1
                 n = self.connections
                 self.busy_conns.add(n)
@@ -351,11 +357,15 @@ class FaultUpstream:
             limit = min(after, len(wire))
         view = memoryview(wire)
         off = 0
+        step = int(p.get("step", str(256 * 1024)))
+        pace = float(p.get("pace", "0"))
         while off < limit:
-            k = min(256 * 1024, limit - off)
+            k = min(step, limit - off)
             self._send(c, view[off:off + k])
             off += k
             self._update(lambda: setattr(rec, "sent", off))
+            if pace:
+                time.sleep(pace)
         if cut and at == "answer":
             self._fault(c, cut, st)
         self._update(lambda: setattr(rec, "outcome", "answered"))

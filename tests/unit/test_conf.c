@@ -306,6 +306,36 @@ static void test_trusted_proxies(void **state)
     conf_settings_free(&s);
 }
 
+/* issue 10's bounded resources: [certgate] max-connections and min-rate, [upstream]
+ * queue-size */
+static void test_settings_resource_limits(void **state)
+{
+    (void)state;
+    struct conf_settings s;
+    load_settings(WEB, &s);
+    assert_int_equal(s.max_connections, 0); /* sized from RLIMIT_NOFILE by server.c */
+    assert_int_equal(s.min_rate, 1024);
+    assert_int_equal(s.upstream.queue_size, 256);
+    conf_settings_free(&s);
+    load_settings("[certgate]\nmax-connections = 5000\nmin-rate = 0\n"
+                  "[upstream]\nqueue-size = 0\n",
+                  &s);
+    assert_int_equal(s.max_connections, 5000);
+    assert_int_equal(s.min_rate, 0);
+    assert_int_equal(s.upstream.queue_size, 0);
+    conf_settings_free(&s);
+    expect_settings_error("[certgate]\nmax-connections = 0\n",
+                          PATH ":2: max-connections: '0' is out of range; use a number from 1 "
+                          "to 10000000, or remove the line to size it from the open-files "
+                          "limit");
+    expect_settings_error("[certgate]\nmin-rate = 1k\n",
+                          PATH ":2: min-rate: '1k' is not a number of bytes per second; use a "
+                          "number from 0 to 1000000000 (0: off)");
+    expect_settings_error("[upstream]\nqueue-size = 100001\n",
+                          PATH ":2: queue-size: '100001' is out of range; use a number from 0 "
+                          "to 100000 (0: no queue, answer 503 at once)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +344,7 @@ int main(void)
         cmocka_unit_test(test_settings_value_forms),
         cmocka_unit_test(test_settings_errors),
         cmocka_unit_test(test_trusted_proxies),
+        cmocka_unit_test(test_settings_resource_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
