@@ -203,6 +203,16 @@ fail:
     free(alias);
 }
 
+int api_password_json(const char *body, size_t len, char **pw)
+{
+    json_error_t je;
+    json_t *v = json_loadb(body, len, 0, &je);
+    const char *p = json_string_value(json_object_get(v, "password"));
+    *pw = p ? strdup(p) : NULL;
+    json_decref(v);
+    return p ? 0 : 1;
+}
+
 /* The password of an activate/describe request: X-Password, else {"password":...} in
  * the body whatever its Content-Type, else "". */
 static int request_password(struct api_job *j, const struct http_request *r, char **pw)
@@ -216,18 +226,12 @@ static int request_password(struct api_job *j, const struct http_request *r, cha
         *pw = strdup("");
         return *pw ? 0 : -1;
     }
-    json_error_t je;
-    json_t *v = json_loadb(r->body, r->body_len, 0, &je);
-    const char *p = json_string_value(json_object_get(v, "password"));
-    if (!p) {
-        json_decref(v);
+    if (api_password_json(r->body, r->body_len, pw) == 1) {
         job_text(j, 400,
                  "the password is missing: send it in the X-Password header or as the body "
                  "{\"password\":\"...\"}");
         return -1;
     }
-    *pw = strdup(p);
-    json_decref(v);
     return *pw ? 0 : -1;
 }
 

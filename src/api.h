@@ -29,4 +29,9 @@ void api_route(const struct http_request *req, const struct gw_snap *snap,
  * '.', not "list". Returns NULL when valid, else the reason. */
 const char *api_name_invalid(const char *name, size_t len);
 
+/* The password of a JSON body {"password":"..."}: 0 with *pw (malloc'd; wipe it with
+ * secret_free; NULL when out of memory), or 1 when the body is not such an object
+ * (*pw NULL). Exposed for the fuzzer (fuzz/fuzz_apijson.c). */
+int api_password_json(const char *body, size_t len, char **pw);
+
 #endif

@@ -200,6 +200,11 @@ static const char *parse_authorization(const char *h, size_t *len)
     return h;
 }
 
+const char *auth_parse_authorization(const char *h, size_t *len)
+{
+    return parse_authorization(h, len);
+}
+
 enum auth_result auth_check(const char *config_dir, const char *authorization,
                             const char *query_token, const char *environment,
                             const char *scope, char *msg, size_t msglen)

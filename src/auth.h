@@ -52,6 +52,10 @@ int auth_token_count(const char *config_dir);
  * into buf; 0 when found. */
 int auth_query_param(const char *query, const char *name, char *buf, size_t len);
 
+/* The token of an Authorization header value "Api-Token <token>" (scheme
+ * case-insensitive, blanks around): a pointer into h and *len its length, or NULL when
+ * the value has another form. Exposed for the fuzzer (fuzz/fuzz_auth.c). */
+const char *auth_parse_authorization(const char *h, size_t *len);
 void auth_cleanup(void);
 
 #endif
