@@ -71,11 +71,20 @@ static struct upstream *fz_upstream(void)
     return t;
 }
 
+/* memtest keeps at most MT_MAX_MEM upstream transports per test; beyond that, connecting
+ * fails (the gateway answers 502), as a refused connect would. */
+static struct memio *fz_connect_hook(struct worker *w, void *arg)
+{
+    if (T.nup >= MT_MAX_MEM) return NULL;
+    return mt_connect_hook(w, arg);
+}
+
 static void fz_start(void)
 {
     http_set_router(fz_router);
     mt_watchdog_s = 0; /* libFuzzer's -timeout catches hangs */
     mt_start("fuzz", fz_upstream());
+    T.w.connect_hook = fz_connect_hook;
 }
 
 /* The client's output so far: only its first bytes are kept (they must be a status
