@@ -2,8 +2,10 @@
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 DATA_DIR  ?= ./var
 CTEST_ARGS ?=
+FUZZ_TIME ?= 60
+FUZZ_TARGETS ?= http upstream propfile p12 apijson auth
 
-.PHONY: all build deps deps-test run test test-asan bench bench-instructions clean format
+.PHONY: all build deps deps-test run test test-asan fuzz bench bench-instructions clean format
 
 all: build
 
@@ -31,6 +33,16 @@ test-asan: deps-test
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  CERTGATE_SANITIZED=1 ctest --output-on-failure -j$(JOBS) $(CTEST_ARGS)
 
+# each libFuzzer target (fuzz/) for FUZZ_TIME seconds on a copy of its seed corpus, under
+# ASan+UBSan; fails on any crash (see fuzz/README.md)
+fuzz:
+	@scripts/deps.sh fuzz
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCERTGATE_FUZZ=ON >/dev/null
+	@cmake --build build-fuzz -j$(JOBS) >build-fuzz/build.log 2>&1 || \
+	  { tail -30 build-fuzz/build.log; exit 1; }
+	@fuzz/run.sh build-fuzz/fuzz $(FUZZ_TIME) $(FUZZ_TARGETS)
+
 bench: build
 	@scripts/deps.sh bench
 	@bench/run.sh
@@ -44,4 +56,4 @@ format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

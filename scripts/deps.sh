@@ -2,6 +2,7 @@
 # Installs the Debian packages certgate needs, when they are missing.
 #   scripts/deps.sh build   compiler, CMake and the libraries certgate links
 #   scripts/deps.sh test    the above plus the real clients and servers the tests drive
+#   scripts/deps.sh fuzz    the build set plus clang (libFuzzer) for `make fuzz`
 #   scripts/deps.sh bench   the above plus nginx, HAProxy, wrk and perf for `make bench`
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -eu
@@ -14,10 +15,11 @@ pkgs="gcc make cmake pkg-config libc6-dev libssl-dev libuv1-dev node-llhttp \
 libjansson-dev libcmocka-dev libcurl4-openssl-dev openssl ca-certificates"
 case "$mode" in
   build) ;;
-  test)  pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2" ;;
+  test)  pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 testssl.sh" ;;
+  fuzz)  pkgs="$pkgs clang" ;;
   bench) pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 \
 haproxy wrk linux-perf valgrind" ;;
-  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+  *) echo "usage: $0 build|test|fuzz|bench" >&2; exit 2 ;;
 esac
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -91,7 +91,7 @@ static int relay_headers(struct pxreq *r, const char *lines)
         q = eol + 2;
     }
     conn[f.len] = '\0';
-    if (f.len) { /* drop, in place, what the Connection header names */
+    if (f.len && r->rh.len) { /* drop, in place, what the Connection header names */
         char *out = r->rh.p, *end = r->rh.p + r->rh.len;
         for (char *q = r->rh.p; q < end;) {
             char *eol = strstr(q, "\r\n");

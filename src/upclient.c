@@ -382,7 +382,8 @@ static int on_resp_headers(llhttp_t *p)
     struct upconn *u = p->data;
     if (!u->h) return -1;
     int status = p->status_code;
-    if (status >= 100 && status < 200 && status != 101) return 0; /* interim: skip */
+    /* interim: skip it, and whatever framing it claims: a 1xx answer has no body */
+    if (status >= 100 && status < 200 && status != 101) return 1;
     if (status == 101) return -1; /* no protocol switches through the proxy */
     if (u->rh.len && buf_put(&u->rh, u->in_value ? "\r\n" : ": \r\n", u->in_value ? 2 : 4) != 0)
         return -1;
@@ -397,7 +398,7 @@ static int on_resp_headers(llhttp_t *p)
 static int on_resp_body(llhttp_t *p, const char *at, size_t n)
 {
     struct upconn *u = p->data;
-    if (!u->h) return -1;
+    if (!u->h || !u->resp_started) return -1; /* no body before the final answer's head */
     /* several pieces of body can come from one read: the last one decides */
     u->read_paused = u->h->on_body(u->ctx, at, n) != 0;
     return 0;

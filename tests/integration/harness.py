@@ -105,13 +105,16 @@ class Pki:
                  "-CAcreateserial", "-out", cert, "-days", "3650", "-extfile", ext])
         return key, cert
 
-    def leaf(self, name, cn, issuer, kind="rsa", san=None):
+    def leaf(self, name, cn, issuer, kind="rsa", san=None, ext_lines=()):
+        """A certificate signed by issuer (key, cert); ext_lines: more extension lines
+        (openssl x509 -extfile syntax)."""
         key = self.key(name, kind)
         csr = self.path(name + ".csr")
         cert = self.path(name + ".crt")
         ext = self.path(name + ".ext")
         with open(ext, "w") as f:
             f.write("basicConstraints=CA:FALSE\nsubjectAltName=%s\n" % (san or "DNS:" + cn))
+            f.writelines(line + "\n" for line in ext_lines)
         run(["openssl", "req", "-new", "-key", key, "-out", csr, "-subj", "/CN=%s" % cn])
         run(["openssl", "x509", "-req", "-in", csr, "-CA", issuer[1], "-CAkey", issuer[0],
              "-CAcreateserial", "-out", cert, "-days", "365", "-extfile", ext])
@@ -1241,3 +1244,59 @@ def death_report(g):
             pass
     return "gateway died: exit code %d%s\n--- tail of its stderr (%s):\n%s" % (
         rc, name, g.log_path, tail)
+
+
+# ----- shared by test_71_crash.py and test_91_abuse.py -----
+
+def conf_value(text, key):
+    """The value of the last `key = value` line of a custom.properties text, or None."""
+    m = None
+    for m in re.finditer(r"(?m)^\s*%s\s*[=:]\s*(.*?)\s*$" % re.escape(key), text):
+        pass
+    return m.group(1) if m else None
+
+
+class CertSet:
+    """PKCS#12 files made for crash and race tests, and the check of what is on disk.
+    certs[i] = (p12 path, password, certificate fingerprint, file sha256)."""
+
+    def __init__(self, pki, count, prefix, password=None):
+        self.certs = []
+        for i in range(count):
+            key, crt = pki.self_signed("%s%d" % (prefix, i), "%s-%d" % (prefix, i), kind="ec")
+            pw = password or "%s-pw-%d" % (prefix, i)
+            p12 = pki.p12("%s%d.p12" % (prefix, i), key, crt, pw)
+            self.certs.append((p12, pw, cert_fingerprint(crt), file_sha256(p12)))
+
+    def index_of(self, path):
+        """Which of the files path holds (by content), or None."""
+        sha = file_sha256(path)
+        for i, c in enumerate(self.certs):
+            if c[3] == sha:
+                return i
+        return None
+
+    def disk_state(self, tc, g, temp_ok=True):
+        """(files {name: cert index}, active name or None) of gateway g's data directory,
+        asserting (on the TestCase tc) that every file in ssl/ is one of the set, whole
+        (never half-written), and that custom.properties names an existing file with its
+        obfuscated password. temp_ok=False: no temp file (.tmp-*) may be left either."""
+        files = {}
+        for n in os.listdir(g.ssl_dir):
+            if n.startswith("."):
+                # the default certificate and temp files (removed at start)
+                if not temp_ok:
+                    tc.assertFalse(n.startswith(".tmp-"), "temp file %s left in ssl/" % n)
+                continue
+            idx = self.index_of(os.path.join(g.ssl_dir, n))
+            tc.assertIsNotNone(idx, "%s is not one of the uploaded files (partial write?)" % n)
+            files[n] = idx
+        active = None
+        if os.path.exists(g.conf_path):
+            text = g.read_conf()
+            active = conf_value(text, "certificate-file")
+            if active is not None:
+                tc.assertIn(active, files, "custom.properties names %s, which is not in ssl/"
+                            % active)
+                tc.assertTrue(conf_value(text, "certificate-password-encr"))
+        return files, active

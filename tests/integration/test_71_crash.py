@@ -14,56 +14,25 @@ import base64
 import json
 import os
 import random
-import re
 import threading
 import time
 
-from harness import (GatewayTest, cert_fingerprint, der_fingerprint, file_sha256, main,
+from harness import (CertSet, GatewayTest, cert_fingerprint, conf_value, der_fingerprint, main,
                      SLOW)
 
 NAMES = ["n0.p12", "n1.p12", "n2.p12"]
 ROUNDS = 6
 
 
-def conf_value(text, key):
-    m = re.search(r"(?m)^\s*%s\s*[=:]\s*(.*?)\s*$" % re.escape(key), text)
-    return m.group(1) if m else None
-
-
 class CrashTest(GatewayTest):
     def setUp(self):
         super().setUp()
-        self.certs = []  # (p12 path, password, cert fingerprint, file sha256)
-        for i in range(4):
-            key, crt = self.pki.self_signed("k%d" % i, "crash-%d" % i, kind="ec")
-            pw = "crash-pw-%d" % i
-            p12 = self.pki.p12("k%d.p12" % i, key, crt, pw)
-            self.certs.append((p12, pw, cert_fingerprint(crt), file_sha256(p12)))
-
-    def cert_of_content(self, path):
-        sha = file_sha256(path)
-        for i, c in enumerate(self.certs):
-            if c[3] == sha:
-                return i
-        return None
+        self.set = CertSet(self.pki, 4, "crash")
+        self.certs = self.set.certs  # (p12 path, password, cert fingerprint, file sha256)
 
     def disk_state(self, g):
-        """(files {name: cert index}, active name or None), checking that no file is
-        partial and that the configuration names an existing file."""
-        files = {}
-        for n in os.listdir(g.ssl_dir):
-            if n.startswith("."):
-                continue  # the default certificate and temp files (removed at start)
-            idx = self.cert_of_content(os.path.join(g.ssl_dir, n))
-            self.assertIsNotNone(idx, "%s is not one of the uploaded files (partial write?)" % n)
-            files[n] = idx
-        active = conf_value(g.read_conf(), "certificate-file") if os.path.exists(g.conf_path) \
-            else None
-        if active is not None:
-            self.assertIn(active, files, "custom.properties names %s, which is not in ssl/"
-                          % active)
-            self.assertTrue(conf_value(g.read_conf(), "certificate-password-encr"))
-        return files, active
+        """(files {name: cert index}, active name or None); see CertSet.disk_state."""
+        return self.set.disk_state(self, g)
 
     def test_kill9_during_operation_loop(self):
         rnd = random.Random(int(os.environ.get("CERTGATE_CRASH_SEED", "0")) or None)

@@ -145,8 +145,10 @@ static void mt_start(const char *name, struct upstream *up)
 {
     memset(&T, 0, sizeof T);
     mt_test_name = name;
-    signal(SIGALRM, mt_alarm);
-    alarm(mt_watchdog_s);
+    if (mt_watchdog_s) { /* 0: no watchdog (the fuzzers: libFuzzer has its own) */
+        signal(SIGALRM, mt_alarm);
+        alarm(mt_watchdog_s);
+    }
     struct gw_snap *s = calloc(1, sizeof *s);
     assert_non_null(s);
     s->refs = 1;
@@ -213,7 +215,7 @@ static void mt_finish(void)
         memio_free(T.up[i]);
     }
     worker_cleanup(&T.w);
-    alarm(0);
+    if (mt_watchdog_s) alarm(0);
 }
 
 /* ----- bytes ----- */
