@@ -272,43 +272,22 @@ int api_password_from_body(const char *body, size_t len, char **pw)
     return *pw ? 0 : -1;
 }
 
-/* A stored file's identity: it is replaced by rename (a new inode) or changed in place
- * (new size or times), so an unchanged identity means unchanged content. */
-struct file_id {
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    struct timespec mtime, ctime;
-};
-
-static int file_id_of(const char *path, struct file_id *id)
+/* The stat of a stored file, which must be a regular file (not followed if a link):
+ * 0, or -1. Its version is compared with fs_same_version. */
+static int file_version(const char *path, struct stat *st)
 {
-    struct stat st;
-    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
-    id->dev = st.st_dev;
-    id->ino = st.st_ino;
-    id->size = st.st_size;
-    id->mtime = st.st_mtim;
-    id->ctime = st.st_ctim;
-    return 0;
-}
-
-static int file_id_eq(const struct file_id *a, const struct file_id *b)
-{
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
-           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+    return lstat(path, st) == 0 && S_ISREG(st->st_mode) ? 0 : -1;
 }
 
 /* Opens the stored file j->name with the request's password, without gw_lock (the key
  * derivation is the slow part): 0 with *p12, *pw (the caller frees both) and the
  * identity of the file that was read, or -1 with the answer (404, 400, 409) in j. */
 static int open_stored(struct api_job *j, const struct http_request *r, struct p12_file **p12,
-                       char **pw, struct file_id *id)
+                       char **pw, struct stat *id)
 {
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
     int rc = -1;
-    struct file_id after;
+    struct stat after;
     char err[1024];
     char *data = NULL;
     size_t len = 0;
@@ -325,15 +304,15 @@ static int open_stored(struct api_job *j, const struct http_request *r, struct p
             job_error(j, 403, "%s", err);
         else
             job_error(j, 500, "%s", err);
-    } else if (file_id_of(path, id) != 0) {
+    } else if (file_version(path, id) != 0) {
         job_error(j, 404, "No certificate file named %s (it was deleted meanwhile).", j->name);
     } else if (request_password(j, r, pw) == 0) {
         if (p12_parse(data, len, *pw, j->name, p12, err, sizeof err) != P12_OK)
             job_error(j, 400, "%s", err);
-        else if (file_id_of(path, &after) != 0)
+        else if (file_version(path, &after) != 0)
             job_error(j, 404, "No certificate file named %s (it was deleted meanwhile).",
                       j->name);
-        else if (!file_id_eq(id, &after))
+        else if (!fs_same_version(id, &after))
             job_error(j, 409, "%s was replaced while it was being read; try again.", j->name);
         else
             rc = 0;
@@ -351,16 +330,16 @@ static int open_stored(struct api_job *j, const struct http_request *r, struct p
 
 /* Under gw_lock: 0 when the stored file j->name is still the one open_stored read, else
  * -1 with the answer in j. */
-static int still_same(struct api_job *j, const struct file_id *id)
+static int still_same(struct api_job *j, const struct stat *id)
 {
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
-    struct file_id now;
+    struct stat now;
     int rc = -1;
     if (!path)
         job_error(j, 500, "out of memory");
-    else if (file_id_of(path, &now) != 0)
+    else if (file_version(path, &now) != 0)
         job_error(j, 404, "no certificate file named %s (it was deleted meanwhile)", j->name);
-    else if (!file_id_eq(id, &now))
+    else if (!fs_same_version(id, &now))
         job_error(j, 409, "%s was replaced while it was being activated; try again", j->name);
     else
         rc = 0;
@@ -425,7 +404,7 @@ static void op_activate(struct api_job *j, const struct http_request *r)
 {
     struct p12_file *p12;
     char *pw;
-    struct file_id id;
+    struct stat id;
     if (open_stored(j, r, &p12, &pw, &id) != 0) return;
     gw_lock();
     if (still_same(j, &id) == 0)
@@ -517,7 +496,7 @@ static void op_describe(struct api_job *j, const struct http_request *r)
 {
     struct p12_file *p12;
     char *pw;
-    struct file_id id;
+    struct stat id;
     if (open_stored(j, r, &p12, &pw, &id) != 0) return;
     secret_free(pw);
     gw_lock();

@@ -9,6 +9,7 @@
 #define CERTGATE_FSUTIL_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Atomically replaces (or creates) path with data. The new file gets the mode of the
@@ -77,5 +78,11 @@ int fs_write_entry(const char *dir, const char *name, const void *data, size_t l
 /* Joins dir and name with one '/' into a malloc'd string; name is used as is when it
  * is absolute. */
 char *fs_path_join(const char *dir, const char *name);
+
+/* 1 when a and b (stat or lstat of one path, taken at two times) describe the same version
+ * of the file: same device, inode, size, mtime and ctime. A file replaced by rename gets a
+ * new inode and one changed in place new times, so the same version means the same
+ * content. */
+int fs_same_version(const struct stat *a, const struct stat *b);
 
 #endif

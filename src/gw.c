@@ -228,13 +228,6 @@ struct preload {
 };
 static struct preload *G_preload; /* [change] */
 
-static int same_stat(const struct stat *a, const struct stat *b)
-{
-    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
-           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
-}
-
 /* Loads the configured certificate file: an absolute path is the operator's explicit
  * choice (links are fine); a name inside DIR/ssl/ is read only as a regular file of ours,
  * never through a link (fs_read_entry). */
@@ -264,7 +257,7 @@ static struct p12_file *preload_take(const char *file, const char *path, const c
     struct preload *p = G_preload;
     struct stat st;
     if (!p || !p->p12 || strcmp(p->file, file) != 0 || strcmp(p->pw, pw) != 0 ||
-        file_stat(file, path, &st) != 0 || !same_stat(&st, &p->st))
+        file_stat(file, path, &st) != 0 || !fs_same_version(&st, &p->st))
         return NULL;
     struct p12_file *f = p->p12;
     p->p12 = NULL;
@@ -441,9 +434,11 @@ static void preload_load(struct preload *p)
     if (rc != 0) return;
     char *path = s.certificate_file ? fs_path_join(gw_paths.ssl_dir, s.certificate_file) : NULL;
     struct stat after;
-    if (path && cert_password(&s, &p->pw, err, sizeof err) == 0 && file_stat(s.certificate_file, path, &p->st) == 0 &&
-        load_configured(s.certificate_file, p->pw, &p->p12, err, sizeof err) == P12_OK &&
-        (file_stat(s.certificate_file, path, &after) != 0 || !same_stat(&after, &p->st))) {
+    const char *file = s.certificate_file;
+    if (path && cert_password(&s, &p->pw, err, sizeof err) == 0 &&
+        file_stat(file, path, &p->st) == 0 &&
+        load_configured(file, p->pw, &p->p12, err, sizeof err) == P12_OK &&
+        (file_stat(file, path, &after) != 0 || !fs_same_version(&after, &p->st))) {
         p12_free(p->p12); /* changed while it was read: apply() loads it again */
         p->p12 = NULL;
     }
