@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <uv.h>
 
 #define API_MID "/api/v1/certificate"
@@ -39,6 +40,7 @@ struct api_job {
     int queued;          /* counted in api_jobs; loop thread only */
     _Atomic int gone;    /* the client left: a job not started yet is not started */
     int skipped;         /* set by work_cb when it did not start the job */
+    int dry;             /* ?dryRun=true: validate and describe, store and switch nothing */
     /* result, made in the thread pool */
     int status;
     char *body;
@@ -188,11 +190,48 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     char err[1024];
     const char *picked = pick_alias(p12);
     char *alias = picked ? strdup(picked) : NULL;
-    struct gw_change *ch = gw_change_prepare(p12, alias, err, sizeof err);
-    if (!ch) {
+    const struct p12_entry *e = NULL;
+    json_t *warnings = json_array();
+    if (!warnings) {
         p12_free(p12);
         free(alias);
+        job_error(j, 500, "out of memory");
+        return;
+    }
+    if (p12_select(p12, alias, &e, err, sizeof err) != P12_OK ||
+        p12_check_entry(e, time(NULL), warnings, err, sizeof err) != 0) {
+        p12_free(p12);
+        free(alias);
+        json_decref(warnings);
         job_error(j, 400, "%s: %s", j->name, err);
+        return;
+    }
+    struct gw_change *ch = gw_change_prepare(p12, alias, err, sizeof err);
+    if (!ch) {
+        /* OpenSSL's reason ("ee key too small") is terse: the findings say it in words */
+        const char *why = json_string_value(json_array_get(warnings, 0));
+        p12_free(p12);
+        free(alias);
+        job_error(j, 400, "%s: %s%s%s%s", j->name, err, why ? " (" : "", why ? why : "",
+                  why ? ")" : "");
+        json_decref(warnings);
+        return;
+    }
+    if (j->dry) { /* everything a real switch checks has passed: describe, change nothing */
+        json_t *d = describe(p12, j->name, gw_is_active_name(j->name));
+        if (d) {
+            json_object_set(d, "warnings", warnings);
+            json_object_set_new(d, "dryRun", json_true());
+        }
+        log_info("certificate API: dry run of %s %s: it would be accepted (%zu warning%s)",
+                 data ? "upload" : "activation", j->name, json_array_size(warnings),
+                 json_array_size(warnings) == 1 ? "" : "s");
+        if (d) job_json(j, d);
+        else job_error(j, 500, "out of memory");
+        json_decref(d);
+        json_decref(warnings);
+        gw_change_abort(ch); /* frees p12 */
+        free(alias);
         return;
     }
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
@@ -222,13 +261,20 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
              data ? "uploaded and activated" : "activated", j->name, served_alias);
     gw_change_commit(ch, j->name);
     json_t *d = describe(gw_active_p12(), j->name, 1);
+    if (d) json_object_set(d, "warnings", warnings);
+    if (json_array_size(warnings) > 0)
+        log_warn("certificate API: %s: %s%s", j->name,
+                 json_string_value(json_array_get(warnings, 0)),
+                 json_array_size(warnings) > 1 ? " (and more: see the answer)" : "");
     job_json(j, d);
     json_decref(d);
+    json_decref(warnings);
     free(path);
     free(old);
     free(alias);
     return;
 fail:
+    json_decref(warnings);
     gw_change_abort(ch);
     free(path);
     free(old);
@@ -703,6 +749,17 @@ static void on_headers(struct http_exchange *x)
         respond_405(x, allow);
         return;
     }
+    int dry = 0;
+    char dryv[16];
+    if ((op == OP_UPLOAD || op == OP_ACTIVATE) &&
+        auth_query_param(r->query, "dryRun", dryv, sizeof dryv) == 0) {
+        /* a misspelt value must not turn a check into a live switch */
+        if (strcmp(dryv, "true") != 0 && strcmp(dryv, "false") != 0) {
+            respond_error(x, 400, NULL, "dryRun must be true or false.");
+            return;
+        }
+        dry = strcmp(dryv, "true") == 0;
+    }
     unsigned limit = queue_limit(x);
     if (atomic_load(&api_jobs) >= limit) { /* full now: do not even read the body */
         respond_busy(x, limit);
@@ -715,6 +772,7 @@ static void on_headers(struct http_exchange *x)
     }
     j->x = x;
     j->op = op;
+    j->dry = dry;
     if (name) snprintf(j->name, sizeof j->name, "%.*s", (int)namelen, name);
     j->work.data = j;
     /* the exchange owns the job from here on */

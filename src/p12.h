@@ -142,6 +142,18 @@ struct stack_st_X509 *p12_entry_chain(const struct p12_entry *e);
  * normalise a configured certificate-alias. malloc'd; NULL when out of memory. */
 char *p12_java_lower(const char *s);
 
+/* ----- checks before a certificate is served (p12_check.c) ----- */
+
+/* Checks the key entry e as of `now`. Refuses (-1, a sentence in err) a leaf that has
+ * expired. Otherwise 0, and appends to `warnings` (a jansson array, may be NULL) one
+ * sentence per finding: expires within 30 days, not valid yet, no subjectAltName, an
+ * extended key usage without serverAuth, RSA under 2048 bits, a SHA-1 signature (leaf
+ * or intermediate; roots excepted), a chain that ends below a root that is not in the
+ * system's trusted certificates (naming the missing issuer). Key/certificate mismatches
+ * are refused earlier, by p12_parse. Thread-safe. */
+int p12_check_entry(const struct p12_entry *e, time_t now, struct json_t *warnings, char *err,
+                    size_t errlen);
+
 /* ----- descriptions, as ActiveGate (Java) prints them ----- */
 
 /* "Subject:<DN>;Valid from:<date>;Valid to:<date>;Serial number:<hex>" with the DN as
