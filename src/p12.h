@@ -154,6 +154,44 @@ char *p12_java_lower(const char *s);
 int p12_check_entry(const struct p12_entry *e, time_t now, struct json_t *warnings, char *err,
                     size_t errlen);
 
+/* ----- PKCS#12 files from PEM (p12_pem.c) ----- */
+
+/* PBKDF2 iterations of each of the three derivations of a built file. */
+#define P12_PEM_ITER 10000
+
+/* PEM inputs; labels name them in messages (file names). key and cert may be the same
+ * buffer (a bundle: key + certificates); chain may be NULL. key_password NULL: the key
+ * must not be encrypted. */
+struct p12_pem_src {
+    const void *cert;
+    size_t cert_len;
+    const char *cert_label;
+    const void *key;
+    size_t key_len;
+    const char *key_label;
+    const char *key_password;
+    const void *chain;
+    size_t chain_len;
+    const char *chain_label;
+};
+
+/* Builds a DER PKCS#12 with one key entry `alias` (NULL: "1"): the private key, the
+ * certificate of the cert input that matches it (the leaf), and the other certificates
+ * of the cert and chain inputs ordered from the leaf up. PBES2 AES-256-CBC with
+ * PBKDF2-HMAC-SHA256 for key and certificates, an HMAC-SHA256 MAC, P12_PEM_ITER
+ * iterations each. Refused (-1, a sentence naming the input): no or unreadable key, an
+ * encrypted key without password or with a wrong one, no certificate, no certificate
+ * matching the key, a chain certificate that is not on the leaf's path. A chain given out
+ * of order adds a sentence to warnings (may be NULL). On success *der (free with
+ * p12_der_free) and *len. Thread-safe. */
+int p12_pem_build(const struct p12_pem_src *src, const char *alias, const char *password,
+                  unsigned char **der, size_t *len, struct json_t *warnings, char *err,
+                  size_t errlen);
+void p12_der_free(unsigned char *der, size_t len);
+
+/* A random password (48 hex digits, 192 bits) into buf (at least 49 bytes); 0 or -1. */
+int p12_random_password(char *buf, size_t len);
+
 /* ----- descriptions, as ActiveGate (Java) prints them ----- */
 
 /* "Subject:<DN>;Valid from:<date>;Valid to:<date>;Serial number:<hex>" with the DN as
