@@ -136,9 +136,9 @@ int p12_check_entry(const struct p12_entry *e, time_t now, struct json_t *warnin
     if (X509_self_signed(last, 0) != 1 && !issuer_is_trusted(last)) {
         char *sub = dn_text(last, 0), *iss = dn_text(last, 1);
         warn(warnings,
-             "The chain is incomplete: the certificate of '%s' (issuer of '%s') is neither "
-             "in the file nor among this system's trusted certificates; add the intermediate "
-             "CA certificate(s) to the file, or clients cannot verify it.",
+             "The chain is incomplete: '%s' (the issuer of '%s') is neither in the file "
+             "nor among this system's trusted certificates; add its certificate to the file "
+             "unless every client already trusts it.",
              iss, sub);
         free(sub);
         free(iss);
