@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <uv.h>
@@ -41,6 +42,7 @@ struct api_job {
     _Atomic int gone;    /* the client left: a job not started yet is not started */
     int skipped;         /* set by work_cb when it did not start the job */
     int dry;             /* ?dryRun=true: validate and describe, store and switch nothing */
+    json_t *pre_warnings; /* found before switch_to (a PEM upload's chain order); owned */
     /* result, made in the thread pool */
     int status;
     char *body;
@@ -192,6 +194,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     char *alias = picked ? strdup(picked) : NULL;
     const struct p12_entry *e = NULL;
     json_t *warnings = json_array();
+    if (warnings && j->pre_warnings) json_array_extend(warnings, j->pre_warnings);
     if (!warnings) {
         p12_free(p12);
         free(alias);
@@ -423,6 +426,52 @@ static int refuse_active(struct api_job *j)
     return -1;
 }
 
+static int is_pem_upload(const struct http_request *r)
+{
+    const char *ct = http_header(r, "Content-Type");
+    static const char pem[] = "application/x-pem-file";
+    return ct && strncasecmp(ct, pem, sizeof pem - 1) == 0 &&
+           (ct[sizeof pem - 1] == '\0' || ct[sizeof pem - 1] == ';' || ct[sizeof pem - 1] == ' ');
+}
+
+/* A PEM bundle (private key + certificate chain; X-Password decrypts an encrypted key)
+ * becomes a PKCS#12 with a random password (*pw replaced; recorded obfuscated when it is
+ * activated). 0 with *der and *len, or -1 with the answer (400) in j. */
+static int pem_to_p12(struct api_job *j, const struct http_request *r, const char *key_pw,
+                      char **pw, unsigned char **der, size_t *len)
+{
+    char err[1024], fresh[64];
+    if (!j->pre_warnings) j->pre_warnings = json_array();
+    if (!j->pre_warnings || p12_random_password(fresh, sizeof fresh) != 0) {
+        job_error(j, 500, "cannot make a random password; try again");
+        return -1;
+    }
+    struct p12_pem_src src = {.cert = r->body,
+                              .cert_len = r->body_len,
+                              .cert_label = j->name,
+                              .key = r->body,
+                              .key_len = r->body_len,
+                              .key_label = j->name,
+                              .key_password = key_pw};
+    if (p12_pem_build(&src, NULL, fresh, der, len, j->pre_warnings, err, sizeof err) != 0) {
+        explicit_bzero(fresh, sizeof fresh);
+        job_error(j, 400, "%s (the body is read as a PEM bundle: the private key and the "
+                          "certificate chain)", err);
+        return -1;
+    }
+    char *copy = strdup(fresh);
+    explicit_bzero(fresh, sizeof fresh);
+    if (!copy) {
+        p12_der_free(*der, *len);
+        *der = NULL;
+        job_error(j, 500, "out of memory");
+        return -1;
+    }
+    secret_free(*pw);
+    *pw = copy;
+    return 0;
+}
+
 /* The key derivation (p12_parse) runs without gw_lock; under it only what depends on
  * the live state: the name is still not the active file, the switch, the writes. */
 static void op_upload(struct api_job *j, const struct http_request *r)
@@ -452,7 +501,17 @@ static void op_upload(struct api_job *j, const struct http_request *r)
         job_error(j, 500, "out of memory");
         return;
     }
-    if (p12_parse(r->body, r->body_len, pw, j->name, &p12, err, sizeof err) != P12_OK) {
+    const void *data = r->body;
+    size_t len = r->body_len;
+    unsigned char *der = NULL;
+    if (is_pem_upload(r)) { /* key + chain in PEM: the stored file is a PKCS#12 built here */
+        if (pem_to_p12(j, r, h, &pw, &der, &len) != 0) {
+            secret_free(pw);
+            return;
+        }
+        data = der;
+    }
+    if (p12_parse(data, len, pw, j->name, &p12, err, sizeof err) != P12_OK) {
         job_error(j, 400, "%s", err);
     } else {
         gw_lock();
@@ -460,11 +519,12 @@ static void op_upload(struct api_job *j, const struct http_request *r)
             p12_free(p12);
             refuse_active(j);
         } else {
-            switch_to(j, p12, pw, r->body, r->body_len);
+            switch_to(j, p12, pw, data, len);
         }
         gw_unlock();
     }
     secret_free(pw);
+    p12_der_free(der, len);
 }
 
 static void op_activate(struct api_job *j, const struct http_request *r)
@@ -635,6 +695,7 @@ static void after_cb(uv_work_t *w, int status)
 static void job_free(void *p)
 {
     struct api_job *j = p;
+    json_decref(j->pre_warnings);
     free(j->body);
     free(j);
 }

@@ -193,5 +193,61 @@ class ImportTest(GatewayTest):
         self.assertIn("--certificate", p.stderr)
 
 
+class PemUploadTest(GatewayTest):
+    """PUT {name} with Content-Type: application/x-pem-file (issue #11, item 5)."""
+
+    def put_pem(self, g, tok, name, parts, password=None, dry=False):
+        body = b""
+        for p in parts:
+            with open(p, "rb") as f:
+                body += f.read()
+        h = {"Content-Type": "application/x-pem-file"}
+        if password:
+            h["X-Password"] = password
+        return g.call("PUT", name + ("?dryRun=true" if dry else ""), tok, body=body, headers=h)
+
+    def test_pem_bundle_upload(self):
+        g, tok = self.api_gateway(tz="UTC")
+        before = self.state(g)
+        # dry run first: nothing stored
+        d = self.assertJson(self.put_pem(g, tok, "pem.p12", [F.key, F.root[1], F.inter[1], F.crt],
+                                         dry=True))
+        self.assertIs(d["dryRun"], True)
+        self.assertTrue(any("out of order" in w for w in d["warnings"]), d["warnings"])
+        self.assertEqual(self.state(g), before)
+        # encrypted key, X-Password decrypts it; chain out of order is reordered
+        d = self.assertJson(self.put_pem(g, tok, "pem.p12",
+                                         [F.enc_key, F.root[1], F.inter[1], F.crt],
+                                         password="key-secret"))
+        self.assertTrue(d["active"])
+        self.assertEqual(d["desc"][0]["chainLength"], 3)
+        fp, subjects = s_client_leaf_fingerprint(g.port)
+        self.assertEqual(fp, cert_fingerprint(F.crt))
+        self.assertEqual([re.sub(r"^.*CN ?= ?", "", s).strip() for s in subjects],
+                         ["host-import", "Import Intermediate", "Import Root"])
+        with open(os.path.join(g.ssl_dir, "pem.p12"), "rb") as f:
+            self.assertEqual(f.read(1), b"\x30", "the stored file is not DER PKCS#12")
+        conf = g.read_conf()
+        self.assertRegex(conf, r"(?m)^certificate-password-encr = v1:")
+        self.assertNotIn("key-secret", conf)
+        # a restart serves it from the stored file and the obfuscated random password
+        g.stop()
+        g.start()
+        self.assertEqual(s_client_leaf_fingerprint(g.port)[0], cert_fingerprint(F.crt))
+
+    def test_pem_bundle_refusals_change_nothing(self):
+        g, tok = self.api_gateway(tz="UTC")
+        before = self.state(g)
+        for what, parts, pw, words in (
+                ("mismatched key", [F.other_key, F.crt], None, ["matches its private key"]),
+                ("encrypted key, no X-Password", [F.enc_key, F.crt], None, ["encrypted"]),
+                ("no key", [F.crt], None, ["no private key"]),
+                ("chain that does not chain", [F.key, F.crt, F.stranger[1]], None,
+                 ["does not chain", "Unrelated CA"])):
+            with self.subTest(what):
+                self.assertApiError(self.put_pem(g, tok, "bad.p12", parts, pw), 400, *words)
+                self.assertEqual(self.state(g), before)
+
+
 if __name__ == "__main__":
     main()
