@@ -23,9 +23,7 @@
 #include <time.h>
 #include <uv.h>
 
-#define API_MID "/api/v1/certificate"
 #define SMALL_BODY (64 * 1024)
-#define MAX_NAME 128
 #define MAX_STORED (16u << 20) /* p12_load_file's limit */
 
 enum op { OP_NONE, OP_LIST, OP_UPLOAD, OP_DELETE, OP_ACTIVATE, OP_DESCRIBE };
@@ -37,7 +35,7 @@ struct api_job {
     struct http_exchange *x;
     uv_work_t work;
     enum op op;
-    char name[MAX_NAME + 1];
+    char name[API_MAX_NAME + 1];
     int queued;          /* counted in api_jobs; loop thread only */
     _Atomic int gone;    /* the client left: a job not started yet is not started */
     int skipped;         /* set by work_cb when it did not start the job */
@@ -53,46 +51,6 @@ struct api_job {
 static _Atomic unsigned api_jobs;
 /* What a client is told to wait before trying again when the queue is full. */
 #define API_RETRY_AFTER_S 2
-
-/* ----- paths and names ----- */
-
-const char *api_name_invalid(const char *name, size_t len)
-{
-    if (len == 0) return "the certificate name is empty";
-    if (len > MAX_NAME) return "the certificate name is longer than 128 characters";
-    if (name[0] == '.') return "the certificate name must not start with '.'";
-    if (len == 4 && memcmp(name, "list", 4) == 0) return "'list' is reserved and cannot be a certificate name";
-    for (size_t i = 0; i < len; i++) {
-        char ch = name[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return "the certificate name may only hold letters, digits, '.', '_' and '-'";
-    }
-    return NULL;
-}
-
-/* Splits /e/{env}/api/v1/certificate[/rest]; returns rest (NULL when absent). */
-static int split_path(const char *path, const char **env, size_t *envlen, const char **rest)
-{
-    if (strncmp(path, API_PREFIX, 3) != 0) return -1;
-    const char *e = path + 3;
-    const char *slash = strchr(e, '/');
-    if (!slash || slash == e) return -1;
-    if (strncmp(slash, API_MID, sizeof API_MID - 1) != 0) return -1;
-    const char *after = slash + sizeof API_MID - 1;
-    if (*after != '\0' && *after != '/') return -1;
-    *env = e;
-    *envlen = (size_t)(slash - e);
-    *rest = *after == '/' ? after + 1 : NULL;
-    return 0;
-}
-
-int api_match(const char *path)
-{
-    const char *env, *rest;
-    size_t envlen;
-    return split_path(path, &env, &envlen, &rest) == 0;
-}
 
 /* ----- answers ----- */
 
@@ -306,21 +264,6 @@ static int request_password(struct api_job *j, const struct http_request *r, cha
     return 0;
 }
 
-int api_password_from_body(const char *body, size_t len, char **pw)
-{
-    *pw = NULL;
-    json_error_t je;
-    json_t *v = json_loadb(body, len, 0, &je);
-    json_t *p = json_object_get(v, "password");
-    const char *s = json_string_value(p);
-    if (s) {
-        *pw = strdup(s);
-        explicit_bzero((char *)s, json_string_length(p)); /* jansson's copy */
-    }
-    json_decref(v);
-    return *pw ? 0 : -1;
-}
-
 /* A stored file's identity: it is replaced by rename (a new inode) or changed in place
  * (new size or times), so an unchanged identity means unchanged content. */
 struct file_id {
@@ -426,52 +369,6 @@ static int refuse_active(struct api_job *j)
     return -1;
 }
 
-static int is_pem_upload(const struct http_request *r)
-{
-    const char *ct = http_header(r, "Content-Type");
-    static const char pem[] = "application/x-pem-file";
-    return ct && strncasecmp(ct, pem, sizeof pem - 1) == 0 &&
-           (ct[sizeof pem - 1] == '\0' || ct[sizeof pem - 1] == ';' || ct[sizeof pem - 1] == ' ');
-}
-
-/* A PEM bundle (private key + certificate chain; X-Password decrypts an encrypted key)
- * becomes a PKCS#12 with a random password (*pw replaced; recorded obfuscated when it is
- * activated). 0 with *der and *len, or -1 with the answer (400) in j. */
-static int pem_to_p12(struct api_job *j, const struct http_request *r, const char *key_pw,
-                      char **pw, unsigned char **der, size_t *len)
-{
-    char err[1024], fresh[64];
-    if (!j->pre_warnings) j->pre_warnings = json_array();
-    if (!j->pre_warnings || p12_random_password(fresh, sizeof fresh) != 0) {
-        job_error(j, 500, "cannot make a random password; try again");
-        return -1;
-    }
-    struct p12_pem_src src = {.cert = r->body,
-                              .cert_len = r->body_len,
-                              .cert_label = j->name,
-                              .key = r->body,
-                              .key_len = r->body_len,
-                              .key_label = j->name,
-                              .key_password = key_pw};
-    if (p12_pem_build(&src, NULL, fresh, der, len, j->pre_warnings, err, sizeof err) != 0) {
-        explicit_bzero(fresh, sizeof fresh);
-        job_error(j, 400, "%s (the body is read as a PEM bundle: the private key and the "
-                          "certificate chain)", err);
-        return -1;
-    }
-    char *copy = strdup(fresh);
-    explicit_bzero(fresh, sizeof fresh);
-    if (!copy) {
-        p12_der_free(*der, *len);
-        *der = NULL;
-        job_error(j, 500, "out of memory");
-        return -1;
-    }
-    secret_free(*pw);
-    *pw = copy;
-    return 0;
-}
-
 /* The key derivation (p12_parse) runs without gw_lock; under it only what depends on
  * the live state: the name is still not the active file, the switch, the writes. */
 static void op_upload(struct api_job *j, const struct http_request *r)
@@ -504,8 +401,13 @@ static void op_upload(struct api_job *j, const struct http_request *r)
     const void *data = r->body;
     size_t len = r->body_len;
     unsigned char *der = NULL;
-    if (is_pem_upload(r)) { /* key + chain in PEM: the stored file is a PKCS#12 built here */
-        if (pem_to_p12(j, r, h, &pw, &der, &len) != 0) {
+    if (api_pem_body(http_header(r, "Content-Type"))) { /* stored as a PKCS#12 built here */
+        if (!j->pre_warnings) j->pre_warnings = json_array();
+        int st = j->pre_warnings ? api_pem_to_p12(r->body, r->body_len, j->name, h, &pw, &der,
+                                                  &len, j->pre_warnings, err, sizeof err)
+                                 : 500;
+        if (st != 0) {
+            job_error(j, st, "%s", st == 500 && !j->pre_warnings ? "out of memory" : err);
             secret_free(pw);
             return;
         }
@@ -732,7 +634,7 @@ static void on_headers(struct http_exchange *x)
     const struct http_request *r = http_req(x);
     const char *env, *rest;
     size_t envlen;
-    split_path(r->path, &env, &envlen, &rest);
+    api_split_path(r->path, &env, &envlen, &rest);
     char envbuf[65];
     snprintf(envbuf, sizeof envbuf, "%.*s", (int)(envlen < 64 ? envlen : 64), env);
     if (envlen > 64) envbuf[0] = '\0'; /* matches no token */
