@@ -18,12 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <uv.h>
 
-#define API_MID "/api/v1/certificate"
 #define SMALL_BODY (64 * 1024)
-#define MAX_NAME 128
 #define MAX_STORED (16u << 20) /* p12_load_file's limit */
 
 enum op { OP_NONE, OP_LIST, OP_UPLOAD, OP_DELETE, OP_ACTIVATE, OP_DESCRIBE };
@@ -35,10 +35,12 @@ struct api_job {
     struct http_exchange *x;
     uv_work_t work;
     enum op op;
-    char name[MAX_NAME + 1];
+    char name[API_MAX_NAME + 1];
     int queued;          /* counted in api_jobs; loop thread only */
     _Atomic int gone;    /* the client left: a job not started yet is not started */
     int skipped;         /* set by work_cb when it did not start the job */
+    int dry;             /* ?dryRun=true: validate and describe, store and switch nothing */
+    json_t *pre_warnings; /* found before switch_to (a PEM upload's chain order); owned */
     /* result, made in the thread pool */
     int status;
     char *body;
@@ -49,46 +51,6 @@ struct api_job {
 static _Atomic unsigned api_jobs;
 /* What a client is told to wait before trying again when the queue is full. */
 #define API_RETRY_AFTER_S 2
-
-/* ----- paths and names ----- */
-
-const char *api_name_invalid(const char *name, size_t len)
-{
-    if (len == 0) return "the certificate name is empty";
-    if (len > MAX_NAME) return "the certificate name is longer than 128 characters";
-    if (name[0] == '.') return "the certificate name must not start with '.'";
-    if (len == 4 && memcmp(name, "list", 4) == 0) return "'list' is reserved and cannot be a certificate name";
-    for (size_t i = 0; i < len; i++) {
-        char ch = name[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return "the certificate name may only hold letters, digits, '.', '_' and '-'";
-    }
-    return NULL;
-}
-
-/* Splits /e/{env}/api/v1/certificate[/rest]; returns rest (NULL when absent). */
-static int split_path(const char *path, const char **env, size_t *envlen, const char **rest)
-{
-    if (strncmp(path, API_PREFIX, 3) != 0) return -1;
-    const char *e = path + 3;
-    const char *slash = strchr(e, '/');
-    if (!slash || slash == e) return -1;
-    if (strncmp(slash, API_MID, sizeof API_MID - 1) != 0) return -1;
-    const char *after = slash + sizeof API_MID - 1;
-    if (*after != '\0' && *after != '/') return -1;
-    *env = e;
-    *envlen = (size_t)(slash - e);
-    *rest = *after == '/' ? after + 1 : NULL;
-    return 0;
-}
-
-int api_match(const char *path)
-{
-    const char *env, *rest;
-    size_t envlen;
-    return split_path(path, &env, &envlen, &rest) == 0;
-}
 
 /* ----- answers ----- */
 
@@ -188,11 +150,49 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     char err[1024];
     const char *picked = pick_alias(p12);
     char *alias = picked ? strdup(picked) : NULL;
-    struct gw_change *ch = gw_change_prepare(p12, alias, err, sizeof err);
-    if (!ch) {
+    const struct p12_entry *e = NULL;
+    json_t *warnings = json_array();
+    if (warnings && j->pre_warnings) json_array_extend(warnings, j->pre_warnings);
+    if (!warnings) {
         p12_free(p12);
         free(alias);
+        job_error(j, 500, "out of memory");
+        return;
+    }
+    if (p12_select(p12, alias, &e, err, sizeof err) != P12_OK ||
+        p12_check_entry(e, time(NULL), warnings, err, sizeof err) != 0) {
+        p12_free(p12);
+        free(alias);
+        json_decref(warnings);
         job_error(j, 400, "%s: %s", j->name, err);
+        return;
+    }
+    struct gw_change *ch = gw_change_prepare(p12, alias, err, sizeof err);
+    if (!ch) {
+        /* OpenSSL's reason ("ee key too small") is terse: the findings say it in words */
+        const char *why = json_string_value(json_array_get(warnings, 0));
+        p12_free(p12);
+        free(alias);
+        job_error(j, 400, "%s: %s%s%s%s", j->name, err, why ? " (" : "", why ? why : "",
+                  why ? ")" : "");
+        json_decref(warnings);
+        return;
+    }
+    if (j->dry) { /* everything a real switch checks has passed: describe, change nothing */
+        json_t *d = describe(p12, j->name, gw_is_active_name(j->name));
+        if (d) {
+            json_object_set(d, "warnings", warnings);
+            json_object_set_new(d, "dryRun", json_true());
+        }
+        log_info("certificate API: dry run of %s %s: it would be accepted (%zu warning%s)",
+                 data ? "upload" : "activation", j->name, json_array_size(warnings),
+                 json_array_size(warnings) == 1 ? "" : "s");
+        if (d) job_json(j, d);
+        else job_error(j, 500, "out of memory");
+        json_decref(d);
+        json_decref(warnings);
+        gw_change_abort(ch); /* frees p12 */
+        free(alias);
         return;
     }
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
@@ -222,13 +222,20 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
              data ? "uploaded and activated" : "activated", j->name, served_alias);
     gw_change_commit(ch, j->name);
     json_t *d = describe(gw_active_p12(), j->name, 1);
+    if (d) json_object_set(d, "warnings", warnings);
+    if (json_array_size(warnings) > 0)
+        log_warn("certificate API: %s: %s%s", j->name,
+                 json_string_value(json_array_get(warnings, 0)),
+                 json_array_size(warnings) > 1 ? " (and more: see the answer)" : "");
     job_json(j, d);
     json_decref(d);
+    json_decref(warnings);
     free(path);
     free(old);
     free(alias);
     return;
 fail:
+    json_decref(warnings);
     gw_change_abort(ch);
     free(path);
     free(old);
@@ -255,21 +262,6 @@ static int request_password(struct api_job *j, const struct http_request *r, cha
         return -1;
     }
     return 0;
-}
-
-int api_password_from_body(const char *body, size_t len, char **pw)
-{
-    *pw = NULL;
-    json_error_t je;
-    json_t *v = json_loadb(body, len, 0, &je);
-    json_t *p = json_object_get(v, "password");
-    const char *s = json_string_value(p);
-    if (s) {
-        *pw = strdup(s);
-        explicit_bzero((char *)s, json_string_length(p)); /* jansson's copy */
-    }
-    json_decref(v);
-    return *pw ? 0 : -1;
 }
 
 /* The stat of a stored file, which must be a regular file (not followed if a link):
@@ -385,7 +377,22 @@ static void op_upload(struct api_job *j, const struct http_request *r)
         job_error(j, 500, "out of memory");
         return;
     }
-    if (p12_parse(r->body, r->body_len, pw, j->name, &p12, err, sizeof err) != P12_OK) {
+    const void *data = r->body;
+    size_t len = r->body_len;
+    unsigned char *der = NULL;
+    if (api_pem_body(http_header(r, "Content-Type"))) { /* stored as a PKCS#12 built here */
+        if (!j->pre_warnings) j->pre_warnings = json_array();
+        int st = j->pre_warnings ? api_pem_to_p12(r->body, r->body_len, j->name, h, &pw, &der,
+                                                  &len, j->pre_warnings, err, sizeof err)
+                                 : 500;
+        if (st != 0) {
+            job_error(j, st, "%s", st == 500 && !j->pre_warnings ? "out of memory" : err);
+            secret_free(pw);
+            return;
+        }
+        data = der;
+    }
+    if (p12_parse(data, len, pw, j->name, &p12, err, sizeof err) != P12_OK) {
         job_error(j, 400, "%s", err);
     } else {
         gw_lock();
@@ -393,11 +400,12 @@ static void op_upload(struct api_job *j, const struct http_request *r)
             p12_free(p12);
             refuse_active(j);
         } else {
-            switch_to(j, p12, pw, r->body, r->body_len);
+            switch_to(j, p12, pw, data, len);
         }
         gw_unlock();
     }
     secret_free(pw);
+    p12_der_free(der, len);
 }
 
 static void op_activate(struct api_job *j, const struct http_request *r)
@@ -568,6 +576,7 @@ static void after_cb(uv_work_t *w, int status)
 static void job_free(void *p)
 {
     struct api_job *j = p;
+    json_decref(j->pre_warnings);
     free(j->body);
     free(j);
 }
@@ -604,7 +613,7 @@ static void on_headers(struct http_exchange *x)
     const struct http_request *r = http_req(x);
     const char *env, *rest;
     size_t envlen;
-    split_path(r->path, &env, &envlen, &rest);
+    api_split_path(r->path, &env, &envlen, &rest);
     char envbuf[65];
     snprintf(envbuf, sizeof envbuf, "%.*s", (int)(envlen < 64 ? envlen : 64), env);
     if (envlen > 64) envbuf[0] = '\0'; /* matches no token */
@@ -682,6 +691,17 @@ static void on_headers(struct http_exchange *x)
         respond_405(x, allow);
         return;
     }
+    int dry = 0;
+    char dryv[16];
+    if ((op == OP_UPLOAD || op == OP_ACTIVATE) &&
+        auth_query_param(r->query, "dryRun", dryv, sizeof dryv) == 0) {
+        /* a misspelt value must not turn a check into a live switch */
+        if (strcmp(dryv, "true") != 0 && strcmp(dryv, "false") != 0) {
+            respond_error(x, 400, NULL, "dryRun must be true or false.");
+            return;
+        }
+        dry = strcmp(dryv, "true") == 0;
+    }
     unsigned limit = queue_limit(x);
     if (atomic_load(&api_jobs) >= limit) { /* full now: do not even read the body */
         respond_busy(x, limit);
@@ -694,6 +714,7 @@ static void on_headers(struct http_exchange *x)
     }
     j->x = x;
     j->op = op;
+    j->dry = dry;
     if (name) snprintf(j->name, sizeof j->name, "%.*s", (int)namelen, name);
     j->work.data = j;
     /* the exchange owns the job from here on */

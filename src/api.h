@@ -1,7 +1,9 @@
 /* api.h - the certificate REST API of ActiveGate, under
  * /e/{environmentId}/api/v1/certificate/:
  *
- *   PUT    {name}            upload (body = PKCS#12, X-Password), store and activate
+ *   PUT    {name}            upload (body = PKCS#12, X-Password, or a PEM bundle with
+ *                            Content-Type application/x-pem-file), store and activate;
+ *                            ?dryRun=true validates only (also for activate)
  *   POST   {name}/activate   activate a stored file (password as X-Password or JSON)
  *   DELETE {name}            delete a stored, inactive file
  *   GET    list              list stored files; the active one with its description
@@ -45,5 +47,25 @@ const char *api_name_invalid(const char *name, size_t len);
  * NUL-terminated; the parser's own copy of the password is wiped. Thread-safe.
  * (A fuzz target calls it directly.) */
 int api_password_from_body(const char *body, size_t len, char **pw);
+
+/* ----- for api.c (api_input.c) ----- */
+
+#define API_MAX_NAME 128
+
+/* Splits /e/{env}/api/v1/certificate[/rest]: 0 with *env, *envlen and *rest (NULL when
+ * absent), or -1 when path is not an API path. */
+int api_split_path(const char *path, const char **env, size_t *envlen, const char **rest);
+
+/* 1 when a Content-Type names a PEM bundle (application/x-pem-file). */
+int api_pem_body(const char *content_type);
+
+/* Builds a PKCS#12 file from a PEM bundle (a private key, decrypted with key_pw when not
+ * NULL, and its certificate chain), under a new random password that replaces *pw (the
+ * old one is wiped). 0 with *der (free with p12_der_free) and *der_len; else the HTTP
+ * status (400, 500) with a sentence in err. Chain-order findings go to warnings. */
+struct json_t;
+int api_pem_to_p12(const void *body, size_t len, const char *name, const char *key_pw,
+                   char **pw, unsigned char **der, size_t *der_len, struct json_t *warnings,
+                   char *err, size_t errlen);
 
 #endif

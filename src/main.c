@@ -2,6 +2,7 @@
 #include "accesslog.h"
 #include "app.h"
 #include "auth.h"
+#include "certimport.h"
 #include "gw.h"
 #include "log.h"
 #include "server.h"
@@ -44,6 +45,13 @@ static const char USAGE[] =
     "  certgate token list [--data-dir DIR]\n"
     "  certgate token revoke [--data-dir DIR] ID\n"
     "      Manages API tokens (scope ActiveGateCertManagement for the certificate API).\n"
+    "  certgate cert import [--data-dir DIR] --certificate CERT.pem --key KEY.pem\n"
+    "                       [--chain CA.pem] [--key-password P] [--alias A] [--name NAME]\n"
+    "                       [--activate]\n"
+    "      Builds a PKCS#12 file (AES-256, a random password) from PEM files, checks it\n"
+    "      as an API upload does and stores it as DIR/ssl/NAME (default: CERT's base\n"
+    "      name + .p12); --activate records it in custom.properties (password\n"
+    "      obfuscated); a running gateway serves it after SIGHUP.\n"
     "  certgate --help | --version\n"
     "\n"
     "DIR defaults to " DEFAULT_DATA_DIR "; it holds config/custom.properties and ssl/.\n";
@@ -450,5 +458,6 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 2, argv + 2);
     if (strcmp(argv[1], "check-config") == 0) return cmd_check_config(argc - 2, argv + 2);
     if (strcmp(argv[1], "token") == 0) return app_token_command(argc - 2, argv + 2);
+    if (strcmp(argv[1], "cert") == 0) return certimport_command(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", argv[1]);
 }

@@ -142,6 +142,56 @@ struct stack_st_X509 *p12_entry_chain(const struct p12_entry *e);
  * normalise a configured certificate-alias. malloc'd; NULL when out of memory. */
 char *p12_java_lower(const char *s);
 
+/* ----- checks before a certificate is served (p12_check.c) ----- */
+
+/* Checks the key entry e as of `now`. Refuses (-1, a sentence in err) a leaf that has
+ * expired. Otherwise 0, and appends to `warnings` (a jansson array, may be NULL) one
+ * sentence per finding: expires within 30 days, not valid yet, no subjectAltName, an
+ * extended key usage without serverAuth, RSA under 2048 bits, a SHA-1 signature (leaf
+ * or intermediate; roots excepted), a chain that ends below a root that is not in the
+ * system's trusted certificates (naming the missing issuer). Key/certificate mismatches
+ * are refused earlier, by p12_parse. Thread-safe. */
+int p12_check_entry(const struct p12_entry *e, time_t now, struct json_t *warnings, char *err,
+                    size_t errlen);
+
+/* ----- PKCS#12 files from PEM (p12_pem.c) ----- */
+
+/* PBKDF2 iterations of each of the three derivations of a built file. */
+#define P12_PEM_ITER 10000
+
+/* PEM inputs; labels name them in messages (file names). key and cert may be the same
+ * buffer (a bundle: key + certificates); chain may be NULL. key_password NULL: the key
+ * must not be encrypted. */
+struct p12_pem_src {
+    const void *cert;
+    size_t cert_len;
+    const char *cert_label;
+    const void *key;
+    size_t key_len;
+    const char *key_label;
+    const char *key_password;
+    const void *chain;
+    size_t chain_len;
+    const char *chain_label;
+};
+
+/* Builds a DER PKCS#12 with one key entry `alias` (NULL: "1"): the private key, the
+ * certificate of the cert input that matches it (the leaf), and the other certificates
+ * of the cert and chain inputs ordered from the leaf up. PBES2 AES-256-CBC with
+ * PBKDF2-HMAC-SHA256 for key and certificates, an HMAC-SHA256 MAC, P12_PEM_ITER
+ * iterations each. Refused (-1, a sentence naming the input): no or unreadable key, an
+ * encrypted key without password or with a wrong one, no certificate, no certificate
+ * matching the key, a chain certificate that is not on the leaf's path. A chain given out
+ * of order adds a sentence to warnings (may be NULL). On success *der (free with
+ * p12_der_free) and *len. Thread-safe. */
+int p12_pem_build(const struct p12_pem_src *src, const char *alias, const char *password,
+                  unsigned char **der, size_t *len, struct json_t *warnings, char *err,
+                  size_t errlen);
+void p12_der_free(unsigned char *der, size_t len);
+
+/* A random password (48 hex digits, 192 bits) into buf (at least 49 bytes); 0 or -1. */
+int p12_random_password(char *buf, size_t len);
+
 /* ----- descriptions, as ActiveGate (Java) prints them ----- */
 
 /* "Subject:<DN>;Valid from:<date>;Valid to:<date>;Serial number:<hex>" with the DN as
