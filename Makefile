@@ -5,7 +5,16 @@ CTEST_ARGS ?=
 FUZZ_TIME ?= 60
 FUZZ_TARGETS ?= http upstream propfile p12 apijson auth
 
-.PHONY: all build deps deps-test run test test-asan fuzz bench bench-instructions clean format
+.PHONY: all build deps deps-test run test test-asan fuzz bench bench-instructions clean format \
+        install deb
+
+# make install [PREFIX=/usr/local] [DESTDIR=scratch-root]: the binary, certgate(8) and the
+# systemd unit (its ExecStart points at $(PREFIX)/bin/certgate)
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+BINDIR    ?= $(PREFIX)/bin
+MANDIR    ?= $(PREFIX)/share/man
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
 
 all: build
 
@@ -51,6 +60,14 @@ bench: build
 bench-instructions: build
 	@scripts/deps.sh bench
 	@taskset -c 1 python3 -B bench/instructions.py
+
+install: build
+	install -D -m 0755 build/certgate $(DESTDIR)$(BINDIR)/certgate
+	install -D -m 0644 man/certgate.8 $(DESTDIR)$(MANDIR)/man8/certgate.8
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/certgate|$(BINDIR)/certgate|g' dist/certgate.service \
+	  >$(DESTDIR)$(UNITDIR)/certgate.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/certgate.service
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c

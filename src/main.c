@@ -4,6 +4,7 @@
 #include "auth.h"
 #include "gw.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "tls.h"
 
@@ -222,6 +223,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     }
     stopping = 1;
     log_info("%s: stopping; in-flight requests get up to 10 s", strsignal(signum));
+    char err[256];
+    if (sdnotify_send("STOPPING=1", err, sizeof err) != 0) log_warn("%s", err);
     server_stop();
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
@@ -239,9 +242,17 @@ static void on_throttle_timer(uv_timer_t *t)
 static void on_hup(uv_signal_t *h, int signum)
 {
     char err[1024];
+    char nerr[256];
     log_info("SIGHUP: reloading %s", gw_paths.conf_path);
+    if (sdnotify_reloading(nerr, sizeof nerr) != 0) log_warn("%s", nerr);
     accesslog_reopen();
-    if (gw_reload(err, sizeof err) != 0) {
+    int rc = gw_reload(err, sizeof err);
+    /* systemd waits for READY=1 after RELOADING=1, whether the reload worked or not */
+    if (sdnotify_send(rc == 0 ? "READY=1\nSTATUS=serving" :
+                      "READY=1\nSTATUS=serving; the last reload failed (see the log)",
+                      nerr, sizeof nerr) != 0)
+        log_warn("%s", nerr);
+    if (rc != 0) {
         log_error("reload failed, still serving the previous configuration: %s", err);
         return;
     }
@@ -318,6 +329,10 @@ static int cmd_run(int argc, char **argv)
         log_warn("running as root: a flaw in certgate would give away the whole machine; "
                  "start it with --user NAME to run as NAME once the ports are bound");
     }
+    if (sdnotify_open(err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     /* signals are caught from here on; they are acted upon once the loop runs, so a
@@ -375,6 +390,7 @@ static int cmd_run(int argc, char **argv)
     log_info("ready: try  curl -k https://%s%s%s:%u/rest/health", strchr(try_host, ':') ? "[" : "",
              try_host, strchr(try_host, ':') ? "]" : "", server_https_port());
     app_started();
+    if (sdnotify_send("READY=1\nSTATUS=serving", err, sizeof err) != 0) log_warn("%s", err);
 
     uv_timer_init(loop, &ticket_timer);
     uv_timer_start(&ticket_timer, on_ticket_timer, TLS_TICKET_ROTATE_S * 1000ull,
@@ -388,6 +404,7 @@ static int cmd_run(int argc, char **argv)
     accesslog_close();
     gw_close();
     tls_global_cleanup();
+    sdnotify_close();
     log_info("stopped");
     return 0;
 }
