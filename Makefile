@@ -6,7 +6,7 @@ FUZZ_TIME ?= 60
 FUZZ_TARGETS ?= http upstream propfile p12 apijson auth
 
 .PHONY: all build deps deps-test run test test-asan fuzz bench bench-instructions clean format \
-        install deb
+        install install-files deb
 
 # make install [PREFIX=/usr/local] [DESTDIR=scratch-root]: the binary, certgate(8) and the
 # systemd unit (its ExecStart points at $(PREFIX)/bin/certgate)
@@ -62,7 +62,12 @@ bench-instructions: build
 	@taskset -c 1 python3 -B bench/instructions.py
 
 install: build
-	install -D -m 0755 build/certgate $(DESTDIR)$(BINDIR)/certgate
+	@$(MAKE) --no-print-directory install-files
+
+# what `make install` copies, without building (CERTGATE_BIN: the binary to install)
+CERTGATE_BIN ?= build/certgate
+install-files:
+	install -D -m 0755 $(CERTGATE_BIN) $(DESTDIR)$(BINDIR)/certgate
 	install -D -m 0644 man/certgate.8 $(DESTDIR)$(MANDIR)/man8/certgate.8
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/bin/certgate|$(BINDIR)/certgate|g' dist/certgate.service \
