@@ -265,6 +265,9 @@ static int load_webserver(struct loader *ld, struct conf_settings *s)
         get_string(ld, "certificate-password-encr", &s->certificate_password_encr) < 0 ||
         get_string(ld, "certificate-alias", &s->certificate_alias) < 0)
         return -1;
+    raw = propfile_get_raw(ld->doc, ld->section, "included-ciphers");
+    propfile_list_free(s->included_ciphers);
+    if (!(s->included_ciphers = propfile_split_list(raw, NULL))) return nomem(ld);
     return 0;
 }
 
@@ -432,6 +435,7 @@ int conf_settings_load(const struct propfile *doc, const char *path, struct conf
 void conf_settings_free(struct conf_settings *s)
 {
     propfile_list_free(s->excluded_ciphers);
+    propfile_list_free(s->included_ciphers);
     free(s->certificate_file);
     secret_free(s->certificate_password);
     secret_free(s->certificate_password_encr);

@@ -54,6 +54,7 @@ struct conf_settings {
     char *certificate_password;      /* plain password if the key is present, else NULL */
     char *certificate_password_encr; /* obfuscated password, else NULL */
     char *certificate_alias;   /* NULL: first key entry */
+    char **included_ciphers;   /* NULL-terminated list of substrings, empty: all; never NULL */
     /* [certgate] (certgate's own keys) */
     size_t max_upload_bytes;   /* max-upload-size, default 1 MiB */
     unsigned keepalive_timeout_ms; /* keepalive-timeout (s), default 75 s */
