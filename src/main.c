@@ -3,7 +3,9 @@
 #include "app.h"
 #include "auth.h"
 #include "gw.h"
+#include "fsutil.h"
 #include "log.h"
+#include "propfile.h"
 #include "sdnotify.h"
 #include "server.h"
 #include "tls.h"
@@ -39,7 +41,8 @@ static const char USAGE[] =
     "      gracefully (in-flight requests get up to 10 s).\n"
     "  certgate check-config [--data-dir DIR]\n"
     "      Validates custom.properties and the certificate, prints what would be\n"
-    "      served; exit status 0 when it is the configured one, 1 otherwise.\n"
+    "      served; exit status 0 when it is the configured one, 1 otherwise. Lists\n"
+    "      every error of the file, each with its line.\n"
     "  certgate token create [--data-dir DIR] --environment ENV --scope SCOPE [--scope ...]\n"
     "                        [--name NAME]\n"
     "  certgate token list [--data-dir DIR]\n"
@@ -411,6 +414,97 @@ static int cmd_run(int argc, char **argv)
 
 /* ----- check-config ----- */
 
+/* The errors check-config found, printed together sorted by line. */
+struct check_errors {
+    char *line[128];
+    int n, dropped;
+};
+
+/* Adds each '\n'-separated sentence of text. */
+static void check_errors_add(struct check_errors *ce, const char *text)
+{
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        int room = ce->n < (int)(sizeof ce->line / sizeof ce->line[0]);
+        if (room && (ce->line[ce->n] = strndup(p, len)))
+            ce->n++;
+        else
+            ce->dropped++;
+        p += len + (nl ? 1 : 0);
+    }
+}
+
+/* The N of "<path>:N: ..." (0 when there is none). */
+static long check_errors_lineno(const char *msg, size_t pathlen)
+{
+    return strlen(msg) > pathlen && msg[pathlen] == ':' ? strtol(msg + pathlen + 1, NULL, 10) : 0;
+}
+
+/* Prints them on stderr, sorted by line (stable), and frees them. */
+static void check_errors_print(struct check_errors *ce, const char *path)
+{
+    size_t pl = strlen(path);
+    for (int i = 1; i < ce->n; i++)
+        for (int j = i; j > 0 && check_errors_lineno(ce->line[j - 1], pl) >
+                                     check_errors_lineno(ce->line[j], pl); j--) {
+            char *t = ce->line[j];
+            ce->line[j] = ce->line[j - 1];
+            ce->line[j - 1] = t;
+        }
+    for (int i = 0; i < ce->n; i++) {
+        fprintf(stderr, "configuration error: %s\n", ce->line[i]);
+        free(ce->line[i]);
+    }
+    if (ce->dropped) fprintf(stderr, "configuration error: (%d more)\n", ce->dropped);
+}
+
+/* Lists every error of custom.properties at once (syntax, values, cipher lists), each
+ * with its line; returns how many there are (-1 when the file cannot be read). */
+static int check_config_file(const char *data_dir)
+{
+    static char text[32768];
+    char *config_dir = fs_path_join(data_dir, "config");
+    char *path = config_dir ? fs_path_join(config_dir, "custom.properties") : NULL;
+    free(config_dir);
+    if (!path) {
+        fprintf(stderr, "certgate: out of memory\n");
+        return -1;
+    }
+    struct propfile *doc = NULL;
+    struct check_errors ce = {.n = 0};
+    int nbad = 0, nconf = 0, ntls = 0;
+    if (propfile_load_lenient(path, &doc, &nbad, text, sizeof text) != 0) {
+        fprintf(stderr, "configuration error: %s\n", text);
+        free(path);
+        return -1;
+    }
+    check_errors_add(&ce, text);
+    struct conf_settings cs;
+    conf_settings_check(doc, path, &cs, text, sizeof text, &nconf);
+    check_errors_add(&ce, text);
+    struct tls_server_opts o = {.versions = cs.tls_versions,
+                                .excluded_ciphers = cs.excluded_ciphers,
+                                .included_ciphers = cs.included_ciphers,
+                                .session_cache = cs.session_cache,
+                                .session_tickets = cs.session_tickets};
+    char why[512];
+    if (cs.tls_versions && tls_check_opts(&o, why, sizeof why) != 0) {
+        int line = propfile_line(doc, CONF_SECTION_WEBSERVER, "excluded-ciphers");
+        if (line <= 0) line = propfile_line(doc, CONF_SECTION_WEBSERVER, "included-ciphers");
+        snprintf(text, sizeof text, "%s:%d: %s", path, line, why);
+        check_errors_add(&ce, text);
+        ntls = 1;
+    }
+    check_errors_print(&ce, path);
+    conf_settings_free(&cs);
+    propfile_free(doc);
+    int n = nbad + nconf + ntls;
+    if (n) fprintf(stderr, "%s: %d error%s\n", path, n, n == 1 ? "" : "s");
+    free(path);
+    return n;
+}
+
 static int cmd_check_config(int argc, char **argv)
 {
     const char *data_dir = DEFAULT_DATA_DIR;
@@ -424,6 +518,10 @@ static int cmd_check_config(int argc, char **argv)
     char err[1024];
     if (tls_global_init(err, sizeof err) != 0) {
         fprintf(stderr, "certgate: %s\n", err);
+        return 1;
+    }
+    if (check_config_file(data_dir) != 0) {
+        tls_global_cleanup();
         return 1;
     }
     struct gw_options gopt = {.data_dir = data_dir, .readonly = 1};
