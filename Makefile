@@ -74,8 +74,14 @@ install-files:
 	  >$(DESTDIR)$(UNITDIR)/certgate.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/certgate.service
 
+# a Debian package (dpkg-deb): build-deb/certgate_<version>_<arch>.deb, checked by lintian
+deb: deps
+	@deb=$$(scripts/mkdeb.sh) && echo "$$deb" && \
+	if command -v lintian >/dev/null; then lintian --fail-on error,warning "$$deb"; \
+	else echo "lintian is not installed (Debian package lintian): $$deb is not checked"; fi
+
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-deb
