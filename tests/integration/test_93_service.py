@@ -9,7 +9,10 @@
   on SIGHUP (also when the reload fails), STOPPING=1 on SIGTERM; an unusable
   NOTIFY_SOCKET stops the start with a sentence.
 - `systemd-analyze verify` of the installed unit, and its `systemd-analyze security`
-  exposure (printed; at most 3.0), when systemd-analyze is installed."""
+  exposure (printed; at most 3.0), when systemd-analyze is installed.
+- `make deb`'s package (scripts/mkdeb.sh): its files, control fields, a binary that runs,
+  `lintian` clean (when installed), and its postinst run against stub commands: it
+  creates the certgate system user and /var/lib/certgate and enables the service."""
 import os
 import re
 import shutil
@@ -134,6 +137,60 @@ class InstallTest(GatewayTest):
         self.assertTrue(m, p.stdout + p.stderr)
         print("\nsystemd-analyze security: exposure %s %s" % (m.group(1), m.group(2)))
         self.assertLessEqual(float(m.group(1)), 3.0)
+
+
+STUB = """#!/bin/sh
+echo "$(basename "$0") $*" >>"%s"
+case "$(basename "$0")" in getent) exit 2;; esac
+exit 0
+"""
+
+
+class DebTest(GatewayTest):
+    def test_deb_package(self):
+        for t in ("dpkg-deb", "dpkg-shlibdeps", "dpkg-buildflags", "cmake"):
+            if not shutil.which(t):
+                self.skipTest("%s is not installed (Debian package dpkg-dev)" % t)
+        deb = run([os.path.join(ROOT, "scripts", "mkdeb.sh")], timeout=900).stdout.strip()
+        deb = os.path.join(ROOT, deb)
+        listing = run(["dpkg-deb", "-c", deb]).stdout
+        files = sorted(l.split()[-1] for l in listing.splitlines() if not l.startswith("d"))
+        self.assertEqual(files, ["./lib/systemd/system/certgate.service", "./usr/bin/certgate",
+                                 "./usr/share/doc/certgate/changelog.gz",
+                                 "./usr/share/doc/certgate/copyright",
+                                 "./usr/share/man/man8/certgate.8.gz"])
+        self.assertIn("-rwxr-xr-x root/root", [l for l in listing.splitlines()
+                                               if l.endswith("/usr/bin/certgate")][0])
+        control = run(["dpkg-deb", "-f", deb]).stdout
+        self.assertRegex(control, r"(?m)^Package: certgate$")
+        self.assertRegex(control, r"(?m)^Depends: .*libssl3.*libuv1.*adduser")
+        x = os.path.join(self.tmp, "x")
+        run(["dpkg-deb", "-R", deb, x])
+        self.assertIn("certgate ", run([os.path.join(x, "usr/bin/certgate"), "--version"]).stdout)
+        unit = read_text(os.path.join(x, "lib/systemd/system/certgate.service"))
+        self.assertIn("\nExecStart=/usr/bin/certgate run --data-dir /var/lib/certgate", unit)
+        if shutil.which("lintian"):
+            p = run(["lintian", "--fail-on", "error,warning", deb], check=False, timeout=300)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertNotRegex(p.stdout, r"(?m)^[EW]: ")
+        # the postinst against stub commands: nothing on this machine is changed
+        stubs, log = os.path.join(self.tmp, "stubs"), os.path.join(self.tmp, "calls")
+        os.makedirs(stubs)
+        for c in ("getent", "adduser", "mkdir", "chown", "chmod", "deb-systemd-helper",
+                  "deb-systemd-invoke", "systemctl"):
+            with open(os.path.join(stubs, c), "w") as f:
+                f.write(STUB % log)
+            os.chmod(os.path.join(stubs, c), 0o755)
+        env = dict(os.environ, PATH=stubs + ":/usr/bin:/bin")
+        run(["sh", os.path.join(x, "DEBIAN/postinst"), "configure"], env=env)
+        calls = read_text(log)
+        self.assertIn("getent passwd certgate", calls)
+        self.assertRegex(calls, r"adduser --system --group --no-create-home "
+                                r"--home /var/lib/certgate .*certgate\n")
+        if not os.path.isdir("/var/lib/certgate"):
+            self.assertIn("mkdir -p /var/lib/certgate\nchown certgate:certgate "
+                          "/var/lib/certgate\nchmod 0700 /var/lib/certgate\n", calls)
+        self.assertIn("deb-systemd-helper unmask certgate.service", calls)
 
 
 class NotifyTest(GatewayTest):
