@@ -5,7 +5,16 @@ CTEST_ARGS ?=
 FUZZ_TIME ?= 60
 FUZZ_TARGETS ?= http upstream propfile p12 apijson auth
 
-.PHONY: all build deps deps-test run test test-asan fuzz bench bench-instructions clean format
+.PHONY: all build deps deps-test run test test-asan fuzz bench bench-instructions clean format \
+        install install-files deb
+
+# make install [PREFIX=/usr/local] [DESTDIR=scratch-root]: the binary, certgate(8) and the
+# systemd unit (its ExecStart points at $(PREFIX)/bin/certgate)
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+BINDIR    ?= $(PREFIX)/bin
+MANDIR    ?= $(PREFIX)/share/man
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
 
 all: build
 
@@ -52,8 +61,27 @@ bench-instructions: build
 	@scripts/deps.sh bench
 	@taskset -c 1 python3 -B bench/instructions.py
 
+install: build
+	@$(MAKE) --no-print-directory install-files
+
+# what `make install` copies, without building (CERTGATE_BIN: the binary to install)
+CERTGATE_BIN ?= build/certgate
+install-files:
+	install -D -m 0755 $(CERTGATE_BIN) $(DESTDIR)$(BINDIR)/certgate
+	install -D -m 0644 man/certgate.8 $(DESTDIR)$(MANDIR)/man8/certgate.8
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/certgate|$(BINDIR)/certgate|g' dist/certgate.service \
+	  >$(DESTDIR)$(UNITDIR)/certgate.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/certgate.service
+
+# a Debian package (dpkg-deb): build-deb/certgate_<version>_<arch>.deb, checked by lintian
+deb: deps
+	@deb=$$(scripts/mkdeb.sh) && echo "$$deb" && \
+	if command -v lintian >/dev/null; then lintian --fail-on error,warning "$$deb"; \
+	else echo "lintian is not installed (Debian package lintian): $$deb is not checked"; fi
+
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-deb

@@ -7,27 +7,59 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+/* The errors found so far: every wrong value is recorded and the loading goes on, so
+ * that check-config can list them all; conf_settings_load reports the first by line. */
+#define CONF_MAX_ERRORS 64
+struct conf_errors {
+    int n, dropped;
+    struct {
+        int line;
+        char *msg;
+    } e[CONF_MAX_ERRORS];
+};
+
 struct loader {
     const struct propfile *doc;
     const char *path;
     const char *section;
-    char *err;
-    size_t errlen;
+    struct conf_errors *errs;
 };
 
+static int record(const struct loader *ld, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records one error sentence (with the line it is about, for sorting); returns -1. */
+static int record(const struct loader *ld, int line, const char *fmt, ...)
+{
+    struct conf_errors *es = ld->errs;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (es->n == CONF_MAX_ERRORS) {
+        es->dropped++;
+        return -1;
+    }
+    es->e[es->n].line = line;
+    if ((es->e[es->n].msg = strdup(msg))) es->n++;
+    else es->dropped++;
+    return -1;
+}
+
 /* Fails (evaluates to -1) with "<path>:<line>: <key>: " followed by fmt, the line being
- * that of key in the current section. A macro so that the whole sentence is one err_set
- * with a checked format. */
+ * that of key in the current section. A macro so that the whole sentence is one
+ * format string, checked by the compiler. */
 #define fail(ld, key, fmt, ...)                                                                    \
-    (err_set((ld)->err, (ld)->errlen, "%s:%d: %s: " fmt, (ld)->path,                               \
-             propfile_line((ld)->doc, (ld)->section, (key)), (key), ##__VA_ARGS__),                \
-     -1)
+    record((ld), propfile_line((ld)->doc, (ld)->section, (key)), "%s:%d: %s: " fmt, (ld)->path,   \
+           propfile_line((ld)->doc, (ld)->section, (key)), (key), ##__VA_ARGS__)
 
 /* "'<v>' <problem>; <allowed>", or "the value is empty; <allowed>". */
 static int fail_value(const struct loader *ld, const char *key, const char *v, const char *problem,
@@ -39,8 +71,7 @@ static int fail_value(const struct loader *ld, const char *key, const char *v, c
 
 static int nomem(const struct loader *ld)
 {
-    err_set(ld->err, ld->errlen, "%s: out of memory", ld->path);
-    return -1;
+    return record(ld, 0, "%s: out of memory", ld->path);
 }
 
 /* The unescaped value of key, or NULL (absent) in *out. */
@@ -248,50 +279,49 @@ static int load_webserver(struct loader *ld, struct conf_settings *s)
 {
     ld->section = CONF_SECTION_WEBSERVER;
     const char *range = ", or remove the line to turn the plain HTTP listener off";
-    if (get_uint(ld, "port-ssl", 1, 65535, "a port number", "", &s->port_ssl) < 0 ||
-        get_uint(ld, "port", 1, 65535, "a port number", range, &s->port_http) < 0)
-        return -1;
+    /* every key is checked, also after an error (| rather than ||) */
+    int rc = get_uint(ld, "port-ssl", 1, 65535, "a port number", "", &s->port_ssl) |
+             get_uint(ld, "port", 1, 65535, "a port number", range, &s->port_http);
     if (s->port_http == s->port_ssl)
-        return fail(ld, "port",
-                    "%u is also the HTTPS port (port-ssl); use another port for "
-                    "plain HTTP, or remove the line to turn it off",
-                    s->port_http);
-    if (get_protocols(ld, &s->tls_versions) < 0) return -1;
+        rc |= fail(ld, "port",
+                   "%u is also the HTTPS port (port-ssl); use another port for "
+                   "plain HTTP, or remove the line to turn it off",
+                   s->port_http);
+    rc |= get_protocols(ld, &s->tls_versions);
     const char *raw = propfile_get_raw(ld->doc, ld->section, "excluded-ciphers");
     propfile_list_free(s->excluded_ciphers);
     if (!(s->excluded_ciphers = propfile_split_list(raw, NULL))) return nomem(ld);
-    if (get_string(ld, "certificate-file", &s->certificate_file) < 0 ||
-        get_string(ld, "certificate-password", &s->certificate_password) < 0 ||
-        get_string(ld, "certificate-password-encr", &s->certificate_password_encr) < 0 ||
-        get_string(ld, "certificate-alias", &s->certificate_alias) < 0)
-        return -1;
-    return 0;
+    rc |= get_string(ld, "certificate-file", &s->certificate_file) |
+          get_string(ld, "certificate-password", &s->certificate_password) |
+          get_string(ld, "certificate-password-encr", &s->certificate_password_encr) |
+          get_string(ld, "certificate-alias", &s->certificate_alias);
+    raw = propfile_get_raw(ld->doc, ld->section, "included-ciphers");
+    propfile_list_free(s->included_ciphers);
+    if (!(s->included_ciphers = propfile_split_list(raw, NULL))) return nomem(ld);
+    return rc;
 }
 
 static int load_certgate(struct loader *ld, struct conf_settings *s)
 {
     ld->section = CONF_SECTION_CERTGATE;
     const char *onoff = "use on, off, true or false";
-    if (get_size(ld, "max-upload-size", &s->max_upload_bytes) < 0 ||
-        get_seconds_ms(ld, "keepalive-timeout", &s->keepalive_timeout_ms) < 0 ||
-        get_seconds_ms(ld, "header-timeout", &s->header_timeout_ms) < 0 ||
-        get_seconds_ms(ld, "body-timeout", &s->body_timeout_ms) < 0 ||
-        get_switch(ld, "ssl-session-cache", onoff, &s->session_cache) < 0 ||
-        get_switch(ld, "ssl-session-tickets", onoff, &s->session_tickets) < 0 ||
-        get_switch(ld, "session-reused-header", onoff, &s->session_reused_header) < 0 ||
-        get_uint(ld, "api-queue", 1, 1024, "a number", "",
-                 &s->api_queue) < 0 ||
-        get_uint(ld, "auth-failures-per-minute", 0, 1000000, "a number",
-                 " (0 turns the throttling of failed authentications off)",
-                 &s->auth_failures) < 0 ||
-        get_seconds_ms(ld, "auth-failure-window", &s->auth_window_ms) < 0 ||
-        get_uint(ld, "max-connections", 1, 10000000, "a number",
-                 ", or remove the line to size it from the open-files limit",
-                 &s->max_connections) < 0 ||
-        get_uint(ld, "min-rate", 0, 1000000000, "a number of bytes per second", " (0: off)",
-                 &s->min_rate) < 0)
-        return -1;
-    return 0;
+    return get_size(ld, "max-upload-size", &s->max_upload_bytes) |
+           get_seconds_ms(ld, "keepalive-timeout", &s->keepalive_timeout_ms) |
+           get_seconds_ms(ld, "header-timeout", &s->header_timeout_ms) |
+           get_seconds_ms(ld, "body-timeout", &s->body_timeout_ms) |
+           get_switch(ld, "ssl-session-cache", onoff, &s->session_cache) |
+           get_switch(ld, "ssl-session-tickets", onoff, &s->session_tickets) |
+           get_switch(ld, "session-reused-header", onoff, &s->session_reused_header) |
+           get_uint(ld, "api-queue", 1, 1024, "a number", "", &s->api_queue) |
+           get_uint(ld, "auth-failures-per-minute", 0, 1000000, "a number",
+                    " (0 turns the throttling of failed authentications off)",
+                    &s->auth_failures) |
+           get_seconds_ms(ld, "auth-failure-window", &s->auth_window_ms) |
+           get_uint(ld, "max-connections", 1, 10000000, "a number",
+                    ", or remove the line to size it from the open-files limit",
+                    &s->max_connections) |
+           get_uint(ld, "min-rate", 0, 1000000000, "a number of bytes per second", " (0: off)",
+                    &s->min_rate);
 }
 
 int conf_cidr_parse(const char *s, struct conf_cidr *out)
@@ -375,31 +405,59 @@ static int get_cidrs(const struct loader *ld, const char *key, struct conf_cidr 
 static int load_upstream(struct loader *ld, struct conf_upstream *u)
 {
     ld->section = CONF_SECTION_UPSTREAM;
-    if (get_string(ld, "url", &u->url) < 0) return -1;
+    int rc = get_string(ld, "url", &u->url);
     const char *why = u->url ? url_problem(u->url) : NULL;
     if (why)
-        return fail(ld, "url",
-                    "'%s' %s; use http:// or https://, a host, an optional port and "
-                    "an optional path prefix, e.g. https://backend.example:8443/api",
-                    u->url, why);
+        rc |= fail(ld, "url",
+                   "'%s' %s; use http:// or https://, a host, an optional port and "
+                   "an optional path prefix, e.g. https://backend.example:8443/api",
+                   u->url, why);
     const char *secs = " seconds";
-    if (get_uint(ld, "connect-timeout", 1, 3600, "a whole number of seconds", secs,
-                 &u->connect_timeout_s) < 0 ||
-        get_uint(ld, "read-timeout", 1, 3600, "a whole number of seconds", secs,
-                 &u->read_timeout_s) < 0 ||
-        get_uint(ld, "max-connections", 1, 10000, "a number", "", &u->max_connections) < 0 ||
-        get_string(ld, "ca-file", &u->ca_file) < 0 ||
-        get_switch(ld, "verify", "use true or false (on and off also work)", &u->verify) < 0 ||
-        get_cidrs(ld, "trusted-proxies", u->trusted_proxies, &u->ntrusted_proxies) < 0 ||
-        get_switch(ld, "forwarded", "use on, off, true or false", &u->forwarded) < 0 ||
-        get_uint(ld, "queue-size", 0, 100000, "a number", " (0: no queue, answer 503 at once)",
-                 &u->queue_size) < 0)
-        return -1;
-    return 0;
+    return rc |
+           get_uint(ld, "connect-timeout", 1, 3600, "a whole number of seconds", secs,
+                    &u->connect_timeout_s) |
+           get_uint(ld, "read-timeout", 1, 3600, "a whole number of seconds", secs,
+                    &u->read_timeout_s) |
+           get_uint(ld, "max-connections", 1, 10000, "a number", "", &u->max_connections) |
+           get_string(ld, "ca-file", &u->ca_file) |
+           get_switch(ld, "verify", "use true or false (on and off also work)", &u->verify) |
+           get_cidrs(ld, "trusted-proxies", u->trusted_proxies, &u->ntrusted_proxies) |
+           get_switch(ld, "forwarded", "use on, off, true or false", &u->forwarded) |
+           get_uint(ld, "queue-size", 0, 100000, "a number", " (0: no queue, answer 503 at once)",
+                    &u->queue_size);
 }
 
-int conf_settings_load(const struct propfile *doc, const char *path, struct conf_settings *out,
-                       char *err, size_t errlen)
+/* Writes the recorded errors into err, sorted by line, one per line (only the first when
+ * first_only), frees them, and returns their number. */
+static int errors_report(struct conf_errors *es, int first_only, char *err, size_t errlen)
+{
+    for (int i = 1; i < es->n; i++) /* insertion sort: stable, few items */
+        for (int j = i; j > 0 && es->e[j - 1].line > es->e[j].line; j--) {
+            int l = es->e[j].line;
+            char *m = es->e[j].msg;
+            es->e[j] = es->e[j - 1];
+            es->e[j - 1].line = l;
+            es->e[j - 1].msg = m;
+        }
+    size_t used = 0;
+    if (errlen) err[0] = '\0';
+    for (int i = 0; i < es->n; i++) {
+        if ((!first_only || i == 0) && used + 1 < errlen) {
+            int w = snprintf(err + used, errlen - used, "%s%s", i ? "\n" : "", es->e[i].msg);
+            used += w > 0 ? (size_t)w : 0;
+            if (used >= errlen) used = errlen - 1;
+        }
+        free(es->e[i].msg);
+    }
+    if (!first_only && es->dropped && used + 1 < errlen)
+        snprintf(err + used, errlen - used, "\n(%d more errors not shown)", es->dropped);
+    int n = es->n + es->dropped;
+    memset(es, 0, sizeof *es);
+    return n;
+}
+
+static int settings_load(const struct propfile *doc, const char *path, struct conf_settings *out,
+                         int all, char *err, size_t errlen, int *nerrors)
 {
     /* the defaults */
     struct conf_settings s = {
@@ -418,20 +476,45 @@ int conf_settings_load(const struct propfile *doc, const char *path, struct conf
         .upstream = {
             .connect_timeout_s = 5, .read_timeout_s = 60, .max_connections = 32, .verify = 1}};
     s.upstream.queue_size = 256;
-    struct loader ld = {.doc = doc, .path = path, .err = err, .errlen = errlen};
+    struct conf_errors *es = calloc(1, sizeof *es);
     memset(out, 0, sizeof *out);
-    if (load_webserver(&ld, &s) < 0 || load_certgate(&ld, &s) < 0 ||
-        load_upstream(&ld, &s.upstream) < 0) {
+    if (nerrors) *nerrors = 0;
+    if (!es) {
+        err_set(err, errlen, "%s: out of memory", path);
+        if (nerrors) *nerrors = 1;
+        return -1;
+    }
+    struct loader ld = {.doc = doc, .path = path, .errs = es};
+    load_webserver(&ld, &s);
+    load_certgate(&ld, &s);
+    load_upstream(&ld, &s.upstream);
+    int n = errors_report(es, !all, err, errlen);
+    free(es);
+    if (nerrors) *nerrors = n;
+    if (n && !all) {
         conf_settings_free(&s);
         return -1;
     }
     *out = s;
-    return 0;
+    return n ? -1 : 0;
+}
+
+int conf_settings_load(const struct propfile *doc, const char *path, struct conf_settings *out,
+                       char *err, size_t errlen)
+{
+    return settings_load(doc, path, out, 0, err, errlen, NULL);
+}
+
+int conf_settings_check(const struct propfile *doc, const char *path, struct conf_settings *out,
+                        char *err, size_t errlen, int *nerrors)
+{
+    return settings_load(doc, path, out, 1, err, errlen, nerrors);
 }
 
 void conf_settings_free(struct conf_settings *s)
 {
     propfile_list_free(s->excluded_ciphers);
+    propfile_list_free(s->included_ciphers);
     free(s->certificate_file);
     secret_free(s->certificate_password);
     secret_free(s->certificate_password_encr);

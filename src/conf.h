@@ -54,6 +54,7 @@ struct conf_settings {
     char *certificate_password;      /* plain password if the key is present, else NULL */
     char *certificate_password_encr; /* obfuscated password, else NULL */
     char *certificate_alias;   /* NULL: first key entry */
+    char **included_ciphers;   /* NULL-terminated list of substrings, empty: all; never NULL */
     /* [certgate] (certgate's own keys) */
     size_t max_upload_bytes;   /* max-upload-size, default 1 MiB */
     unsigned keepalive_timeout_ms; /* keepalive-timeout (s), default 75 s */
@@ -79,11 +80,19 @@ struct conf_settings {
 struct propfile;
 
 /* Fills *out from doc (read, not kept), with defaults for absent keys. Every value is
- * checked; the first bad one fails with "<path>:<line>: <key>: <what is wrong and what is
+ * checked; the bad one on the first line fails with "<path>:<line>: <key>: <what is wrong and what is
  * allowed>", e.g. "custom.properties:4: ssl-protocols: 'TLSv1.1' is not supported; use
  * TLSv1.2, TLSv1.3 or both, comma-separated". On failure *out holds nothing to free. */
 int conf_settings_load(const struct propfile *doc, const char *path, struct conf_settings *out,
                        char *err, size_t errlen);
+
+/* Like conf_settings_load, but every key is checked: err gets every wrong value, one
+ * sentence per line ('\n'-separated, sorted by line, truncated to errlen), *nerrors their
+ * number. *out is filled with the valid values and defaults even when there are errors
+ * (free it with conf_settings_free either way). Returns 0, or -1 when *nerrors > 0.
+ * check-config uses it to list every error at once. */
+int conf_settings_check(const struct propfile *doc, const char *path, struct conf_settings *out,
+                        char *err, size_t errlen, int *nerrors);
 
 struct sockaddr;
 /* 1 when sa (AF_INET or AF_INET6; an IPv4-mapped IPv6 address counts as IPv4) is inside

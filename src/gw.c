@@ -145,6 +145,7 @@ static void tls_opts_of(const struct conf_settings *s, struct tls_server_opts *o
     o->excluded_ciphers = s->excluded_ciphers;
     o->session_cache = s->session_cache;
     o->session_tickets = s->session_tickets;
+    o->included_ciphers = s->included_ciphers;
 }
 
 /* Reads custom.properties into *s. Unless G.readonly, a plain certificate-password is
@@ -181,6 +182,7 @@ static int load_settings(struct conf_settings *s, char *err, size_t errlen)
     int rc = conf_settings_load(doc, gw_paths.conf_path, s, err, errlen);
     /* the cipher exclusions can only be judged by OpenSSL; the line is that of the key */
     int line = propfile_line(doc, CONF_SECTION_WEBSERVER, "excluded-ciphers");
+    if (line <= 0) line = propfile_line(doc, CONF_SECTION_WEBSERVER, "included-ciphers");
     propfile_free(doc);
     if (rc != 0) return -1;
     struct tls_server_opts o;

@@ -4,7 +4,10 @@
 #include "auth.h"
 #include "certimport.h"
 #include "gw.h"
+#include "fsutil.h"
 #include "log.h"
+#include "propfile.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "tls.h"
 
@@ -39,7 +42,8 @@ static const char USAGE[] =
     "      gracefully (in-flight requests get up to 10 s).\n"
     "  certgate check-config [--data-dir DIR]\n"
     "      Validates custom.properties and the certificate, prints what would be\n"
-    "      served; exit status 0 when it is the configured one, 1 otherwise.\n"
+    "      served; exit status 0 when it is the configured one, 1 otherwise. Lists\n"
+    "      every error of the file, each with its line.\n"
     "  certgate token create [--data-dir DIR] --environment ENV --scope SCOPE [--scope ...]\n"
     "                        [--name NAME]\n"
     "  certgate token list [--data-dir DIR]\n"
@@ -230,6 +234,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     }
     stopping = 1;
     log_info("%s: stopping; in-flight requests get up to 10 s", strsignal(signum));
+    char err[256];
+    if (sdnotify_send("STOPPING=1", err, sizeof err) != 0) log_warn("%s", err);
     server_stop();
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
@@ -247,9 +253,17 @@ static void on_throttle_timer(uv_timer_t *t)
 static void on_hup(uv_signal_t *h, int signum)
 {
     char err[1024];
+    char nerr[256];
     log_info("SIGHUP: reloading %s", gw_paths.conf_path);
+    if (sdnotify_reloading(nerr, sizeof nerr) != 0) log_warn("%s", nerr);
     accesslog_reopen();
-    if (gw_reload(err, sizeof err) != 0) {
+    int rc = gw_reload(err, sizeof err);
+    /* systemd waits for READY=1 after RELOADING=1, whether the reload worked or not */
+    if (sdnotify_send(rc == 0 ? "READY=1\nSTATUS=serving" :
+                      "READY=1\nSTATUS=serving; the last reload failed (see the log)",
+                      nerr, sizeof nerr) != 0)
+        log_warn("%s", nerr);
+    if (rc != 0) {
         log_error("reload failed, still serving the previous configuration: %s", err);
         return;
     }
@@ -326,6 +340,10 @@ static int cmd_run(int argc, char **argv)
         log_warn("running as root: a flaw in certgate would give away the whole machine; "
                  "start it with --user NAME to run as NAME once the ports are bound");
     }
+    if (sdnotify_open(err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     /* signals are caught from here on; they are acted upon once the loop runs, so a
@@ -383,6 +401,7 @@ static int cmd_run(int argc, char **argv)
     log_info("ready: try  curl -k https://%s%s%s:%u/rest/health", strchr(try_host, ':') ? "[" : "",
              try_host, strchr(try_host, ':') ? "]" : "", server_https_port());
     app_started();
+    if (sdnotify_send("READY=1\nSTATUS=serving", err, sizeof err) != 0) log_warn("%s", err);
 
     uv_timer_init(loop, &ticket_timer);
     uv_timer_start(&ticket_timer, on_ticket_timer, TLS_TICKET_ROTATE_S * 1000ull,
@@ -396,11 +415,103 @@ static int cmd_run(int argc, char **argv)
     accesslog_close();
     gw_close();
     tls_global_cleanup();
+    sdnotify_close();
     log_info("stopped");
     return 0;
 }
 
 /* ----- check-config ----- */
+
+/* The errors check-config found, printed together sorted by line. */
+struct check_errors {
+    char *line[128];
+    int n, dropped;
+};
+
+/* Adds each '\n'-separated sentence of text. */
+static void check_errors_add(struct check_errors *ce, const char *text)
+{
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        int room = ce->n < (int)(sizeof ce->line / sizeof ce->line[0]);
+        if (room && (ce->line[ce->n] = strndup(p, len)))
+            ce->n++;
+        else
+            ce->dropped++;
+        p += len + (nl ? 1 : 0);
+    }
+}
+
+/* The N of "<path>:N: ..." (0 when there is none). */
+static long check_errors_lineno(const char *msg, size_t pathlen)
+{
+    return strlen(msg) > pathlen && msg[pathlen] == ':' ? strtol(msg + pathlen + 1, NULL, 10) : 0;
+}
+
+/* Prints them on stderr, sorted by line (stable), and frees them. */
+static void check_errors_print(struct check_errors *ce, const char *path)
+{
+    size_t pl = strlen(path);
+    for (int i = 1; i < ce->n; i++)
+        for (int j = i; j > 0 && check_errors_lineno(ce->line[j - 1], pl) >
+                                     check_errors_lineno(ce->line[j], pl); j--) {
+            char *t = ce->line[j];
+            ce->line[j] = ce->line[j - 1];
+            ce->line[j - 1] = t;
+        }
+    for (int i = 0; i < ce->n; i++) {
+        fprintf(stderr, "configuration error: %s\n", ce->line[i]);
+        free(ce->line[i]);
+    }
+    if (ce->dropped) fprintf(stderr, "configuration error: (%d more)\n", ce->dropped);
+}
+
+/* Lists every error of custom.properties at once (syntax, values, cipher lists), each
+ * with its line; returns how many there are (-1 when the file cannot be read). */
+static int check_config_file(const char *data_dir)
+{
+    static char text[32768];
+    char *config_dir = fs_path_join(data_dir, "config");
+    char *path = config_dir ? fs_path_join(config_dir, "custom.properties") : NULL;
+    free(config_dir);
+    if (!path) {
+        fprintf(stderr, "certgate: out of memory\n");
+        return -1;
+    }
+    struct propfile *doc = NULL;
+    struct check_errors ce = {.n = 0};
+    int nbad = 0, nconf = 0, ntls = 0;
+    if (propfile_load_lenient(path, &doc, &nbad, text, sizeof text) != 0) {
+        fprintf(stderr, "configuration error: %s\n", text);
+        free(path);
+        return -1;
+    }
+    check_errors_add(&ce, text);
+    struct conf_settings cs;
+    conf_settings_check(doc, path, &cs, text, sizeof text, &nconf);
+    check_errors_add(&ce, text);
+    struct tls_server_opts o = {.versions = cs.tls_versions,
+                                .excluded_ciphers = cs.excluded_ciphers,
+                                .included_ciphers = cs.included_ciphers,
+                                .session_cache = cs.session_cache,
+                                .session_tickets = cs.session_tickets};
+    char why[512];
+    if (cs.tls_versions && tls_check_opts(&o, why, sizeof why) != 0) {
+        int line = propfile_line(doc, CONF_SECTION_WEBSERVER, "excluded-ciphers");
+        if (line <= 0) line = propfile_line(doc, CONF_SECTION_WEBSERVER, "included-ciphers");
+        snprintf(text, sizeof text, "%s:%d: %s", path, line, why);
+        check_errors_add(&ce, text);
+        ntls = 1;
+    }
+    check_errors_print(&ce, path);
+    conf_settings_free(&cs);
+    propfile_free(doc);
+    int n = nbad + nconf + ntls;
+    if (n) fprintf(stderr, "%s: %d error%s\n", path, n, n == 1 ? "" : "s");
+    free(path);
+    return n;
+}
 
 static int cmd_check_config(int argc, char **argv)
 {
@@ -415,6 +526,10 @@ static int cmd_check_config(int argc, char **argv)
     char err[1024];
     if (tls_global_init(err, sizeof err) != 0) {
         fprintf(stderr, "certgate: %s\n", err);
+        return 1;
+    }
+    if (check_config_file(data_dir) != 0) {
+        tls_global_cleanup();
         return 1;
     }
     struct gw_options gopt = {.data_dir = data_dir, .readonly = 1};

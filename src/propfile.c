@@ -6,6 +6,7 @@
 #include "secret.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,10 +136,30 @@ static void doc_remove(struct propfile *doc, size_t i)
     doc->n--;
 }
 
-int propfile_parse(const char *text, size_t len, const char *path, struct propfile **out, char *err,
-                   size_t errlen)
+/* Appends "\n" (unless err is empty) and a formatted sentence to err. */
+static void err_append(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void err_append(char *err, size_t errlen, const char *fmt, ...)
+{
+    size_t used = strnlen(err, errlen);
+    if (used + 2 >= errlen) return;
+    if (used) err[used++] = '\n';
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + used, errlen - used, fmt, ap);
+    va_end(ap);
+}
+
+/* propfile_parse; with nbad, a bad line is kept as a comment and its sentence appended
+ * to err instead of failing (see propfile_load_lenient). */
+static int parse(const char *text, size_t len, const char *path, struct propfile **out, char *err,
+                 size_t errlen, int *nbad)
 {
     *out = NULL;
+    if (nbad) {
+        *nbad = 0;
+        if (errlen) err[0] = '\0';
+    }
     struct propfile *doc = calloc(1, sizeof *doc);
     if (!doc) {
         err_set(err, errlen, "%s: out of memory", path);
@@ -166,13 +187,44 @@ int propfile_parse(const char *text, size_t len, const char *path, struct propfi
             }
             if (!eol_seen++) strcpy(doc->eol, eol);
         }
-        if (memchr(start, '\0', linelen)) {
+        struct propfile_line l;
+        int nul = memchr(start, '\0', linelen) != NULL;
+        if (nbad && (nul || (line_init(&l, start, linelen, eol) < 0 && errno == EINVAL))) {
+            err_append(err, errlen, nul ? "%s:%d: the line contains a NUL byte; the file must "
+                                          "be text"
+                                        : "%s:%d: expected 'key = value', '[section]' or a "
+                                          "comment",
+                       path, lineno);
+            (*nbad)++;
+            /* kept as a comment, so that the rest of the file is still read */
+            if (line_init(&l, "#", 1, eol) < 0 || doc_insert(doc, doc->n, &l) < 0) {
+                line_clear(&l);
+                propfile_free(doc);
+                err_set(err, errlen, "%s: out of memory", path);
+                return -1;
+            }
+            continue;
+        }
+        if (nbad) {
+            if (l.kind == LINE_BLANK && l.text == NULL) { /* line_init failed: no memory */
+                propfile_free(doc);
+                err_set(err, errlen, "%s: out of memory", path);
+                return -1;
+            }
+            if (doc_insert(doc, doc->n, &l) < 0) {
+                line_clear(&l);
+                propfile_free(doc);
+                err_set(err, errlen, "%s: out of memory", path);
+                return -1;
+            }
+            continue;
+        }
+        if (nul) {
             err_set(err, errlen, "%s:%d: the line contains a NUL byte; the file must be text", path,
                     lineno);
             propfile_free(doc);
             return -1;
         }
-        struct propfile_line l;
         if (line_init(&l, start, linelen, eol) < 0 || doc_insert(doc, doc->n, &l) < 0) {
             if (errno == EINVAL)
                 err_set(err, errlen, "%s:%d: expected 'key = value', '[section]' or a comment",
@@ -188,7 +240,14 @@ int propfile_parse(const char *text, size_t len, const char *path, struct propfi
     return 0;
 }
 
-int propfile_load(const char *path, struct propfile **out, int *existed, char *err, size_t errlen)
+int propfile_parse(const char *text, size_t len, const char *path, struct propfile **out, char *err,
+                   size_t errlen)
+{
+    return parse(text, len, path, out, err, errlen, NULL);
+}
+
+static int load(const char *path, struct propfile **out, int *existed, char *err, size_t errlen,
+                int *nbad)
 {
     char *data;
     size_t len;
@@ -197,11 +256,22 @@ int propfile_load(const char *path, struct propfile **out, int *existed, char *e
     if (fs_read_file(path, PROPFILE_MAX_SIZE, &data, &len, err, errlen) < 0) {
         if (errno != ENOENT) return -1;
         if (existed) *existed = 0;
-        return propfile_parse("", 0, path, out, err, errlen);
+        return parse("", 0, path, out, err, errlen, nbad);
     }
-    int rc = propfile_parse(data, len, path, out, err, errlen);
+    int rc = parse(data, len, path, out, err, errlen, nbad);
     wipe_free(data, len);
     return rc;
+}
+
+int propfile_load(const char *path, struct propfile **out, int *existed, char *err, size_t errlen)
+{
+    return load(path, out, existed, err, errlen, NULL);
+}
+
+int propfile_load_lenient(const char *path, struct propfile **out, int *nbad, char *err,
+                          size_t errlen)
+{
+    return load(path, out, NULL, err, errlen, nbad);
 }
 
 void propfile_free(struct propfile *doc)

@@ -42,6 +42,16 @@ int propfile_parse(const char *text, size_t len, const char *path, struct propfi
  * hold a plain password). */
 int propfile_load(const char *path, struct propfile **out, int *existed, char *err, size_t errlen);
 
+/* Like propfile_load, but a line that is not blank, a comment, a heading nor `key =
+ * value` (or holds a NUL byte) does not stop the reading: it counts as a comment, and
+ * its sentence ("<path>:<line>: expected ...") is appended to err ('\n'-separated,
+ * truncated to errlen; err is "" when there is none); *nbad gets their number. Returns
+ * 0 with *out (also when *nbad > 0), or -1 when the file cannot be read or memory is
+ * short (err then holds that one sentence). For check-config, which lists every error;
+ * never save a doc read this way (the bad lines would be lost). */
+int propfile_load_lenient(const char *path, struct propfile **out, int *nbad, char *err,
+                          size_t errlen);
+
 /* Frees doc and everything it owns (line texts and values are wiped first); NULL is a
  * no-op. Strings obtained from doc become invalid. */
 void propfile_free(struct propfile *doc);

@@ -142,17 +142,19 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
-static int is_excluded(const SSL_CIPHER *c, char *const *excluded)
+/* 1 when the OpenSSL or IANA (Java) name of c contains one of the substrings of list */
+static int cipher_matches(const SSL_CIPHER *c, char *const *list)
 {
-    if (!excluded) return 0;
+    if (!list) return 0;
     const char *names[2] = {SSL_CIPHER_get_name(c), SSL_CIPHER_standard_name(c)};
-    for (char *const *x = excluded; *x; x++)
+    for (char *const *x = list; *x; x++)
         for (int i = 0; i < 2; i++)
             if (names[i] && strcasestr(names[i], *x)) return 1;
     return 0;
 }
 
-/* Applies the cipher lists minus exclusions to ctx. */
+/* Applies the cipher lists to ctx: the built-in ones, narrowed to included-ciphers when
+ * it is set, minus excluded-ciphers (Jetty's order: include, then exclude). */
 static int apply_ciphers(SSL_CTX *ctx, const struct tls_server_opts *o, char *err, size_t errlen)
 {
     if (!SSL_CTX_set_cipher_list(ctx, MOZ_TLS12_CIPHERS) ||
@@ -164,23 +166,32 @@ static int apply_ciphers(SSL_CTX *ctx, const struct tls_server_opts *o, char *er
     STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
     for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
         const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
-        if (is_excluded(c, o->excluded_ciphers)) continue;
+        int included = !o->included_ciphers || !o->included_ciphers[0] ||
+                       cipher_matches(c, o->included_ciphers);
+        if (!included || cipher_matches(c, o->excluded_ciphers)) continue;
         int v13 = strcmp(SSL_CIPHER_get_version(c), "TLSv1.3") == 0;
         char *l = v13 ? l13 : l12;
         size_t cap = v13 ? sizeof l13 : sizeof l12;
         size_t used = strlen(l);
         snprintf(l + used, cap - used, "%s%s", used ? ":" : "", SSL_CIPHER_get_name(c));
     }
-    if ((o->versions & TLS_V12) && !l12[0]) {
+    const char *v = (o->versions & TLS_V12) && !l12[0]   ? "TLSv1.2"
+                    : (o->versions & TLS_V13) && !l13[0] ? "TLSv1.3"
+                                                         : NULL;
+    if (v && o->included_ciphers && o->included_ciphers[0]) {
         err_set(err, errlen,
-                "excluded-ciphers leaves no cipher for TLSv1.2; exclude less or remove "
-                "TLSv1.2 from ssl-protocols");
+                "included-ciphers%s leave%s no cipher for %s; include one of its ciphers "
+                "(e.g. %s)%s or remove %s from ssl-protocols",
+                o->excluded_ciphers && o->excluded_ciphers[0] ? " and excluded-ciphers" : "",
+                o->excluded_ciphers && o->excluded_ciphers[0] ? "" : "s", v,
+                v[6] == '3' ? "TLS_AES_128_GCM_SHA256" : "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                o->excluded_ciphers && o->excluded_ciphers[0] ? ", exclude less" : "", v);
         return -1;
     }
-    if ((o->versions & TLS_V13) && !l13[0]) {
+    if (v) {
         err_set(err, errlen,
-                "excluded-ciphers leaves no cipher for TLSv1.3; exclude less or remove "
-                "TLSv1.3 from ssl-protocols");
+                "excluded-ciphers leaves no cipher for %s; exclude less or remove "
+                "%s from ssl-protocols", v, v);
         return -1;
     }
     /* an empty TLS 1.2 list is not accepted by OpenSSL; the version is off anyway */

@@ -29,6 +29,10 @@ struct tls_server_opts {
     char *const *excluded_ciphers; /* NULL-terminated substrings, may be NULL */
     int session_cache;             /* 1: TLS 1.2 session-ID cache on */
     int session_tickets;           /* 1: tickets on */
+    /* NULL-terminated substrings, may be NULL or empty (all built-in ciphers): only the
+     * built-in ciphers whose OpenSSL or IANA name contains one are offered, before
+     * excluded_ciphers is applied */
+    char *const *included_ciphers;
 };
 
 /* Process-wide set-up: providers (legacy + default), the ticket key ring. Call once
@@ -37,7 +41,8 @@ int tls_global_init(char *err, size_t errlen);
 void tls_global_cleanup(void);
 
 /* Builds a server context serving the key entry e (leaf + chain) with opts: TLS 1.2/1.3
- * only, Mozilla "intermediate" ciphers minus the excluded substrings (matched against
+ * only, Mozilla "intermediate" ciphers (narrowed to the included substrings when there are
+ * any) minus the excluded substrings (both matched against
  * OpenSSL and IANA names, case-insensitively), server preference, ALPN http/1.1,
  * released idle buffers. NULL with a sentence in err on failure (e.g. "excluded-ciphers
  * leaves no cipher for TLSv1.3"). The context is the caller's (one reference). */

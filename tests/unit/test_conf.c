@@ -336,10 +336,58 @@ static void test_settings_resource_limits(void **state)
                           "to 100000 (0: no queue, answer 503 at once)");
 }
 
+/* conf_settings_check lists every wrong value, sorted by line; conf_settings_load
+ * reports the one on the first line only; included-ciphers is read as a list. */
+static void test_settings_check_all(void **state)
+{
+    (void)state;
+    const char *text = "[upstream]\nverify = maybe\n" WEB "port-ssl = 0\n"
+                       "included-ciphers = AES_128\\, x, CHACHA20\n"
+                       "[certgate]\napi-queue = 0\nmin-rate = fast\n";
+    struct propfile *doc = NULL;
+    char err[2048];
+    assert_int_equal(propfile_parse(text, strlen(text), PATH, &doc, err, sizeof err), 0);
+    struct conf_settings s;
+    int n = -1;
+    assert_int_equal(conf_settings_check(doc, PATH, &s, err, sizeof err, &n), -1);
+    assert_int_equal(n, 4);
+    const char *lines[] = {PATH ":2: verify: 'maybe'", PATH ":4: port-ssl: '0'",
+                           PATH ":7: api-queue: '0'", PATH ":8: min-rate: 'fast'"};
+    const char *p = err;
+    for (int i = 0; i < 4; i++) {
+        assert_non_null(p);
+        assert_memory_equal(p, lines[i], strlen(lines[i]));
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    assert_null(p);
+    /* the valid keys are filled in */
+    assert_string_equal(s.included_ciphers[0], "AES_128, x");
+    assert_string_equal(s.included_ciphers[1], "CHACHA20");
+    assert_null(s.included_ciphers[2]);
+    assert_int_equal(s.port_ssl, 9999);
+    conf_settings_free(&s);
+    /* the first by line only, and nothing to free */
+    assert_int_equal(conf_settings_load(doc, PATH, &s, err, sizeof err), -1);
+    assert_string_equal(err, PATH ":2: verify: 'maybe' is not a switch; use true or false "
+                             "(on and off also work)");
+    propfile_free(doc);
+    /* a valid file: 0 errors, included-ciphers empty when absent */
+    text = WEB "port-ssl = 443\n";
+    assert_int_equal(propfile_parse(text, strlen(text), PATH, &doc, err, sizeof err), 0);
+    assert_int_equal(conf_settings_check(doc, PATH, &s, err, sizeof err, &n), 0);
+    assert_int_equal(n, 0);
+    assert_non_null(s.included_ciphers);
+    assert_null(s.included_ciphers[0]);
+    conf_settings_free(&s);
+    propfile_free(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_settings_defaults),
+        cmocka_unit_test(test_settings_check_all),
         cmocka_unit_test(test_settings_all_keys),
         cmocka_unit_test(test_settings_value_forms),
         cmocka_unit_test(test_settings_errors),

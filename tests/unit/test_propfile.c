@@ -408,6 +408,27 @@ static void test_load_and_save(void **state)
              path);
     assert_string_equal(err, expected);
 
+    /* read leniently: every bad line is listed, the rest is read */
+    f = fopen(path, "w");
+    fputs("[a]\nbroken\nk = v\n[\nx\n[a]\nj = w\n", f);
+    fwrite("x\0y\n", 1, 4, f);
+    fclose(f);
+    int nbad = -1;
+    char all[2048], want[2048];
+    assert_int_equal(propfile_load_lenient(path, &doc, &nbad, all, sizeof all), 0);
+    assert_int_equal(nbad, 4);
+    snprintf(want, sizeof want,
+             "%s:2: expected 'key = value', '[section]' or a comment\n"
+             "%s:4: expected 'key = value', '[section]' or a comment\n"
+             "%s:5: expected 'key = value', '[section]' or a comment\n"
+             "%s:8: the line contains a NUL byte; the file must be text",
+             path, path, path, path);
+    assert_string_equal(all, want);
+    assert_string_equal(propfile_get_raw(doc, "a", "k"), "v");
+    assert_string_equal(propfile_get_raw(doc, "a", "j"), "w");
+    assert_int_equal(propfile_line(doc, "a", "j"), 7);
+    propfile_free(doc);
+
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
     free(path);
     free(dir);

@@ -189,6 +189,28 @@ static void test_exclusions_that_leave_nothing(void **state)
     assert_non_null(strstr(err, "leaves no cipher"));
 }
 
+/* included-ciphers narrows the built-in list before the exclusions */
+static void test_inclusions(void **state)
+{
+    char *incl12[] = {"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", NULL};
+    char *incl[] = {"AES_128", NULL}, *excl[] = {"AES", NULL}, *none[] = {NULL};
+    char err[256] = "";
+    struct tls_server_opts o = {.versions = TLS_V12 | TLS_V13, .included_ciphers = incl12};
+    assert_int_equal(tls_check_opts(&o, err, sizeof err), -1);
+    assert_string_equal(err, "included-ciphers leaves no cipher for TLSv1.3; include one of "
+                             "its ciphers (e.g. TLS_AES_128_GCM_SHA256) or remove TLSv1.3 "
+                             "from ssl-protocols");
+    o.versions = TLS_V12;
+    assert_int_equal(tls_check_opts(&o, err, sizeof err), 0);
+    o = (struct tls_server_opts){.versions = TLS_V12 | TLS_V13, .included_ciphers = incl};
+    assert_int_equal(tls_check_opts(&o, err, sizeof err), 0);
+    o.excluded_ciphers = excl;
+    assert_int_equal(tls_check_opts(&o, err, sizeof err), -1);
+    assert_non_null(strstr(err, "included-ciphers and excluded-ciphers leave no cipher for"));
+    o = (struct tls_server_opts){.versions = TLS_V12 | TLS_V13, .included_ciphers = none};
+    assert_int_equal(tls_check_opts(&o, err, sizeof err), 0); /* empty: everything */
+}
+
 static void test_tickets_survive_a_reload_not_a_switch(void **state)
 {
     SSL_CTX *a = server_ctx(TLS_V12 | TLS_V13, NULL, 1);
@@ -295,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_only_tls13),
         cmocka_unit_test(test_excluded_cipher),
         cmocka_unit_test(test_exclusions_that_leave_nothing),
+        cmocka_unit_test(test_inclusions),
         cmocka_unit_test(test_tickets_survive_a_reload_not_a_switch),
         cmocka_unit_test(test_no_tickets_no_resumption),
         cmocka_unit_test(test_session_cache_survives_unclean_close),
