@@ -6,6 +6,7 @@
 #include "fsutil.h"
 #include "gw.h"
 #include "log.h"
+#include "metrics.h"
 #include "p12.h"
 #include "secret.h"
 
@@ -564,6 +565,17 @@ static void work_cb(uv_work_t *w)
     }
 }
 
+static enum metrics_certop metrics_op(enum op op)
+{
+    switch (op) {
+    case OP_UPLOAD: return MO_UPLOAD;
+    case OP_DELETE: return MO_DELETE;
+    case OP_ACTIVATE: return MO_ACTIVATE;
+    case OP_DESCRIBE: return MO_DESCRIBE;
+    default: return MO_LIST;
+    }
+}
+
 static void after_cb(uv_work_t *w, int status)
 {
     struct api_job *j = w->data;
@@ -581,6 +593,8 @@ static void after_cb(uv_work_t *w, int status)
                       "connection.");
     else
         http_respond(x, j->status, j->ctype, NULL, body ? body : "", body ? strlen(body) : 0);
+    if (!j->skipped && status == 0 && j->op != OP_NONE)
+        metrics_inc(M_CERT_OP + (unsigned)metrics_op(j->op) * 2 + (j->status >= 300));
     free(body); /* j itself went with the exchange */
 }
 
@@ -650,6 +664,7 @@ static void on_headers(struct http_exchange *x)
         auth_check(gw_paths.config_dir, authz, qt, envbuf, AUTH_SCOPE_CERTS, msg, sizeof msg);
     explicit_bzero(qtok, sizeof qtok);
     if (ar != AUTH_OK) {
+        if (ar != AUTH_ERROR) metrics_inc(M_TOKEN_FAIL);
         if (at && ar != AUTH_ERROR) auth_throttle_failed(at, peer, auth_now_ms());
         respond_error(x, auth_status(ar), NULL, "%s", msg);
         return;

@@ -648,3 +648,9 @@ void gw_close(void)
     free(gw_paths.conf_path);
     memset(&gw_paths, 0, sizeof gw_paths);
 }
+
+void gw_served_names(char *file, size_t flen, char *alias, size_t alen)
+{
+    snprintf(file, flen, "%s", G.active_file ? G.active_file : "");
+    snprintf(alias, alen, "%s", G.active_file && G.active_alias ? G.active_alias : "");
+}
