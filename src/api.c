@@ -455,6 +455,7 @@ static void op_delete(struct api_job *j)
     } else if (fs_unlink_durable(path, err, sizeof err) != 0) {
         job_error(j, 500, "cannot delete %s: %s", j->name, err);
     } else {
+        metrics_certs_drop(j->name);
         log_info("certificate API: deleted %s", j->name);
         j->status = 200;
         j->ctype = NULL;
@@ -525,6 +526,7 @@ static void op_describe(struct api_job *j, const struct http_request *r)
     int active = gw_is_active_name(j->name);
     gw_unlock();
     json_t *d = describe(p12, j->name, active);
+    metrics_certs_set(j->name, p12); /* a file opened with its password: now known */
     job_json(j, d);
     json_decref(d);
     p12_free(p12);

@@ -8,6 +8,7 @@
 #include "err.h"
 #include "fsutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "p12.h"
 #include "propfile.h"
 #include "secret.h"
@@ -387,6 +388,7 @@ static int apply(int initial, char *err, size_t errlen)
     p12_free(G.active_p12);
     G.active_p12 = p12;
     set_str(&G.active_file, p12 ? s.certificate_file : NULL);
+    if (p12) metrics_certs_set(s.certificate_file, p12);
     set_str(&G.active_alias, served ? p12_entry_alias(served) : NULL);
     set_str(&G.fallback_reason, fallback ? why : NULL);
     conf_settings_free(&G.settings);
@@ -555,6 +557,7 @@ void gw_change_commit(struct gw_change *ch, const char *file)
     if (ch->p12 != G.active_p12) p12_free(G.active_p12);
     G.active_p12 = ch->p12;
     set_str(&G.active_file, file);
+    metrics_certs_set(file, ch->p12);
     set_str(&G.active_alias, ch->alias);
     set_str(&G.fallback_reason, NULL);
     free(ch->alias);
@@ -627,6 +630,7 @@ void gw_describe_served(char *buf, size_t len)
 
 void gw_close(void)
 {
+    metrics_certs_free();
     pthread_mutex_lock(&G.pub_lock);
     struct gw_snap *s = G.snap;
     G.snap = NULL;

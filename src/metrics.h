@@ -74,6 +74,19 @@ uint64_t metrics_sum(unsigned i);
  * memory. */
 char *metrics_render(size_t *len);
 
+/* Certificates (metrics_certs.c): the validity of every entry with a key of f, stored as
+ * file (replacing what was known of file); forget file; visit every row. Thread-safe. */
+struct p12_file;
+struct x509_st;
+void metrics_certs_set(const char *file, const struct p12_file *f);
+void metrics_certs_drop(const char *file);
+void metrics_certs_each(void (*fn)(void *arg, const char *file, const char *alias,
+                                   const char *sha, long long nb, long long na),
+                        void *arg);
+void metrics_certs_free(void);
+/* notBefore, notAfter (Unix time) and the first 8 bytes of the SHA-256 of leaf in hex. */
+int metrics_cert_times(struct x509_st *leaf, long long *nb, long long *na, char sha[17]);
+
 /* Binds host:port and starts the listener thread. -1 with "cannot listen on
  * 127.0.0.1:9998 for metrics (metrics-listen): Address already in use". */
 int metrics_start(const char *host, unsigned port, char *err, size_t errlen);

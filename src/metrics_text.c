@@ -127,14 +127,6 @@ static void counters(struct out *o)
 
 /* ----- certificates ----- */
 
-static int asn1_epoch(const ASN1_TIME *t, long long *out)
-{
-    struct tm tm;
-    if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return -1;
-    *out = (long long)timegm(&tm);
-    return 0;
-}
-
 /* A label value with \ " and newlines escaped. */
 static void label(char *dst, size_t len, const char *s)
 {
@@ -147,37 +139,57 @@ static void label(char *dst, size_t len, const char *s)
     dst[j] = '\0';
 }
 
+struct cert_visit {
+    struct out *o;
+    int after; /* 1: not_after, 0: not_before */
+    const char *served_file, *served_alias, *served_sha;
+};
+
+static void cert_line(struct out *o, int after, const char *file, const char *alias,
+                      const char *sha, int served, long long t)
+{
+    char lf[512], la[512];
+    label(lf, sizeof lf, file);
+    label(la, sizeof la, alias);
+    put(o,
+        "certgate_certificate_not_%s_timestamp_seconds{file=\"%s\",alias=\"%s\",sha256=\"%s\","
+        "served=\"%s\"} %lld\n",
+        after ? "after" : "before", lf, la, sha, served ? "true" : "false", t);
+}
+
+static void cert_row(void *arg, const char *file, const char *alias, const char *sha,
+                     long long nb, long long na)
+{
+    struct cert_visit *v = arg;
+    if (strcmp(file, v->served_file) == 0 && strcmp(alias, v->served_alias) == 0 &&
+        strcmp(sha, v->served_sha) == 0)
+        return; /* the served line has it */
+    cert_line(v->o, v->after, file, alias, sha, 0, v->after ? na : nb);
+}
+
 static void certificates(struct out *o)
 {
     struct gw_snap *snap = gw_snap_acquire();
     X509 *leaf = snap && snap->ctx ? SSL_CTX_get0_certificate(snap->ctx) : NULL;
-    char file[256] = "", alias[256] = "", lf[512], la[512], fp[17] = "";
+    char file[256] = "", alias[256] = "", sha[17] = "";
     gw_lock();
     gw_served_names(file, sizeof file, alias, sizeof alias);
     gw_unlock();
-    label(lf, sizeof lf, file);
-    label(la, sizeof la, alias);
     long long nb = 0, na = 0;
-    int ok = leaf && asn1_epoch(X509_get0_notBefore(leaf), &nb) == 0 &&
-             asn1_epoch(X509_get0_notAfter(leaf), &na) == 0;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
-    if (ok && X509_digest(leaf, EVP_sha256(), md, &mdlen) == 1)
-        for (unsigned i = 0; i < 8 && i < mdlen; i++) snprintf(fp + 2 * i, 3, "%02x", md[i]);
-    help(o, "certgate_certificate_not_after_timestamp_seconds", "gauge",
-         "End of validity (Unix time) of the served certificate (file \"\": the default one).");
-    if (ok)
-        put(o,
-            "certgate_certificate_not_after_timestamp_seconds{file=\"%s\",alias=\"%s\","
-            "sha256=\"%s\",served=\"true\"} %lld\n",
-            lf, la, fp, na);
-    help(o, "certgate_certificate_not_before_timestamp_seconds", "gauge",
-         "Start of validity (Unix time) of the served certificate.");
-    if (ok)
-        put(o,
-            "certgate_certificate_not_before_timestamp_seconds{file=\"%s\",alias=\"%s\","
-            "sha256=\"%s\",served=\"true\"} %lld\n",
-            lf, la, fp, nb);
+    int ok = metrics_cert_times(leaf, &nb, &na, sha) == 0;
+    for (int after = 1; after >= 0; after--) {
+        if (after)
+            help(o, "certgate_certificate_not_after_timestamp_seconds", "gauge",
+                 "End of validity (Unix time) of the served certificate (file \"\": the default "
+                 "one) and of every stored one opened since the start.");
+        else
+            help(o, "certgate_certificate_not_before_timestamp_seconds", "gauge",
+                 "Start of validity (Unix time) of the served certificate and of every stored "
+                 "one opened since the start.");
+        if (ok) cert_line(o, after, file, alias, sha, 1, after ? na : nb);
+        struct cert_visit v = {o, after, file, alias, ok ? sha : ""};
+        metrics_certs_each(cert_row, &v);
+    }
     if (snap) gw_snap_release(snap);
 }
 
