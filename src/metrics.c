@@ -225,6 +225,7 @@ int metrics_start(const char *host, unsigned port, char *err, size_t errlen)
         return -1;
     }
     thread_started = 1;
+    snprintf(shown, sizeof shown, shown_fmt, host, bound_port);
     log_info("metrics at http://%s/metrics", shown);
     return 0;
 }

@@ -2,8 +2,9 @@
  *
  * Counting: every thread that counts gets its own slot (one cache-line-aligned array of
  * counters) on its first count; only that thread writes it (a relaxed load and store, no
- * lock, no read-modify-write), and a scrape sums the slots with relaxed loads. Slots live
- * until metrics_free (at exit).
+ * lock, no read-modify-write), and a scrape sums the slots with relaxed loads. A slot
+ * lives as long as the process (a thread's counts stay in the sums after it ends; certgate
+ * makes no thread per request, so there are a few dozen slots at most).
  *
  * Serving: metrics_start binds [certgate] metrics-listen and runs one small thread of its
  * own (blocking accept, one short request at a time), off the workers' request path.
