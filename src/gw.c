@@ -339,6 +339,10 @@ static int apply(int initial, char *err, size_t errlen)
     if (!initial && (s.port_ssl != G.settings.port_ssl || s.port_http != G.settings.port_http))
         log_warn("%s: a changed port-ssl or port takes effect at the next restart",
                  gw_paths.conf_path);
+    if (!initial && (s.metrics_port != G.settings.metrics_port ||
+                     strcmp(s.metrics_host, G.settings.metrics_host) != 0))
+        log_warn("%s: a changed metrics-listen takes effect at the next restart",
+                 gw_paths.conf_path);
     struct upstream *up = NULL;
     if (s.upstream.url) {
         int same = upstream_same(G.upstream, &s.upstream);

@@ -71,7 +71,8 @@ void metrics_request(int status, unsigned route, uint64_t ms, int64_t upstream_m
 
 void metrics_handshake(enum metrics_hs_result r, const struct ssl_st *ssl)
 {
-    int v = ssl ? SSL_version(ssl) : 0;
+    /* a failed handshake has a version only once a ClientHello was read */
+    int v = ssl && (r != MH_FAILED || SSL_get_session(ssl) != NULL) ? SSL_version(ssl) : 0;
     unsigned p = v == TLS1_3_VERSION ? MP_TLS13 : v == TLS1_2_VERSION ? MP_TLS12 : MP_OTHER;
     metrics_inc(M_HS + (unsigned)r * 3 + p);
 }

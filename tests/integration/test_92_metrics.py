@@ -130,7 +130,7 @@ class MetricsTest(GatewayTest):
         self.assertEqual(d("certgate_tls_handshakes_total", result="full", protocol="TLSv1.2"), 1)
         self.assertEqual(d("certgate_tls_handshakes_total", result="resumed",
                            protocol="TLSv1.2"), 1)
-        self.assertEqual(d("certgate_tls_handshakes_total", result="failed"), 1)
+        self.assertEqual(d("certgate_tls_handshakes_total", result="failed", protocol="other"), 1)
         self.assertEqual(d("certgate_http_requests_total", code="2xx", route="health"), 1)
         self.assertEqual(d("certgate_http_requests_total", code="4xx", route="api"), 2)
         self.assertEqual(d("certgate_http_requests_total", code="2xx", route="api"), 1)
