@@ -1169,8 +1169,6 @@ static void h_closed(struct conn *c)
     w->nclients--;
     if (w->gw_clients) atomic_fetch_sub(w->gw_clients, 1);
     metrics_inc(M_CONN_CLOSED);
-    metrics_add(M_BYTES_IN, c->in_total);
-    metrics_add(M_BYTES_OUT, c->out_total);
 }
 
 static const struct conn_ops client_ops = {
@@ -1189,6 +1187,7 @@ struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peer
     }
     struct conn *c = &h->c;
     conn_init(c, w, &client_ops, fd);
+    c->metered = 1;
     if (peerlen > sizeof h->peer) peerlen = sizeof h->peer;
     if (peer) memcpy(&h->peer, peer, peerlen);
     llhttp_init(&h->parser, HTTP_REQUEST, &settings);

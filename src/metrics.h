@@ -32,7 +32,7 @@ enum {
     M_UP_DUR = M_REQ_DUR + METRICS_NBUCKETS + 2,
     M_CONN_OPENED = M_UP_DUR + METRICS_NBUCKETS + 2,
     M_CONN_CLOSED,
-    M_BYTES_IN,  /* client connections, counted when they close */
+    M_BYTES_IN,  /* client connections: HTTP bytes (after TLS decryption) */
     M_BYTES_OUT,
     M_CERT_OP,                            /* [op * 2 + (0: ok, 1: error)] */
     M_RELOAD = M_CERT_OP + 2 * MO_N,      /* [0: ok, 1: error] */

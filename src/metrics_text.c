@@ -103,7 +103,7 @@ static void counters(struct out *o)
     put(o, "certgate_connections_open %llu\n",
         (unsigned long long)(opened > closed ? opened - closed : 0));
     help(o, "certgate_client_bytes_total", "counter",
-         "Bytes read from (in) and written to (out) client connections, counted at close.");
+         "HTTP bytes read from (in) and written to (out) client connections, without TLS framing.");
     put(o, "certgate_client_bytes_total{direction=\"in\"} %llu\n",
         (unsigned long long)metrics_sum(M_BYTES_IN));
     put(o, "certgate_client_bytes_total{direction=\"out\"} %llu\n",

@@ -103,6 +103,12 @@ class MetricsTest(GatewayTest):
                 ("GET", "/echo/x", {})):
             c.request(method, path, headers=headers)
             c.getresponse().read()
+        # bytes count as they move, not when the connection ends
+        s_open = self.scrape()
+        self.assertEqual(value(s_open, "certgate_connections_open"), 1)
+        for direction in ("in", "out"):
+            self.assertGreater(value(s_open, "certgate_client_bytes_total", direction=direction),
+                               value(s0, "certgate_client_bytes_total", direction=direction) + 300)
         c.close()
         # a resumed TLS 1.2 session, and a handshake that fails
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
