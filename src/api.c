@@ -6,6 +6,7 @@
 #include "fsutil.h"
 #include "gw.h"
 #include "log.h"
+#include "metrics.h"
 #include "p12.h"
 #include "secret.h"
 
@@ -441,6 +442,7 @@ static void op_delete(struct api_job *j)
     } else if (fs_unlink_durable(path, err, sizeof err) != 0) {
         job_error(j, 500, "cannot delete %s: %s", j->name, err);
     } else {
+        metrics_certs_drop(j->name);
         log_info("certificate API: deleted %s", j->name);
         j->status = 200;
         j->ctype = NULL;
@@ -511,6 +513,7 @@ static void op_describe(struct api_job *j, const struct http_request *r)
     int active = gw_is_active_name(j->name);
     gw_unlock();
     json_t *d = describe(p12, j->name, active);
+    metrics_certs_set(j->name, p12); /* a file opened with its password: now known */
     job_json(j, d);
     json_decref(d);
     p12_free(p12);
@@ -551,6 +554,17 @@ static void work_cb(uv_work_t *w)
     }
 }
 
+static enum metrics_certop metrics_op(enum op op)
+{
+    switch (op) {
+    case OP_UPLOAD: return MO_UPLOAD;
+    case OP_DELETE: return MO_DELETE;
+    case OP_ACTIVATE: return MO_ACTIVATE;
+    case OP_DESCRIBE: return MO_DESCRIBE;
+    default: return MO_LIST;
+    }
+}
+
 static void after_cb(uv_work_t *w, int status)
 {
     struct api_job *j = w->data;
@@ -568,6 +582,8 @@ static void after_cb(uv_work_t *w, int status)
                       "connection.");
     else
         http_respond(x, j->status, j->ctype, NULL, body ? body : "", body ? strlen(body) : 0);
+    if (!j->skipped && status == 0 && j->op != OP_NONE)
+        metrics_inc(M_CERT_OP + (unsigned)metrics_op(j->op) * 2 + (j->status >= 300));
     free(body); /* j itself went with the exchange */
 }
 
@@ -638,6 +654,7 @@ static void on_headers(struct http_exchange *x)
         auth_check(gw_paths.config_dir, authz, qt, envbuf, AUTH_SCOPE_CERTS, msg, sizeof msg);
     explicit_bzero(qtok, sizeof qtok);
     if (ar != AUTH_OK) {
+        if (ar != AUTH_ERROR) metrics_inc(M_TOKEN_FAIL);
         if (at && ar != AUTH_ERROR) auth_throttle_failed(at, peer, auth_now_ms());
         respond_error(x, auth_status(ar), NULL, "%s", msg);
         return;

@@ -7,6 +7,7 @@
 #include "gw.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "server.h"
 #include "upclient.h"
@@ -46,16 +47,19 @@ static void route(const struct http_request *r, const struct gw_snap *snap,
     }
     if (strcmp(r->path, "/rest/health") == 0) {
         out->handle = health;
+        out->metrics_route = MR_HEALTH;
         return;
     }
     if (api_match(r->path)) { /* authenticates first, then checks the name itself */
         api_route(r, snap, out);
+        out->metrics_route = MR_API;
         return;
     }
     /* '.' and '..' segments (also percent-encoded) and backslashes never get here:
      * reqcheck.c refuses them, so what certgate routes and what an upstream would see can
      * never differ */
     proxy_route(r, snap, out);
+    out->metrics_route = MR_PROXY;
 }
 
 /* Requests refused before routing: API paths get their errors in the API's envelope. */

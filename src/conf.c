@@ -301,6 +301,47 @@ static int load_webserver(struct loader *ld, struct conf_settings *s)
     return rc;
 }
 
+/* metrics-listen: off (absent), on (127.0.0.1:9998), HOST:PORT or [IPv6]:PORT. */
+static int get_metrics_listen(const struct loader *ld, struct conf_settings *s)
+{
+    char *v;
+    if (get(ld, "metrics-listen", &v) < 0) return -1;
+    if (!v) return 0;
+    const char *allowed = "use off, on (127.0.0.1:9998), HOST:PORT or [IPv6]:PORT";
+    int rc = 0;
+    if (strcasecmp(v, "off") == 0 || strcasecmp(v, "false") == 0) {
+        s->metrics_port = 0;
+    } else if (strcasecmp(v, "on") == 0 || strcasecmp(v, "true") == 0) {
+        snprintf(s->metrics_host, sizeof s->metrics_host, "127.0.0.1");
+        s->metrics_port = 9998;
+    } else {
+        const char *h = v, *colon;
+        size_t hl;
+        if (v[0] == '[') {
+            const char *rb = strchr(v, ']');
+            h = v + 1;
+            hl = rb ? (size_t)(rb - h) : 0;
+            colon = rb && rb[1] == ':' ? rb + 1 : NULL;
+        } else {
+            colon = strchr(v, ':');
+            hl = colon ? (size_t)(colon - v) : 0;
+            if (colon && strchr(colon + 1, ':')) colon = NULL; /* IPv6 needs brackets */
+        }
+        uint64_t port = 0;
+        if (!colon || hl == 0 || hl >= sizeof s->metrics_host)
+            rc = fail_value(ld, "metrics-listen", v, "is not an address", allowed);
+        if (rc == 0 && (parse_u64(colon + 1, 65535, &port) != 0 || port == 0))
+            rc = fail_value(ld, "metrics-listen", v, "has no valid port (1 to 65535)", allowed);
+        if (rc == 0) {
+            memcpy(s->metrics_host, h, hl);
+            s->metrics_host[hl] = '\0';
+            s->metrics_port = (unsigned)port;
+        }
+    }
+    free(v);
+    return rc;
+}
+
 static int load_certgate(struct loader *ld, struct conf_settings *s)
 {
     ld->section = CONF_SECTION_CERTGATE;
@@ -321,7 +362,8 @@ static int load_certgate(struct loader *ld, struct conf_settings *s)
                     ", or remove the line to size it from the open-files limit",
                     &s->max_connections) |
            get_uint(ld, "min-rate", 0, 1000000000, "a number of bytes per second", " (0: off)",
-                    &s->min_rate);
+                    &s->min_rate) |
+           get_metrics_listen(ld, s);
 }
 
 int conf_cidr_parse(const char *s, struct conf_cidr *out)

@@ -73,6 +73,8 @@ struct conf_settings {
                                 * (default): sized from RLIMIT_NOFILE (server.c) */
     unsigned min_rate;         /* min-rate: bytes/s of request bodies and of answers to slow
                                 * readers after a grace of body-timeout; 0: off; default 1024 */
+    char metrics_host[64];     /* metrics-listen: the Prometheus listener's address */
+    unsigned metrics_port;     /* its port; 0 (default): off */
     /* [upstream] */
     struct conf_upstream upstream;
 };

@@ -3,6 +3,7 @@
 
 #include "gw.h"
 #include "log.h"
+#include "metrics.h"
 #include "memio.h"
 #include "tls.h"
 
@@ -311,6 +312,7 @@ int conn_read_into(struct conn *c, char *p, size_t room)
         return -2;
     }
     c->in_total += n;
+    if (c->metered) metrics_add(M_BYTES_IN, n);
     /* records already decrypted or buffered by read-ahead are not visible to epoll */
     c->more_input = n == room || conn_pending(c);
     return (int)n;
@@ -396,6 +398,7 @@ ssize_t conn_write_direct(struct conn *c, const void *p, size_t n)
         off += w;
     }
     c->out_total += off;
+    if (c->metered) metrics_add(M_BYTES_OUT, off);
     return (ssize_t)off;
 }
 

@@ -132,6 +132,7 @@ struct conn {
     unsigned posted : 1;           /* on the worker's posted list */
     unsigned closed_done : 1;      /* ops->closed delivered */
     unsigned blocked : 1;          /* output waits for the peer (since blocked_since) */
+    unsigned metered : 1;          /* a client connection: its bytes go to the metrics */
     struct conn *post_next;
     struct conn *tq_prev, *tq_next; /* timeout queue links */
     uint64_t deadline;              /* worker ms */

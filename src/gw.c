@@ -8,6 +8,7 @@
 #include "err.h"
 #include "fsutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "p12.h"
 #include "propfile.h"
 #include "secret.h"
@@ -333,6 +334,10 @@ static int apply(int initial, char *err, size_t errlen)
     if (!initial && (s.port_ssl != G.settings.port_ssl || s.port_http != G.settings.port_http))
         log_warn("%s: a changed port-ssl or port takes effect at the next restart",
                  gw_paths.conf_path);
+    if (!initial && (s.metrics_port != G.settings.metrics_port ||
+                     strcmp(s.metrics_host, G.settings.metrics_host) != 0))
+        log_warn("%s: a changed metrics-listen takes effect at the next restart",
+                 gw_paths.conf_path);
     struct upstream *up = NULL;
     if (s.upstream.url) {
         int same = upstream_same(G.upstream, &s.upstream);
@@ -382,6 +387,7 @@ static int apply(int initial, char *err, size_t errlen)
     p12_free(G.active_p12);
     G.active_p12 = p12;
     set_str(&G.active_file, p12 ? s.certificate_file : NULL);
+    if (p12) metrics_certs_set(s.certificate_file, p12);
     set_str(&G.active_alias, served ? p12_entry_alias(served) : NULL);
     set_str(&G.fallback_reason, fallback ? why : NULL);
     conf_settings_free(&G.settings);
@@ -552,6 +558,7 @@ void gw_change_commit(struct gw_change *ch, const char *file)
     if (ch->p12 != G.active_p12) p12_free(G.active_p12);
     G.active_p12 = ch->p12;
     set_str(&G.active_file, file);
+    metrics_certs_set(file, ch->p12);
     set_str(&G.active_alias, ch->alias);
     set_str(&G.fallback_reason, NULL);
     free(ch->alias);
@@ -624,6 +631,7 @@ void gw_describe_served(char *buf, size_t len)
 
 void gw_close(void)
 {
+    metrics_certs_free();
     pthread_mutex_lock(&G.pub_lock);
     struct gw_snap *s = G.snap;
     G.snap = NULL;
@@ -644,4 +652,10 @@ void gw_close(void)
     free(gw_paths.ssl_dir);
     free(gw_paths.conf_path);
     memset(&gw_paths, 0, sizeof gw_paths);
+}
+
+void gw_served_names(char *file, size_t flen, char *alias, size_t alen)
+{
+    snprintf(file, flen, "%s", G.active_file ? G.active_file : "");
+    snprintf(alias, alen, "%s", G.active_file && G.active_alias ? G.active_alias : "");
 }

@@ -117,6 +117,10 @@ const char *gw_configured_alias(void);
 int gw_record_certificate(const char *file, const char *password, const char *alias, char *err,
                           size_t errlen);
 
+/* The served certificate's file name and alias ("" and "": the default certificate).
+ * Under gw_lock. */
+void gw_served_names(char *file, size_t flen, char *alias, size_t alen);
+
 /* Frees everything (at exit). */
 void gw_close(void);
 

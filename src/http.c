@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "gw.h"
 #include "log.h"
+#include "metrics.h"
 #include "reqcheck.h"
 #include "strfmt.h"
 #include "tls.h"
@@ -832,6 +833,7 @@ static void parse_input(struct hconn *h)
 
 static void x_log(struct http_exchange *x, int status)
 {
+    metrics_request(status, x->route.metrics_route, x->w->now - x->start_ms, x->upstream_ms);
     if (accesslog_enabled())
         accesslog_request_up(http_peer(x), x->req.method_name, x->req.target, status,
                              x->bytes_out, x->w->now - x->start_ms, x->upstream_ms);
@@ -1076,6 +1078,7 @@ static void h_run(struct conn *c)
     case CS_HANDSHAKE: {
         int r = conn_handshake(c);
         if (r < 0) {
+            metrics_handshake(MH_FAILED, c->ssl);
             char why[160];
             tls_last_error(why, sizeof why);
             log_debug("TLS handshake failed: %s", why);
@@ -1087,6 +1090,7 @@ static void h_run(struct conn *c)
             return;
         }
         c->state = CS_ACTIVE;
+        metrics_handshake(tls_conn_resumed(c->ssl) ? MH_RESUMED : MH_FULL, c->ssl);
         /* read-ahead may hold the first request already; else epoll will tell */
         c->more_input = conn_pending(c);
         http_conn_run(h);
@@ -1164,6 +1168,7 @@ static void h_closed(struct conn *c)
     h->prev = h->next = NULL;
     w->nclients--;
     if (w->gw_clients) atomic_fetch_sub(w->gw_clients, 1);
+    metrics_inc(M_CONN_CLOSED);
 }
 
 static const struct conn_ops client_ops = {
@@ -1182,6 +1187,7 @@ struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peer
     }
     struct conn *c = &h->c;
     conn_init(c, w, &client_ops, fd);
+    c->metered = 1;
     if (peerlen > sizeof h->peer) peerlen = sizeof h->peer;
     if (peer) memcpy(&h->peer, peer, peerlen);
     llhttp_init(&h->parser, HTTP_REQUEST, &settings);
@@ -1191,6 +1197,7 @@ struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peer
     if (h->next) h->next->prev = h;
     w->clients = h;
     w->nclients++;
+    metrics_inc(M_CONN_OPENED);
     h->draining = w->stopping != 0;
     c->state = CS_ACTIVE;
     if (tls) {

@@ -89,6 +89,8 @@ struct http_route {
     /* The request carries secrets (tokens, passwords): its bytes are wiped from the read
      * buffer once parsed, and its headers and body when the exchange ends. */
     unsigned wipe : 1;
+    /* for the metrics: enum metrics_route (0: none) */
+    unsigned metrics_route : 3;
 };
 
 struct gw_snap;

@@ -6,6 +6,7 @@
 #include "gw.h"
 #include "fsutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "propfile.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -264,9 +265,11 @@ static void on_hup(uv_signal_t *h, int signum)
                       nerr, sizeof nerr) != 0)
         log_warn("%s", nerr);
     if (rc != 0) {
+        metrics_inc(M_RELOAD + 1);
         log_error("reload failed, still serving the previous configuration: %s", err);
         return;
     }
+    metrics_inc(M_RELOAD);
     char what[1024];
     gw_lock();
     gw_describe_served(what, sizeof what);
@@ -392,8 +395,14 @@ static int cmd_run(int argc, char **argv)
         .after_bind = drop ? user_drop_after_bind : NULL,
         .after_bind_arg = &ru,
     };
+    const struct conf_settings *cs = gw_settings();
+    if (cs->metrics_port && metrics_start(cs->metrics_host, cs->metrics_port, err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        return 1;
+    }
     if (server_start(&sc, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
+        metrics_stop();
         return 1;
     }
     const char *try_host = strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "localhost"
@@ -410,6 +419,7 @@ static int cmd_run(int argc, char **argv)
     uv_timer_start(&throttle_timer, on_throttle_timer, 1000, 1000);
     uv_run(loop, UV_RUN_DEFAULT);
     server_join();
+    metrics_stop();
     uv_loop_close(loop);
     app_cleanup();
     accesslog_close();

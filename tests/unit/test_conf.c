@@ -383,6 +383,44 @@ static void test_settings_check_all(void **state)
     propfile_free(doc);
 }
 
+/* issue 11: [certgate] metrics-listen */
+static void test_settings_metrics_listen(void **state)
+{
+    (void)state;
+    struct conf_settings s;
+    load_settings(WEB, &s);
+    assert_int_equal(s.metrics_port, 0); /* off by default */
+    conf_settings_free(&s);
+    static const struct {
+        const char *v, *host;
+        unsigned port;
+    } ok[] = {{"on", "127.0.0.1", 9998},  {"off", "", 0},           {"0.0.0.0:9100", "0.0.0.0", 9100},
+              {"[::1]:1", "::1", 1},      {"localhost:65535", "localhost", 65535}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "[certgate]\nmetrics-listen = %s\n", ok[i].v);
+        load_settings(text, &s);
+        assert_int_equal(s.metrics_port, ok[i].port);
+        if (ok[i].port) assert_string_equal(s.metrics_host, ok[i].host);
+        conf_settings_free(&s);
+    }
+    expect_settings_error("[certgate]\nmetrics-listen = 9998\n",
+                          PATH ":2: metrics-listen: '9998' is not an address; use off, on "
+                          "(127.0.0.1:9998), HOST:PORT or [IPv6]:PORT");
+    expect_settings_error("[certgate]\nmetrics-listen = ::1:9998\n",
+                          PATH ":2: metrics-listen: '::1:9998' is not an address; use off, on "
+                          "(127.0.0.1:9998), HOST:PORT or [IPv6]:PORT");
+    expect_settings_error("[certgate]\nmetrics-listen = [::1]9998\n",
+                          PATH ":2: metrics-listen: '[::1]9998' is not an address; use off, on "
+                          "(127.0.0.1:9998), HOST:PORT or [IPv6]:PORT");
+    expect_settings_error("[certgate]\nmetrics-listen = host:0\n",
+                          PATH ":2: metrics-listen: 'host:0' has no valid port (1 to 65535); use "
+                          "off, on (127.0.0.1:9998), HOST:PORT or [IPv6]:PORT");
+    expect_settings_error("[certgate]\nmetrics-listen = host:99999\n",
+                          PATH ":2: metrics-listen: 'host:99999' has no valid port (1 to 65535); "
+                          "use off, on (127.0.0.1:9998), HOST:PORT or [IPv6]:PORT");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_settings_errors),
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_settings_resource_limits),
+        cmocka_unit_test(test_settings_metrics_listen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
