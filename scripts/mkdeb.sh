@@ -14,7 +14,7 @@ root=$out/root
 # _FORTIFY_SOURCE's inlining makes gcc 12 see "may be used uninitialized" where the code
 # sets the variable on every path (api.c's on_headers): a warning here, not an error
 export DEB_BUILD_MAINT_OPTIONS=hardening=+all
-flags_c="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS) -Wno-error=maybe-uninitialized"
+flags_c="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
 flags_ld=$(dpkg-buildflags --get LDFLAGS)
 
 cmake -S . -B $out/cmake -DCMAKE_BUILD_TYPE=None -DCMAKE_C_FLAGS="$flags_c" \

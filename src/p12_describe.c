@@ -710,7 +710,7 @@ static json_t *entry_json(const struct p12_entry *e, time_t now)
     X509 *cert = p12_entry_cert(e);
     json_t *o = json_object();
     if (!o || !cert) return o;
-    time_t nb, na;
+    time_t nb = 0, na = 0;
     int nb_ok = asn1_time_t(X509_get0_notBefore(cert), &nb) == 0;
     int na_ok = asn1_time_t(X509_get0_notAfter(cert), &na) == 0;
     char *subj = p12_java_dn(cert, 0);
