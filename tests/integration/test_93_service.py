@@ -109,7 +109,8 @@ class InstallTest(GatewayTest):
         for o in sorted(options):
             self.assertRegex(man, r"\.(?:Op |It |)Fl -%s\b" % re.escape(o[2:]) +
                              r"|Fl -%s\b" % re.escape(o[2:]), o)
-        for cmd in ["run", "check-config", "token create", "token list", "token revoke"]:
+        for cmd in ["run", "check-config", "token create", "token list", "token revoke",
+                    "cert import"]:
             self.assertIn(".Cm %s" % cmd, man)
         readme = read_text(os.path.join(ROOT, "README.md"))
         conf = readme[readme.index("## Configuration"):readme.index("### PKCS#12 files")]
