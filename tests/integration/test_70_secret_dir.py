@@ -48,7 +48,8 @@ class Fixtures:
             run(["keytool", "-importkeystore", "-noprompt", "-srckeystore", p2, "-srcstoretype",
                  "PKCS12", "-srcstorepass", "pw2", "-destkeystore", p1, "-deststoretype",
                  "PKCS12", "-deststorepass", "pw2"])
-            cls.two = (open(p1, "rb").read(), cert_fingerprint(c), cert_fingerprint(c2))
+            with open(p1, "rb") as f:
+                cls.two = (f.read(), cert_fingerprint(c), cert_fingerprint(c2))
             path = pki.keytool_keypair("kt.p12", "ktalias", "host-keytool", "ktpass",
                                        keyalg="EC", keysize=256)
             out = run(["keytool", "-exportcert", "-rfc", "-storetype", "PKCS12", "-keystore",
@@ -278,6 +279,9 @@ class SecretDirTest(GatewayTest):
         self.assertEqual(st, 409, body)
         self.assertIn(b"--tls-secret-dir", body)
         self.assertFalse(os.path.exists(os.path.join(g.ssl_dir, "c.p12")))
+        self.assertEqual(self.served(), fp("b"))
+        st, _, body = g.upload("c.p12?dryRun=true", self.pki.path("x.p12"), "pw-c", token)
+        self.assertEqual(st, 200, body)  # a dry run changes nothing: still answered
         self.assertEqual(self.served(), fp("b"))
 
         # keytool's key store with two entries: the alias file picks the second
