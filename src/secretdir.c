@@ -216,6 +216,11 @@ static enum sd_result sd_load(void)
     sd_ids_take(&after);
     enum sd_result res = SD_UNSTABLE;
     if (!sd_ids_same(&before, &after)) goto out;
+    struct stat dst;
+    if (p12_err == ENOENT && stat(S.dir, &dst) != 0) { /* the folder went: sd_gone says so */
+        res = SD_UNCHANGED;
+        goto out;
+    }
 
     /* the same bytes as last time (an event without a change, or a set refused before):
      * nothing to do */
@@ -310,6 +315,7 @@ static void sd_after_work(uv_work_t *w, int status)
 
 static void sd_on_debounce(uv_timer_t *t)
 {
+    if (S.wd < 0) return; /* the folder is gone; sd_on_retry reads it when it is back */
     if (S.busy) {
         S.again = 1;
         return;
@@ -348,6 +354,7 @@ static void sd_gone(void)
 {
     if (S.wd >= 0) inotify_rm_watch(S.ifd, S.wd);
     S.wd = -1;
+    uv_timer_stop(&S.debounce);
     log_warn("tls-secret-dir %s: the folder is gone; the served certificate stays; it is "
              "read again when the folder comes back",
              S.dir);

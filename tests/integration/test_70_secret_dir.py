@@ -375,6 +375,8 @@ class SecretDirTest(GatewayTest):
         shutil.rmtree(self.sdir)
         self.assertTrue(g.wait_log(r"tls-secret-dir \S+: the folder is gone"), g.logs())
         self.assertEqual(self.served(), fp("a"))
+        time.sleep(0.5 * SLOW)
+        self.assertEqual(self.count(r"refused"), 0, "a folder gone is not a bad set")
         conn.request("GET", "/rest/health")
         self.assertEqual(conn.getresponse().read(), b"RUNNING")
         conn.close()
@@ -387,6 +389,29 @@ class SecretDirTest(GatewayTest):
         self.kubelet.update(secret("e", "pw-e"))
         self.applied(3)
         self.assertEqual(self.served(), fp("e"))
+
+    def test_folder_emptied_slowly_then_removed(self):
+        g = self.start(secret("a", "pw-a"))
+        self.applied(1)
+        for name in os.listdir(self.sdir):
+            p = os.path.join(self.sdir, name)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
+        self.refused(1)  # an empty folder is a bad set (server.p12 missing)
+        self.assertRegex(g.logs(), r"server\.p12: missing")
+        os.rmdir(self.sdir)
+        self.assertTrue(g.wait_log(r"the folder is gone"), g.logs())
+        self.assertEqual(self.served(), fp("a"))
+        os.mkdir(self.sdir)
+        self.assertTrue(g.wait_log(r"the folder is back"), g.logs())
+        time.sleep(0.5 * SLOW)
+        self.assertEqual(self.count(r"refused"), 1, "the same empty folder again is no news")
+        self.kubelet = Kubelet(self.sdir)
+        self.kubelet.update(secret("b", "pw-b"))
+        self.applied(2)
+        self.assertEqual(self.served(), fp("b"))
 
     def test_missing_folder_at_start(self):
         missing = os.path.join(self.tmp, "nope")
