@@ -196,6 +196,17 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
         free(alias);
         return;
     }
+    if (gw_secret_dir()) { /* the Secret is the source of truth: a switch here would not last */
+        job_error(j, 409,
+                  "%s: not %s: the served certificate comes from the watched secret directory "
+                  "%s (--tls-secret-dir); change the Kubernetes Secret (server.p12, password, "
+                  "alias) instead",
+                  j->name, data ? "uploaded" : "activated", gw_secret_dir());
+        json_decref(warnings);
+        gw_change_abort(ch);
+        free(alias);
+        return;
+    }
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
     char *old = NULL;
     size_t oldlen = 0;

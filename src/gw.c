@@ -52,6 +52,8 @@ static struct gw_state {
     struct p12_file *active_p12;   /* [change] custom keystore, NULL for default */
     struct p12_file *default_p12;  /* [change] the default certificate, loaded lazily */
     char *fallback_reason;         /* [change] why the configured certificate is not served */
+    char *secret_dir;              /* [open] --tls-secret-dir, or NULL */
+    int from_secret;               /* [change] active_p12 came from secret_dir: reloads keep it */
     struct upstream *upstream;     /* [change] built from settings.upstream; one reference */
 
     pthread_mutex_t pub_lock; /* guards snap */
@@ -356,7 +358,20 @@ static int apply(int initial, char *err, size_t errlen)
     struct ssl_ctx_st *ctx = NULL;
     char why[600] = "";
     int fallback = 0;
-    if (s.certificate_file) {
+    /* the secret directory's certificate stays served; only the settings change */
+    int keep = !initial && G.from_secret && G.active_p12;
+    if (keep) {
+        const struct p12_entry *e = NULL;
+        struct tls_server_opts o;
+        tls_opts_of(&s, &o);
+        if (p12_select(G.active_p12, G.active_alias, &e, why, sizeof why) != P12_OK ||
+            !(ctx = tls_server_ctx_new(&o, e, why, sizeof why))) {
+            err_set(err, errlen, "%s: %s", G.active_file, why);
+            conf_settings_free(&s);
+            upstream_unref(up);
+            return -1;
+        }
+    } else if (s.certificate_file) {
         if (load_custom(&s, &p12, &served, &ctx, why, sizeof why) != 0) {
             if (!initial) {
                 err_set(err, errlen, "%s", why);
@@ -384,12 +399,14 @@ static int apply(int initial, char *err, size_t errlen)
     }
     upstream_unref(G.upstream);
     G.upstream = up;
-    p12_free(G.active_p12);
-    G.active_p12 = p12;
-    set_str(&G.active_file, p12 ? s.certificate_file : NULL);
-    if (p12) metrics_certs_set(s.certificate_file, p12);
-    set_str(&G.active_alias, served ? p12_entry_alias(served) : NULL);
-    set_str(&G.fallback_reason, fallback ? why : NULL);
+    if (!keep) {
+        p12_free(G.active_p12);
+        G.active_p12 = p12;
+        set_str(&G.active_file, p12 ? s.certificate_file : NULL);
+        if (p12) metrics_certs_set(s.certificate_file, p12);
+        set_str(&G.active_alias, served ? p12_entry_alias(served) : NULL);
+        set_str(&G.fallback_reason, fallback ? why : NULL);
+    }
     conf_settings_free(&G.settings);
     G.settings = s;
     struct auth_throttle *at = auth_throttle_shared();
@@ -554,6 +571,7 @@ const char *gw_change_alias(const struct gw_change *ch)
 
 void gw_change_commit(struct gw_change *ch, const char *file)
 {
+    G.from_secret = 0;
     publish_snap(ch->snap);
     if (ch->p12 != G.active_p12) p12_free(G.active_p12);
     G.active_p12 = ch->p12;
@@ -563,6 +581,22 @@ void gw_change_commit(struct gw_change *ch, const char *file)
     set_str(&G.fallback_reason, NULL);
     free(ch->alias);
     free(ch);
+}
+
+void gw_change_commit_secret(struct gw_change *ch, const char *path)
+{
+    gw_change_commit(ch, path);
+    G.from_secret = 1;
+}
+
+void gw_set_secret_dir(const char *dir)
+{
+    set_str(&G.secret_dir, dir);
+}
+
+const char *gw_secret_dir(void)
+{
+    return G.secret_dir;
 }
 
 void gw_change_abort(struct gw_change *ch)
@@ -643,6 +677,8 @@ void gw_close(void)
     set_str(&G.active_file, NULL);
     set_str(&G.active_alias, NULL);
     set_str(&G.fallback_reason, NULL);
+    set_str(&G.secret_dir, NULL);
+    G.from_secret = 0;
     conf_settings_free(&G.settings);
     upstream_unref(G.upstream);
     G.upstream = NULL;

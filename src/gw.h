@@ -108,6 +108,18 @@ const char *gw_change_alias(const struct gw_change *ch);
 void gw_change_commit(struct gw_change *ch, const char *file);
 void gw_change_abort(struct gw_change *ch);
 
+/* commit for the watched secret directory (--tls-secret-dir): path names its server.p12.
+ * The certificate stays served across SIGHUP reloads (which rebuild its context with the
+ * new settings instead of loading custom.properties' certificate-file) until the next
+ * commit. Caller holds gw_lock. */
+void gw_change_commit_secret(struct gw_change *ch, const char *path);
+
+/* --tls-secret-dir: set once at start, before other threads run (NULL: none); while it
+ * is set, the certificate API refuses to switch certificates. gw_secret_dir: thread-safe
+ * after start (the value never changes while threads run). */
+void gw_set_secret_dir(const char *dir);
+const char *gw_secret_dir(void);
+
 /* The alias configured in custom.properties (certificate-alias), or NULL. */
 const char *gw_configured_alias(void);
 

@@ -1,6 +1,7 @@
 /* main.c - the command line: run, check-config, token, --help, --version. */
 #include "accesslog.h"
 #include "app.h"
+#include "audit.h"
 #include "auth.h"
 #include "certimport.h"
 #include "gw.h"
@@ -9,6 +10,7 @@
 #include "metrics.h"
 #include "propfile.h"
 #include "sdnotify.h"
+#include "secretdir.h"
 #include "server.h"
 #include "tls.h"
 
@@ -34,11 +36,14 @@ static const char USAGE[] =
     "Usage:\n"
     "  certgate run [--data-dir DIR] [--listen HOST:PORT] [--threads N]\n"
     "               [--access-log FILE|-|off] [--log-level debug|info|warn|error]\n"
-    "               [--user NAME]\n"
+    "               [--user NAME] [--tls-secret-dir SECRETS]\n"
     "      Runs the gateway in the foreground; logs go to stderr. Without --listen it\n"
     "      binds 0.0.0.0:<port-ssl> (custom.properties, default 9999). Started as root,\n"
     "      --user NAME makes it run as NAME once its ports are bound (DIR must belong\n"
     "      to NAME).\n"
+    "      --tls-secret-dir SECRETS serves SECRETS/server.p12 (with its password and\n"
+    "      alias files, a Kubernetes Secret's layout) and follows its changes; the\n"
+    "      certificate API then does not switch certificates.\n"
     "      SIGHUP re-reads custom.properties and the certificate; SIGTERM/SIGINT stop\n"
     "      gracefully (in-flight requests get up to 10 s).\n"
     "  certgate check-config [--data-dir DIR]\n"
@@ -238,6 +243,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     char err[256];
     if (sdnotify_send("STOPPING=1", err, sizeof err) != 0) log_warn("%s", err);
     server_stop();
+    secretdir_stop();
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_hup, NULL);
@@ -259,6 +265,7 @@ static void on_hup(uv_signal_t *h, int signum)
     if (sdnotify_reloading(nerr, sizeof nerr) != 0) log_warn("%s", nerr);
     accesslog_reopen();
     int rc = gw_reload(err, sizeof err);
+    secretdir_rescan();
     /* systemd waits for READY=1 after RELOADING=1, whether the reload worked or not */
     if (sdnotify_send(rc == 0 ? "READY=1\nSTATUS=serving" :
                       "READY=1\nSTATUS=serving; the last reload failed (see the log)",
@@ -286,6 +293,7 @@ static void on_ticket_timer(uv_timer_t *t)
 static int cmd_run(int argc, char **argv)
 {
     const char *data_dir = DEFAULT_DATA_DIR, *listen = NULL, *access = "-", *user = NULL;
+    const char *secret_dir = NULL;
     unsigned long threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -295,6 +303,8 @@ static int cmd_run(int argc, char **argv)
         else if (strcmp(a, "--access-log") == 0 && v) access = argv[++i];
         else if (strcmp(a, "--user") == 0 && v)
             user = argv[++i];
+        else if (strcmp(a, "--tls-secret-dir") == 0 && v)
+            secret_dir = argv[++i];
         else if (strcmp(a, "--threads") == 0 && v) {
             if (parse_uint(argv[++i], 1, 1024, &threads) != 0)
                 return usage_error("--threads takes a number from 1 to 1024, not '%s'", argv[i]);
@@ -378,6 +388,14 @@ static int cmd_run(int argc, char **argv)
         log_error("cannot start: %s", err);
         return 1;
     }
+    if (audit_open(data_dir, err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        return 1;
+    }
+    if (secret_dir && secretdir_start(loop, secret_dir, err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        return 1;
+    }
     if (drop && user_act_as(&ru, 1, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
         return 1;
@@ -420,10 +438,12 @@ static int cmd_run(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
     server_join();
     metrics_stop();
+    secretdir_free();
     uv_loop_close(loop);
     app_cleanup();
     accesslog_close();
     gw_close();
+    audit_close();
     tls_global_cleanup();
     sdnotify_close();
     log_info("stopped");

@@ -123,6 +123,12 @@ static void counters(struct out *o)
     help(o, "certgate_token_failures_total", "counter",
          "Certificate API requests refused for a missing, unknown or insufficient token.");
     put(o, "certgate_token_failures_total %llu\n", (unsigned long long)metrics_sum(M_TOKEN_FAIL));
+    help(o, "certgate_secret_dir_changes_total", "counter",
+         "Changes of the watched secret directory (--tls-secret-dir) by result.");
+    put(o, "certgate_secret_dir_changes_total{result=\"applied\"} %llu\n",
+        (unsigned long long)metrics_sum(M_SECRET_DIR));
+    put(o, "certgate_secret_dir_changes_total{result=\"refused\"} %llu\n",
+        (unsigned long long)metrics_sum(M_SECRET_DIR + 1));
 }
 
 /* ----- certificates ----- */
