@@ -207,8 +207,8 @@ SSL_CTX *tls_served_new(const struct tls_server_opts *opts, const struct p12_ent
     size_t ng = 0;
     char why[400];
     SSL_CTX *front = NULL;
-    if (!g || !sv || served_idx < 0) {
-        err_set(err, errlen, "out of memory");
+    if (!g || !sv || served_idx < 0 || n == 0) {
+        err_set(err, errlen, n == 0 ? "no certificate to serve" : "out of memory");
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {

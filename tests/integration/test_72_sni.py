@@ -70,6 +70,11 @@ def setUpModule():
                 "-srcstorepass", PW, "-destkeystore", pair, "-deststoretype", "PKCS12",
                 "-deststorepass", PW)
     FIX["pair"] = pair
+    # entries the gateway leaves out: the same names and key type as an earlier one
+    dup = os.path.join(d, "dup.p12")
+    genkey(dup, "first", "first", "EC", "dns:dup.test")
+    genkey(dup, "second", "second", "EC", "dns:dup.test")
+    FIX["dup"] = dup
 
 
 def tearDownModule():
@@ -155,7 +160,8 @@ class SniTest(GatewayTest):
         """A gateway with certificate-alias `alias` in custom.properties, and `src`
         uploaded and activated through the API."""
         g = self.gateway()
-        g.write_conf("[%s]\ncertificate-alias = %s\n" % (WEBSERVER, alias))
+        if alias:
+            g.write_conf("[%s]\ncertificate-alias = %s\n" % (WEBSERVER, alias))
         tok = g.token()
         g.start()
         status, _, body = g.upload(name, FIX[src], PW, tok)
@@ -203,6 +209,18 @@ class SniTest(GatewayTest):
             for sni in (("-servername", "pair.test"), ("-noservername",)):
                 cn, got = sclient_cert(g, *(sni + args))
                 self.assertEqual((cn, got), ("pair.test", bits), " ".join(sni + args))
+
+    def test_left_out_entries_are_warned(self):
+        g, tok, d = self.start(alias="", name="dup.p12", src="dup")
+        self.assertEqual([e["names"] for e in d["desc"]], [["dup.test"], ["dup.test"]])
+        self.assertIn("alias 'second' is not served: alias 'first' answers for the same names "
+                      "with the same key type", d["warnings"])
+        self.assertEqual(self.served(g, "dup.test"), "first")
+        # a dry run says so too
+        status, _, body = g.call("POST", "dup.p12/activate?dryRun=true", tok,
+                                 headers={"X-Password": PW})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len([w for w in json.loads(body)["warnings"] if "not served" in w]), 1)
 
     def test_open_connection_keeps_its_certificate(self):
         g, tok, _ = self.start()
