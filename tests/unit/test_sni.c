@@ -300,6 +300,124 @@ static void test_served_set(void **state)
         p12_free(f[i]);
 }
 
+/* One in-memory handshake (a BIO pair) of a client asking for name (NULL: no SNI), with
+ * sigalgs (NULL: OpenSSL's) and ALPN alpn (wire format, NULL: none), against front.
+ * Returns the server's leaf (borrowed from the server side, which is kept in *server
+ * for the caller to free), or NULL when the handshake failed. */
+static X509 *handshake(SSL_CTX *front, const char *name, const char *sigalgs,
+                       const unsigned char *alpn, size_t alpn_len, SSL **server)
+{
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *c = SSL_new(cctx), *s = SSL_new(front);
+    BIO *cb = NULL, *sb = NULL;
+    assert_true(BIO_new_bio_pair(&cb, 0, &sb, 0));
+    SSL_set_bio(c, cb, cb);
+    SSL_set_bio(s, sb, sb);
+    if (name) SSL_set_tlsext_host_name(c, name);
+    if (sigalgs) assert_true(SSL_set1_sigalgs_list(c, sigalgs));
+    if (alpn) SSL_set_alpn_protos(c, alpn, (unsigned)alpn_len);
+    SSL_set_connect_state(c);
+    SSL_set_accept_state(s);
+    int done_c = 0, done_s = 0, failed = 0;
+    for (int i = 0; i < 16 && !failed && !(done_c && done_s); i++) {
+        SSL *side[2] = {c, s};
+        int *done[2] = {&done_c, &done_s};
+        for (int k = 0; k < 2 && !failed; k++) {
+            if (*done[k]) continue;
+            int r = SSL_do_handshake(side[k]);
+            int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(side[k], r);
+            if (r == 1)
+                *done[k] = 1;
+            else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+                failed = 1;
+        }
+    }
+    X509 *leaf = done_c && done_s ? SSL_get_certificate(s) : NULL;
+    SSL_free(c);
+    SSL_CTX_free(cctx);
+    *server = s;
+    return leaf;
+}
+
+static SSL_CTX *hook_ctx;
+static char hook_seen[300];
+
+static SSL_CTX *hook(void *arg, const char *name, const unsigned char *alpn, size_t alpn_len)
+{
+    (void)arg;
+    snprintf(hook_seen, sizeof hook_seen, "%s|%.*s", name, (int)alpn_len, (const char *)alpn);
+    static const unsigned char acme[] = "\x0a" "acme-tls/1";
+    for (size_t i = 0; alpn && i + 11 <= alpn_len; i += 1u + alpn[i])
+        if (memcmp(alpn + i, acme, 11) == 0 && strcmp(name, "challenge.test") == 0) {
+            SSL_CTX_up_ref(hook_ctx);
+            return hook_ctx;
+        }
+    return NULL;
+}
+
+static void test_callback_picks(void **state)
+{
+    (void)state;
+    struct p12_file *f[4] = {
+        make("def", "rsa", "default.test", NULL, -1, 30),
+        make("alpha", "rsa", "x", "DNS:alpha.test", -1, 30),
+        make("alpha-ec", "ec", "x", "DNS:alpha.test", -1, 30),
+        make("wild", "ec", "x", "DNS:*.wild.test", -1, 30),
+    };
+    const struct p12_entry *v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = entry(f[i]);
+    struct tls_server_opts o = {.versions = TLS_V12 | TLS_V13, .session_cache = 1,
+                                .session_tickets = 1};
+    char err[400] = "";
+    SSL_CTX *front = tls_served_new(&o, v, 4, NULL, NULL, err, sizeof err);
+    assert_non_null(front);
+    SSL *s;
+    assert_ptr_equal(handshake(front, NULL, NULL, NULL, 0, &s), p12_entry_cert(v[0]));
+    SSL_free(s);
+    assert_ptr_equal(handshake(front, "other.test", NULL, NULL, 0, &s), p12_entry_cert(v[0]));
+    SSL_free(s);
+    assert_ptr_equal(handshake(front, "Alpha.Test", "ECDSA+SHA256", NULL, 0, &s),
+                     p12_entry_cert(v[2]));
+    SSL_free(s);
+    assert_ptr_equal(handshake(front, "alpha.test", "RSA-PSS+SHA256:RSA+SHA256", NULL, 0, &s),
+                     p12_entry_cert(v[1]));
+    SSL_free(s);
+    assert_ptr_equal(handshake(front, "a.wild.test", NULL, NULL, 0, &s), p12_entry_cert(v[3]));
+    SSL_free(s);
+    assert_ptr_equal(handshake(front, "a.b.wild.test", NULL, NULL, 0, &s), p12_entry_cert(v[0]));
+    SSL_free(s);
+
+    /* the hello hook answers before the index (ACME's tls-alpn-01), in a set built while
+     * it is set; it is asked for every handshake and may decline */
+    struct p12_file *ch = make("challenge", "ec", "challenge.test", "DNS:challenge.test", -1, 1);
+    hook_ctx = tls_server_ctx_new(&o, entry(ch), err, sizeof err);
+    assert_non_null(hook_ctx);
+    tls_set_hello_hook(hook, NULL);
+    SSL_CTX *one = tls_served_new(&o, v, 1, NULL, NULL, err, sizeof err);
+    static const unsigned char acme_alpn[] = "\x08http/1.1\x0a" "acme-tls/1";
+    /* (the challenge context of the test has no ALPN callback of acme-tls/1: the client
+     * does not insist) */
+    assert_ptr_equal(handshake(one, "challenge.test", NULL, acme_alpn, sizeof acme_alpn - 1, &s),
+                     p12_entry_cert(entry(ch)));
+    SSL_free(s);
+    assert_string_equal(hook_seen, "challenge.test|\x08http/1.1\x0a" "acme-tls/1");
+    assert_ptr_equal(handshake(one, "challenge.test", NULL, NULL, 0, &s), p12_entry_cert(v[0]));
+    SSL_free(s);
+    assert_string_equal(hook_seen, "challenge.test|");
+    assert_ptr_equal(handshake(front, "alpha.test", "ECDSA+SHA256", acme_alpn,
+                               sizeof acme_alpn - 1, &s),
+                     p12_entry_cert(v[2])); /* declined: the index chooses */
+    SSL_free(s);
+    tls_set_hello_hook(NULL, NULL);
+    tls_ctx_unref(one);
+    tls_ctx_unref(hook_ctx);
+    p12_free(ch);
+    tls_ctx_unref(front);
+    for (int i = 0; i < 4; i++)
+        p12_free(f[i]);
+}
+
 int main(void)
 {
     char err[256];
@@ -308,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_normalize),   cmocka_unit_test(test_index_match),
         cmocka_unit_test(test_index_many),  cmocka_unit_test(test_hello_ext),
         cmocka_unit_test(test_cert_names),  cmocka_unit_test(test_served_set),
+        cmocka_unit_test(test_callback_picks),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     EVP_PKEY_free(rsa);
