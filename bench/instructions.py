@@ -12,7 +12,15 @@ Kernel work (syscalls, TCP) is not counted: that is what the CPU figures of `mak
 
 The tables go to standard output and to bench/results/instructions.md.
 
-Environment: INSTR_CASES, e.g. "health,proxied" (default: all of them).
+Environment: INSTR_CASES, e.g. "health,proxied" (default: all of them but full-rsa-sni4);
+INSTR_SERVERS, e.g. "certgate" (default: all three); INSTR_BASELINE, the path of another
+certgate binary (e.g. one built from main) measured beside this one as "certgate before",
+with a before/after table. The case full-rsa-sni4 (certgate only) serves a file of four RSA
+entries whose fourth one answers loadgen's server name, so every handshake runs the SNI
+callback and switches context:
+
+    INSTR_CASES=full-rsa,full-rsa-sni4 INSTR_SERVERS=certgate \
+        INSTR_BASELINE=/path/to/main/build/certgate make bench-instructions
 """
 
 import collections
@@ -51,7 +59,37 @@ CASES = {
     "proxied": ("proxied keep-alive GET of 1 KiB (case 4)",
                 {"cert": "rsa", "tickets": True, "upstream": True},
                 ["-m", "ka", "-c", "8", "-u", "/small.txt"]),
+    "full-rsa-sni4": ("full handshake, RSA-2048, 4-entry file, SNI picks the 4th",
+                      {"cert": "rsa-sni4", "tickets": False}, ["-m", "hs", "-c", "4", "-r", "-H"]),
 }
+CERTGATE_ONLY = {"full-rsa-sni4"}
+LABEL["certgate-before"] = "certgate before"
+
+
+def make_sni4(pki, folder):
+    """A PKCS#12 of four RSA-2048 entries (a.test, b.test, *.c.test, then the bench's
+    CN=localhost), merged by keytool: certgate serves the first by default, the fourth for
+    loadgen's SNI "localhost"."""
+    out = os.path.join(folder, "sni4.p12")
+    srcs = []
+    for name, san in (("a", "DNS:a.test"), ("b", "DNS:b.test"), ("c", "DNS:*.c.test")):
+        key, crt = os.path.join(folder, name + ".key"), os.path.join(folder, name + ".crt")
+        p12 = os.path.join(folder, name + ".p12")
+        for argv in (["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                      "rsa_keygen_bits:2048", "-out", key],
+                     ["openssl", "req", "-x509", "-new", "-key", key, "-out", crt, "-days", "30",
+                      "-subj", "/CN=" + name, "-addext", "subjectAltName=" + san],
+                     ["openssl", "pkcs12", "-export", "-inkey", key, "-in", crt, "-out", p12,
+                      "-name", name, "-passout", "pass:" + S.P12_PASSWORD]):
+            subprocess.run(argv, capture_output=True, check=True)
+        srcs.append(p12)
+    srcs.append(pki["rsa"]["p12"])
+    for src in srcs:
+        subprocess.run(["keytool", "-noprompt", "-importkeystore", "-srckeystore", src,
+                        "-srcstoretype", "PKCS12", "-srcstorepass", S.P12_PASSWORD,
+                        "-destkeystore", out, "-deststoretype", "PKCS12",
+                        "-deststorepass", S.P12_PASSWORD], capture_output=True, check=True)
+    pki["rsa-sni4"] = dict(pki["rsa"], p12=out)
 
 
 def under_callgrind(cmd, out):
@@ -112,6 +150,8 @@ def measure(work, pki, upstream, name, case):
         opts["upstream"] = upstream.port
     if name == "certgate":
         s = S.Certgate(work, pki, opts, CERTGATE)
+    elif name == "certgate-before":
+        s = S.Certgate(work, pki, opts, os.environ["INSTR_BASELINE"])
     elif name == "nginx":
         s = S.Nginx(work, pki, opts)
     else:
@@ -152,16 +192,24 @@ def main():
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if not shutil.which(tool):
             raise SystemExit("instructions: %s is missing (apt-get install valgrind)" % tool)
-    cases = [c.strip() for c in os.environ.get("INSTR_CASES", ",".join(CASES)).split(",") if c]
+    default = ",".join(c for c in CASES if c not in CERTGATE_ONLY)
+    cases = [c.strip() for c in os.environ.get("INSTR_CASES", default).split(",") if c]
+    servers = [x.strip() for x in os.environ.get("INSTR_SERVERS", ",".join(ORDER)).split(",")]
+    if os.environ.get("INSTR_BASELINE"):
+        servers.append("certgate-before")
     work = tempfile.mkdtemp(prefix="certgate-instr-")
     os.chmod(work, 0o755)
     pki = make_pki(os.path.join(work, "pki"))
+    if CERTGATE_ONLY & set(cases):
+        make_sni4(pki, os.path.join(work, "pki"))
     upstream = S.Upstream(work, 1 << 20)
     upstream.start()
     results = {}
     try:
         for case in cases:
-            for name in ORDER:
+            for name in servers:
+                if case in CERTGATE_ONLY and not name.startswith("certgate"):
+                    continue
                 print("instructions: %s, %s ..." % (case, name), file=sys.stderr, flush=True)
                 results[(case, name)] = measure(work, pki, upstream, name, case)
     finally:
@@ -177,6 +225,8 @@ def main():
 
 
 def table(cases, results):
+    if not all((c, x) in results for c in cases for x in ORDER):
+        return table_some(cases, results)
     print("Instructions per operation (below 1.00 in the last two columns: certgate executes "
           "fewer):")
     print()
@@ -199,6 +249,28 @@ def table(cases, results):
             print("| %s | %s | %s |" % (CASES[case][0], LABEL[name], " | ".join(
                 "{:,.0f}".format(g.get(k, 0))
                 for k in ("own code", "libcrypto", "libssl", "libc", "other"))))
+
+
+def table_some(cases, results):
+    """Only some servers measured: instructions per operation, and certgate against the
+    baseline binary when there is one."""
+    print("| operation | server | instructions per operation | own code | libcrypto | libssl |")
+    print("|---|---|---|---|---|---|")
+    for (case, name), r in results.items():
+        g = r["groups"]
+        print("| %s | %s | %s | %s |" % (CASES[case][0], LABEL[name], "{:,.0f}".format(r["per_op"]),
+                                         " | ".join("{:,.0f}".format(g.get(k, 0))
+                                                    for k in ("own code", "libcrypto", "libssl"))))
+    if any(name == "certgate-before" for _, name in results):
+        print()
+        print("| operation | before | after | change |")
+        print("|---|---|---|---|")
+        for case in cases:
+            b, a = results.get((case, "certgate-before")), results.get((case, "certgate"))
+            if a and b:
+                print("| %s | %s | %s | %+.2f %% |" % (
+                    CASES[case][0], "{:,.0f}".format(b["per_op"]), "{:,.0f}".format(a["per_op"]),
+                    100.0 * (a["per_op"] - b["per_op"]) / b["per_op"]))
 
 
 if __name__ == "__main__":

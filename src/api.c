@@ -179,6 +179,8 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
         json_decref(warnings);
         return;
     }
+    for (const char *const *n = gw_change_notes(ch); *n; n++)
+        json_array_append_new(warnings, json_string(*n));
     if (j->dry) { /* everything a real switch checks has passed: describe, change nothing */
         json_t *d = describe(p12, j->name, gw_is_active_name(j->name));
         if (d) {

@@ -223,6 +223,38 @@ static int cert_password(const struct conf_settings *s, char **pw, char *err, si
     return *pw ? 0 : -1;
 }
 
+/* Logs a note about an entry of the configured file that is not served. */
+static void note_log(void *arg, const char *sentence)
+{
+    log_warn("%s: %s", (const char *)arg, sentence);
+}
+
+/* The served set of keystore p12 with its entry def as the default (no server name or no
+ * match): def, then the file's other key entries in file order. This is where other
+ * sources of certificates join the set (appended after the file's entries, so the active
+ * file wins a name both carry). note: see tls_served_new. */
+static struct ssl_ctx_st *served_ctx(const struct conf_settings *s, const struct p12_file *p12,
+                                     const struct p12_entry *def, tls_note_fn note,
+                                     void *note_arg, char *err, size_t errlen)
+{
+    size_t n = p12 ? p12_count(p12) : 0, k = 0;
+    const struct p12_entry **v = calloc(n + 1, sizeof *v);
+    if (!v) {
+        err_set(err, errlen, "out of memory");
+        return NULL;
+    }
+    v[k++] = def;
+    for (size_t i = 0; i < n; i++) {
+        const struct p12_entry *e = p12_get(p12, i);
+        if (e != def && p12_entry_has_key(e)) v[k++] = e;
+    }
+    struct tls_server_opts o;
+    tls_opts_of(s, &o);
+    struct ssl_ctx_st *ctx = tls_served_new(&o, v, k, note, note_arg, err, errlen);
+    free(v);
+    return ctx;
+}
+
 /* A certificate file loaded by gw_reload before it takes gw_lock (the key derivation
  * is the slow part), for apply() to take when the configuration still names the same
  * file, unchanged, with the same password. Reload-local; NULL outside a reload. */
@@ -290,10 +322,9 @@ static int load_custom(const struct conf_settings *s, struct p12_file **p12out,
         p12_free(p12);
         return -1;
     }
-    struct tls_server_opts o;
-    tls_opts_of(s, &o);
     char why[400];
-    struct ssl_ctx_st *ctx = tls_server_ctx_new(&o, e, why, sizeof why);
+    struct ssl_ctx_st *ctx =
+        served_ctx(s, p12, e, note_log, (void *)s->certificate_file, why, sizeof why);
     if (!ctx) {
         err_set(err, errlen, "%s: %s", s->certificate_file, why);
         p12_free(p12);
@@ -315,9 +346,7 @@ static int load_default(const struct conf_settings *s, struct ssl_ctx_st **ctxou
     G.default_p12 = f;
     const struct p12_entry *e = NULL;
     if (p12_select(G.default_p12, NULL, &e, err, errlen) != P12_OK) return -1;
-    struct tls_server_opts o;
-    tls_opts_of(s, &o);
-    *ctxout = tls_server_ctx_new(&o, e, err, errlen);
+    *ctxout = served_ctx(s, NULL, e, NULL, NULL, err, errlen);
     return *ctxout ? 0 : -1;
 }
 
@@ -518,7 +547,28 @@ struct gw_change {
     struct p12_file *p12;
     struct gw_snap *snap; /* ready, unpublished */
     char *alias;
+    char **notes; /* NULL-terminated: entries of the file that are not served, and why */
+    size_t nnotes;
 };
+
+static void notes_free(char **notes)
+{
+    for (char **p = notes; p && *p; p++)
+        free(*p);
+    free(notes);
+}
+
+/* Keeps a note of tls_served_new in the change (arg); dropped when out of memory. */
+static void note_keep(void *arg, const char *sentence)
+{
+    struct gw_change *ch = arg;
+    char **v = realloc(ch->notes, (ch->nnotes + 2) * sizeof *v);
+    if (!v) return;
+    ch->notes = v;
+    v[ch->nnotes] = strdup(sentence);
+    if (v[ch->nnotes]) ch->nnotes++;
+    v[ch->nnotes] = NULL;
+}
 
 /* A snapshot of ctx (taken over on success), settings s and upstream up (referenced). */
 static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settings *s,
@@ -545,23 +595,36 @@ struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, cha
 {
     const struct p12_entry *e = NULL;
     if (p12_select(p12, alias, &e, err, errlen) != P12_OK) return NULL;
-    struct tls_server_opts o;
-    tls_opts_of(&G.settings, &o);
-    struct ssl_ctx_st *ctx = tls_server_ctx_new(&o, e, err, errlen);
-    if (!ctx) return NULL;
     struct gw_change *ch = calloc(1, sizeof *ch);
-    if (ch) ch->snap = snap_new(ctx, &G.settings, G.upstream);
-    if (ch) ch->alias = strdup(p12_entry_alias(e));
-    if (!ch || !ch->snap || !ch->alias) {
-        if (ch && ch->snap) gw_snap_release(ch->snap);
+    if (!ch) {
+        err_set(err, errlen, "out of memory");
+        return NULL;
+    }
+    struct ssl_ctx_st *ctx = served_ctx(&G.settings, p12, e, note_keep, ch, err, errlen);
+    if (!ctx) {
+        notes_free(ch->notes);
+        free(ch);
+        return NULL;
+    }
+    ch->snap = snap_new(ctx, &G.settings, G.upstream);
+    ch->alias = strdup(p12_entry_alias(e));
+    if (!ch->snap || !ch->alias) {
+        if (ch->snap) gw_snap_release(ch->snap);
         else tls_ctx_unref(ctx);
-        if (ch) free(ch->alias);
+        free(ch->alias);
+        notes_free(ch->notes);
         free(ch);
         err_set(err, errlen, "out of memory");
         return NULL;
     }
     ch->p12 = p12;
     return ch;
+}
+
+const char *const *gw_change_notes(const struct gw_change *ch)
+{
+    static const char *const none[] = {NULL};
+    return ch->notes ? (const char *const *)ch->notes : none;
 }
 
 const char *gw_change_alias(const struct gw_change *ch)
@@ -580,6 +643,7 @@ void gw_change_commit(struct gw_change *ch, const char *file)
     set_str(&G.active_alias, ch->alias);
     set_str(&G.fallback_reason, NULL);
     free(ch->alias);
+    notes_free(ch->notes);
     free(ch);
 }
 
@@ -605,6 +669,7 @@ void gw_change_abort(struct gw_change *ch)
     gw_snap_release(ch->snap);
     p12_free(ch->p12);
     free(ch->alias);
+    notes_free(ch->notes);
     free(ch);
 }
 

@@ -95,8 +95,10 @@ int gw_is_active_name(const char *name);
 
 /* A certificate switch in two steps, so that everything that can fail happens before
  * anything is written or published:
- *   prepare: builds the TLS context for entry `alias` of p12 (NULL: first key entry) with
- *            the current settings; takes p12 over on success. NULL + sentence on error.
+ *   prepare: builds the served set of p12 (tls_served_new) with entry `alias` (NULL: the
+ *            first key entry) as the default and the file's other key entries chosen by
+ *            server name, with the current settings; takes p12 over on success. NULL +
+ *            sentence on error (the default entry cannot serve).
  *   commit:  publishes it (one pointer swap; cannot fail) and records file/alias as the
  *            active certificate in memory.
  *   abort:   drops it (and the p12).
@@ -105,6 +107,10 @@ struct gw_change;
 struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, char *err,
                                     size_t errlen);
 const char *gw_change_alias(const struct gw_change *ch);
+/* Sentences about the file's other key entries that will not serve (expired, no host
+ * name, repeated names and key type, unusable key), NULL-terminated; owned by ch. Every
+ * other key entry serves the handshakes whose server name it carries (tls.h). */
+const char *const *gw_change_notes(const struct gw_change *ch);
 void gw_change_commit(struct gw_change *ch, const char *file);
 void gw_change_abort(struct gw_change *ch);
 

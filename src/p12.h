@@ -209,10 +209,12 @@ void p12_java_date(time_t t, char *buf, size_t buflen);
  * {"name":name,"desc":[{"alias":..,"description":..,  + certgate's own fields:
  *   "type":"key"|"trustedCert", "subject", "issuer", "serial", "notBefore", "notAfter"
  *   (ISO 8601 UTC), "daysLeft", "sha256" (hex of the DER), "sans":[..],
- *   "keyType" ("RSA-2048", "EC-P256", ...), "chainLength"}, ...]}
+ *   "keyType" ("RSA-2048", "EC-P256", ...), "chainLength", "names"}, ...]}
  * "sans" holds "DNS:<name>", "IP:<address>", "email:<addr>", "URI:<uri>" strings;
  * "chainLength" counts the certificates served: the leaf plus its chain (1 for a
- * trusted-certificate entry); "daysLeft" is floor((notAfter - now) / 1 day).
+ * trusted-certificate entry); "daysLeft" is floor((notAfter - now) / 1 day); "names" the
+ * server names a key entry answers for when its file is active (sni_cert_names: DNS
+ * subjectAltNames, else the CN; [] for a trusted-certificate entry).
  * New reference (jansson). */
 struct json_t *p12_describe(const struct p12_file *f, const char *name);
 

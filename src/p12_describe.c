@@ -6,6 +6,7 @@
  * the string types and the order of the attributes inside a multi-valued RDN are the
  * ones Java sees. The rules mirror OpenJDK 17's sun.security.x509.AVA/RDN/X500Name. */
 #include "p12.h"
+#include "sni.h"
 #include "strfmt.h"
 
 #include <arpa/inet.h>
@@ -753,6 +754,13 @@ static json_t *entry_json(const struct p12_entry *e, time_t now)
     json_object_set_new(o, "keyType", key_type(pk));
     STACK_OF(X509) *chain = p12_entry_chain(e);
     json_object_set_new(o, "chainLength", json_integer(1 + (chain ? sk_X509_num(chain) : 0)));
+    json_t *names = json_array();
+    char **v = NULL;
+    if (names && p12_entry_has_key(e) && sni_cert_names(cert, &v) > 0)
+        for (char **p = v; *p; p++)
+            json_array_append_new(names, json_string(*p));
+    sni_names_free(v);
+    json_object_set_new(o, "names", names);
     return o;
 }
 

@@ -52,6 +52,52 @@ struct ssl_ctx_st *tls_server_ctx_new(const struct tls_server_opts *opts,
 int tls_check_opts(const struct tls_server_opts *opts, char *err, size_t errlen);
 void tls_ctx_unref(struct ssl_ctx_st *ctx);
 
+/* ----- the served set (tls_served.c) -----
+ *
+ * A snapshot serves a set of certificates: one context per certificate, or per RSA +
+ * ECDSA (or other key-type) pair of certificates for the same names, which share one
+ * context so that OpenSSL picks by the client's signature algorithms and cipher suites.
+ * Connections are created with the front context (the default entry's); its ClientHello
+ * callback looks the server name up in the set's name index (sni.h: exact, then one-label
+ * wildcard) and moves the connection to the chosen context with SSL_set_SSL_CTX before
+ * OpenSSL looks at sessions or certificates. Each context has its own session id
+ * context (the SHA-256 of its leaf, or of its leaves' hashes for a pair), so a session
+ * made under one certificate never resumes under another. */
+
+/* Receives a sentence about an entry that is not served (why), for the API's warnings. */
+typedef void (*tls_note_fn)(void *arg, const char *sentence);
+
+/* Builds the served set of entries[0..n-1]: entries[0] is the default (no server name, or
+ * no match) and must serve, else NULL with the reason in err; the others, in order of
+ * preference (the first one added wins a name two entries share), from any source (the
+ * active file's other key entries; later, certificates obtained by ACME). An other entry
+ * that is expired, names no host, cannot be served by TLS, or repeats the names and key
+ * type of an earlier one is left out with a sentence to note (NULL: logged as a warning).
+ * A set of one context has no callback (no cost per handshake) unless a hello hook is
+ * set. Returns the front context (one reference; the set lives as long as it does). The
+ * entries are not needed after the call. */
+struct ssl_ctx_st *tls_served_new(const struct tls_server_opts *opts,
+                                  const struct p12_entry *const *entries, size_t n,
+                                  tls_note_fn note, void *note_arg, char *err, size_t errlen);
+/* Contexts in the set of front (1 for a context not made by tls_served_new). */
+size_t tls_served_count(struct ssl_ctx_st *front);
+/* The context a handshake with server name `name` (NULL: none) gets from the index
+ * (borrowed; front itself for the default), as the ClientHello callback picks it. */
+struct ssl_ctx_st *tls_served_pick(struct ssl_ctx_st *front, const char *name);
+
+/* A source of certificates outside the snapshots, asked first in every ClientHello
+ * callback (on the worker thread; it must not block): e.g. ACME's tls-alpn-01 challenge
+ * certificates (RFC 8737), for a client that offers "acme-tls/1". name: the normalized
+ * server name, "" when none or not a host name; alpn: the client's ALPN protocol list in
+ * wire format (NULL, 0 when none). Returns a context to serve this handshake with (a new
+ * reference, which the callback gives to the connection; its own ALPN callback must then
+ * select "acme-tls/1"), or NULL to let the name index choose. Set it once, before the
+ * first snapshot is built (a set of one context gets the callback only when a hook is
+ * set) and before workers start; fn NULL removes it. */
+typedef struct ssl_ctx_st *(*tls_hello_hook_fn)(void *arg, const char *name,
+                                                const unsigned char *alpn, size_t alpn_len);
+void tls_set_hello_hook(tls_hello_hook_fn fn, void *arg);
+
 /* Rotates the ticket key ring (called from a timer of the main loop). Thread-safe. */
 void tls_tickets_rotate(void);
 
