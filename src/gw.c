@@ -52,6 +52,8 @@ static struct gw_state {
     struct p12_file *active_p12;   /* [change] custom keystore, NULL for default */
     struct p12_file *default_p12;  /* [change] the default certificate, loaded lazily */
     char *fallback_reason;         /* [change] why the configured certificate is not served */
+    struct p12_file *acme_p12;     /* [change] the ACME certificate, served without a custom one */
+    char *acme_file;               /* [change] its file name in DIR/ssl */
     struct upstream *upstream;     /* [change] built from settings.upstream; one reference */
 
     pthread_mutex_t pub_lock; /* guards snap */
@@ -319,6 +321,20 @@ static int load_default(const struct conf_settings *s, struct ssl_ctx_st **ctxou
     return *ctxout ? 0 : -1;
 }
 
+/* The ACME certificate's context with settings s, or NULL (logged). */
+static struct ssl_ctx_st *acme_ctx(const struct conf_settings *s, const struct p12_file *p12)
+{
+    const struct p12_entry *e = NULL;
+    char why[400] = "";
+    struct tls_server_opts o;
+    tls_opts_of(s, &o);
+    struct ssl_ctx_st *ctx = p12_select(p12, NULL, &e, why, sizeof why) == P12_OK
+                                 ? tls_server_ctx_new(&o, e, why, sizeof why)
+                                 : NULL;
+    if (!ctx) log_error("ACME certificate %s not served: %s", G.acme_file, why);
+    return ctx;
+}
+
 static void set_str(char **dst, const char *src)
 {
     free(*dst);
@@ -370,6 +386,7 @@ static int apply(int initial, char *err, size_t errlen)
                       "send SIGHUP)", why, gw_paths.conf_path);
         }
     }
+    if (!ctx && G.acme_p12) ctx = acme_ctx(&s, G.acme_p12);
     if (!ctx && load_default(&s, &ctx, err, errlen) != 0) {
         conf_settings_free(&s);
         upstream_unref(up);
@@ -611,9 +628,33 @@ int gw_record_certificate(const char *file, const char *password, const char *al
     return rc;
 }
 
+struct gw_change *gw_acme_prepare(struct p12_file *p12, char *err, size_t errlen)
+{
+    return gw_change_prepare(p12, NULL, err, errlen);
+}
+
+void gw_acme_commit(struct gw_change *ch, const char *file)
+{
+    if (!G.active_p12)
+        publish_snap(ch->snap);
+    else
+        gw_snap_release(ch->snap);
+    if (ch->p12 != G.acme_p12) p12_free(G.acme_p12);
+    G.acme_p12 = ch->p12;
+    set_str(&G.acme_file, file);
+    metrics_certs_set(file, ch->p12);
+    free(ch->alias);
+    free(ch);
+}
+
+const char *gw_acme_file(void)
+{
+    return G.acme_file;
+}
+
 void gw_describe_served(char *buf, size_t len)
 {
-    const struct p12_file *f = G.active_p12 ? G.active_p12 : G.default_p12;
+    const struct p12_file *f = G.active_p12 ? G.active_p12 : G.acme_p12 ? G.acme_p12 : G.default_p12;
     const struct p12_entry *e = NULL;
     if (!f || p12_select(f, G.active_p12 ? G.active_alias : NULL, &e, NULL, 0) != P12_OK) {
         snprintf(buf, len, "nothing");
@@ -623,6 +664,8 @@ void gw_describe_served(char *buf, size_t len)
     if (G.active_p12)
         snprintf(buf, len, "custom certificate %s, alias '%s': %s", G.active_file,
                  p12_entry_alias(e), d ? d : "?");
+    else if (G.acme_p12)
+        snprintf(buf, len, "ACME certificate %s: %s", G.acme_file, d ? d : "?");
     else
         snprintf(buf, len, "default self-signed certificate %s/%s: %s", gw_paths.ssl_dir,
                  DEFCERT_FILE, d ? d : "?");
@@ -639,7 +682,9 @@ void gw_close(void)
     gw_snap_release(s);
     p12_free(G.active_p12);
     p12_free(G.default_p12);
-    G.active_p12 = G.default_p12 = NULL;
+    p12_free(G.acme_p12);
+    G.active_p12 = G.default_p12 = G.acme_p12 = NULL;
+    set_str(&G.acme_file, NULL);
     set_str(&G.active_file, NULL);
     set_str(&G.active_alias, NULL);
     set_str(&G.fallback_reason, NULL);

@@ -1,5 +1,6 @@
 /* main.c - the command line: run, check-config, token, --help, --version. */
 #include "accesslog.h"
+#include "acme.h"
 #include "app.h"
 #include "auth.h"
 #include "certimport.h"
@@ -374,7 +375,8 @@ static int cmd_run(int argc, char **argv)
         return 1;
     }
     if (gw_open(&gopt, err, sizeof err) != 0 ||
-        auth_store_check(gw_paths.config_dir, err, sizeof err) != 0) {
+        auth_store_check(gw_paths.config_dir, err, sizeof err) != 0 ||
+        acme_init(&gw_settings()->acme, data_dir, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
         return 1;
     }
@@ -410,6 +412,7 @@ static int cmd_run(int argc, char **argv)
     log_info("ready: try  curl -k https://%s%s%s:%u/rest/health", strchr(try_host, ':') ? "[" : "",
              try_host, strchr(try_host, ':') ? "]" : "", server_https_port());
     app_started();
+    if (acme_start(err, sizeof err) != 0) log_error("%s; certificates are not obtained", err);
     if (sdnotify_send("READY=1\nSTATUS=serving", err, sizeof err) != 0) log_warn("%s", err);
 
     uv_timer_init(loop, &ticket_timer);
@@ -419,6 +422,7 @@ static int cmd_run(int argc, char **argv)
     uv_timer_start(&throttle_timer, on_throttle_timer, 1000, 1000);
     uv_run(loop, UV_RUN_DEFAULT);
     server_join();
+    acme_stop();
     metrics_stop();
     uv_loop_close(loop);
     app_cleanup();

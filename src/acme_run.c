@@ -1,0 +1,252 @@
+/* acme_run.c - the ACME thread: when to order, backoff, the pending challenge answers,
+ * and the life cycle (see acme.h). */
+#include "acme.h"
+
+#include "acme_http.h"
+#include "acme_jws.h"
+#include "acme_store.h"
+#include "err.h"
+#include "log.h"
+#include "secret.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BACKOFF_FIRST_S 5
+#define BACKOFF_CAP_S 3600
+#define MAX_CHALLENGES 128
+
+/* The ACME client's state. [init]: set by acme_init before any other thread can read it,
+ * read-only afterwards. [thread]: the ACME thread's own. [mu]: under A.mu. */
+static struct {
+    int on;                     /* [init] [acme] is configured */
+    struct conf_acme cfg;       /* [init] a copy of the section */
+    char file[160];             /* [init] the name its certificate is stored under */
+    pthread_t thread;
+    int started;
+    _Atomic int stop;
+    struct acme_http *http;     /* [init] created by acme_start; wake() from any thread */
+    struct acme_cert_info info; /* [thread] the certificate served, from acme_init on */
+    pthread_mutex_t mu;
+    struct {
+        char *token, *keyauth;
+    } ch[MAX_CHALLENGES];       /* [mu] pending challenges */
+    unsigned nch;               /* [mu] */
+} A = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* ----- pending challenges ----- */
+
+void acme_challenge_set(const char *token, const char *keyauth)
+{
+    pthread_mutex_lock(&A.mu);
+    if (A.nch < MAX_CHALLENGES) {
+        A.ch[A.nch].token = strdup(token);
+        A.ch[A.nch].keyauth = strdup(keyauth);
+        if (A.ch[A.nch].token && A.ch[A.nch].keyauth) A.nch++;
+        else {
+            free(A.ch[A.nch].token);
+            free(A.ch[A.nch].keyauth);
+        }
+    }
+    pthread_mutex_unlock(&A.mu);
+}
+
+void acme_challenge_clear(void)
+{
+    pthread_mutex_lock(&A.mu);
+    for (unsigned i = 0; i < A.nch; i++) {
+        free(A.ch[i].token);
+        free(A.ch[i].keyauth);
+    }
+    A.nch = 0;
+    pthread_mutex_unlock(&A.mu);
+}
+
+int acme_http01_on(void)
+{
+    return A.on && A.cfg.challenge == CONF_ACME_HTTP01;
+}
+
+int acme_http01_lookup(const char *token, char *out, size_t outlen)
+{
+    int rc = -1;
+    pthread_mutex_lock(&A.mu);
+    for (unsigned i = 0; i < A.nch && rc; i++)
+        if (strcmp(A.ch[i].token, token) == 0 && strlen(A.ch[i].keyauth) < outlen) {
+            memcpy(out, A.ch[i].keyauth, strlen(A.ch[i].keyauth) + 1);
+            rc = 0;
+        }
+    pthread_mutex_unlock(&A.mu);
+    return rc;
+}
+
+int acme_owns_file(const char *name)
+{
+    return A.on && strcmp(name, A.file) == 0;
+}
+
+/* ----- scheduling ----- */
+
+static unsigned rand_below(unsigned n)
+{
+    unsigned r = 0;
+    if (n == 0 || RAND_bytes((unsigned char *)&r, sizeof r) != 1) return 0;
+    return r % n;
+}
+
+/* When the certificate of info is to be renewed: renew-before (default a third of its
+ * lifetime) before it expires, moved earlier by up to a tenth of that (at most an hour)
+ * so that gateways started together do not renew together. */
+static time_t renew_at(const struct acme_cert_info *info)
+{
+    if (!info->file[0] || !info->domains_match || info->not_after <= info->not_before) return 0;
+    time_t life = info->not_after - info->not_before;
+    time_t before = A.cfg.renew_before_s ? (time_t)A.cfg.renew_before_s : life / 3;
+    if (before > life) before = life;
+    time_t spread = before / 10 < 3600 ? before / 10 : 3600;
+    return info->not_after - before - (time_t)rand_below((unsigned)spread + 1);
+}
+
+/* Capped exponential backoff after `failures` failed attempts, with +-10 % jitter; a
+ * Retry-After of the CA is a lower bound. */
+static long backoff_s(unsigned failures, long retry_after)
+{
+    long d = BACKOFF_FIRST_S;
+    for (unsigned i = 1; i < failures && d < BACKOFF_CAP_S; i++) d *= 2;
+    if (d > BACKOFF_CAP_S) d = BACKOFF_CAP_S;
+    d = d - d / 10 + (long)rand_below((unsigned)(d / 5) + 1);
+    if (retry_after > d) d = retry_after > 86400 ? 86400 : retry_after;
+    return d;
+}
+
+static void fmt_time(time_t t, char *buf, size_t len)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void *acme_main(void *arg)
+{
+    struct acme_client c = {.cfg = &A.cfg, .http = A.http, .retry_after = -1};
+    char err[2048];
+    if (!(c.key = acme_store_account_key(err, sizeof err))) {
+        log_error("acme: no account key: %s; certificates are not obtained", err);
+        return NULL;
+    }
+    unsigned failures = 0;
+    time_t next = renew_at(&A.info);
+    if (next) {
+        char when[32];
+        fmt_time(next, when, sizeof when);
+        log_info("acme: %s is served; renewal at %s", A.info.file, when);
+    }
+    while (!atomic_load(&A.stop)) {
+        time_t now = time(NULL);
+        if (next > now) {
+            long left = (long)(next - now);
+            acme_http_sleep(A.http, (left > 3600 ? 3600 : left) * 1000L);
+            continue;
+        }
+        log_info("acme: ordering a certificate for %s from %s", A.cfg.domains[0],
+                 A.cfg.directory);
+        struct acme_cert_info info;
+        if (acme_order_run(&c, &info, err, sizeof err) == 0) {
+            failures = 0;
+            A.info = info;
+            next = renew_at(&A.info);
+            char until[32], when[32];
+            fmt_time(info.not_after, until, sizeof until);
+            fmt_time(next, when, sizeof when);
+            log_info("acme: certificate %s issued for %u name%s, valid to %s; renewal at %s",
+                     info.file, A.cfg.ndomains, A.cfg.ndomains == 1 ? "" : "s", until, when);
+        } else if (!atomic_load(&A.stop)) {
+            long d = backoff_s(++failures, c.retry_after);
+            log_error("acme: %s; the served certificate is unchanged; next attempt in %ld s",
+                      err, d);
+            next = time(NULL) + d;
+        }
+    }
+    acme_challenge_clear();
+    acme_key_free(c.key);
+    json_decref(c.dir);
+    free(c.kid);
+    free(c.nonce);
+    return NULL;
+}
+
+/* ----- life cycle ----- */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int acme_init(const struct conf_acme *cfg, const char *data_dir, char *err, size_t errlen)
+{
+    if (!cfg->directory) return 0;
+    A.cfg = *cfg;
+    A.cfg.directory = dup_or_null(cfg->directory);
+    A.cfg.email = dup_or_null(cfg->email);
+    A.cfg.ca_file = dup_or_null(cfg->ca_file);
+    A.cfg.eab_kid = dup_or_null(cfg->eab_kid);
+    A.cfg.eab_hmac_key = dup_or_null(cfg->eab_hmac_key);
+    A.cfg.domains = calloc(cfg->ndomains + 1, sizeof *A.cfg.domains);
+    for (unsigned i = 0; A.cfg.domains && i < cfg->ndomains; i++)
+        A.cfg.domains[i] = strdup(cfg->domains[i]);
+    A.on = 1;
+    acme_store_file_name(&A.cfg, A.file, sizeof A.file);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        err_set(err, errlen, "acme: libcurl cannot be initialised");
+        return -1;
+    }
+    if (acme_store_open(data_dir, err, errlen) != 0) return -1;
+    return acme_store_load_cert(&A.cfg, &A.info);
+}
+
+int acme_start(char *err, size_t errlen)
+{
+    if (!A.on) return 0;
+    atomic_store(&A.stop, 0);
+    if (!(A.http = acme_http_new(A.cfg.ca_file, &A.stop))) {
+        err_set(err, errlen, "acme: out of memory");
+        return -1;
+    }
+    if (pthread_create(&A.thread, NULL, acme_main, NULL) != 0) {
+        err_set(err, errlen, "acme: cannot start its thread");
+        return -1;
+    }
+    A.started = 1;
+    return 0;
+}
+
+void acme_stop(void)
+{
+    if (!A.on) return;
+    atomic_store(&A.stop, 1);
+    if (A.started) {
+        acme_http_wake(A.http);
+        pthread_join(A.thread, NULL);
+        A.started = 0;
+    }
+    acme_http_free(A.http);
+    A.http = NULL;
+    acme_store_close();
+    curl_global_cleanup();
+    free(A.cfg.directory);
+    free(A.cfg.email);
+    free(A.cfg.ca_file);
+    free(A.cfg.eab_kid);
+    secret_free(A.cfg.eab_hmac_key);
+    for (unsigned i = 0; A.cfg.domains && i < A.cfg.ndomains; i++) free(A.cfg.domains[i]);
+    free(A.cfg.domains);
+    memset(&A.cfg, 0, sizeof A.cfg);
+    A.on = 0;
+}
