@@ -141,6 +141,7 @@ static int post(struct acme_client *c, const char *url, const char *payload, int
         r->nonce = NULL;
         if (r->status == 400 && is_problem(r, "badNonce") && tries < BADNONCE_RETRIES) {
             log_debug("acme: %s: badNonce, retrying with the new nonce", c->step);
+            c->bad_nonces++;
             acme_resp_free(r);
             continue;
         }

@@ -54,6 +54,7 @@ struct acme_client {
     char *nonce;             /* the next nonce, or NULL */
     long retry_after;        /* seconds the CA asked to wait after a failure, -1: none */
     const char *step;        /* the step in progress, for the log */
+    unsigned bad_nonces;     /* badNonce answers retried (counted for the log) */
 };
 
 /* One complete order for cfg's domains; the result is installed (acme_store_install)

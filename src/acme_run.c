@@ -158,6 +158,7 @@ static void *acme_main(void *arg)
         log_info("acme: ordering a certificate for %s from %s", A.cfg.domains[0],
                  A.cfg.directory);
         struct acme_cert_info info;
+        c.bad_nonces = 0;
         if (acme_order_run(&c, &info, err, sizeof err) == 0) {
             failures = 0;
             A.info = info;
@@ -165,8 +166,10 @@ static void *acme_main(void *arg)
             char until[32], when[32];
             fmt_time(info.not_after, until, sizeof until);
             fmt_time(next, when, sizeof when);
-            log_info("acme: certificate %s issued for %u name%s, valid to %s; renewal at %s",
-                     info.file, A.cfg.ndomains, A.cfg.ndomains == 1 ? "" : "s", until, when);
+            log_info("acme: certificate %s issued for %u name%s, valid to %s; renewal at %s "
+                     "(%u badNonce answer%s retried)",
+                     info.file, A.cfg.ndomains, A.cfg.ndomains == 1 ? "" : "s", until, when,
+                     c.bad_nonces, c.bad_nonces == 1 ? "" : "s");
         } else if (!atomic_load(&A.stop)) {
             long d = backoff_s(++failures, c.retry_after);
             log_error("acme: %s; the served certificate is unchanged; next attempt in %ld s",

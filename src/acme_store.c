@@ -175,8 +175,14 @@ static struct gw_change *validate(struct p12_file *p12, const char *name, time_t
         p12_free(p12);
     } else {
         *eout = e;
-        for (size_t i = 0; i < json_array_size(warnings); i++)
-            log_warn("acme: %s: %s", name, json_string_value(json_array_get(warnings, i)));
+        for (size_t i = 0; i < json_array_size(warnings); i++) {
+            const char *w = json_string_value(json_array_get(warnings, i));
+            /* CAs never send their root: that finding is expected here */
+            if (w && strncmp(w, "The chain is incomplete", 23) == 0)
+                log_debug("acme: %s: %s", name, w);
+            else
+                log_warn("acme: %s: %s", name, w ? w : "?");
+        }
     }
     json_decref(warnings);
     return ch;
@@ -217,6 +223,19 @@ int acme_store_load_cert(const struct conf_acme *cfg, struct acme_cert_info *inf
     free(data);
     json_decref(j);
     return 0;
+}
+
+char *acme_store_password(const char *file)
+{
+    if (!S.dir || !S.skey_loaded) return NULL;
+    json_t *j = read_json("certificate.json");
+    const char *f = json_string_value(json_object_get(j, "file"));
+    const char *enc = json_string_value(json_object_get(j, "password-encr"));
+    char *pw = NULL, why[300];
+    if (f && enc && strcmp(f, file) == 0 && secret_decrypt(&S.skey, enc, &pw, why, sizeof why) != 0)
+        pw = NULL;
+    json_decref(j);
+    return pw;
 }
 
 int acme_store_install(const struct conf_acme *cfg, const char *chain_pem, size_t chain_len,

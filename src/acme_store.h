@@ -47,6 +47,11 @@ void acme_store_file_name(const struct conf_acme *cfg, char *out, size_t outlen)
  * unreadable: logged), -1 only when memory is short. */
 int acme_store_load_cert(const struct conf_acme *cfg, struct acme_cert_info *info);
 
+/* The password of the stored certificate `file` (malloc'd; free with secret_free), or
+ * NULL when file is not the one recorded in certificate.json. Thread-safe after
+ * acme_store_open (reads only). */
+char *acme_store_password(const char *file);
+
 /* The issued chain (PEM, leaf first) with its key: built into a PKCS#12, validated as an
  * API upload is, then under gw_lock written to DIR/ssl, recorded, and published. On error
  * nothing is changed (-1 and a sentence). */

@@ -652,6 +652,11 @@ const char *gw_acme_file(void)
     return G.acme_file;
 }
 
+const struct p12_file *gw_acme_p12(void)
+{
+    return G.acme_p12;
+}
+
 void gw_describe_served(char *buf, size_t len)
 {
     const struct p12_file *f = G.active_p12 ? G.active_p12 : G.acme_p12 ? G.acme_p12 : G.default_p12;

@@ -132,8 +132,9 @@ void gw_served_names(char *file, size_t flen, char *alias, size_t alen);
  * Caller holds gw_lock from prepare to commit (or gw_change_abort). */
 struct gw_change *gw_acme_prepare(struct p12_file *p12, char *err, size_t errlen);
 void gw_acme_commit(struct gw_change *ch, const char *file);
-/* The ACME certificate's file name, or NULL. Under gw_lock. */
+/* The ACME certificate's file name and keystore, or NULL. Under gw_lock. */
 const char *gw_acme_file(void);
+const struct p12_file *gw_acme_p12(void);
 
 /* Frees everything (at exit). */
 void gw_close(void);
