@@ -28,7 +28,7 @@ class Pebble:
     """pebble + pebble-challtestsrv on free loopback ports; http-01 and tls-alpn-01
     validations go to http_port / tls_port."""
 
-    def __init__(self, folder, http_port, tls_port, nonce_reject=0):
+    def __init__(self, folder, http_port, tls_port, nonce_reject=0, validity=None):
         self.folder = folder
         os.makedirs(folder, exist_ok=True)
         self.port, self.mgmt, self.dns, self.cts_mgmt = (free_port() for _ in range(4))
@@ -44,7 +44,8 @@ class Pebble:
                 "managementListenAddress": "127.0.0.1:%d" % self.mgmt,
                 "certificate": self.cert, "privateKey": self.key,
                 "httpPort": http_port, "tlsPort": tls_port,
-                "ocspResponderURL": "", "externalAccountBindingRequired": False}}, f)
+                "ocspResponderURL": "", "externalAccountBindingRequired": False,
+                **({"certificateValidityPeriod": validity} if validity else {})}}, f)
         self.env = dict(os.environ, PEBBLE_VA_NOSLEEP="1",
                         PEBBLE_WFE_NONCEREJECT=str(nonce_reject))
         self.log_path = os.path.join(folder, "pebble.log")
@@ -114,12 +115,13 @@ class AcmeTest(GatewayTest):
         self.pebbles.append(p)
         return p
 
-    def acme_gateway(self, pebble, name="gw"):
+    def acme_gateway(self, pebble, name="gw", extra=""):
         g = self.gateway(name)
         g.write_conf("[com.compuware.apm.webserver]\nport = %d\n"
                      "[acme]\ndirectory = %s\ndomains = %s\nca-file = %s\n"
-                     "email = ops@example.test\n"
-                     % (self.http_port, pebble.directory, ", ".join(DOMAINS), pebble.cert))
+                     "email = ops@example.test\n%s"
+                     % (self.http_port, pebble.directory, ", ".join(DOMAINS), pebble.cert,
+                        extra))
         return g
 
     def start(self, g):
@@ -178,6 +180,28 @@ class AcmeTest(GatewayTest):
         self.assertNotIn("registered", g.logs())
         self.assertNotIn("ordering", g.logs())
         self.assertEqual(len(re.findall(r"POST /sign-me-up", ca.logs())), 1, ca.logs())
+
+    def test_renewal_before_expiry(self):
+        """A 75 s certificate with renew-before = 60 s is renewed 9 to 15 s after it was
+        issued; the first one serves until the second is ready."""
+        ca = self.pebble(validity=75).start()
+        g = self.start(self.acme_gateway(ca, extra="renew-before = 60\n"))
+        self.wait_issued(g)
+        root = ca.root(os.path.join(self.tmp, "root.pem"))
+        first = self.verify(g, root)
+        m = re.search(r"issued for 2 names, valid to (\S+); renewal at (\S+)", g.logs())
+        self.assertIsNotNone(m, g.logs())
+        t_end = time.mktime(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%SZ"))
+        t_renew = time.mktime(time.strptime(m.group(2), "%Y-%m-%dT%H:%M:%SZ"))
+        self.assertTrue(60 <= t_end - t_renew <= 67, m.group(0))
+        self.assertEqual(self.verify(g, root), first)  # still the first one
+        deadline = time.time() + 40 * SLOW
+        while time.time() < deadline and len(re.findall(r"acme: certificate \S+ issued",
+                                                         g.logs())) < 2:
+            time.sleep(0.2)
+        self.assertEqual(len(re.findall(r"acme: certificate \S+ issued", g.logs())), 2,
+                         g.logs())
+        self.assertNotEqual(self.verify(g, root), first)
 
     def test_half_of_the_nonces_rejected(self):
         ca = self.pebble(nonce_reject=50).start()
