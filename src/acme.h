@@ -29,6 +29,10 @@ int acme_start(char *err, size_t errlen);
 /* Stops the thread (an order in progress is abandoned) and frees everything. */
 void acme_stop(void);
 
+/* `certgate acme status|renew [--data-dir DIR]` (acme_cli.c): argv[0] is the
+ * sub-command. Returns the exit status (0, 1 failed, 2 usage). */
+int acme_command(int argc, char **argv);
+
 /* ----- for workers and the API (thread-safe) ----- */
 
 /* 1 when http-01 challenges are answered (routes /.well-known/acme-challenge/). */
@@ -38,6 +42,15 @@ int acme_http01_lookup(const char *token, char *out, size_t outlen);
 /* 1 when name (in DIR/ssl) is the certificate [acme] keeps: the API refuses to delete it
  * and lists it with "source":"acme". */
 int acme_owns_file(const char *name);
+
+/* The state for `certgate acme status` and the API: {"directory","domains","state"
+ * (waiting|ordering|backoff|stopped),"file","notAfter","nextAttempt","lastSuccess",
+ * "lastFailure","lastError","failures"} (times as 2026-11-30T10:00:00Z; absent ones
+ * left out). New reference, or NULL when [acme] is off. */
+struct json_t *acme_status(void);
+/* Asks the ACME thread to order a new certificate now (also out of a backoff): 0, or -1
+ * when [acme] is off. */
+int acme_renew(void);
 
 /* ----- inside the ACME client ----- */
 

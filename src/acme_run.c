@@ -23,6 +23,8 @@
 #define BACKOFF_CAP_S 3600
 #define MAX_CHALLENGES 128
 
+enum acme_state { ACME_WAITING, ACME_ORDERING, ACME_BACKOFF, ACME_STOPPED };
+
 /* The ACME client's state. [init]: set by acme_init before any other thread can read it,
  * read-only afterwards. [thread]: the ACME thread's own. [mu]: under A.mu. */
 static struct {
@@ -39,6 +41,13 @@ static struct {
         char *token, *keyauth;
     } ch[MAX_CHALLENGES];       /* [mu] pending challenges */
     unsigned nch;               /* [mu] */
+    _Atomic int renew;          /* a renewal was asked for through the API */
+    struct {
+        int state;              /* enum acme_state */
+        time_t next, last_success, last_failure;
+        unsigned failures;
+        char last_error[1024];
+    } st;                       /* [mu] the status (acme_status) */
 } A = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* ----- pending challenges ----- */
@@ -133,36 +142,115 @@ static void fmt_time(time_t t, char *buf, size_t len)
     strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* ----- status ----- */
+
+static const char *const state_names[] = {"waiting", "ordering", "backoff", "stopped"};
+
+/* The status as JSON (under A.mu). */
+static json_t *status_locked(void)
+{
+    char t[4][32];
+    fmt_time(A.st.next, t[0], sizeof t[0]);
+    fmt_time(A.st.last_success, t[1], sizeof t[1]);
+    fmt_time(A.st.last_failure, t[2], sizeof t[2]);
+    fmt_time(A.info.not_after, t[3], sizeof t[3]);
+    json_t *dom = json_array();
+    for (unsigned i = 0; dom && i < A.cfg.ndomains; i++)
+        json_array_append_new(dom, json_string(A.cfg.domains[i]));
+    return json_pack("{s:s,s:o,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:i}", "directory",
+                     A.cfg.directory, "domains", dom ? dom : json_array(), "state",
+                     state_names[A.st.state], "file", A.info.file[0] ? A.info.file : NULL,
+                     "notAfter", A.info.file[0] ? t[3] : NULL, "nextAttempt",
+                     A.st.next ? t[0] : NULL, "lastSuccess", A.st.last_success ? t[1] : NULL,
+                     "lastFailure", A.st.last_failure ? t[2] : NULL, "lastError",
+                     A.st.last_error[0] ? A.st.last_error : NULL, "failures",
+                     (int)A.st.failures);
+}
+
+json_t *acme_status(void)
+{
+    if (!A.on) return NULL;
+    pthread_mutex_lock(&A.mu);
+    json_t *j = status_locked();
+    pthread_mutex_unlock(&A.mu);
+    return j;
+}
+
+/* Sets the state and writes it to DIR/acme/status.json for `certgate acme status`. */
+static void status_set(int state, time_t next, const char *error)
+{
+    pthread_mutex_lock(&A.mu);
+    A.st.state = state;
+    A.st.next = next;
+    if (error) {
+        snprintf(A.st.last_error, sizeof A.st.last_error, "%s", error);
+        A.st.last_failure = time(NULL);
+    }
+    json_t *j = status_locked();
+    pthread_mutex_unlock(&A.mu);
+    char err[300];
+    if (j && acme_store_write_status(j, err, sizeof err) != 0)
+        log_warn("acme: cannot write its status: %s", err);
+    json_decref(j);
+}
+
+int acme_renew(void)
+{
+    if (!A.on || !A.started) return -1;
+    atomic_store(&A.renew, 1);
+    acme_http_wake(A.http);
+    return 0;
+}
+
+/* ----- the thread ----- */
+
+/* Waits until `next`, a renewal request (API or DIR/acme/renew-request) or the stop;
+ * 1 when a renewal was requested. */
+static int wait_until(time_t next)
+{
+    for (;;) {
+        if (atomic_load(&A.stop)) return 0;
+        if (atomic_exchange(&A.renew, 0) || acme_store_take_renew_request()) {
+            log_info("acme: renewal requested");
+            return 1;
+        }
+        time_t now = time(NULL);
+        if (next <= now) return 0;
+        acme_http_sleep(A.http, next - now > 2 ? 2000 : (long)(next - now) * 1000);
+    }
+}
+
 static void *acme_main(void *arg)
 {
     struct acme_client c = {.cfg = &A.cfg, .http = A.http, .retry_after = -1};
     char err[2048];
     if (!(c.key = acme_store_account_key(err, sizeof err))) {
         log_error("acme: no account key: %s; certificates are not obtained", err);
+        status_set(ACME_STOPPED, 0, err);
         return NULL;
     }
-    unsigned failures = 0;
     time_t next = renew_at(&A.info);
     if (next) {
         char when[32];
         fmt_time(next, when, sizeof when);
         log_info("acme: %s is served; renewal at %s", A.info.file, when);
     }
+    status_set(ACME_WAITING, next, NULL);
     while (!atomic_load(&A.stop)) {
-        time_t now = time(NULL);
-        if (next > now) {
-            long left = (long)(next - now);
-            acme_http_sleep(A.http, (left > 3600 ? 3600 : left) * 1000L);
-            continue;
-        }
+        if (next > time(NULL) && !wait_until(next)) continue;
         log_info("acme: ordering a certificate for %s from %s", A.cfg.domains[0],
                  A.cfg.directory);
+        status_set(ACME_ORDERING, 0, NULL);
         struct acme_cert_info info;
         c.bad_nonces = 0;
         if (acme_order_run(&c, &info, err, sizeof err) == 0) {
-            failures = 0;
+            next = renew_at(&info);
+            pthread_mutex_lock(&A.mu);
             A.info = info;
-            next = renew_at(&A.info);
+            A.st.failures = 0;
+            A.st.last_success = time(NULL);
+            pthread_mutex_unlock(&A.mu);
+            status_set(ACME_WAITING, next, NULL);
             char until[32], when[32];
             fmt_time(info.not_after, until, sizeof until);
             fmt_time(next, when, sizeof when);
@@ -171,10 +259,14 @@ static void *acme_main(void *arg)
                      info.file, A.cfg.ndomains, A.cfg.ndomains == 1 ? "" : "s", until, when,
                      c.bad_nonces, c.bad_nonces == 1 ? "" : "s");
         } else if (!atomic_load(&A.stop)) {
-            long d = backoff_s(++failures, c.retry_after);
+            pthread_mutex_lock(&A.mu);
+            unsigned failures = ++A.st.failures;
+            pthread_mutex_unlock(&A.mu);
+            long d = backoff_s(failures, c.retry_after);
             log_error("acme: %s; the served certificate is unchanged; next attempt in %ld s",
                       err, d);
             next = time(NULL) + d;
+            status_set(ACME_BACKOFF, next, err);
         }
     }
     acme_challenge_clear();

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ACME_STATE_MAX (64u * 1024)
 
@@ -223,6 +224,19 @@ int acme_store_load_cert(const struct conf_acme *cfg, struct acme_cert_info *inf
     free(data);
     json_decref(j);
     return 0;
+}
+
+int acme_store_write_status(json_t *status, char *err, size_t errlen)
+{
+    return write_json("status.json", status, err, errlen);
+}
+
+int acme_store_take_renew_request(void)
+{
+    char *path = fs_path_join(S.dir, "renew-request");
+    int there = path && unlink(path) == 0;
+    free(path);
+    return there;
 }
 
 char *acme_store_password(const char *file)

@@ -20,6 +20,7 @@
 #include "conf.h"
 
 struct evp_pkey_st;
+struct json_t;
 
 /* What the stored certificate is (zeroed: none). */
 struct acme_cert_info {
@@ -51,6 +52,12 @@ int acme_store_load_cert(const struct conf_acme *cfg, struct acme_cert_info *inf
  * NULL when file is not the one recorded in certificate.json. Thread-safe after
  * acme_store_open (reads only). */
 char *acme_store_password(const char *file);
+
+/* DIR/acme/status.json (written by the ACME thread, read by `certgate acme status`). */
+int acme_store_write_status(struct json_t *status, char *err, size_t errlen);
+/* `certgate acme renew` leaves DIR/acme/renew-request; 1 when it was there (it is then
+ * removed), else 0. */
+int acme_store_take_renew_request(void);
 
 /* The issued chain (PEM, leaf first) with its key: built into a PKCS#12, validated as an
  * API upload is, then under gw_lock written to DIR/ssl, recorded, and published. On error

@@ -729,6 +729,8 @@ static void on_headers(struct http_exchange *x)
         } else if (strcmp(sub, "list") == 0) {
             op = r->method == HTTP_GET || r->method == HTTP_POST || r->method == HTTP_HEAD ? OP_DESCRIBE : OP_NONE;
             allow = "GET, POST, HEAD";
+        } else if (namelen == 4 && memcmp(name, "acme", 4) == 0 && api_acme(x, sub) == 0) {
+            return; /* acme/status, acme/renew (api_acme.c) */
         } else {
             respond_error(x, 404, NULL,
                           "No such endpoint: %.200s (use {name}, {name}/activate or "

@@ -58,6 +58,11 @@ static const char USAGE[] =
     "      as an API upload does and stores it as DIR/ssl/NAME (default: CERT's base\n"
     "      name + .p12); --activate records it in custom.properties (password\n"
     "      obfuscated); a running gateway serves it after SIGHUP.\n"
+    "  certgate acme status [--data-dir DIR]\n"
+    "  certgate acme renew [--data-dir DIR] [--wait SECONDS]\n"
+    "      Shows the ACME client's state ([acme]: certificate, next attempt, last\n"
+    "      error), or asks the running gateway to order a new certificate now (with\n"
+    "      --wait, waits for the result; exit status 1 when it failed).\n"
     "  certgate --help | --version\n"
     "\n"
     "DIR defaults to " DEFAULT_DATA_DIR "; it holds config/custom.properties and ssl/.\n";
@@ -588,5 +593,6 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "check-config") == 0) return cmd_check_config(argc - 2, argv + 2);
     if (strcmp(argv[1], "token") == 0) return app_token_command(argc - 2, argv + 2);
     if (strcmp(argv[1], "cert") == 0) return certimport_command(argc - 2, argv + 2);
+    if (strcmp(argv[1], "acme") == 0) return acme_command(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", argv[1]);
 }

@@ -17,7 +17,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import SLOW, GatewayTest, free_port, main, run, s_client
+from harness import SLOW, GatewayTest, certgate, free_port, main, run, s_client
 
 PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
 CHALLTESTSRV = shutil.which("pebble-challtestsrv") or "/usr/bin/pebble-challtestsrv"
@@ -202,6 +202,45 @@ class AcmeTest(GatewayTest):
         self.assertEqual(len(re.findall(r"acme: certificate \S+ issued", g.logs())), 2,
                          g.logs())
         self.assertNotEqual(self.verify(g, root), first)
+
+    def test_status_and_forced_renewal(self):
+        """certgate acme status|renew and the API's acme/status and acme/renew (same token
+        scope as the certificate API)."""
+        ca = self.pebble().start()
+        g = self.start(self.acme_gateway(ca))
+        token = g.token()
+        self.wait_issued(g)
+        root = ca.root(os.path.join(self.tmp, "root.pem"))
+        first = self.verify(g, root)
+        p = certgate("acme", "status", "--data-dir", g.data_dir)
+        self.assertIn("state: waiting", p.stdout)
+        self.assertIn("file: acme-%s.p12" % DOMAINS[0], p.stdout)
+        self.assertIn("domains: %s" % ", ".join(DOMAINS), p.stdout)
+        auth = {"Authorization": "Api-Token " + token}
+        st, _, body = g.request("GET", "/e/myenv/api/v1/certificate/acme/status", headers=auth)
+        self.assertEqual(st, 200, body)
+        status = json.loads(body)
+        self.assertEqual(status["state"], "waiting")
+        self.assertEqual(status["domains"], DOMAINS)
+        self.assertIn("nextAttempt", status)
+        st, _, body = g.request("GET", "/e/myenv/api/v1/certificate/acme/status")
+        self.assertEqual(st, 401, body)
+        st, _, body = g.request("GET", "/e/myenv/api/v1/certificate/acme/renew", headers=auth)
+        self.assertEqual(st, 405, body)
+        # forced through the API: a new certificate at once
+        st, _, body = g.request("POST", "/e/myenv/api/v1/certificate/acme/renew", headers=auth)
+        self.assertEqual(st, 202, body)
+        deadline = time.time() + 30 * SLOW
+        while time.time() < deadline and g.logs().count("acme: certificate ") < 2:
+            time.sleep(0.2)
+        second = self.verify(g, root)
+        self.assertNotEqual(second, first)
+        # and through the command line, waiting for the result
+        p = certgate("acme", "renew", "--data-dir", g.data_dir, "--wait", str(int(30 * SLOW)))
+        self.assertIn("renewal requested", p.stdout)
+        self.assertIn("state: waiting", p.stdout)
+        self.assertEqual(g.logs().count("acme: certificate "), 3, g.logs())
+        self.assertNotEqual(self.verify(g, root), second)
 
     def test_half_of_the_nonces_rejected(self):
         ca = self.pebble(nonce_reject=50).start()
