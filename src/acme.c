@@ -289,8 +289,9 @@ static int authorize(struct acme_client *c, const char *url, char *err, size_t e
     } else if (!curl || !ka) {
         err_set(err, errlen, "authorization: the CA offers no %s challenge for %s; use another "
                 "challenge in [acme]", type, name ? name : "?");
+    } else if (acme_challenge_set(name ? name : "", token, ka, err, errlen) != 0) {
+        fail_step(c, err, errlen);
     } else {
-        acme_challenge_set(token, ka);
         struct acme_resp r;
         c->step = "challenge";
         if (post(c, curl, "{}", 0, NULL, &r, err, errlen) == 0) {

@@ -35,6 +35,12 @@ int acme_command(int argc, char **argv);
 
 /* ----- for workers and the API (thread-safe) ----- */
 
+/* The tls_hello_hook_fn (tls.h) that serves tls-alpn-01 challenge certificates: a new
+ * reference to the challenge context for name when the client offers "acme-tls/1" and
+ * such a challenge is pending, else NULL (at once, without a lock, when none is). */
+struct ssl_ctx_st;
+struct ssl_ctx_st *acme_tls_hello(void *arg, const char *name, const unsigned char *alpn,
+                                  size_t alpn_len);
 /* 1 when http-01 challenges are answered (routes /.well-known/acme-challenge/). */
 int acme_http01_on(void);
 /* The key authorization for token into out: 0, or -1 when no such challenge is pending. */
@@ -75,8 +81,10 @@ struct acme_client {
 int acme_order_run(struct acme_client *c, struct acme_cert_info *info, char *err,
                    size_t errlen);
 
-/* The pending challenge answers (acme_run.c): set while a challenge is being validated. */
-void acme_challenge_set(const char *token, const char *keyauth);
+/* The pending challenge answers (acme_run.c): set while a challenge is being validated;
+ * for tls-alpn-01 the challenge certificate for name is made here. 0, or -1 + sentence. */
+int acme_challenge_set(const char *name, const char *token, const char *keyauth, char *err,
+                       size_t errlen);
 void acme_challenge_clear(void);
 
 #endif

@@ -2,6 +2,7 @@
  * and the life cycle (see acme.h). */
 #include "acme.h"
 
+#include "acme_alpn.h"
 #include "acme_http.h"
 #include "acme_jws.h"
 #include "acme_store.h"
@@ -12,6 +13,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -38,9 +40,11 @@ static struct {
     struct acme_cert_info info; /* [thread] the certificate served, from acme_init on */
     pthread_mutex_t mu;
     struct {
-        char *token, *keyauth;
+        char *name, *token, *keyauth;
+        struct ssl_ctx_st *alpn; /* tls-alpn-01: the challenge context, else NULL */
     } ch[MAX_CHALLENGES];       /* [mu] pending challenges */
     unsigned nch;               /* [mu] */
+    _Atomic unsigned nalpn;     /* tls-alpn-01 challenges pending (read without A.mu) */
     _Atomic int renew;          /* a renewal was asked for through the API */
     struct {
         int state;              /* enum acme_state */
@@ -52,30 +56,63 @@ static struct {
 
 /* ----- pending challenges ----- */
 
-void acme_challenge_set(const char *token, const char *keyauth)
+int acme_challenge_set(const char *name, const char *token, const char *keyauth, char *err,
+                       size_t errlen)
 {
+    struct ssl_ctx_st *alpn = NULL;
+    if (A.cfg.challenge == CONF_ACME_TLSALPN01 &&
+        !(alpn = acme_alpn_ctx_new(name, keyauth, err, errlen)))
+        return -1;
+    char *n = strdup(name), *t = strdup(token), *k = strdup(keyauth);
+    int rc = -1;
     pthread_mutex_lock(&A.mu);
-    if (A.nch < MAX_CHALLENGES) {
-        A.ch[A.nch].token = strdup(token);
-        A.ch[A.nch].keyauth = strdup(keyauth);
-        if (A.ch[A.nch].token && A.ch[A.nch].keyauth) A.nch++;
-        else {
-            free(A.ch[A.nch].token);
-            free(A.ch[A.nch].keyauth);
-        }
+    if (n && t && k && A.nch < MAX_CHALLENGES) {
+        A.ch[A.nch].name = n;
+        A.ch[A.nch].token = t;
+        A.ch[A.nch].keyauth = k;
+        A.ch[A.nch].alpn = alpn;
+        A.nch++;
+        if (alpn) atomic_fetch_add(&A.nalpn, 1);
+        n = t = k = NULL;
+        alpn = NULL;
+        rc = 0;
     }
     pthread_mutex_unlock(&A.mu);
+    if (rc) err_set(err, errlen, "too many challenges, or out of memory");
+    free(n);
+    free(t);
+    free(k);
+    SSL_CTX_free(alpn);
+    return rc;
 }
 
 void acme_challenge_clear(void)
 {
     pthread_mutex_lock(&A.mu);
     for (unsigned i = 0; i < A.nch; i++) {
+        free(A.ch[i].name);
         free(A.ch[i].token);
         free(A.ch[i].keyauth);
+        SSL_CTX_free(A.ch[i].alpn); /* connections keep their own references */
     }
     A.nch = 0;
+    atomic_store(&A.nalpn, 0);
     pthread_mutex_unlock(&A.mu);
+}
+
+struct ssl_ctx_st *acme_tls_hello(void *arg, const char *name, const unsigned char *alpn,
+                                  size_t alpn_len)
+{
+    if (atomic_load_explicit(&A.nalpn, memory_order_relaxed) == 0 ||
+        !acme_alpn_offered(alpn, alpn_len))
+        return NULL;
+    struct ssl_ctx_st *ctx = NULL;
+    pthread_mutex_lock(&A.mu);
+    for (unsigned i = 0; i < A.nch && !ctx; i++)
+        if (A.ch[i].alpn && strcmp(A.ch[i].name, name) == 0 && SSL_CTX_up_ref(A.ch[i].alpn))
+            ctx = A.ch[i].alpn;
+    pthread_mutex_unlock(&A.mu);
+    return ctx;
 }
 
 int acme_http01_on(void)

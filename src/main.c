@@ -374,6 +374,9 @@ static int cmd_run(int argc, char **argv)
         return 1;
     }
     struct gw_options gopt = {.data_dir = data_dir};
+    /* tls-alpn-01 challenge certificates; asked only by handshakes that offer ALPN, and
+     * answered without a lock while no such challenge is pending */
+    tls_set_hello_hook(acme_tls_hello, NULL);
     /* the data directory is read and written as the user it will belong to */
     if (drop && user_act_as(&ru, 0, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);

@@ -142,6 +142,56 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
+static tls_hello_hook_fn hello_hook;
+static void *hello_hook_arg;
+
+void tls_set_hello_hook(tls_hello_hook_fn fn, void *arg)
+{
+    hello_hook = fn;
+    hello_hook_arg = arg;
+}
+
+/* The host name of a server_name extension (RFC 6066), lower case, without a trailing
+ * dot, into name (at least 256 bytes); its length, or -1. */
+static int hello_server_name(const unsigned char *p, size_t len, char *name)
+{
+    if (len < 5 || (size_t)(p[0] << 8 | p[1]) != len - 2 || p[2] != 0) return -1;
+    size_t n = (size_t)(p[3] << 8 | p[4]);
+    if (n == 0 || n > 253 + 1 || n > len - 5) return -1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[5 + i];
+        if (c <= ' ' || c >= 0x7f) return -1;
+        name[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    if (name[n - 1] == '.') n--;
+    name[n] = '\0';
+    return (int)n;
+}
+
+/* The ClientHello callback, set only with a hook: a client that offers ALPN may get the
+ * hook's context instead (before OpenSSL looks at sessions or certificates). */
+static int hello_cb(SSL *ssl, int *al, void *arg)
+{
+    const unsigned char *alpn, *sni;
+    size_t alen, slen;
+    if (!hello_hook ||
+        !SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation,
+                                   &alpn, &alen) ||
+        alen < 2 || (size_t)(alpn[0] << 8 | alpn[1]) != alen - 2)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    char name[256] = "";
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &sni, &slen) ||
+        hello_server_name(sni, slen, name) < 0)
+        name[0] = '\0';
+    SSL_CTX *want = hello_hook(hello_hook_arg, name, alpn + 2, alen - 2);
+    if (!want) return SSL_CLIENT_HELLO_SUCCESS;
+    SSL_CTX *set = SSL_set_SSL_CTX(ssl, want);
+    SSL_CTX_free(want); /* the connection holds its own reference now */
+    if (set == want) return SSL_CLIENT_HELLO_SUCCESS;
+    *al = SSL_AD_INTERNAL_ERROR;
+    return SSL_CLIENT_HELLO_ERROR;
+}
+
 /* 1 when the OpenSSL or IANA (Java) name of c contains one of the substrings of list */
 static int cipher_matches(const SSL_CIPHER *c, char *const *list)
 {
@@ -225,6 +275,7 @@ static SSL_CTX *ctx_base(const struct tls_server_opts *o, char *err, size_t errl
     SSL_CTX_set_dh_auto(ctx, 1);
     SSL_CTX_set_read_ahead(ctx, 1); /* one read(2) per burst of records, not two per record */
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    if (hello_hook) SSL_CTX_set_client_hello_cb(ctx, hello_cb, NULL);
     SSL_CTX_set_timeout(ctx, 2 * TLS_TICKET_ROTATE_S);
     if (o->session_cache) {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);

@@ -57,6 +57,19 @@ void tls_tickets_rotate(void);
 
 /* ----- connections ----- */
 
+/* A source of certificates outside the snapshots, asked in every ClientHello callback
+ * that offers ALPN (on the worker thread; it must not block): ACME's tls-alpn-01
+ * challenge certificates (RFC 8737), for a client that offers "acme-tls/1". name: the
+ * normalized server name (lower case, no trailing dot), "" when none; alpn: the client's
+ * ALPN protocol list in wire format. Returns a context to serve this handshake with (a
+ * new reference, which the callback gives to the connection; its own ALPN callback must
+ * then select "acme-tls/1"), or NULL for the usual one. Set it once, before the first
+ * context is built and before workers start; fn NULL removes it. (The same interface as
+ * the SNI work's ClientHello callback, which replaces this one when both are merged.) */
+typedef struct ssl_ctx_st *(*tls_hello_hook_fn)(void *arg, const char *name,
+                                                const unsigned char *alpn, size_t alpn_len);
+void tls_set_hello_hook(tls_hello_hook_fn fn, void *arg);
+
 enum tls_io {
     TLS_IO_OK = 0,     /* progress was made */
     TLS_IO_WANT_READ,  /* wait until the socket is readable */
