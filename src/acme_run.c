@@ -8,6 +8,7 @@
 #include "acme_store.h"
 #include "err.h"
 #include "log.h"
+#include "metrics.h"
 #include "secret.h"
 
 #include <curl/curl.h>
@@ -281,6 +282,7 @@ static void *acme_main(void *arg)
         struct acme_cert_info info;
         c.bad_nonces = 0;
         if (acme_order_run(&c, &info, err, sizeof err) == 0) {
+            metrics_inc(M_ACME_ORDER);
             next = renew_at(&info);
             pthread_mutex_lock(&A.mu);
             A.info = info;
@@ -296,6 +298,7 @@ static void *acme_main(void *arg)
                      info.file, A.cfg.ndomains, A.cfg.ndomains == 1 ? "" : "s", until, when,
                      c.bad_nonces, c.bad_nonces == 1 ? "" : "s");
         } else if (!atomic_load(&A.stop)) {
+            metrics_inc(M_ACME_ORDER + 1);
             pthread_mutex_lock(&A.mu);
             unsigned failures = ++A.st.failures;
             pthread_mutex_unlock(&A.mu);

@@ -37,7 +37,8 @@ enum {
     M_CERT_OP,                            /* [op * 2 + (0: ok, 1: error)] */
     M_RELOAD = M_CERT_OP + 2 * MO_N,      /* [0: ok, 1: error] */
     M_TOKEN_FAIL = M_RELOAD + 2,
-    M_N
+    M_ACME_ORDER,                         /* [0: ok, 1: error] ACME orders */
+    M_N = M_ACME_ORDER + 2
 };
 
 struct metrics_slot {

@@ -123,6 +123,12 @@ static void counters(struct out *o)
     help(o, "certgate_token_failures_total", "counter",
          "Certificate API requests refused for a missing, unknown or insufficient token.");
     put(o, "certgate_token_failures_total %llu\n", (unsigned long long)metrics_sum(M_TOKEN_FAIL));
+    help(o, "certgate_acme_orders_total", "counter",
+         "ACME certificate orders by result (an error is logged with its step).");
+    put(o, "certgate_acme_orders_total{result=\"ok\"} %llu\n",
+        (unsigned long long)metrics_sum(M_ACME_ORDER));
+    put(o, "certgate_acme_orders_total{result=\"error\"} %llu\n",
+        (unsigned long long)metrics_sum(M_ACME_ORDER + 1));
 }
 
 /* ----- certificates ----- */

@@ -28,7 +28,7 @@ class Pebble:
     """pebble + pebble-challtestsrv on free loopback ports; http-01 and tls-alpn-01
     validations go to http_port / tls_port."""
 
-    def __init__(self, folder, http_port, tls_port, nonce_reject=0, validity=None):
+    def __init__(self, folder, http_port, tls_port, nonce_reject=0, validity=None, extra=None):
         self.folder = folder
         os.makedirs(folder, exist_ok=True)
         self.port, self.mgmt, self.dns, self.cts_mgmt = (free_port() for _ in range(4))
@@ -45,7 +45,8 @@ class Pebble:
                 "certificate": self.cert, "privateKey": self.key,
                 "httpPort": http_port, "tlsPort": tls_port,
                 "ocspResponderURL": "", "externalAccountBindingRequired": False,
-                **({"certificateValidityPeriod": validity} if validity else {})}}, f)
+                **({"certificateValidityPeriod": validity} if validity else {}),
+                **(extra or {})}}, f)
         self.env = dict(os.environ, PEBBLE_VA_NOSLEEP="1",
                         PEBBLE_WFE_NONCEREJECT=str(nonce_reject))
         self.log_path = os.path.join(folder, "pebble.log")
