@@ -15,7 +15,7 @@ pkgs="gcc make cmake pkg-config libc6-dev libssl-dev libuv1-dev node-llhttp \
 libjansson-dev libcmocka-dev libcurl4-openssl-dev openssl ca-certificates"
 case "$mode" in
   build) ;;
-  test)  pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 testssl.sh prometheus" ;;
+  test)  pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 testssl.sh prometheus pebble" ;;
   fuzz)  pkgs="$pkgs clang" ;;
   bench) pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 \
 haproxy wrk linux-perf valgrind" ;;

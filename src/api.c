@@ -1,6 +1,9 @@
 /* api.c - the certificate REST API (see api.h). */
 #include "api.h"
 
+#include "acme.h"
+#include "acme_store.h"
+
 #include "auth.h"
 #include "conn.h"
 #include "fsutil.h"
@@ -140,6 +143,7 @@ static json_t *describe(const struct p12_file *p12, const char *name, int active
 {
     json_t *d = p12_describe(p12, name);
     if (d) json_object_set_new(d, "active", json_boolean(active));
+    if (d && acme_owns_file(name)) json_object_set_new(d, "source", json_string("acme"));
     return d;
 }
 
@@ -265,6 +269,10 @@ static int request_password(struct api_job *j, const struct http_request *r, cha
         *pw = strdup(h);
         return *pw ? 0 : -1;
     }
+    if (r->body_len == 0 && acme_owns_file(j->name)) { /* its password is certgate's */
+        *pw = acme_store_password(j->name);
+        if (*pw) return 0;
+    }
     if (r->body_len == 0) {
         *pw = strdup("");
         return *pw ? 0 : -1;
@@ -353,6 +361,16 @@ static int still_same(struct api_job *j, const struct stat *id)
     return rc;
 }
 
+/* The certificate [acme] keeps is changed only by the ACME client. */
+static int refuse_acme(struct api_job *j, const char *what)
+{
+    job_error(j, 403,
+              "%s is the certificate that [acme] obtains for its domains and cannot be %s; "
+              "use another name, or remove [acme] from custom.properties first",
+              j->name, what);
+    return -1;
+}
+
 static int refuse_active(struct api_job *j)
 {
     job_error(j, 403,
@@ -369,6 +387,10 @@ static void op_upload(struct api_job *j, const struct http_request *r)
     if (r->body_len == 0) {
         job_error(j, 400, "%s: the body is empty; send the PKCS#12 file (curl -T file.p12)",
                   j->name);
+        return;
+    }
+    if (acme_owns_file(j->name)) {
+        refuse_acme(j, "replaced");
         return;
     }
     gw_lock();
@@ -427,6 +449,10 @@ static void op_activate(struct api_job *j, const struct http_request *r)
     struct p12_file *p12;
     char *pw;
     struct stat id;
+    if (acme_owns_file(j->name)) {
+        refuse_acme(j, "activated (it is served when no custom certificate is active)");
+        return;
+    }
     if (open_stored(j, r, &p12, &pw, &id) != 0) return;
     gw_lock();
     if (still_same(j, &id) == 0)
@@ -452,6 +478,8 @@ static void op_delete(struct api_job *j)
                   "%s is the active certificate file and cannot be deleted; activate another "
                   "certificate first",
                   j->name);
+    } else if (acme_owns_file(j->name)) {
+        refuse_acme(j, "deleted");
     } else if (fs_unlink_durable(path, err, sizeof err) != 0) {
         job_error(j, 500, "cannot delete %s: %s", j->name, err);
     } else {
@@ -506,7 +534,12 @@ static void op_list(struct api_job *j)
         json_t *e = NULL;
         if (names[i] && gw_active_p12() && gw_is_active_name(names[i]))
             e = describe(gw_active_p12(), names[i], 1);
+        else if (names[i] && gw_acme_p12() && acme_owns_file(names[i]) && gw_acme_file() &&
+                 strcmp(gw_acme_file(), names[i]) == 0)
+            e = describe(gw_acme_p12(), names[i], 0);
         if (!e) e = json_pack("{s:s}", "name", names[i] ? names[i] : "");
+        if (e && names[i] && acme_owns_file(names[i]) && !json_object_get(e, "source"))
+            json_object_set_new(e, "source", json_string("acme"));
         json_array_append_new(arr, e);
         free(names[i]);
     }
@@ -709,6 +742,8 @@ static void on_headers(struct http_exchange *x)
         } else if (strcmp(sub, "list") == 0) {
             op = r->method == HTTP_GET || r->method == HTTP_POST || r->method == HTTP_HEAD ? OP_DESCRIBE : OP_NONE;
             allow = "GET, POST, HEAD";
+        } else if (namelen == 4 && memcmp(name, "acme", 4) == 0 && api_acme(x, sub) == 0) {
+            return; /* acme/status, acme/renew (api_acme.c) */
         } else {
             respond_error(x, 404, NULL,
                           "No such endpoint: %.200s (use {name}, {name}/activate or "

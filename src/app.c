@@ -1,6 +1,7 @@
 /* app.c - routing and the token commands (see app.h). */
 #include "app.h"
 
+#include "acme.h"
 #include "api.h"
 #include "auth.h"
 #include "fsutil.h"
@@ -32,6 +33,23 @@ static void health(struct http_exchange *x)
     http_respond(x, 200, "text/plain", NULL, "RUNNING", 7);
 }
 
+/* http-01 (RFC 8555 8.3): the key authorization of a pending challenge. */
+#define ACME_CHALLENGE_PREFIX "/.well-known/acme-challenge/"
+static void acme_challenge(struct http_exchange *x)
+{
+    const struct http_request *r = http_req(x);
+    char ka[512];
+    if (r->method != HTTP_GET && r->method != HTTP_HEAD) {
+        http_respond_text(x, 405, "%s is not supported here; use GET", r->method_name);
+        return;
+    }
+    if (acme_http01_lookup(r->path + strlen(ACME_CHALLENGE_PREFIX), ka, sizeof ka) != 0) {
+        http_respond_text(x, 404, "no ACME challenge is pending for this token");
+        return;
+    }
+    http_respond(x, 200, "application/octet-stream", NULL, ka, strlen(ka));
+}
+
 static void bad_method(struct http_exchange *x)
 {
     http_respond_text(x, 405, "%s is not supported by this gateway", http_req(x)->method_name);
@@ -48,6 +66,11 @@ static void route(const struct http_request *r, const struct gw_snap *snap,
     if (strcmp(r->path, "/rest/health") == 0) {
         out->handle = health;
         out->metrics_route = MR_HEALTH;
+        return;
+    }
+    if (acme_http01_on() &&
+        strncmp(r->path, ACME_CHALLENGE_PREFIX, strlen(ACME_CHALLENGE_PREFIX)) == 0) {
+        out->handle = acme_challenge;
         return;
     }
     if (api_match(r->path)) { /* authenticates first, then checks the name itself */

@@ -469,6 +469,156 @@ static int load_upstream(struct loader *ld, struct conf_upstream *u)
                     &u->queue_size);
 }
 
+/* Why name is not a DNS name an ACME CA can validate with http-01 or tls-alpn-01, or
+ * NULL. Lower-cases it in place. */
+static const char *domain_problem(char *name)
+{
+    size_t len = strlen(name), label = 0;
+    if (name[0] == '*') return "is a wildcard, which needs the dns-01 challenge (not supported)";
+    if (len == 0 || len > 253) return "is not 1 to 253 characters long";
+    int alpha = 0;
+    for (char *p = name; *p; p++) {
+        *p = (char)tolower((unsigned char)*p);
+        if (*p == '.') {
+            if (label == 0 || p[-1] == '-') return "has an empty label or one ending in '-'";
+            label = 0;
+            continue;
+        }
+        if (!isalnum((unsigned char)*p) && *p != '-')
+            return "has a character that is not allowed in a host name";
+        if (*p == '-' && label == 0) return "has a label starting with '-'";
+        if (++label > 63) return "has a label longer than 63 characters";
+        alpha |= isalpha((unsigned char)*p) != 0;
+    }
+    if (label == 0 || name[len - 1] == '-') return "has an empty label or one ending in '-'";
+    if (!alpha || !strchr(name, '.'))
+        return "is not a fully qualified domain name (IP addresses are not supported)";
+    return NULL;
+}
+
+/* renew-before: a duration with an optional unit (s, m, h, d; default seconds), from
+ * 1 minute to 365 days. */
+static int get_duration(const struct loader *ld, const char *key, unsigned *out_s)
+{
+    char *v;
+    if (get(ld, key, &v) < 0) return -1;
+    if (!v) return 0;
+    size_t len = strlen(v);
+    uint64_t mult = 1, n = 0;
+    char last = len ? v[len - 1] : '\0';
+    mult = last == 'd' ? 86400 : last == 'h' ? 3600 : last == 'm' ? 60 : 1;
+    if (last == 's' || mult > 1) v[len - 1] = '\0';
+    int p = parse_u64(v, 365u * 86400, &n), rc = 0;
+    if (last == 's' || mult > 1) v[len - 1] = last;
+    const char *allowed = "use a duration from 1 minute to 365 days, e.g. 30d, 12h or 3600 "
+                          "(seconds), or remove the line for a third of the lifetime";
+    if (p == -1)
+        rc = fail_value(ld, key, v, "is not a duration", allowed);
+    else if (p < 0 || n * mult < 60 || n * mult > 365u * 86400)
+        rc = fail_value(ld, key, v, "is out of range", allowed);
+    else
+        *out_s = (unsigned)(n * mult);
+    free(v);
+    return rc;
+}
+
+static int get_choice(const struct loader *ld, const char *key, const char *const *names,
+                      const char *allowed, int *out)
+{
+    char *v;
+    if (get(ld, key, &v) < 0) return -1;
+    if (!v) return 0;
+    int rc = -1;
+    for (int i = 0; names[i]; i++)
+        if (strcasecmp(v, names[i]) == 0) {
+            *out = i;
+            rc = 0;
+        }
+    if (rc) rc = fail_value(ld, key, v, "is not supported", allowed);
+    free(v);
+    return rc;
+}
+
+static int get_domains(const struct loader *ld, struct conf_acme *a)
+{
+    const char *raw = propfile_get_raw(ld->doc, ld->section, "domains");
+    size_t n = 0;
+    propfile_list_free(a->domains);
+    if (!(a->domains = propfile_split_list(raw, &n))) return nomem(ld);
+    int rc = 0;
+    const char *allowed = "use host names, comma-separated, e.g. gw.example.com, "
+                          "gw2.example.com";
+    if (n > 100) rc = fail(ld, "domains", "%zu names; at most 100 are allowed", n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *why = domain_problem(a->domains[i]);
+        for (size_t j = 0; !why && j < i; j++)
+            if (strcmp(a->domains[i], a->domains[j]) == 0) why = "is listed twice";
+        if (why) rc = fail_value(ld, "domains", a->domains[i], why, allowed);
+    }
+    a->ndomains = rc == 0 ? (unsigned)n : 0;
+    return rc;
+}
+
+static int load_acme(struct loader *ld, struct conf_settings *s)
+{
+    static const char *const challenges[] = {"http-01", "tls-alpn-01", NULL};
+    static const char *const keys[] = {"ecdsa-p256", "rsa-2048", NULL};
+    struct conf_acme *a = &s->acme;
+    ld->section = CONF_SECTION_ACME;
+    int rc = get_string(ld, "directory", &a->directory) | get_string(ld, "email", &a->email) |
+             get_domains(ld, a) |
+             get_choice(ld, "challenge", challenges, "use http-01 or tls-alpn-01",
+                        &a->challenge) |
+             get_choice(ld, "key-type", keys, "use ecdsa-p256 or rsa-2048", &a->key_type) |
+             get_string(ld, "ca-file", &a->ca_file) | get_string(ld, "eab-kid", &a->eab_kid) |
+             get_string(ld, "eab-hmac-key", &a->eab_hmac_key) |
+             get_duration(ld, "renew-before", &a->renew_before_s);
+    const char *why = a->directory ? url_problem(a->directory) : NULL;
+    if (!why && a->directory && strncasecmp(a->directory, "https://", 8) != 0)
+        why = "is not an https:// URL (RFC 8555 requires HTTPS)";
+    if (why)
+        rc |= fail(ld, "directory", "'%s' %s; use the CA's directory URL, e.g. "
+                   "https://acme-v02.api.letsencrypt.org/directory", a->directory, why);
+    if (a->email && (!strchr(a->email, '@') || strpbrk(a->email, " \t,:;<>") ||
+                     a->email[0] == '@' || a->email[strlen(a->email) - 1] == '@'))
+        rc |= fail_value(ld, "email", a->email, "is not an e-mail address",
+                         "use one address, e.g. ops@example.com");
+    if (a->eab_hmac_key) {
+        size_t len = strlen(a->eab_hmac_key), i = 0;
+        while (i < len && (isalnum((unsigned char)a->eab_hmac_key[i]) ||
+                           a->eab_hmac_key[i] == '-' || a->eab_hmac_key[i] == '_'))
+            i++;
+        while (i < len && a->eab_hmac_key[i] == '=') i++;
+        if (i < len || len < 16) /* never quote the secret itself */
+            rc |= fail(ld, "eab-hmac-key", "the value is not a base64url key of at least 12 "
+                       "bytes; paste the HMAC key exactly as the CA gave it");
+    }
+    if (!a->eab_kid != !a->eab_hmac_key)
+        rc |= fail(ld, a->eab_kid ? "eab-kid" : "eab-hmac-key",
+                   "External Account Binding needs both eab-kid and eab-hmac-key");
+    if (a->directory && a->ndomains == 0 && !propfile_get_raw(ld->doc, ld->section, "domains"))
+        rc |= fail(ld, "directory", "[acme] needs domains, the names the certificate is for "
+                   "(comma-separated), or remove directory to turn ACME off");
+    else if (a->directory && a->ndomains == 0 && rc == 0)
+        rc |= fail(ld, "domains", "the list is empty; use host names, comma-separated");
+    if (a->directory && a->challenge == CONF_ACME_HTTP01 && s->port_http == 0)
+        rc |= fail(ld, propfile_get_raw(ld->doc, ld->section, "challenge") ? "challenge"
+                                                                           : "directory",
+                   "http-01 is answered on the plain HTTP listener, which is "
+                   "off; set port in [%s] (the CA connects to port 80 of each domain, so "
+                   "forward it there), or use challenge = tls-alpn-01", CONF_SECTION_WEBSERVER);
+    if (!a->directory) {
+        static const char *const others[] = {"email", "domains", "challenge", "key-type",
+                                             "ca-file", "eab-kid", "eab-hmac-key",
+                                             "renew-before", NULL};
+        for (int i = 0; others[i]; i++)
+            if (propfile_get_raw(ld->doc, ld->section, others[i]))
+                rc |= fail(ld, others[i], "has no effect without directory; set directory "
+                           "to the CA's directory URL, or remove the line");
+    }
+    return rc;
+}
+
 /* Writes the recorded errors into err, sorted by line, one per line (only the first when
  * first_only), frees them, and returns their number. */
 static int errors_report(struct conf_errors *es, int first_only, char *err, size_t errlen)
@@ -530,6 +680,7 @@ static int settings_load(const struct propfile *doc, const char *path, struct co
     load_webserver(&ld, &s);
     load_certgate(&ld, &s);
     load_upstream(&ld, &s.upstream);
+    load_acme(&ld, &s);
     int n = errors_report(es, !all, err, errlen);
     free(es);
     if (nerrors) *nerrors = n;
@@ -563,5 +714,11 @@ void conf_settings_free(struct conf_settings *s)
     free(s->certificate_alias);
     free(s->upstream.url);
     free(s->upstream.ca_file);
+    free(s->acme.directory);
+    free(s->acme.email);
+    propfile_list_free(s->acme.domains);
+    free(s->acme.ca_file);
+    free(s->acme.eab_kid);
+    secret_free(s->acme.eab_hmac_key);
     memset(s, 0, sizeof *s);
 }

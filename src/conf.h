@@ -15,6 +15,7 @@
 #define CONF_SECTION_WEBSERVER "com.compuware.apm.webserver"
 #define CONF_SECTION_CERTGATE "certgate"
 #define CONF_SECTION_UPSTREAM "upstream"
+#define CONF_SECTION_ACME "acme"
 
 #define TLS_V12 1u
 #define TLS_V13 2u
@@ -42,6 +43,22 @@ struct conf_upstream {
     unsigned ntrusted_proxies;
     int forwarded;              /* forwarded = on|off: also send RFC 7239 Forwarded; off */
     unsigned queue_size;        /* requests waiting for a connection per thread, default 256 */
+};
+
+/* [acme]: certificates obtained with ACME (RFC 8555); off while directory is NULL. */
+enum conf_acme_challenge { CONF_ACME_HTTP01 = 0, CONF_ACME_TLSALPN01 = 1 };
+enum conf_acme_key { CONF_ACME_ECDSA_P256 = 0, CONF_ACME_RSA_2048 = 1 };
+struct conf_acme {
+    char *directory;          /* the CA's directory URL (https://); NULL: ACME is off */
+    char *email;              /* contact, or NULL */
+    char **domains;           /* NULL-terminated, lower case, never NULL; one certificate */
+    unsigned ndomains;
+    int challenge;            /* enum conf_acme_challenge, default http-01 */
+    int key_type;             /* enum conf_acme_key, default ecdsa-p256 */
+    char *ca_file;            /* PEM bundle that verifies the CA's server; NULL: system */
+    char *eab_kid;            /* External Account Binding key id, or NULL */
+    char *eab_hmac_key;       /* its base64url HMAC key (a secret), or NULL */
+    unsigned renew_before_s;  /* renew-before; 0: a third of the lifetime */
 };
 
 struct conf_settings {
@@ -77,6 +94,8 @@ struct conf_settings {
     unsigned metrics_port;     /* its port; 0 (default): off */
     /* [upstream] */
     struct conf_upstream upstream;
+    /* [acme] */
+    struct conf_acme acme;
 };
 
 struct propfile;

@@ -54,6 +54,8 @@ static struct gw_state {
     char *fallback_reason;         /* [change] why the configured certificate is not served */
     char *secret_dir;              /* [open] --tls-secret-dir, or NULL */
     int from_secret;               /* [change] active_p12 came from secret_dir: reloads keep it */
+    struct p12_file *acme_p12;     /* [change] the ACME certificate, served without a custom one */
+    char *acme_file;               /* [change] its file name in DIR/ssl */
     struct upstream *upstream;     /* [change] built from settings.upstream; one reference */
 
     pthread_mutex_t pub_lock; /* guards snap */
@@ -230,22 +232,23 @@ static void note_log(void *arg, const char *sentence)
 }
 
 /* The served set of keystore p12 with its entry def as the default (no server name or no
- * match): def, then the file's other key entries in file order. This is where other
- * sources of certificates join the set (appended after the file's entries, so the active
- * file wins a name both carry). note: see tls_served_new. */
-static struct ssl_ctx_st *served_ctx(const struct conf_settings *s, const struct p12_file *p12,
-                                     const struct p12_entry *def, tls_note_fn note,
-                                     void *note_arg, char *err, size_t errlen)
+ * match): def, then the file's other key entries in file order, then those of extra
+ * (appended after the file's entries, so the file wins a name both carry). note: see
+ * tls_served_new. */
+static struct ssl_ctx_st *served_set(const struct conf_settings *s, const struct p12_file *p12,
+                                     const struct p12_entry *def, const struct p12_file *extra,
+                                     tls_note_fn note, void *note_arg, char *err,
+                                     size_t errlen)
 {
-    size_t n = p12 ? p12_count(p12) : 0, k = 0;
-    const struct p12_entry **v = calloc(n + 1, sizeof *v);
+    size_t n = p12 ? p12_count(p12) : 0, m = extra ? p12_count(extra) : 0, k = 0;
+    const struct p12_entry **v = calloc(n + m + 1, sizeof *v);
     if (!v) {
         err_set(err, errlen, "out of memory");
         return NULL;
     }
     v[k++] = def;
-    for (size_t i = 0; i < n; i++) {
-        const struct p12_entry *e = p12_get(p12, i);
+    for (size_t i = 0; i < n + m; i++) {
+        const struct p12_entry *e = i < n ? p12_get(p12, i) : p12_get(extra, i - n);
         if (e != def && p12_entry_has_key(e)) v[k++] = e;
     }
     struct tls_server_opts o;
@@ -253,6 +256,16 @@ static struct ssl_ctx_st *served_ctx(const struct conf_settings *s, const struct
     struct ssl_ctx_st *ctx = tls_served_new(&o, v, k, note, note_arg, err, errlen);
     free(v);
     return ctx;
+}
+
+/* The served set of p12 (default entry def) joined by the ACME certificate's entries:
+ * every source of certificates meets here. */
+static struct ssl_ctx_st *served_ctx(const struct conf_settings *s, const struct p12_file *p12,
+                                     const struct p12_entry *def, tls_note_fn note,
+                                     void *note_arg, char *err, size_t errlen)
+{
+    const struct p12_file *acme = G.acme_p12 != p12 ? G.acme_p12 : NULL;
+    return served_set(s, p12, def, acme, note, note_arg, err, errlen);
 }
 
 /* A certificate file loaded by gw_reload before it takes gw_lock (the key derivation
@@ -350,6 +363,18 @@ static int load_default(const struct conf_settings *s, struct ssl_ctx_st **ctxou
     return *ctxout ? 0 : -1;
 }
 
+/* The ACME certificate's served set with settings s, or NULL (logged). */
+static struct ssl_ctx_st *acme_ctx(const struct conf_settings *s, const struct p12_file *p12)
+{
+    const struct p12_entry *e = NULL;
+    char why[400] = "";
+    struct ssl_ctx_st *ctx = p12_select(p12, NULL, &e, why, sizeof why) == P12_OK
+                                 ? served_ctx(s, p12, e, note_log, G.acme_file, why, sizeof why)
+                                 : NULL;
+    if (!ctx) log_error("ACME certificate %s not served: %s", G.acme_file, why);
+    return ctx;
+}
+
 static void set_str(char **dst, const char *src)
 {
     free(*dst);
@@ -391,10 +416,9 @@ static int apply(int initial, char *err, size_t errlen)
     int keep = !initial && G.from_secret && G.active_p12;
     if (keep) {
         const struct p12_entry *e = NULL;
-        struct tls_server_opts o;
-        tls_opts_of(&s, &o);
         if (p12_select(G.active_p12, G.active_alias, &e, why, sizeof why) != P12_OK ||
-            !(ctx = tls_server_ctx_new(&o, e, why, sizeof why))) {
+            !(ctx = served_ctx(&s, G.active_p12, e, note_log, G.active_file, why,
+                               sizeof why))) {
             err_set(err, errlen, "%s: %s", G.active_file, why);
             conf_settings_free(&s);
             upstream_unref(up);
@@ -414,6 +438,7 @@ static int apply(int initial, char *err, size_t errlen)
                       "send SIGHUP)", why, gw_paths.conf_path);
         }
     }
+    if (!ctx && G.acme_p12) ctx = acme_ctx(&s, G.acme_p12);
     if (!ctx && load_default(&s, &ctx, err, errlen) != 0) {
         conf_settings_free(&s);
         upstream_unref(up);
@@ -590,17 +615,21 @@ static struct gw_snap *snap_new(struct ssl_ctx_st *ctx, const struct conf_settin
     return n;
 }
 
-struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, char *err,
+/* A change that takes p12 (ch->p12) and serves the set of primary (default entry alias)
+ * joined by extra's entries. */
+static struct gw_change *change_new(struct p12_file *p12, const struct p12_file *primary,
+                                    const char *alias, const struct p12_file *extra, char *err,
                                     size_t errlen)
 {
     const struct p12_entry *e = NULL;
-    if (p12_select(p12, alias, &e, err, errlen) != P12_OK) return NULL;
+    if (p12_select(primary, alias, &e, err, errlen) != P12_OK) return NULL;
     struct gw_change *ch = calloc(1, sizeof *ch);
     if (!ch) {
         err_set(err, errlen, "out of memory");
         return NULL;
     }
-    struct ssl_ctx_st *ctx = served_ctx(&G.settings, p12, e, note_keep, ch, err, errlen);
+    struct ssl_ctx_st *ctx =
+        served_set(&G.settings, primary, e, extra, note_keep, ch, err, errlen);
     if (!ctx) {
         notes_free(ch->notes);
         free(ch);
@@ -619,6 +648,12 @@ struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, cha
     }
     ch->p12 = p12;
     return ch;
+}
+
+struct gw_change *gw_change_prepare(struct p12_file *p12, const char *alias, char *err,
+                                    size_t errlen)
+{
+    return change_new(p12, p12, alias, G.acme_p12, err, errlen);
 }
 
 const char *const *gw_change_notes(const struct gw_change *ch)
@@ -710,9 +745,38 @@ int gw_record_certificate(const char *file, const char *password, const char *al
     return rc;
 }
 
+struct gw_change *gw_acme_prepare(struct p12_file *p12, char *err, size_t errlen)
+{
+    /* beside a custom certificate the ACME one joins its set; without one it leads */
+    if (G.active_p12) return change_new(p12, G.active_p12, G.active_alias, p12, err, errlen);
+    return change_new(p12, p12, NULL, NULL, err, errlen);
+}
+
+void gw_acme_commit(struct gw_change *ch, const char *file)
+{
+    publish_snap(ch->snap);
+    if (ch->p12 != G.acme_p12) p12_free(G.acme_p12);
+    G.acme_p12 = ch->p12;
+    set_str(&G.acme_file, file);
+    metrics_certs_set(file, ch->p12);
+    free(ch->alias);
+    notes_free(ch->notes);
+    free(ch);
+}
+
+const char *gw_acme_file(void)
+{
+    return G.acme_file;
+}
+
+const struct p12_file *gw_acme_p12(void)
+{
+    return G.acme_p12;
+}
+
 void gw_describe_served(char *buf, size_t len)
 {
-    const struct p12_file *f = G.active_p12 ? G.active_p12 : G.default_p12;
+    const struct p12_file *f = G.active_p12 ? G.active_p12 : G.acme_p12 ? G.acme_p12 : G.default_p12;
     const struct p12_entry *e = NULL;
     if (!f || p12_select(f, G.active_p12 ? G.active_alias : NULL, &e, NULL, 0) != P12_OK) {
         snprintf(buf, len, "nothing");
@@ -722,6 +786,8 @@ void gw_describe_served(char *buf, size_t len)
     if (G.active_p12)
         snprintf(buf, len, "custom certificate %s, alias '%s': %s", G.active_file,
                  p12_entry_alias(e), d ? d : "?");
+    else if (G.acme_p12)
+        snprintf(buf, len, "ACME certificate %s: %s", G.acme_file, d ? d : "?");
     else
         snprintf(buf, len, "default self-signed certificate %s/%s: %s", gw_paths.ssl_dir,
                  DEFCERT_FILE, d ? d : "?");
@@ -738,7 +804,9 @@ void gw_close(void)
     gw_snap_release(s);
     p12_free(G.active_p12);
     p12_free(G.default_p12);
-    G.active_p12 = G.default_p12 = NULL;
+    p12_free(G.acme_p12);
+    G.active_p12 = G.default_p12 = G.acme_p12 = NULL;
+    set_str(&G.acme_file, NULL);
     set_str(&G.active_file, NULL);
     set_str(&G.active_alias, NULL);
     set_str(&G.fallback_reason, NULL);

@@ -139,6 +139,21 @@ int gw_record_certificate(const char *file, const char *password, const char *al
  * Under gw_lock. */
 void gw_served_names(char *file, size_t flen, char *alias, size_t alen);
 
+/* ----- the ACME certificate (acme_store.c) -----
+ * It is served when no custom certificate is active (instead of the default one); a
+ * custom certificate activated later takes precedence, and removing it (SIGHUP) brings
+ * the ACME certificate back. Kept apart so that SNI selection can take it later.
+ *   gw_acme_prepare: builds its TLS context (first key entry of p12) with the current
+ *                    settings; takes p12 over on success. NULL + sentence on error.
+ *   gw_acme_commit:  keeps it as the ACME certificate `file` and publishes it when no
+ *                    custom certificate is active. Cannot fail.
+ * Caller holds gw_lock from prepare to commit (or gw_change_abort). */
+struct gw_change *gw_acme_prepare(struct p12_file *p12, char *err, size_t errlen);
+void gw_acme_commit(struct gw_change *ch, const char *file);
+/* The ACME certificate's file name and keystore, or NULL. Under gw_lock. */
+const char *gw_acme_file(void);
+const struct p12_file *gw_acme_p12(void);
+
 /* Frees everything (at exit). */
 void gw_close(void);
 

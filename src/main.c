@@ -1,5 +1,6 @@
 /* main.c - the command line: run, check-config, token, --help, --version. */
 #include "accesslog.h"
+#include "acme.h"
 #include "app.h"
 #include "audit.h"
 #include "auth.h"
@@ -62,6 +63,11 @@ static const char USAGE[] =
     "      as an API upload does and stores it as DIR/ssl/NAME (default: CERT's base\n"
     "      name + .p12); --activate records it in custom.properties (password\n"
     "      obfuscated); a running gateway serves it after SIGHUP.\n"
+    "  certgate acme status [--data-dir DIR]\n"
+    "  certgate acme renew [--data-dir DIR] [--wait SECONDS]\n"
+    "      Shows the ACME client's state ([acme]: certificate, next attempt, last\n"
+    "      error), or asks the running gateway to order a new certificate now (with\n"
+    "      --wait, waits for the result; exit status 1 when it failed).\n"
     "  certgate --help | --version\n"
     "\n"
     "DIR defaults to " DEFAULT_DATA_DIR "; it holds config/custom.properties and ssl/.\n";
@@ -378,13 +384,17 @@ static int cmd_run(int argc, char **argv)
         return 1;
     }
     struct gw_options gopt = {.data_dir = data_dir};
+    /* tls-alpn-01 challenge certificates; asked only by handshakes that offer ALPN, and
+     * answered without a lock while no such challenge is pending */
+    tls_set_hello_hook(acme_tls_hello, NULL);
     /* the data directory is read and written as the user it will belong to */
     if (drop && user_act_as(&ru, 0, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
         return 1;
     }
     if (gw_open(&gopt, err, sizeof err) != 0 ||
-        auth_store_check(gw_paths.config_dir, err, sizeof err) != 0) {
+        auth_store_check(gw_paths.config_dir, err, sizeof err) != 0 ||
+        acme_init(&gw_settings()->acme, data_dir, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
         return 1;
     }
@@ -428,6 +438,7 @@ static int cmd_run(int argc, char **argv)
     log_info("ready: try  curl -k https://%s%s%s:%u/rest/health", strchr(try_host, ':') ? "[" : "",
              try_host, strchr(try_host, ':') ? "]" : "", server_https_port());
     app_started();
+    if (acme_start(err, sizeof err) != 0) log_error("%s; certificates are not obtained", err);
     if (sdnotify_send("READY=1\nSTATUS=serving", err, sizeof err) != 0) log_warn("%s", err);
 
     uv_timer_init(loop, &ticket_timer);
@@ -437,6 +448,7 @@ static int cmd_run(int argc, char **argv)
     uv_timer_start(&throttle_timer, on_throttle_timer, 1000, 1000);
     uv_run(loop, UV_RUN_DEFAULT);
     server_join();
+    acme_stop();
     metrics_stop();
     secretdir_free();
     uv_loop_close(loop);
@@ -604,5 +616,6 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "check-config") == 0) return cmd_check_config(argc - 2, argv + 2);
     if (strcmp(argv[1], "token") == 0) return app_token_command(argc - 2, argv + 2);
     if (strcmp(argv[1], "cert") == 0) return certimport_command(argc - 2, argv + 2);
+    if (strcmp(argv[1], "acme") == 0) return acme_command(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", argv[1]);
 }

@@ -38,7 +38,8 @@ enum {
     M_RELOAD = M_CERT_OP + 2 * MO_N,      /* [0: ok, 1: error] */
     M_TOKEN_FAIL = M_RELOAD + 2,
     M_SECRET_DIR,                         /* [0: applied, 1: refused] (--tls-secret-dir) */
-    M_N = M_SECRET_DIR + 2
+    M_ACME_ORDER = M_SECRET_DIR + 2,      /* [0: ok, 1: error] ACME orders */
+    M_N = M_ACME_ORDER + 2
 };
 
 struct metrics_slot {

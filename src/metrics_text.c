@@ -129,6 +129,12 @@ static void counters(struct out *o)
         (unsigned long long)metrics_sum(M_SECRET_DIR));
     put(o, "certgate_secret_dir_changes_total{result=\"refused\"} %llu\n",
         (unsigned long long)metrics_sum(M_SECRET_DIR + 1));
+    help(o, "certgate_acme_orders_total", "counter",
+         "ACME certificate orders by result (an error is logged with its step).");
+    put(o, "certgate_acme_orders_total{result=\"ok\"} %llu\n",
+        (unsigned long long)metrics_sum(M_ACME_ORDER));
+    put(o, "certgate_acme_orders_total{result=\"error\"} %llu\n",
+        (unsigned long long)metrics_sum(M_ACME_ORDER + 1));
 }
 
 /* ----- certificates ----- */

@@ -1,0 +1,387 @@
+/* acme_run.c - the ACME thread: when to order, backoff, the pending challenge answers,
+ * and the life cycle (see acme.h). */
+#include "acme.h"
+
+#include "acme_alpn.h"
+#include "acme_http.h"
+#include "acme_jws.h"
+#include "acme_store.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "secret.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BACKOFF_FIRST_S 5
+#define BACKOFF_CAP_S 3600
+#define MAX_CHALLENGES 128
+
+enum acme_state { ACME_WAITING, ACME_ORDERING, ACME_BACKOFF, ACME_STOPPED };
+
+/* The ACME client's state. [init]: set by acme_init before any other thread can read it,
+ * read-only afterwards. [thread]: the ACME thread's own. [mu]: under A.mu. */
+static struct {
+    int on;                     /* [init] [acme] is configured */
+    struct conf_acme cfg;       /* [init] a copy of the section */
+    char file[160];             /* [init] the name its certificate is stored under */
+    pthread_t thread;
+    int started;
+    _Atomic int stop;
+    struct acme_http *http;     /* [init] created by acme_start; wake() from any thread */
+    struct acme_cert_info info; /* [thread] the certificate served, from acme_init on */
+    pthread_mutex_t mu;
+    struct {
+        char *name, *token, *keyauth;
+        struct ssl_ctx_st *alpn; /* tls-alpn-01: the challenge context, else NULL */
+    } ch[MAX_CHALLENGES];       /* [mu] pending challenges */
+    unsigned nch;               /* [mu] */
+    _Atomic unsigned nalpn;     /* tls-alpn-01 challenges pending (read without A.mu) */
+    _Atomic int renew;          /* a renewal was asked for through the API */
+    struct {
+        int state;              /* enum acme_state */
+        time_t next, last_success, last_failure;
+        unsigned failures;
+        char last_error[1024];
+    } st;                       /* [mu] the status (acme_status) */
+} A = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* ----- pending challenges ----- */
+
+int acme_challenge_set(const char *name, const char *token, const char *keyauth, char *err,
+                       size_t errlen)
+{
+    struct ssl_ctx_st *alpn = NULL;
+    if (A.cfg.challenge == CONF_ACME_TLSALPN01 &&
+        !(alpn = acme_alpn_ctx_new(name, keyauth, err, errlen)))
+        return -1;
+    char *n = strdup(name), *t = strdup(token), *k = strdup(keyauth);
+    int rc = -1;
+    pthread_mutex_lock(&A.mu);
+    if (n && t && k && A.nch < MAX_CHALLENGES) {
+        A.ch[A.nch].name = n;
+        A.ch[A.nch].token = t;
+        A.ch[A.nch].keyauth = k;
+        A.ch[A.nch].alpn = alpn;
+        A.nch++;
+        if (alpn) atomic_fetch_add(&A.nalpn, 1);
+        n = t = k = NULL;
+        alpn = NULL;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&A.mu);
+    if (rc) err_set(err, errlen, "too many challenges, or out of memory");
+    free(n);
+    free(t);
+    free(k);
+    SSL_CTX_free(alpn);
+    return rc;
+}
+
+void acme_challenge_clear(void)
+{
+    pthread_mutex_lock(&A.mu);
+    for (unsigned i = 0; i < A.nch; i++) {
+        free(A.ch[i].name);
+        free(A.ch[i].token);
+        free(A.ch[i].keyauth);
+        SSL_CTX_free(A.ch[i].alpn); /* connections keep their own references */
+    }
+    A.nch = 0;
+    atomic_store(&A.nalpn, 0);
+    pthread_mutex_unlock(&A.mu);
+}
+
+struct ssl_ctx_st *acme_tls_hello(void *arg, const char *name, const unsigned char *alpn,
+                                  size_t alpn_len)
+{
+    if (atomic_load_explicit(&A.nalpn, memory_order_relaxed) == 0 ||
+        !acme_alpn_offered(alpn, alpn_len))
+        return NULL;
+    struct ssl_ctx_st *ctx = NULL;
+    pthread_mutex_lock(&A.mu);
+    for (unsigned i = 0; i < A.nch && !ctx; i++)
+        if (A.ch[i].alpn && strcmp(A.ch[i].name, name) == 0 && SSL_CTX_up_ref(A.ch[i].alpn))
+            ctx = A.ch[i].alpn;
+    pthread_mutex_unlock(&A.mu);
+    return ctx;
+}
+
+int acme_http01_on(void)
+{
+    return A.on && A.cfg.challenge == CONF_ACME_HTTP01;
+}
+
+int acme_http01_lookup(const char *token, char *out, size_t outlen)
+{
+    int rc = -1;
+    pthread_mutex_lock(&A.mu);
+    for (unsigned i = 0; i < A.nch && rc; i++)
+        if (strcmp(A.ch[i].token, token) == 0 && strlen(A.ch[i].keyauth) < outlen) {
+            memcpy(out, A.ch[i].keyauth, strlen(A.ch[i].keyauth) + 1);
+            rc = 0;
+        }
+    pthread_mutex_unlock(&A.mu);
+    return rc;
+}
+
+int acme_owns_file(const char *name)
+{
+    return A.on && strcmp(name, A.file) == 0;
+}
+
+/* ----- scheduling ----- */
+
+static unsigned rand_below(unsigned n)
+{
+    unsigned r = 0;
+    if (n == 0 || RAND_bytes((unsigned char *)&r, sizeof r) != 1) return 0;
+    return r % n;
+}
+
+/* When the certificate of info is to be renewed: renew-before (default a third of its
+ * lifetime) before it expires, moved earlier by up to a tenth of that (at most an hour)
+ * so that gateways started together do not renew together. */
+static time_t renew_at(const struct acme_cert_info *info)
+{
+    if (!info->file[0] || !info->domains_match || info->not_after <= info->not_before) return 0;
+    time_t life = info->not_after - info->not_before;
+    time_t before = A.cfg.renew_before_s ? (time_t)A.cfg.renew_before_s : life / 3;
+    if (before > life) before = life;
+    time_t spread = before / 10 < 3600 ? before / 10 : 3600;
+    return info->not_after - before - (time_t)rand_below((unsigned)spread + 1);
+}
+
+/* Capped exponential backoff after `failures` failed attempts, with +-10 % jitter; a
+ * Retry-After of the CA is a lower bound. */
+static long backoff_s(unsigned failures, long retry_after)
+{
+    long d = BACKOFF_FIRST_S;
+    for (unsigned i = 1; i < failures && d < BACKOFF_CAP_S; i++) d *= 2;
+    if (d > BACKOFF_CAP_S) d = BACKOFF_CAP_S;
+    d = d - d / 10 + (long)rand_below((unsigned)(d / 5) + 1);
+    if (retry_after > d) d = retry_after > 86400 ? 86400 : retry_after;
+    return d;
+}
+
+static void fmt_time(time_t t, char *buf, size_t len)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ----- status ----- */
+
+static const char *const state_names[] = {"waiting", "ordering", "backoff", "stopped"};
+
+/* The status as JSON (under A.mu). */
+static json_t *status_locked(void)
+{
+    char t[4][32];
+    fmt_time(A.st.next, t[0], sizeof t[0]);
+    fmt_time(A.st.last_success, t[1], sizeof t[1]);
+    fmt_time(A.st.last_failure, t[2], sizeof t[2]);
+    fmt_time(A.info.not_after, t[3], sizeof t[3]);
+    json_t *dom = json_array();
+    for (unsigned i = 0; dom && i < A.cfg.ndomains; i++)
+        json_array_append_new(dom, json_string(A.cfg.domains[i]));
+    return json_pack("{s:s,s:o,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:i}", "directory",
+                     A.cfg.directory, "domains", dom ? dom : json_array(), "state",
+                     state_names[A.st.state], "file", A.info.file[0] ? A.info.file : NULL,
+                     "notAfter", A.info.file[0] ? t[3] : NULL, "nextAttempt",
+                     A.st.next ? t[0] : NULL, "lastSuccess", A.st.last_success ? t[1] : NULL,
+                     "lastFailure", A.st.last_failure ? t[2] : NULL, "lastError",
+                     A.st.last_error[0] ? A.st.last_error : NULL, "failures",
+                     (int)A.st.failures);
+}
+
+json_t *acme_status(void)
+{
+    if (!A.on) return NULL;
+    pthread_mutex_lock(&A.mu);
+    json_t *j = status_locked();
+    pthread_mutex_unlock(&A.mu);
+    return j;
+}
+
+/* Sets the state and writes it to DIR/acme/status.json for `certgate acme status`. */
+static void status_set(int state, time_t next, const char *error)
+{
+    pthread_mutex_lock(&A.mu);
+    A.st.state = state;
+    A.st.next = next;
+    if (error) {
+        snprintf(A.st.last_error, sizeof A.st.last_error, "%s", error);
+        A.st.last_failure = time(NULL);
+    }
+    json_t *j = status_locked();
+    pthread_mutex_unlock(&A.mu);
+    char err[300];
+    if (j && acme_store_write_status(j, err, sizeof err) != 0)
+        log_warn("acme: cannot write its status: %s", err);
+    json_decref(j);
+}
+
+int acme_renew(void)
+{
+    if (!A.on || !A.started) return -1;
+    atomic_store(&A.renew, 1);
+    acme_http_wake(A.http);
+    return 0;
+}
+
+/* ----- the thread ----- */
+
+/* Waits until `next`, a renewal request (API or DIR/acme/renew-request) or the stop;
+ * 1 when a renewal was requested. */
+static int wait_until(time_t next)
+{
+    for (;;) {
+        if (atomic_load(&A.stop)) return 0;
+        if (atomic_exchange(&A.renew, 0) || acme_store_take_renew_request()) {
+            log_info("acme: renewal requested");
+            return 1;
+        }
+        time_t now = time(NULL);
+        if (next <= now) return 0;
+        acme_http_sleep(A.http, next - now > 2 ? 2000 : (long)(next - now) * 1000);
+    }
+}
+
+static void *acme_main(void *arg)
+{
+    struct acme_client c = {.cfg = &A.cfg, .http = A.http, .retry_after = -1};
+    char err[2048];
+    if (!(c.key = acme_store_account_key(err, sizeof err))) {
+        log_error("acme: no account key: %s; certificates are not obtained", err);
+        status_set(ACME_STOPPED, 0, err);
+        return NULL;
+    }
+    time_t next = renew_at(&A.info);
+    if (next) {
+        char when[32];
+        fmt_time(next, when, sizeof when);
+        log_info("acme: %s is served; renewal at %s", A.info.file, when);
+    }
+    status_set(ACME_WAITING, next, NULL);
+    while (!atomic_load(&A.stop)) {
+        if (next > time(NULL) && !wait_until(next)) continue;
+        log_info("acme: ordering a certificate for %s from %s", A.cfg.domains[0],
+                 A.cfg.directory);
+        status_set(ACME_ORDERING, 0, NULL);
+        struct acme_cert_info info;
+        c.bad_nonces = 0;
+        if (acme_order_run(&c, &info, err, sizeof err) == 0) {
+            metrics_inc(M_ACME_ORDER);
+            next = renew_at(&info);
+            pthread_mutex_lock(&A.mu);
+            A.info = info;
+            A.st.failures = 0;
+            A.st.last_success = time(NULL);
+            pthread_mutex_unlock(&A.mu);
+            status_set(ACME_WAITING, next, NULL);
+            char until[32], when[32];
+            fmt_time(info.not_after, until, sizeof until);
+            fmt_time(next, when, sizeof when);
+            log_info("acme: certificate %s issued for %u name%s, valid to %s; renewal at %s "
+                     "(%u badNonce answer%s retried)",
+                     info.file, A.cfg.ndomains, A.cfg.ndomains == 1 ? "" : "s", until, when,
+                     c.bad_nonces, c.bad_nonces == 1 ? "" : "s");
+        } else if (!atomic_load(&A.stop)) {
+            metrics_inc(M_ACME_ORDER + 1);
+            pthread_mutex_lock(&A.mu);
+            unsigned failures = ++A.st.failures;
+            pthread_mutex_unlock(&A.mu);
+            long d = backoff_s(failures, c.retry_after);
+            log_error("acme: %s; the served certificate is unchanged; next attempt in %ld s",
+                      err, d);
+            next = time(NULL) + d;
+            status_set(ACME_BACKOFF, next, err);
+        }
+    }
+    acme_challenge_clear();
+    acme_key_free(c.key);
+    json_decref(c.dir);
+    free(c.kid);
+    free(c.nonce);
+    return NULL;
+}
+
+/* ----- life cycle ----- */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int acme_init(const struct conf_acme *cfg, const char *data_dir, char *err, size_t errlen)
+{
+    if (!cfg->directory) return 0;
+    A.cfg = *cfg;
+    A.cfg.directory = dup_or_null(cfg->directory);
+    A.cfg.email = dup_or_null(cfg->email);
+    A.cfg.ca_file = dup_or_null(cfg->ca_file);
+    A.cfg.eab_kid = dup_or_null(cfg->eab_kid);
+    A.cfg.eab_hmac_key = dup_or_null(cfg->eab_hmac_key);
+    A.cfg.domains = calloc(cfg->ndomains + 1, sizeof *A.cfg.domains);
+    for (unsigned i = 0; A.cfg.domains && i < cfg->ndomains; i++)
+        A.cfg.domains[i] = strdup(cfg->domains[i]);
+    A.on = 1;
+    acme_store_file_name(&A.cfg, A.file, sizeof A.file);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        err_set(err, errlen, "acme: libcurl cannot be initialised");
+        return -1;
+    }
+    if (acme_store_open(data_dir, err, errlen) != 0) return -1;
+    return acme_store_load_cert(&A.cfg, &A.info);
+}
+
+int acme_start(char *err, size_t errlen)
+{
+    if (!A.on) return 0;
+    atomic_store(&A.stop, 0);
+    if (!(A.http = acme_http_new(A.cfg.ca_file, &A.stop))) {
+        err_set(err, errlen, "acme: out of memory");
+        return -1;
+    }
+    if (pthread_create(&A.thread, NULL, acme_main, NULL) != 0) {
+        err_set(err, errlen, "acme: cannot start its thread");
+        return -1;
+    }
+    A.started = 1;
+    return 0;
+}
+
+void acme_stop(void)
+{
+    if (!A.on) return;
+    atomic_store(&A.stop, 1);
+    if (A.started) {
+        acme_http_wake(A.http);
+        pthread_join(A.thread, NULL);
+        A.started = 0;
+    }
+    acme_http_free(A.http);
+    A.http = NULL;
+    acme_store_close();
+    curl_global_cleanup();
+    free(A.cfg.directory);
+    free(A.cfg.email);
+    free(A.cfg.ca_file);
+    free(A.cfg.eab_kid);
+    secret_free(A.cfg.eab_hmac_key);
+    for (unsigned i = 0; A.cfg.domains && i < A.cfg.ndomains; i++) free(A.cfg.domains[i]);
+    free(A.cfg.domains);
+    memset(&A.cfg, 0, sizeof A.cfg);
+    A.on = 0;
+}
