@@ -15,6 +15,7 @@
 #define CONF_SECTION_WEBSERVER "com.compuware.apm.webserver"
 #define CONF_SECTION_CERTGATE "certgate"
 #define CONF_SECTION_UPSTREAM "upstream"
+#define CONF_SECTION_FLEET "fleet"
 
 #define TLS_V12 1u
 #define TLS_V13 2u
@@ -42,6 +43,21 @@ struct conf_upstream {
     unsigned ntrusted_proxies;
     int forwarded;              /* forwarded = on|off: also send RFC 7239 Forwarded; off */
     unsigned queue_size;        /* requests waiting for a connection per thread, default 256 */
+};
+
+/* [fleet]: the shared certificate state in etcd. Off (etcd == NULL) unless the section sets
+ * `etcd`; then the other keys are checked too. */
+struct conf_fleet {
+    char *etcd;         /* etcd: comma-separated client URLs (http:// or https://); NULL: off */
+    char *prefix;       /* prefix: key prefix, default "/certgate" (starts with '/', no '/' at
+                         * the end) */
+    char *ca_file;      /* ca-file: PEM bundle that verifies etcd's certificate; NULL: system */
+    char *cert_file;    /* cert-file: client certificate for etcd (PEM); NULL: none */
+    char *key_file;     /* key-file: the client certificate's private key (PEM) */
+    char *fleet_key_file; /* fleet-key-file: the fleet key (32 bytes that seal secrets in
+                           * etcd); NULL: DIR/config/fleet.key (the caller resolves it) */
+    char *member_id;    /* member-id: default "<host name>:<port-ssl>" */
+    unsigned timeout_ms; /* timeout (s): one etcd request, default 5 s */
 };
 
 struct conf_settings {
@@ -77,6 +93,8 @@ struct conf_settings {
     unsigned metrics_port;     /* its port; 0 (default): off */
     /* [upstream] */
     struct conf_upstream upstream;
+    /* [fleet] */
+    struct conf_fleet fleet;
 };
 
 struct propfile;
