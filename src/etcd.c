@@ -66,6 +66,8 @@ unsigned char *etcd_b64_decode(const char *s, size_t *len)
         int a = b64val(s[i]), b = b64val(s[i + 1]);
         int c = pad >= 2 ? 0 : b64val(s[i + 2]), d = pad >= 1 ? 0 : b64val(s[i + 3]);
         if (a < 0 || b < 0 || c < 0 || d < 0) goto bad;
+        /* strict: the bits after the last byte are zero, so one text means one value */
+        if ((pad == 2 && (b & 15)) || (pad == 1 && (c & 3))) goto bad;
         unsigned v = (unsigned)a << 18 | (unsigned)b << 12 | (unsigned)c << 6 | (unsigned)d;
         out[o++] = (unsigned char)(v >> 16);
         if (pad < 2) out[o++] = (unsigned char)(v >> 8);
