@@ -3,6 +3,7 @@
 #include "app.h"
 #include "auth.h"
 #include "certimport.h"
+#include "fleet.h"
 #include "gw.h"
 #include "fsutil.h"
 #include "log.h"
@@ -57,6 +58,14 @@ static const char USAGE[] =
     "      as an API upload does and stores it as DIR/ssl/NAME (default: CERT's base\n"
     "      name + .p12); --activate records it in custom.properties (password\n"
     "      obfuscated); a running gateway serves it after SIGHUP.\n"
+    "  certgate fleet init [--data-dir DIR] [--etcd URL[,URL...]] [--environment ENV]\n"
+    "                      [--force]\n"
+    "  certgate fleet status [--data-dir DIR] [--etcd URL[,URL...]]\n"
+    "      init makes the fleet key (DIR/config/fleet.key) and pushes this node's\n"
+    "      certificates, active certificate (password sealed) and token hashes to etcd\n"
+    "      in one transaction (an existing fleet state only with --force); status lists\n"
+    "      the fleet's state and members. [fleet] in custom.properties gives the\n"
+    "      defaults (etcd, prefix, TLS to etcd, fleet-key-file).\n"
     "  certgate --help | --version\n"
     "\n"
     "DIR defaults to " DEFAULT_DATA_DIR "; it holds config/custom.properties and ssl/.\n";
@@ -584,5 +593,6 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "check-config") == 0) return cmd_check_config(argc - 2, argv + 2);
     if (strcmp(argv[1], "token") == 0) return app_token_command(argc - 2, argv + 2);
     if (strcmp(argv[1], "cert") == 0) return certimport_command(argc - 2, argv + 2);
+    if (strcmp(argv[1], "fleet") == 0) return fleet_command(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", argv[1]);
 }
