@@ -546,7 +546,8 @@ static int load_fleet(struct loader *ld, struct conf_settings *s)
     ld->section = CONF_SECTION_FLEET;
     struct conf_fleet *f = &s->fleet;
     static const char *const keys[] = {"prefix", "ca-file", "cert-file", "key-file",
-                                       "fleet-key-file", "member-id", "timeout"};
+                                       "fleet-key-file", "member-id", "timeout",
+                                       "environment"};
     int rc = get_etcd_endpoints(ld, &f->etcd);
     if (!propfile_get_raw(ld->doc, ld->section, "etcd")) {
         /* no etcd, no fleet: any other key of the section is a mistake worth naming */
@@ -561,7 +562,17 @@ static int load_fleet(struct loader *ld, struct conf_settings *s)
           get_string(ld, "cert-file", &f->cert_file) | get_string(ld, "key-file", &f->key_file) |
           get_string(ld, "fleet-key-file", &f->fleet_key_file) |
           get_string(ld, "member-id", &f->member_id) |
-          get_seconds_ms(ld, "timeout", &f->timeout_ms);
+          get_seconds_ms(ld, "timeout", &f->timeout_ms) |
+          get_string(ld, "environment", &f->environment);
+    int env_ok = 1;
+    for (const char *p = f->environment; p && *p && env_ok; p++)
+        env_ok = isalnum((unsigned char)*p) || *p == '-' || *p == '_';
+    if (f->environment && (!env_ok || strlen(f->environment) > 64)) {
+        rc |= fail_value(ld, "environment", f->environment, "is not an environment ID",
+                         "use letters, digits, '-' and '_' (at most 64), e.g. myenv");
+        free(f->environment);
+        f->environment = NULL;
+    }
     if (f->prefix && check_prefix(ld, f->prefix) < 0) {
         rc = -1;
         free(f->prefix);
@@ -696,5 +707,6 @@ void conf_settings_free(struct conf_settings *s)
     free(s->fleet.key_file);
     free(s->fleet.fleet_key_file);
     free(s->fleet.member_id);
+    free(s->fleet.environment);
     memset(s, 0, sizeof *s);
 }

@@ -58,6 +58,8 @@ struct conf_fleet {
                            * etcd); NULL: DIR/config/fleet.key (the caller resolves it) */
     char *member_id;    /* member-id: default "<host name>:<port-ssl>" */
     unsigned timeout_ms; /* timeout (s): one etcd request, default 5 s */
+    char *environment;  /* environment: whose state this member serves (<prefix>/<env>/...);
+                         * NULL: the only environment of the fleet */
 };
 
 struct conf_settings {

@@ -202,7 +202,7 @@ static int add_tokens(struct fleet_cli *c, struct state *st, const char **env, c
             goto nomem;
         st->ntokens++;
     }
-    if (!(*env = c->env_arg)) {
+    if (!(*env = c->env_arg ? c->env_arg : c->s.fleet.environment)) {
         if (!only || several) {
             err_set(err, errlen, "%s; give the environment of this node's certificates with "
                     "--environment ENV", only ? "the API tokens name several environments"

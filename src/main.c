@@ -4,6 +4,7 @@
 #include "auth.h"
 #include "certimport.h"
 #include "fleet.h"
+#include "fleet_sync.h"
 #include "gw.h"
 #include "fsutil.h"
 #include "log.h"
@@ -414,6 +415,14 @@ static int cmd_run(int argc, char **argv)
         metrics_stop();
         return 1;
     }
+    /* after server_start: privileges are dropped, so the fleet writes as the service user */
+    if (fleet_sync_start(cs, gw_paths.config_dir, gw_paths.ssl_dir, err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        server_stop();
+        server_join();
+        metrics_stop();
+        return 1;
+    }
     const char *try_host = strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "localhost"
                                                                                    : host;
     log_info("ready: try  curl -k https://%s%s%s:%u/rest/health", strchr(try_host, ':') ? "[" : "",
@@ -428,6 +437,7 @@ static int cmd_run(int argc, char **argv)
     uv_timer_start(&throttle_timer, on_throttle_timer, 1000, 1000);
     uv_run(loop, UV_RUN_DEFAULT);
     server_join();
+    fleet_sync_stop();
     metrics_stop();
     uv_loop_close(loop);
     app_cleanup();

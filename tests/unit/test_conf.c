@@ -450,7 +450,7 @@ static void test_settings_fleet(void **state)
     load_settings("[fleet]\netcd = https://etcd1:2379\nprefix = /prod/cg-1\n"
                   "ca-file = /etc/etcd/ca.pem\ncert-file = /etc/etcd/c.pem\n"
                   "key-file = /etc/etcd/c.key\nfleet-key-file = /etc/certgate/fleet.key\n"
-                  "member-id = gw1.example:9999\ntimeout = 0.5\n",
+                  "member-id = gw1.example:9999\ntimeout = 0.5\nenvironment = my-env_1\n",
                   &s);
     assert_string_equal(s.fleet.prefix, "/prod/cg-1");
     assert_string_equal(s.fleet.ca_file, "/etc/etcd/ca.pem");
@@ -459,6 +459,7 @@ static void test_settings_fleet(void **state)
     assert_string_equal(s.fleet.fleet_key_file, "/etc/certgate/fleet.key");
     assert_string_equal(s.fleet.member_id, "gw1.example:9999");
     assert_int_equal(s.fleet.timeout_ms, 500);
+    assert_string_equal(s.fleet.environment, "my-env_1");
     conf_settings_free(&s);
 
 #define ETCD_HINT "; use etcd client URLs, comma-separated, e.g. " \
@@ -492,6 +493,9 @@ static void test_settings_fleet(void **state)
         {"[fleet]\netcd = http://a:1\ncert-file = /c.pem\n",
          PATH ":3: cert-file: a client certificate needs its private key; add key-file (the "
               "PEM key of cert-file)"},
+        {"[fleet]\netcd = http://a:1\nenvironment = a/b\n",
+         PATH ":3: environment: 'a/b' is not an environment ID; use letters, digits, '-' and '_' "
+              "(at most 64), e.g. myenv"},
         {"[fleet]\netcd = http://a:1\ntimeout = 0\n",
          PATH ":3: timeout: '0' is out of range; use a number of seconds from 0.1 to 3600"},
     };
