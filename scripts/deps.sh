@@ -15,7 +15,8 @@ pkgs="gcc make cmake pkg-config libc6-dev libssl-dev libuv1-dev node-llhttp \
 libjansson-dev libcmocka-dev libcurl4-openssl-dev openssl ca-certificates"
 case "$mode" in
   build) ;;
-  test)  pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 testssl.sh prometheus pebble" ;;
+  test)  pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 testssl.sh prometheus pebble \
+etcd-server etcd-client" ;;
   fuzz)  pkgs="$pkgs clang" ;;
   bench) pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 \
 haproxy wrk linux-perf valgrind" ;;
@@ -47,7 +48,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "deps: installing$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
-# Debian's nginx and haproxy packages start a service on install; keep them from
+# Debian's nginx, haproxy and etcd-server packages start a service on install; keep them from
 # grabbing ports on a build machine.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d

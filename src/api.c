@@ -6,6 +6,7 @@
 
 #include "auth.h"
 #include "conn.h"
+#include "fleet_sync.h"
 #include "fsutil.h"
 #include "gw.h"
 #include "log.h"
@@ -149,6 +150,18 @@ static json_t *describe(const struct p12_file *p12, const char *name, int active
 
 /* Switches to p12 (taken over) as `name`: prepare, optional file write, config record,
  * publish. On any failure nothing live or on disk is changed. */
+/* A member of a fleet: its certificate state is etcd's, which the API does not write yet
+ * (issue 13); a local change would be overwritten by the next fleet change. */
+static void fleet_refuse(struct api_job *j, const char *what)
+{
+    job_error(j, 409,
+              "%s: not %s: this gateway is a member of a fleet ([fleet] etcd) whose "
+              "certificate state lives in etcd, and certificate writes through a member's "
+              "API are not supported yet; change the state on one node and push it with "
+              "certgate fleet init --force",
+              j->name, what);
+}
+
 static void switch_to(struct api_job *j, struct p12_file *p12, const char *password,
                       const void *data, size_t len)
 {
@@ -208,6 +221,13 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
                   "%s (--tls-secret-dir); change the Kubernetes Secret (server.p12, password, "
                   "alias) instead",
                   j->name, data ? "uploaded" : "activated", gw_secret_dir());
+        json_decref(warnings);
+        gw_change_abort(ch);
+        free(alias);
+        return;
+    }
+    if (fleet_sync_on()) {
+        fleet_refuse(j, data ? "uploaded" : "activated");
         json_decref(warnings);
         gw_change_abort(ch);
         free(alias);
@@ -480,6 +500,8 @@ static void op_delete(struct api_job *j)
                   j->name);
     } else if (acme_owns_file(j->name)) {
         refuse_acme(j, "deleted");
+    } else if (fleet_sync_on()) {
+        fleet_refuse(j, "deleted");
     } else if (fs_unlink_durable(path, err, sizeof err) != 0) {
         job_error(j, 500, "cannot delete %s: %s", j->name, err);
     } else {

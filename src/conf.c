@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* The errors found so far: every wrong value is recorded and the loading goes on, so
  * that check-config can list them all; conf_settings_load reports the first by line. */
@@ -619,6 +620,140 @@ static int load_acme(struct loader *ld, struct conf_settings *s)
     return rc;
 }
 
+#define FLEET_MAX_ENDPOINTS 16
+
+/* etcd: comma-separated http(s):// URLs without a path; *out keeps the list as written
+ * (white space around the commas removed). */
+static int get_etcd_endpoints(const struct loader *ld, char **out)
+{
+    const char *raw = propfile_get_raw(ld->doc, ld->section, "etcd");
+    if (!raw) return 0;
+    size_t n = 0;
+    char **list = propfile_split_list(raw, &n);
+    if (!list) return nomem(ld);
+    const char *allowed = "use etcd client URLs, comma-separated, e.g. "
+                          "http://127.0.0.1:2379,http://127.0.0.1:22379";
+    int rc = 0;
+    if (n == 0) rc = fail(ld, "etcd", "the list is empty; %s", allowed);
+    if (n > FLEET_MAX_ENDPOINTS)
+        rc = fail(ld, "etcd", "%zu endpoints; at most %d are allowed", n, FLEET_MAX_ENDPOINTS);
+    size_t len = 1;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *why = url_problem(list[i]);
+        const char *host = strstr(list[i], "://");
+        const char *path = host ? strchr(host + 3, '/') : NULL;
+        if (!why && path && strcmp(path, "/") != 0) why = "has a path";
+        if (why) rc = fail_value(ld, "etcd", list[i], why, allowed);
+        len += strlen(list[i]) + 1;
+    }
+    if (rc == 0) {
+        if (!(*out = calloc(1, len))) rc = nomem(ld);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            if (i) strcat(*out, ",");
+            strcat(*out, list[i]);
+        }
+    }
+    propfile_list_free(list);
+    return rc;
+}
+
+/* prefix: starts with '/', no '/' at the end, no "//", printable ASCII without spaces. */
+static int check_prefix(const struct loader *ld, const char *v)
+{
+    const char *allowed = "use a path such as /certgate (letters, digits and -._/ only, "
+                          "no '/' at the end, at most 200 characters)";
+    size_t len = strlen(v);
+    const char *why = NULL;
+    if (v[0] != '/')
+        why = "does not start with '/'";
+    else if (len > 200)
+        why = "is too long";
+    else if (len > 1 && v[len - 1] == '/')
+        why = "ends with '/'";
+    else if (len == 1)
+        why = "is the whole key space";
+    else if (strstr(v, "//"))
+        why = "has an empty segment ('//')";
+    for (const char *p = v; !why && *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("-._/", *p)) why = "has a character that is not allowed";
+    return why ? fail_value(ld, "prefix", v, why, allowed) : 0;
+}
+
+/* member-id: 1-128 characters from letters, digits and -._: */
+static int check_member_id(const struct loader *ld, const char *v)
+{
+    size_t len = strlen(v);
+    int ok = len >= 1 && len <= 128;
+    for (const char *p = v; ok && *p; p++)
+        ok = isalnum((unsigned char)*p) || strchr("-._:", *p);
+    return ok ? 0
+              : fail_value(ld, "member-id", v, "is not a member id",
+                           "use 1 to 128 letters, digits, '-', '.', '_' or ':', e.g. gw1");
+}
+
+static int load_fleet(struct loader *ld, struct conf_settings *s)
+{
+    ld->section = CONF_SECTION_FLEET;
+    struct conf_fleet *f = &s->fleet;
+    static const char *const keys[] = {"prefix", "ca-file", "cert-file", "key-file",
+                                       "fleet-key-file", "member-id", "timeout",
+                                       "environment"};
+    int rc = get_etcd_endpoints(ld, &f->etcd);
+    if (!propfile_get_raw(ld->doc, ld->section, "etcd")) {
+        /* no etcd, no fleet: any other key of the section is a mistake worth naming */
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            if (propfile_get_raw(ld->doc, ld->section, keys[i]))
+                rc |= fail(ld, keys[i],
+                           "[fleet] has no etcd key; add etcd = http://HOST:2379,... to use a "
+                           "fleet, or remove the section");
+        return rc;
+    }
+    rc |= get_string(ld, "prefix", &f->prefix) | get_string(ld, "ca-file", &f->ca_file) |
+          get_string(ld, "cert-file", &f->cert_file) | get_string(ld, "key-file", &f->key_file) |
+          get_string(ld, "fleet-key-file", &f->fleet_key_file) |
+          get_string(ld, "member-id", &f->member_id) |
+          get_seconds_ms(ld, "timeout", &f->timeout_ms) |
+          get_string(ld, "environment", &f->environment);
+    int env_ok = 1;
+    for (const char *p = f->environment; p && *p && env_ok; p++)
+        env_ok = isalnum((unsigned char)*p) || *p == '-' || *p == '_';
+    if (f->environment && (!env_ok || strlen(f->environment) > 64)) {
+        rc |= fail_value(ld, "environment", f->environment, "is not an environment ID",
+                         "use letters, digits, '-' and '_' (at most 64), e.g. myenv");
+        free(f->environment);
+        f->environment = NULL;
+    }
+    if (f->prefix && check_prefix(ld, f->prefix) < 0) {
+        rc = -1;
+        free(f->prefix);
+        f->prefix = NULL;
+    }
+    if (f->member_id && check_member_id(ld, f->member_id) < 0) {
+        rc = -1;
+        free(f->member_id);
+        f->member_id = NULL;
+    }
+    if (f->cert_file && !f->key_file)
+        rc |= fail(ld, "cert-file",
+                   "a client certificate needs its private key; add key-file (the PEM key of "
+                   "cert-file)");
+    if (f->key_file && !f->cert_file)
+        rc |= fail(ld, "key-file",
+                   "is the private key of the client certificate for etcd, but cert-file is "
+                   "missing (the fleet key is fleet-key-file)");
+    if (!f->prefix && !(f->prefix = strdup("/certgate"))) rc |= nomem(ld);
+    if (!f->member_id) {
+        char host[256] = "";
+        if (gethostname(host, sizeof host - 1) < 0 || !*host) snprintf(host, sizeof host, "localhost");
+        char id[300];
+        snprintf(id, sizeof id, "%.120s:%u", host, s->port_ssl);
+        for (char *p = id; *p; p++)
+            if (!isalnum((unsigned char)*p) && !strchr("-._:", *p)) *p = '_';
+        if (!(f->member_id = strdup(id))) rc |= nomem(ld);
+    }
+    return rc;
+}
+
 /* Writes the recorded errors into err, sorted by line, one per line (only the first when
  * first_only), frees them, and returns their number. */
 static int errors_report(struct conf_errors *es, int first_only, char *err, size_t errlen)
@@ -681,6 +816,8 @@ static int settings_load(const struct propfile *doc, const char *path, struct co
     load_certgate(&ld, &s);
     load_upstream(&ld, &s.upstream);
     load_acme(&ld, &s);
+    s.fleet.timeout_ms = 5000;
+    load_fleet(&ld, &s);
     int n = errors_report(es, !all, err, errlen);
     free(es);
     if (nerrors) *nerrors = n;
@@ -720,5 +857,13 @@ void conf_settings_free(struct conf_settings *s)
     free(s->acme.ca_file);
     free(s->acme.eab_kid);
     secret_free(s->acme.eab_hmac_key);
+    free(s->fleet.etcd);
+    free(s->fleet.prefix);
+    free(s->fleet.ca_file);
+    free(s->fleet.cert_file);
+    free(s->fleet.key_file);
+    free(s->fleet.fleet_key_file);
+    free(s->fleet.member_id);
+    free(s->fleet.environment);
     memset(s, 0, sizeof *s);
 }

@@ -16,6 +16,7 @@
 #define CONF_SECTION_CERTGATE "certgate"
 #define CONF_SECTION_UPSTREAM "upstream"
 #define CONF_SECTION_ACME "acme"
+#define CONF_SECTION_FLEET "fleet"
 
 #define TLS_V12 1u
 #define TLS_V13 2u
@@ -61,6 +62,23 @@ struct conf_acme {
     unsigned renew_before_s;  /* renew-before; 0: a third of the lifetime */
 };
 
+/* [fleet]: the shared certificate state in etcd. Off (etcd == NULL) unless the section sets
+ * `etcd`; then the other keys are checked too. */
+struct conf_fleet {
+    char *etcd;         /* etcd: comma-separated client URLs (http:// or https://); NULL: off */
+    char *prefix;       /* prefix: key prefix, default "/certgate" (starts with '/', no '/' at
+                         * the end) */
+    char *ca_file;      /* ca-file: PEM bundle that verifies etcd's certificate; NULL: system */
+    char *cert_file;    /* cert-file: client certificate for etcd (PEM); NULL: none */
+    char *key_file;     /* key-file: the client certificate's private key (PEM) */
+    char *fleet_key_file; /* fleet-key-file: the fleet key (32 bytes that seal secrets in
+                           * etcd); NULL: DIR/config/fleet.key (the caller resolves it) */
+    char *member_id;    /* member-id: default "<host name>:<port-ssl>" */
+    unsigned timeout_ms; /* timeout (s): one etcd request, default 5 s */
+    char *environment;  /* environment: whose state this member serves (<prefix>/<env>/...);
+                         * NULL: the only environment of the fleet */
+};
+
 struct conf_settings {
     /* [com.compuware.apm.webserver] */
     unsigned port_ssl;         /* default 9999 */
@@ -96,6 +114,8 @@ struct conf_settings {
     struct conf_upstream upstream;
     /* [acme] */
     struct conf_acme acme;
+    /* [fleet] */
+    struct conf_fleet fleet;
 };
 
 struct propfile;

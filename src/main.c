@@ -5,6 +5,8 @@
 #include "audit.h"
 #include "auth.h"
 #include "certimport.h"
+#include "fleet.h"
+#include "fleet_sync.h"
 #include "gw.h"
 #include "fsutil.h"
 #include "log.h"
@@ -68,6 +70,14 @@ static const char USAGE[] =
     "      Shows the ACME client's state ([acme]: certificate, next attempt, last\n"
     "      error), or asks the running gateway to order a new certificate now (with\n"
     "      --wait, waits for the result; exit status 1 when it failed).\n"
+    "  certgate fleet init [--data-dir DIR] [--etcd URL[,URL...]] [--environment ENV]\n"
+    "                      [--force]\n"
+    "  certgate fleet status [--data-dir DIR] [--etcd URL[,URL...]]\n"
+    "      init makes the fleet key (DIR/config/fleet.key) and pushes this node's\n"
+    "      certificates, active certificate (password sealed) and token hashes to etcd\n"
+    "      in one transaction (an existing fleet state only with --force); status lists\n"
+    "      the fleet's state and members. [fleet] in custom.properties gives the\n"
+    "      defaults (etcd, prefix, TLS to etcd, fleet-key-file).\n"
     "  certgate --help | --version\n"
     "\n"
     "DIR defaults to " DEFAULT_DATA_DIR "; it holds config/custom.properties and ssl/.\n";
@@ -433,6 +443,14 @@ static int cmd_run(int argc, char **argv)
         metrics_stop();
         return 1;
     }
+    /* after server_start: privileges are dropped, so the fleet writes as the service user */
+    if (fleet_sync_start(cs, gw_paths.config_dir, gw_paths.ssl_dir, err, sizeof err) != 0) {
+        log_error("cannot start: %s", err);
+        server_stop();
+        server_join();
+        metrics_stop();
+        return 1;
+    }
     const char *try_host = strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ? "localhost"
                                                                                    : host;
     log_info("ready: try  curl -k https://%s%s%s:%u/rest/health", strchr(try_host, ':') ? "[" : "",
@@ -449,6 +467,7 @@ static int cmd_run(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
     server_join();
     acme_stop();
+    fleet_sync_stop();
     metrics_stop();
     secretdir_free();
     uv_loop_close(loop);
@@ -617,5 +636,6 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "token") == 0) return app_token_command(argc - 2, argv + 2);
     if (strcmp(argv[1], "cert") == 0) return certimport_command(argc - 2, argv + 2);
     if (strcmp(argv[1], "acme") == 0) return acme_command(argc - 2, argv + 2);
+    if (strcmp(argv[1], "fleet") == 0) return fleet_command(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", argv[1]);
 }

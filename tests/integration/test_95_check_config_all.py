@@ -76,6 +76,35 @@ class CheckConfigAllTest(GatewayTest):
                       % g.conf_path, p.stderr)
         self.assertIn("%s: 1 error\n" % g.conf_path, p.stderr)
 
+    def test_fleet_errors_with_their_lines(self):
+        # issue 13: [fleet] is checked like the other sections, every error at once
+        g = self.gateway()
+        g.write_conf("[fleet]\n"                                  # 1
+                     "etcd = http://127.0.0.1:2379, etcd2:2379\n"  # 2
+                     "prefix = certgate/\n"                        # 3
+                     "key-file = /etc/etcd/client.key\n"           # 4
+                     "member-id = gw 1\n")                         # 5
+        p = self.check(g)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        lines = [l for l in p.stderr.splitlines() if l.startswith("configuration error: ")]
+        want = [(2, "etcd: 'etcd2:2379' does not start with http:// or https://"),
+                (3, "prefix: 'certgate/' does not start with '/'"),
+                (4, "key-file: is the private key of the client certificate for etcd, but "
+                    "cert-file is missing (the fleet key is fleet-key-file)"),
+                (5, "member-id: 'gw 1' is not a member id")]
+        self.assertEqual(len(lines), len(want), p.stderr)
+        for got, (n, what) in zip(lines, want):
+            self.assertTrue(got.startswith("configuration error: %s:%d: %s"
+                                           % (g.conf_path, n, what)), (got, n, what))
+        # a [fleet] without etcd is named too; a valid one passes
+        g.write_conf("[fleet]\nprefix = /x\n")
+        p = self.check(g)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("%s:2: prefix: [fleet] has no etcd key" % g.conf_path, p.stderr)
+        g.write_conf("[fleet]\netcd = http://127.0.0.1:2379\nmember-id = gw1\n")
+        p = self.check(g)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
     def test_valid_file_still_ok(self):
         g = self.gateway()
         g.write_conf("[%s]\nincluded-ciphers = AES\nport = 8080\n[upstream]\nurl = "

@@ -421,6 +421,87 @@ static void test_settings_metrics_listen(void **state)
                           "use off, on (127.0.0.1:9998), HOST:PORT or [IPv6]:PORT");
 }
 
+/* issue 13: [fleet] */
+static void test_settings_fleet(void **state)
+{
+    (void)state;
+    struct conf_settings s;
+    load_settings(WEB "port-ssl = 8443\n", &s);
+    assert_null(s.fleet.etcd); /* no [fleet]: off, nothing else set */
+    assert_null(s.fleet.prefix);
+    assert_null(s.fleet.member_id);
+    conf_settings_free(&s);
+
+    load_settings(WEB "port-ssl = 8443\n[fleet]\netcd = http://127.0.0.1:2379 , "
+                      "https://[::1]:22379/\n",
+                  &s);
+    assert_string_equal(s.fleet.etcd, "http://127.0.0.1:2379,https://[::1]:22379/");
+    assert_string_equal(s.fleet.prefix, "/certgate");
+    assert_null(s.fleet.ca_file);
+    assert_null(s.fleet.cert_file);
+    assert_null(s.fleet.key_file);
+    assert_null(s.fleet.fleet_key_file);
+    assert_int_equal(s.fleet.timeout_ms, 5000);
+    size_t idl = strlen(s.fleet.member_id);
+    assert_true(idl > 5);
+    assert_string_equal(s.fleet.member_id + idl - 5, ":8443"); /* host name + port */
+    conf_settings_free(&s);
+
+    load_settings("[fleet]\netcd = https://etcd1:2379\nprefix = /prod/cg-1\n"
+                  "ca-file = /etc/etcd/ca.pem\ncert-file = /etc/etcd/c.pem\n"
+                  "key-file = /etc/etcd/c.key\nfleet-key-file = /etc/certgate/fleet.key\n"
+                  "member-id = gw1.example:9999\ntimeout = 0.5\nenvironment = my-env_1\n",
+                  &s);
+    assert_string_equal(s.fleet.prefix, "/prod/cg-1");
+    assert_string_equal(s.fleet.ca_file, "/etc/etcd/ca.pem");
+    assert_string_equal(s.fleet.cert_file, "/etc/etcd/c.pem");
+    assert_string_equal(s.fleet.key_file, "/etc/etcd/c.key");
+    assert_string_equal(s.fleet.fleet_key_file, "/etc/certgate/fleet.key");
+    assert_string_equal(s.fleet.member_id, "gw1.example:9999");
+    assert_int_equal(s.fleet.timeout_ms, 500);
+    assert_string_equal(s.fleet.environment, "my-env_1");
+    conf_settings_free(&s);
+
+#define ETCD_HINT "; use etcd client URLs, comma-separated, e.g. " \
+                  "http://127.0.0.1:2379,http://127.0.0.1:22379"
+#define PREFIX_HINT "; use a path such as /certgate (letters, digits and -._/ only, no '/' " \
+                    "at the end, at most 200 characters)"
+    static const struct {
+        const char *text, *err;
+    } bad[] = {
+        {"[fleet]\nprefix = /x\n",
+         PATH ":2: prefix: [fleet] has no etcd key; add etcd = http://HOST:2379,... to use a "
+              "fleet, or remove the section"},
+        {"[fleet]\netcd =\n", PATH ":2: etcd: the list is empty" ETCD_HINT},
+        {"[fleet]\netcd = etcd1:2379\n",
+         PATH ":2: etcd: 'etcd1:2379' does not start with http:// or https://" ETCD_HINT},
+        {"[fleet]\netcd = http://a:1, http://b:2/v3\n", PATH ":2: etcd: 'http://b:2/v3' has a path" ETCD_HINT},
+        {"[fleet]\netcd = http://a:1\nprefix = certgate\n",
+         PATH ":3: prefix: 'certgate' does not start with '/'" PREFIX_HINT},
+        {"[fleet]\netcd = http://a:1\nprefix = /certgate/\n",
+         PATH ":3: prefix: '/certgate/' ends with '/'" PREFIX_HINT},
+        {"[fleet]\netcd = http://a:1\nprefix = /\n",
+         PATH ":3: prefix: '/' is the whole key space" PREFIX_HINT},
+        {"[fleet]\netcd = http://a:1\nprefix = /a b\n",
+         PATH ":3: prefix: '/a b' has a character that is not allowed" PREFIX_HINT},
+        {"[fleet]\netcd = http://a:1\nmember-id = gw 1\n",
+         PATH ":3: member-id: 'gw 1' is not a member id; use 1 to 128 letters, digits, '-', "
+              "'.', '_' or ':', e.g. gw1"},
+        {"[fleet]\netcd = http://a:1\nkey-file = /k.pem\n",
+         PATH ":3: key-file: is the private key of the client certificate for etcd, but "
+              "cert-file is missing (the fleet key is fleet-key-file)"},
+        {"[fleet]\netcd = http://a:1\ncert-file = /c.pem\n",
+         PATH ":3: cert-file: a client certificate needs its private key; add key-file (the "
+              "PEM key of cert-file)"},
+        {"[fleet]\netcd = http://a:1\nenvironment = a/b\n",
+         PATH ":3: environment: 'a/b' is not an environment ID; use letters, digits, '-' and '_' "
+              "(at most 64), e.g. myenv"},
+        {"[fleet]\netcd = http://a:1\ntimeout = 0\n",
+         PATH ":3: timeout: '0' is out of range; use a number of seconds from 0.1 to 3600"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) expect_settings_error(bad[i].text, bad[i].err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -432,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_settings_resource_limits),
         cmocka_unit_test(test_settings_metrics_listen),
+        cmocka_unit_test(test_settings_fleet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

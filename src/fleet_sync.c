@@ -1,0 +1,499 @@
+/* fleet_sync.c - the running gateway's fleet threads (see fleet_sync.h). */
+#include "fleet_sync.h"
+
+#include "conf.h"
+#include "err.h"
+#include "etcd.h"
+#include "fleetkey.h"
+#include "fsutil.h"
+#include "gw.h"
+#include "log.h"
+#include "p12.h"
+#include "secret.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MEMBER_TTL_S 10
+#define KEEPALIVE_EVERY_MS 3000
+#define MAX_CERT_BYTES (16u << 20)
+
+static struct {
+    int running;
+    pthread_t sync_thr, member_thr;
+    atomic_int stop;
+    atomic_llong applied; /* the revision of the last fleet change applied */
+    atomic_int changed;   /* what the member key says has changed */
+    char *endpoints, *ca_file, *cert_file, *key_file;
+    unsigned timeout_ms;
+    char *prefix, *under, *env, *member_id, *member_key, *config_dir, *ssl_dir;
+    struct fleet_key key;
+    pthread_mutex_t mu; /* guards serving, error */
+    char serving[256], error[768];
+} F = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int open_etcd(struct etcd **e, char *err, size_t errlen)
+{
+    struct etcd_opts o = {.endpoints = F.endpoints, .ca_file = F.ca_file,
+                          .cert_file = F.cert_file, .key_file = F.key_file,
+                          .timeout_ms = F.timeout_ms};
+    return etcd_open(&o, e, err, errlen);
+}
+
+/* Sleeps ms milliseconds, waking early at stop; returns 1 when stopping. */
+static int nap(unsigned ms)
+{
+    for (unsigned t = 0; t < ms && !atomic_load(&F.stop); t += 100) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(&F.stop);
+}
+
+static void set_status(const char *serving, const char *error)
+{
+    pthread_mutex_lock(&F.mu);
+    if (serving) snprintf(F.serving, sizeof F.serving, "%s", serving);
+    snprintf(F.error, sizeof F.error, "%s", error ? error : "");
+    pthread_mutex_unlock(&F.mu);
+    atomic_store(&F.changed, 1);
+}
+
+/* A name that is safe as a file of DIR/ssl. */
+static int valid_name(const char *n)
+{
+    return n && *n && n[0] != '.' && !strchr(n, '/') && strlen(n) < 200;
+}
+
+/* ----- applying the state ----- */
+
+/* Writes a certificate file to the cache when its bytes differ; 1 when written. */
+static int cache_cert(const char *name, const unsigned char *v, size_t len)
+{
+    char *old = NULL, err[512];
+    size_t oldlen = 0;
+    int same = fs_read_entry(F.ssl_dir, name, MAX_CERT_BYTES, &old, &oldlen, NULL, 0) == 0 &&
+               oldlen == len && memcmp(old, v, len) == 0;
+    free(old);
+    if (same) return 0;
+    if (fs_write_entry(F.ssl_dir, name, v, len, 0600, err, sizeof err) != 0) {
+        log_error("fleet: cannot write %s/%s: %s", F.ssl_dir, name, err);
+        return 0;
+    }
+    log_info("fleet: stored %s (%zu bytes) from etcd", name, len);
+    return 1;
+}
+
+/* Activates the record of <prefix>/<env>/active (JSON) like an API activation. */
+static void apply_active(const char *key, const unsigned char *v, size_t vlen, int64_t rev)
+{
+    char err[1024] = "", *pw = NULL, *der = NULL;
+    size_t pwlen = 0, derlen = 0;
+    struct p12_file *p12 = NULL;
+    const struct p12_entry *e = NULL;
+    json_t *j = json_loadb((const char *)v, vlen, 0, NULL), *warnings = json_array();
+    const char *name = json_string_value(json_object_get(j, "name"));
+    const char *alias = json_string_value(json_object_get(j, "alias"));
+    const char *sealed = json_string_value(json_object_get(j, "password"));
+    if (!j || !warnings) {
+        err_set(err, sizeof err, "%s: the record is not JSON", key);
+    } else if (!name) {
+        err_set(err, sizeof err, "%s: the fleet serves the default certificate, which members "
+                "do not apply yet", key);
+    } else if (!valid_name(name)) {
+        err_set(err, sizeof err, "%s: '%s' is not a file name", key, name);
+    } else if (sealed && fleetkey_open(&F.key, key, sealed, &pw, &pwlen, err, sizeof err) < 0) {
+        /* err says which: another fleet key, or altered */
+    } else if (fs_read_entry(F.ssl_dir, name, MAX_CERT_BYTES, &der, &derlen, err, sizeof err) !=
+               0) {
+    } else if (p12_parse(der, derlen, pw ? pw : "", name, &p12, err, sizeof err) != P12_OK ||
+               p12_select(p12, alias, &e, err, sizeof err) != P12_OK ||
+               p12_check_entry(e, time(NULL), warnings, err, sizeof err) != 0) {
+    } else {
+        char served[256], served_alias[256];
+        gw_lock();
+        gw_served_names(served, sizeof served, served_alias, sizeof served_alias);
+        struct gw_change *ch = gw_change_prepare(p12, alias, err, sizeof err);
+        if (ch) p12 = NULL; /* taken over (an abort frees it) */
+        if (ch && gw_record_certificate(name, pw ? pw : "", alias, err, sizeof err) != 0) {
+            gw_change_abort(ch);
+            ch = NULL;
+        }
+        if (ch) gw_change_commit(ch, name);
+        gw_unlock();
+        if (ch) {
+            log_info("fleet: activated %s (alias '%s') at revision %lld; new connections get "
+                     "it now", name, alias ? alias : "first key entry", (long long)rev);
+            set_status(name, NULL);
+            err[0] = '\0';
+        }
+    }
+    if (err[0]) {
+        log_error("fleet: not applied, still serving what it had: %s", err);
+        set_status(NULL, err);
+    }
+    p12_free(p12);
+    free(der);
+    secret_free(pw);
+    json_decref(warnings);
+    json_decref(j);
+}
+
+/* Rewrites tokens.json from the token entries under <prefix>/tokens/. */
+static int apply_tokens(struct etcd *e, char *err, size_t errlen)
+{
+    char *under = NULL;
+    struct etcd_range_result r = {0};
+    json_t *root = json_pack("{s:i,s:[]}", "version", 1, "tokens");
+    int rc = -1;
+    if (asprintf(&under, "%stokens/", F.under) < 0) under = NULL;
+    if (!under || !root || etcd_range(e, under, 1, 0, &r, err, errlen) < 0) goto out;
+    for (size_t i = 0; i < r.n; i++) {
+        json_t *t = json_loadb((const char *)r.kvs[i].value, r.kvs[i].value_len, 0, NULL);
+        if (json_is_object(t)) json_array_append(json_object_get(root, "tokens"), t);
+        json_decref(t);
+    }
+    char *text = json_dumps(root, JSON_INDENT(2));
+    char *path = fs_path_join(F.config_dir, "tokens.json");
+    if (text && path && fs_write_atomic_mode(path, text, strlen(text), 0600, err, errlen) == 0) {
+        log_info("fleet: %zu API token%s from etcd", r.n, r.n == 1 ? "" : "s");
+        rc = 0;
+    }
+    free(path);
+    free(text);
+out:
+    etcd_range_free(&r);
+    json_decref(root);
+    free(under);
+    return rc;
+}
+
+/* What a key under the prefix is: 'c' a certificate of this member's environment (*name),
+ * 'a' its active record, 't' a token, 'm' a member, 0 anything else. */
+static int classify(const char *key, const char **name)
+{
+    const char *rest = key + strlen(F.under);
+    size_t el = strlen(F.env);
+    if (strncmp(rest, "tokens/", 7) == 0) return 't';
+    if (strncmp(rest, "members/", 8) == 0) return 'm';
+    if (strncmp(rest, F.env, el) != 0 || rest[el] != '/') return 0;
+    if (strcmp(rest + el, "/active") == 0) return 'a';
+    if (strncmp(rest + el, "/certs/", 7) == 0 && valid_name(rest + el + 7)) {
+        *name = rest + el + 7;
+        return 'c';
+    }
+    return 0;
+}
+
+/* The environment when [fleet] environment is not set: the only one with an active
+ * record. */
+static int discover_env(const struct etcd_range_result *r, char *err, size_t errlen)
+{
+    char *found = NULL;
+    for (size_t i = 0; i < r->n; i++) {
+        const char *rest = r->kvs[i].key + strlen(F.under), *slash = strchr(rest, '/');
+        if (!slash || strcmp(slash, "/active") != 0 || strncmp(rest, "members/", 8) == 0) continue;
+        if (found && strncmp(found, rest, (size_t)(slash - rest)) != 0) {
+            err_set(err, errlen, "the fleet under %s holds several environments; set "
+                    "environment in [fleet]", F.prefix);
+            free(found);
+            return -1;
+        }
+        if (!found) found = strndup(rest, (size_t)(slash - rest));
+    }
+    if (!found) {
+        err_set(err, errlen, "etcd has no fleet state under %s yet (certgate fleet init makes "
+                "it)", F.prefix);
+        return -1;
+    }
+    F.env = found;
+    log_info("fleet: serving environment %s", F.env);
+    return 0;
+}
+
+/* Reads the whole state and applies it. */
+static int full_sync(struct etcd *e, char *err, size_t errlen)
+{
+    struct etcd_range_result r;
+    if (etcd_range(e, F.under, 1, 0, &r, err, errlen) < 0) return -1;
+    if (!F.env && discover_env(&r, err, errlen) < 0) {
+        etcd_range_free(&r);
+        return -1;
+    }
+    char served[256], alias[256];
+    gw_lock();
+    gw_served_names(served, sizeof served, alias, sizeof alias);
+    gw_unlock();
+    const struct etcd_kv *active = NULL;
+    int active_file_changed = 0, tokens = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        const char *name = NULL;
+        int kind = classify(r.kvs[i].key, &name);
+        if (kind == 'c' && cache_cert(name, r.kvs[i].value, r.kvs[i].value_len) &&
+            strcmp(name, served) == 0)
+            active_file_changed = 1;
+        if (kind == 'a') active = &r.kvs[i];
+        tokens |= kind == 't';
+    }
+    if (active) {
+        json_t *j = json_loadb((const char *)active->value, active->value_len, 0, NULL);
+        const char *n = json_string_value(json_object_get(j, "name"));
+        const char *a = json_string_value(json_object_get(j, "alias"));
+        int same = n && strcmp(n, served) == 0 && strcmp(a ? a : "", alias) == 0;
+        json_decref(j);
+        if (!same || active_file_changed)
+            apply_active(active->key, active->value, active->value_len, r.revision);
+        else
+            set_status(served, NULL);
+    }
+    if (tokens && apply_tokens(e, err, errlen) < 0) log_error("fleet: tokens not applied: %s", err);
+    atomic_store(&F.applied, r.revision);
+    atomic_store(&F.changed, 1);
+    etcd_range_free(&r);
+    return 0;
+}
+
+struct batch_ctx {
+    struct etcd *e;
+};
+
+static int on_events(void *arg, const struct etcd_event *ev, size_t n)
+{
+    struct batch_ctx *bc = arg;
+    char served[256], alias[256], err[1024];
+    gw_lock();
+    gw_served_names(served, sizeof served, alias, sizeof alias);
+    gw_unlock();
+    const struct etcd_event *active = NULL;
+    int reread_active = 0, tokens = 0;
+    int64_t rev = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = NULL;
+        int kind = classify(ev[i].kv.key, &name);
+        if (kind == 'm' || kind == 0) continue;
+        rev = ev[i].kv.mod_revision;
+        if (kind == 't') tokens = 1;
+        if (kind == 'a' && !ev[i].deleted) active = &ev[i];
+        if (kind == 'c' && !ev[i].deleted && cache_cert(name, ev[i].kv.value, ev[i].kv.value_len) &&
+            strcmp(name, served) == 0)
+            reread_active = 1;
+        if (kind == 'c' && ev[i].deleted && strcmp(name, served) != 0) {
+            char *path = fs_path_join(F.ssl_dir, name);
+            if (path && fs_unlink_durable(path, err, sizeof err) == 0)
+                log_info("fleet: removed %s (deleted in etcd)", name);
+            free(path);
+        }
+    }
+    if (active) {
+        apply_active(active->kv.key, active->kv.value, active->kv.value_len, rev);
+    } else if (reread_active) { /* the active file's bytes changed: activate them */
+        struct etcd_range_result r;
+        char *key = NULL;
+        if (asprintf(&key, "%s%s/active", F.under, F.env) > 0 &&
+            etcd_range(bc->e, key, 0, 0, &r, err, sizeof err) == 0) {
+            if (r.n) apply_active(key, r.kvs[0].value, r.kvs[0].value_len, rev);
+            etcd_range_free(&r);
+        }
+        free(key);
+    }
+    if (tokens && apply_tokens(bc->e, err, sizeof err) < 0)
+        log_error("fleet: tokens not applied: %s", err);
+    if (rev > atomic_load(&F.applied)) {
+        atomic_store(&F.applied, rev);
+        atomic_store(&F.changed, 1);
+    }
+    return 0;
+}
+
+static void *sync_main(void *arg)
+{
+    struct etcd *e = NULL;
+    char err[2048];
+    int need_full = 1, failing = 0;
+    if (open_etcd(&e, err, sizeof err) < 0) {
+        log_error("fleet: %s", err);
+        return NULL;
+    }
+    while (!atomic_load(&F.stop)) {
+        if (need_full) {
+            if (full_sync(e, err, sizeof err) < 0) {
+                if (!failing) log_warn("fleet: serving the local cache: %s", err);
+                failing = 1;
+                nap(1000);
+                continue;
+            }
+            if (failing) log_info("fleet: etcd answers again; state read at revision %lld",
+                                  (long long)atomic_load(&F.applied));
+            failing = need_full = 0;
+        }
+        struct batch_ctx bc = {e};
+        int64_t compacted = 0;
+        int rc = etcd_watch(e, F.under, 1, atomic_load(&F.applied) + 1, on_events, &bc, &F.stop,
+                            &compacted, err, sizeof err);
+        if (rc == 0) break;
+        if (rc == ETCD_COMPACTED) {
+            log_warn("fleet: %s; reading the whole state again", err);
+        } else {
+            log_warn("fleet: serving the local cache: %s", err);
+            failing = 1;
+            nap(1000);
+        }
+        need_full = 1;
+    }
+    etcd_close(e);
+    return NULL;
+}
+
+/* ----- the member key ----- */
+
+static char *member_value(void)
+{
+    char when[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    pthread_mutex_lock(&F.mu);
+    json_t *j = json_pack("{s:I,s:s,s:s}", "applied", (json_int_t)atomic_load(&F.applied),
+                          "serving", F.serving, "time", when);
+    if (j && F.error[0]) json_object_set_new(j, "error", json_string(F.error));
+    pthread_mutex_unlock(&F.mu);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    return s;
+}
+
+static void *member_main(void *arg)
+{
+    struct etcd *e = NULL;
+    char err[2048];
+    int64_t lease = 0;
+    unsigned since = 0;
+    if (open_etcd(&e, err, sizeof err) < 0) {
+        log_error("fleet: %s", err);
+        return NULL;
+    }
+    while (!atomic_load(&F.stop)) {
+        int rc = 0;
+        if (!lease) {
+            rc = etcd_lease_grant(e, MEMBER_TTL_S, &lease, err, sizeof err);
+            atomic_store(&F.changed, 1);
+        } else if (since >= KEEPALIVE_EVERY_MS) {
+            int64_t ttl;
+            rc = etcd_lease_keepalive(e, lease, &ttl, err, sizeof err);
+            since = 0;
+        }
+        if (rc == 0 && lease && atomic_exchange(&F.changed, 0)) {
+            char *v = member_value();
+            struct etcd_op op = {ETCD_OP_PUT, F.member_key, v, v ? strlen(v) : 0, lease, 0};
+            int ok = 0;
+            rc = v ? etcd_txn(e, NULL, 0, &op, 1, &ok, NULL, err, sizeof err) : -1;
+            if (rc < 0) atomic_store(&F.changed, 1);
+            free(v);
+        }
+        if (rc < 0) {
+            log_warn("fleet: member key %s not kept: %s", F.member_key, err);
+            if (strstr(err, "lease")) lease = 0;
+            nap(1000);
+            continue;
+        }
+        nap(200);
+        since += 200;
+    }
+    if (lease && etcd_lease_revoke(e, lease, err, sizeof err) < 0)
+        log_warn("fleet: could not revoke the member lease: %s", err);
+    etcd_close(e);
+    return NULL;
+}
+
+/* ----- start and stop ----- */
+
+static void free_strings(void)
+{
+    char **s[] = {&F.endpoints, &F.ca_file, &F.cert_file, &F.key_file, &F.prefix, &F.under,
+                  &F.env, &F.member_id, &F.member_key, &F.config_dir, &F.ssl_dir};
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        free(*s[i]);
+        *s[i] = NULL;
+    }
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int fleet_sync_start(const struct conf_settings *s, const char *config_dir, const char *ssl_dir,
+                     char *err, size_t errlen)
+{
+    const struct conf_fleet *f = &s->fleet;
+    if (!f->etcd || F.running) return 0;
+    F.endpoints = strdup(f->etcd);
+    F.ca_file = dup_or_null(f->ca_file);
+    F.cert_file = dup_or_null(f->cert_file);
+    F.key_file = dup_or_null(f->key_file);
+    F.timeout_ms = f->timeout_ms;
+    F.prefix = strdup(f->prefix);
+    F.env = dup_or_null(f->environment);
+    F.member_id = strdup(f->member_id);
+    F.config_dir = strdup(config_dir);
+    F.ssl_dir = strdup(ssl_dir);
+    if (asprintf(&F.under, "%s/", f->prefix) < 0) F.under = NULL;
+    if (asprintf(&F.member_key, "%s/members/%s", f->prefix, f->member_id) < 0) F.member_key = NULL;
+    char *keypath = f->fleet_key_file && f->fleet_key_file[0] == '/'
+                        ? strdup(f->fleet_key_file)
+                        : fs_path_join(config_dir, f->fleet_key_file ? f->fleet_key_file
+                                                                     : FLEETKEY_FILE);
+    if (!F.endpoints || !F.prefix || !F.member_id || !F.config_dir || !F.ssl_dir || !F.under ||
+        !F.member_key || !keypath) {
+        err_set(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (fleetkey_load(keypath, &F.key, err, errlen) < 0) goto fail;
+    struct etcd *probe;
+    if (open_etcd(&probe, err, errlen) < 0) goto fail; /* options checked now, not later */
+    etcd_close(probe);
+    atomic_store(&F.stop, 0);
+    if (pthread_create(&F.sync_thr, NULL, sync_main, NULL) != 0) {
+        err_set(err, errlen, "cannot start the fleet thread");
+        goto fail;
+    }
+    if (pthread_create(&F.member_thr, NULL, member_main, NULL) != 0) {
+        atomic_store(&F.stop, 1);
+        pthread_join(F.sync_thr, NULL);
+        err_set(err, errlen, "cannot start the fleet member thread");
+        goto fail;
+    }
+    F.running = 1;
+    log_info("fleet: member %s of %s under %s (fleet key id %s)", F.member_id, F.endpoints,
+             F.prefix, F.key.id);
+    free(keypath);
+    return 0;
+fail:
+    free(keypath);
+    fleetkey_wipe(&F.key);
+    free_strings();
+    return -1;
+}
+
+void fleet_sync_stop(void)
+{
+    if (!F.running) return;
+    atomic_store(&F.stop, 1);
+    pthread_join(F.sync_thr, NULL);
+    pthread_join(F.member_thr, NULL);
+    F.running = 0;
+    fleetkey_wipe(&F.key);
+    free_strings();
+}
+
+int fleet_sync_on(void)
+{
+    return F.running;
+}

@@ -1,0 +1,45 @@
+/* fleet_sync.h - a running gateway's side of the fleet (issue 13, stage 4a).
+ *
+ * With [fleet] etcd set, `certgate run` starts two threads of its own (never a worker
+ * loop; both block on etcd through src/etcd.c):
+ *   - the sync thread reads the fleet state under <prefix>/ (a full read at start, and
+ *     again when its watch revision was compacted), then watches the prefix from the
+ *     revision it applied. Certificate files (<prefix>/<env>/certs/<name>) are written to
+ *     DIR/ssl, the local cache; the tokens (<prefix>/tokens/) are written to tokens.json
+ *     (hashes only); a change of <prefix>/<env>/active (or of the active file's bytes) is
+ *     activated through the same steps as an API activation: the sealed password opened
+ *     with the fleet key, the file parsed and checked, then under gw_lock
+ *     gw_change_prepare, gw_record_certificate, gw_change_commit. Anything that fails
+ *     (wrong fleet key, altered value, a file that does not load) is logged and reported
+ *     under the member key; the gateway keeps serving what it had.
+ *   - the member thread keeps <prefix>/members/<member-id> = {"applied":N,"serving":..,
+ *     "error":..,"time":..} under a 10 s lease, refreshed every 3 s and rewritten when
+ *     what it says changes; the lease is revoked at a clean stop.
+ * When etcd cannot be reached the gateway serves its cache and retries every second; it
+ * converges when etcd is back (full read).
+ *
+ * Not yet: API writes through etcd transactions (409 on conflict, 503 without etcd),
+ * ?wait=all, deletions of cache files at a full read. */
+#ifndef CERTGATE_FLEET_SYNC_H
+#define CERTGATE_FLEET_SYNC_H
+
+#include <stddef.h>
+
+struct conf_settings;
+
+/* Starts the threads when s->fleet.etcd is set (else does nothing and returns 0).
+ * config_dir and ssl_dir are the data directory's folders. Fails (-1, sentence) when the
+ * fleet key cannot be read or the etcd options are unusable; etcd being unreachable is
+ * not an error (the cache is served). Call once, from the main thread. */
+int fleet_sync_start(const struct conf_settings *s, const char *config_dir, const char *ssl_dir,
+                     char *err, size_t errlen);
+
+/* Stops and joins the threads (the watch notices within a second), revoking the member
+ * lease. Safe when nothing was started. */
+void fleet_sync_stop(void);
+
+/* 1 while the fleet threads run: the certificate state belongs to etcd, and the API of a
+ * member refuses certificate writes (until they go through etcd transactions). */
+int fleet_sync_on(void);
+
+#endif
