@@ -461,12 +461,20 @@ static void preload_load(struct preload *p)
 
 int gw_reload(char *err, size_t errlen)
 {
+    return gw_reload_served(NULL, NULL, err, errlen);
+}
+
+int gw_reload_served(struct gw_served *before, struct gw_served *after, char *err,
+                     size_t errlen)
+{
     struct preload pre = {0};
     preload_load(&pre);
     gw_lock();
+    if (before) gw_served_get(before);
     G_preload = &pre;
     int rc = apply(0, err, errlen);
     G_preload = NULL;
+    if (after) gw_served_get(after);
     gw_unlock();
     p12_free(pre.p12);
     free(pre.file);
@@ -658,4 +666,17 @@ void gw_served_names(char *file, size_t flen, char *alias, size_t alen)
 {
     snprintf(file, flen, "%s", G.active_file ? G.active_file : "");
     snprintf(alias, alen, "%s", G.active_file && G.active_alias ? G.active_alias : "");
+}
+
+void gw_served_sha256(char *out)
+{
+    struct gw_snap *snap = gw_snap_acquire();
+    if (!snap || tls_ctx_leaf_sha256_hex(snap->ctx, out) != 0) out[0] = '\0';
+    gw_snap_release(snap);
+}
+
+void gw_served_get(struct gw_served *out)
+{
+    gw_served_names(out->file, sizeof out->file, out->alias, sizeof out->alias);
+    gw_served_sha256(out->sha256);
 }

@@ -121,6 +121,26 @@ int gw_record_certificate(const char *file, const char *password, const char *al
  * Under gw_lock. */
 void gw_served_names(char *file, size_t flen, char *alias, size_t alen);
 
+/* What is served: the file ("" for the default certificate), the alias ("" likewise)
+ * and the lower-case hex SHA-256 of the leaf certificate (of the published snapshot:
+ * what a TLS client receives; "" when none). */
+struct gw_served {
+    char file[1024];
+    char alias[256];
+    char sha256[65];
+};
+/* Fills *out with what is served now. Under gw_lock (or before other threads run). */
+void gw_served_get(struct gw_served *out);
+
+/* Just the hex SHA-256 of the leaf served now (65 bytes; "" when none). Thread-safe,
+ * without gw_lock (it reads the published snapshot). */
+void gw_served_sha256(char *out);
+
+/* gw_reload, also filling what was served just before and just after it (either may be
+ * NULL), taken under the same lock as the reload, so an API switch cannot come between. */
+int gw_reload_served(struct gw_served *before, struct gw_served *after, char *err,
+                     size_t errlen);
+
 /* Frees everything (at exit). */
 void gw_close(void);
 

@@ -52,6 +52,14 @@ struct ssl_ctx_st *tls_server_ctx_new(const struct tls_server_opts *opts,
 int tls_check_opts(const struct tls_server_opts *opts, char *err, size_t errlen);
 void tls_ctx_unref(struct ssl_ctx_st *ctx);
 
+struct x509_st;
+#define TLS_SHA256_HEX_LEN 64
+/* The lower-case hex SHA-256 of cert's DER (what `openssl x509 -fingerprint -sha256`
+ * shows, without colons) into out (TLS_SHA256_HEX_LEN + 1 bytes): 0, or -1 with out "". */
+int tls_cert_sha256_hex(struct x509_st *cert, char *out);
+/* The same for the leaf certificate that ctx serves. Thread-safe (ctx is not changed). */
+int tls_ctx_leaf_sha256_hex(struct ssl_ctx_st *ctx, char *out);
+
 /* Rotates the ticket key ring (called from a timer of the main loop). Thread-safe. */
 void tls_tickets_rotate(void);
 
