@@ -196,12 +196,12 @@ static int user_drop_after_bind(void *arg, char *err, size_t errlen)
     return 0;
 }
 
-/* The data directory (and its config/ and ssl/) must belong to u, which writes there
+/* The data directory (and its config/, ssl/ and log/) must belong to u, which writes there
  * after the drop: refuses with the command that fixes it. A folder that does not exist
  * yet is created later, as u. */
 static int user_check_dir(const struct run_user *u, const char *data_dir, char *err, size_t errlen)
 {
-    static const char *const subs[] = {"", "/config", "/ssl"};
+    static const char *const subs[] = {"", "/config", "/ssl", "/log"};
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         char path[PATH_MAX];
         struct stat st;
