@@ -60,7 +60,13 @@ static int open_file(void)
 {
     int fd = open(A.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return -1;
-    struct stat st;
+    struct stat st, dst;
+    /* root running `cert import` next to a gateway that runs as its own user: a file
+     * made by a rotation here must stay writable for the gateway (the folder's owner) */
+    if (geteuid() == 0 && fstat(A.dirfd, &dst) == 0 && fstat(fd, &st) == 0 &&
+        (st.st_uid != dst.st_uid || st.st_gid != dst.st_gid) && st.st_size == 0 &&
+        fchown(fd, dst.st_uid, dst.st_gid) != 0)
+        report("cannot give the new file to the folder's owner", errno);
     char last = '\n';
     /* the write end is O_WRONLY: the last byte is read through a second descriptor */
     int rfd = open(A.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -91,13 +97,18 @@ int audit_open(const char *data_dir, char *err, size_t errlen)
         free(dir);
         return -1;
     }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (dfd < 0) {
         err_set(err, errlen, "cannot open %s: %s", dir, strerror(errno));
         free(path);
         free(dir);
         return -1;
     }
+    /* likewise a log folder that root has just made in a data directory of another user */
+    struct stat ds, ls;
+    if (geteuid() == 0 && stat(data_dir, &ds) == 0 && fstat(dfd, &ls) == 0 && ls.st_uid == 0 &&
+        ds.st_uid != 0 && fchown(dfd, ds.st_uid, ds.st_gid) != 0)
+        log_warn("cannot give %s to uid %u: %s", dir, (unsigned)ds.st_uid, strerror(errno));
     pthread_mutex_lock(&A.mu);
     if (A.fd >= 0) close(A.fd);
     if (A.dirfd >= 0) close(A.dirfd);
