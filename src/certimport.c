@@ -247,7 +247,7 @@ int certimport_command(int argc, char **argv)
         free(name);
         return 1;
     }
-    struct gw_options gopt = {.data_dir = a.data_dir, .readonly = 0};
+    struct gw_options gopt = {.data_dir = a.data_dir, .readonly = 0, .keep_temps = 1};
     if (gw_open(&gopt, err, sizeof err) != 0) {
         fprintf(stderr, "certgate cert import: configuration error: %s\n", err);
     } else if (audit_open(a.data_dir, err, sizeof err) != 0) {

@@ -413,8 +413,10 @@ int gw_open(const struct gw_options *opt, char *err, size_t errlen)
             fs_mkdir_p(gw_paths.config_dir, 0700, 0, err, errlen) != 0 ||
             fs_mkdir_p(gw_paths.ssl_dir, 0700, 1, err, errlen) != 0)
             return -1;
-        fs_remove_stale_temps(gw_paths.config_dir);
-        fs_remove_stale_temps(gw_paths.ssl_dir);
+        if (!opt->keep_temps) {
+            fs_remove_stale_temps(gw_paths.config_dir);
+            fs_remove_stale_temps(gw_paths.ssl_dir);
+        }
     }
     char kerr[400];
     if (secret_key_load(gw_paths.config_dir, !G.readonly, &G.skey, kerr, sizeof kerr) == 0)

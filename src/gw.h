@@ -48,6 +48,9 @@ int gw_snap_refresh(struct gw_snap **cur);
 struct gw_options {
     const char *data_dir;
     int readonly;   /* check-config: write nothing, create nothing */
+    int keep_temps; /* a command that may run beside a gateway (cert import): the ".tmp-*"
+                     * files in config/ and ssl/ may be the gateway's writes in progress,
+                     * so they are not removed as a crash's leftovers */
 };
 
 /* Paths under the data directory (valid after gw_open). */
