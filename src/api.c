@@ -1,7 +1,6 @@
 /* api.c - the certificate REST API (see api.h). */
 #include "api.h"
 
-#include "audit.h"
 #include "auth.h"
 #include "conn.h"
 #include "fsutil.h"
@@ -150,19 +149,10 @@ static const char *pick_alias(const struct p12_file *p12)
 static void job_audit(struct api_job *j, const char *alias, const struct gw_served *before,
                       const struct gw_served *after, const char *msg)
 {
-    char now[65];
-    if (!before || !after) gw_served_sha256(now); /* thread-safe: no gw_lock needed */
-    struct audit_event ev = {.source = "api",
-                             .token_id = j->token_id[0] ? j->token_id : NULL,
-                             .client = j->client[0] ? j->client : NULL,
-                             .op = op_names[j->op],
-                             .name = j->name[0] ? j->name : NULL,
-                             .alias = alias,
-                             .sha_before = before ? before->sha256 : now,
-                             .sha_after = after ? after->sha256 : now,
-                             .status = j->status,
-                             .message = msg ? msg : j->msg};
-    audit_record(&ev);
+    struct api_audit a = {op_names[j->op], j->name, alias, j->token_id, j->client,
+                          msg ? msg : j->msg, before ? before->sha256 : NULL,
+                          after ? after->sha256 : NULL, j->status};
+    api_audit_record(&a, 0);
     j->audited = 1;
 }
 
@@ -249,8 +239,6 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
         goto fail;
     }
     const char *served_alias = gw_change_alias(ch);
-    log_info("certificate API: %s %s (alias '%s'); new connections get it now",
-             data ? "uploaded and activated" : "activated", j->name, served_alias);
     struct gw_served before, after;
     char amsg[700];
     char *alias_copy = strdup(served_alias);
@@ -258,6 +246,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
              data ? (j->pem ? "uploaded (PEM bundle) and activated" : "uploaded and activated")
                   : "activated",
              j->name, served_alias);
+    log_info("certificate API: %s", amsg);
     gw_served_get(&before);
     gw_change_commit(ch, j->name);
     gw_served_get(&after);
@@ -679,20 +668,8 @@ static void respond_busy(struct http_exchange *x, unsigned limit)
 static void audit_early(struct http_exchange *x, const char *op, const char *name,
                         const char *token_id, const char *msg)
 {
-    if (!op) return;
-    char now[65];
-    gw_served_sha256(now);
-    const char *peer = http_peer(x);
-    struct audit_event ev = {.source = "api",
-                             .token_id = token_id[0] ? token_id : NULL,
-                             .client = peer && *peer ? peer : NULL,
-                             .op = op,
-                             .name = name && *name ? name : NULL,
-                             .sha_before = now,
-                             .sha_after = now,
-                             .status = 400,
-                             .message = msg};
-    audit_record_async(&ev);
+    struct api_audit a = {op, name, NULL, token_id, http_peer(x), msg, NULL, NULL, 400};
+    if (op) api_audit_record(&a, 1);
 }
 
 static void on_headers(struct http_exchange *x)

@@ -120,6 +120,7 @@ int audit_open(const char *data_dir, char *err, size_t errlen)
     flock(dfd, LOCK_EX);
     A.fd = open_file();
     int e = errno;
+    if (A.fd >= 0) fsync(dfd); /* a file just made: its name is durable too */
     flock(dfd, LOCK_UN);
     int rc = 0;
     if (A.fd < 0) {
