@@ -54,31 +54,32 @@ static void report(const char *what, int e)
     log_error("audit log %s: %s: %s", A.path ? A.path : "?", what, strerror(e));
 }
 
-/* Opens A.path; a file that a crash left without its final newline gets one, so the
- * torn line stays a line of its own and the next ones are whole. */
+/* Opens A.path (a regular file, never through a link); a file that a crash left without
+ * its final newline gets one, so the torn line stays a line of its own and the next ones
+ * are whole. Read-write, for that check; a FIFO does not block the open. */
 static int open_file(void)
 {
-    int fd = open(A.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int fd = open(A.path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return -1;
     struct stat st, dst;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
     /* root running `cert import` next to a gateway that runs as its own user: a file
      * made by a rotation here must stay writable for the gateway (the folder's owner) */
-    if (geteuid() == 0 && fstat(A.dirfd, &dst) == 0 && fstat(fd, &st) == 0 &&
-        (st.st_uid != dst.st_uid || st.st_gid != dst.st_gid) && st.st_size == 0 &&
+    if (geteuid() == 0 && fstat(A.dirfd, &dst) == 0 && st.st_size == 0 &&
+        (st.st_uid != dst.st_uid || st.st_gid != dst.st_gid) &&
         fchown(fd, dst.st_uid, dst.st_gid) != 0)
         report("cannot give the new file to the folder's owner", errno);
     char last = '\n';
-    /* the write end is O_WRONLY: the last byte is read through a second descriptor */
-    int rfd = open(A.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (rfd >= 0) {
-        if (fstat(rfd, &st) == 0 && st.st_size > 0 && pread(rfd, &last, 1, st.st_size - 1) == 1 &&
-            last != '\n') {
-            if (write(fd, "\n", 1) != 1) report("cannot end an incomplete line", errno);
-            else log_warn("audit log %s: its last line was incomplete (a crash while it was "
-                          "written); ended it so that the lines after it stay whole",
-                          A.path);
-        }
-        close(rfd);
+    if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n') {
+        if (write(fd, "\n", 1) != 1)
+            report("cannot end an incomplete line", errno);
+        else
+            log_warn("audit log %s: its last line was incomplete (a crash while it was "
+                     "written); ended it so that the lines after it stay whole", A.path);
     }
     return fd;
 }
@@ -92,7 +93,7 @@ int audit_open(const char *data_dir, char *err, size_t errlen)
         err_set(err, errlen, "out of memory");
         return -1;
     }
-    if (fs_mkdir_p(dir, 0700, 0, err, errlen) != 0) {
+    if (fs_mkdir_p(dir, 0700, 1, err, errlen) != 0) {
         free(path);
         free(dir);
         return -1;
@@ -125,8 +126,9 @@ int audit_open(const char *data_dir, char *err, size_t errlen)
     int rc = 0;
     if (A.fd < 0) {
         err_set(err, errlen, "cannot open the audit log %s: %s", path,
-                e == ELOOP ? "it is a symbolic link; certgate writes only a regular file there"
-                           : strerror(e));
+                e == ELOOP    ? "it is a symbolic link; certgate writes only a regular file there"
+                : e == EINVAL ? "it is not a regular file; remove it"
+                              : strerror(e));
         close(A.dirfd);
         A.dirfd = -1;
         rc = -1;

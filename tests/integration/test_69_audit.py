@@ -349,6 +349,24 @@ class AuditTest(GatewayTest):
             self.assertEqual(cur["sha256Before"], prev["sha256After"])
         self.assertNoSecrets(g, SECRET, tok.split(".")[2])
 
+    def test_link_or_fifo_in_place_of_the_file_is_a_start_error(self):
+        g = self.gateway("gw")
+        os.makedirs(audit_dir(g), mode=0o755)
+        target = os.path.join(self.tmp, "elsewhere")
+        os.symlink(target, audit_path(g))
+        self.assertEqual(g.run_to_exit(), 1)
+        self.assertIn("cannot start: cannot open the audit log %s: it is a symbolic link"
+                      % audit_path(g), g.logs())
+        self.assertFalse(os.path.exists(target), "the link was followed")
+        os.unlink(audit_path(g))
+        os.mkfifo(audit_path(g))
+        self.assertEqual(g.run_to_exit(), 1)  # and it does not hang on the FIFO
+        self.assertIn("it is not a regular file", g.logs())
+        os.unlink(audit_path(g))
+        g.start()
+        self.assertEqual(os.stat(audit_dir(g)).st_mode & 0o777, 0o700)  # made private
+        self.assertEqual(records(g)[0]["operation"], "start")
+
     def test_kill9_during_a_burst_leaves_whole_lines(self):
         g, tok = self.api_gateway(tz="UTC", conf="[certgate]\napi-queue = 64\n")
         p12, _ = self.p12("k", "host-k")
