@@ -46,6 +46,12 @@ struct api_job {
     int skipped;         /* set by work_cb when it did not start the job */
     int dry;             /* ?dryRun=true: validate and describe, store and switch nothing */
     json_t *pre_warnings; /* found before switch_to (a PEM upload's chain order); owned */
+    /* the audit line (upload, activate, delete; dry runs are not recorded) */
+    char token_id[64];   /* the token's public ID, never its secret */
+    char client[64];     /* the client's address */
+    char msg[600];       /* the refusal's sentence */
+    int audited;         /* the line is written (a success, under gw_lock) */
+    int pem;             /* the upload was a PEM bundle */
     /* result, made in the thread pool */
     int status;
     char *body;
@@ -118,6 +124,7 @@ static void job_error(struct api_job *j, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    snprintf(j->msg, sizeof j->msg, "%.599s", buf);
     j->status = status;
     j->ctype = "application/json";
     j->body = error_body(status, buf);
@@ -138,6 +145,19 @@ static const char *pick_alias(const struct p12_file *p12)
     const struct p12_entry *e;
     if (want && *want && p12_select(p12, want, &e, NULL, 0) == P12_OK) return want;
     return NULL;
+}
+
+/* The audit line of j: a success (status 200, under gw_lock: lines are in the order of
+ * the changes) or a refusal (before == after: nothing changed). Runs in the thread pool,
+ * never on a worker's loop: audit_record waits for its fsync. */
+static void job_audit(struct api_job *j, const char *alias, const struct gw_served *before,
+                      const struct gw_served *after, const char *msg)
+{
+    struct api_audit a = {op_names[j->op], j->name, alias, j->token_id, j->client,
+                          msg ? msg : j->msg, before ? before->sha256 : NULL,
+                          after ? after->sha256 : NULL, j->status};
+    api_audit_record(&a, 0);
+    j->audited = 1;
 }
 
 static json_t *describe(const struct p12_file *p12, const char *name, int active)
@@ -256,9 +276,19 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
         goto fail;
     }
     const char *served_alias = gw_change_alias(ch);
-    log_info("certificate API: %s %s (alias '%s'); new connections get it now",
-             data ? "uploaded and activated" : "activated", j->name, served_alias);
+    struct gw_served before, after;
+    char amsg[700];
+    char *alias_copy = strdup(served_alias);
+    snprintf(amsg, sizeof amsg, "%s %s (alias '%s'); new connections get it now",
+             data ? (j->pem ? "uploaded (PEM bundle) and activated" : "uploaded and activated")
+                  : "activated",
+             j->name, served_alias);
+    log_info("certificate API: %s", amsg);
+    gw_served_get(&before);
     gw_change_commit(ch, j->name);
+    gw_served_get(&after);
+    j->status = 200; /* done: recorded before the answer is made */
+    job_audit(j, alias_copy, &before, &after, amsg);
     json_t *d = describe(gw_active_p12(), j->name, 1);
     if (d) json_object_set(d, "warnings", warnings);
     if (json_array_size(warnings) > 0)
@@ -268,6 +298,7 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
     job_json(j, d);
     json_decref(d);
     json_decref(warnings);
+    free(alias_copy);
     free(path);
     free(old);
     free(alias);
@@ -447,6 +478,7 @@ static void op_upload(struct api_job *j, const struct http_request *r)
             return;
         }
         data = der;
+        j->pem = 1;
     }
     if (p12_parse(data, len, pw, j->name, &p12, err, sizeof err) != P12_OK) {
         job_error(j, 400, "%s", err);
@@ -510,6 +542,9 @@ static void op_delete(struct api_job *j)
         j->status = 200;
         j->ctype = NULL;
         j->body = NULL;
+        char amsg[400];
+        snprintf(amsg, sizeof amsg, "deleted %s", j->name);
+        job_audit(j, NULL, NULL, NULL, amsg); /* under gw_lock (work_cb) */
     }
     free(path);
 }
@@ -620,6 +655,10 @@ static void work_cb(uv_work_t *w)
     default:
         job_error(j, 500, "unknown operation");
     }
+    /* a refusal (or a failure) of a change: recorded here, after gw_lock */
+    if ((j->op == OP_UPLOAD || j->op == OP_ACTIVATE || j->op == OP_DELETE) && !j->dry &&
+        !j->audited)
+        job_audit(j, NULL, NULL, NULL, NULL);
 }
 
 static enum metrics_certop metrics_op(enum op op)
@@ -691,6 +730,16 @@ static void respond_busy(struct http_exchange *x, unsigned limit)
                   limit, API_RETRY_AFTER_S);
 }
 
+/* The audit line of a change refused on the loop before any job exists (a bad name or
+ * dryRun value): written by the audit thread, as the loop must not wait for an fsync.
+ * op NULL: not a change, nothing recorded. */
+static void audit_early(struct http_exchange *x, const char *op, const char *name,
+                        const char *token_id, const char *msg)
+{
+    struct api_audit a = {op, name, NULL, token_id, http_peer(x), msg, NULL, NULL, 400};
+    if (op) api_audit_record(&a, 1);
+}
+
 static void on_headers(struct http_exchange *x)
 {
     struct api_job *j = NULL;
@@ -716,10 +765,11 @@ static void on_headers(struct http_exchange *x)
         return;
     }
     const char *authz = http_header(r, "Authorization");
-    char qtok[256] = "", msg[300];
+    char qtok[256] = "", msg[300], token_id[64];
     const char *qt = auth_query_param(r->query, "api-token", qtok, sizeof qtok) == 0 ? qtok : NULL;
     enum auth_result ar =
         auth_check(gw_paths.config_dir, authz, qt, envbuf, AUTH_SCOPE_CERTS, msg, sizeof msg);
+    auth_token_id(authz, qt, token_id, sizeof token_id);
     explicit_bzero(qtok, sizeof qtok);
     if (ar != AUTH_OK) {
         if (ar != AUTH_ERROR) metrics_inc(M_TOKEN_FAIL);
@@ -750,8 +800,17 @@ static void on_headers(struct http_exchange *x)
         namelen = slash ? (size_t)(slash - rest) : strlen(rest);
         const char *why = api_name_invalid(name, namelen);
         if (why) {
-            respond_error(x, 400, NULL, "Invalid certificate name '%.*s': %s.",
-                          (int)(namelen > 200 ? 200 : namelen), name, why);
+            char m[400];
+            snprintf(m, sizeof m, "Invalid certificate name '%.*s': %s.",
+                     (int)(namelen > 200 ? 200 : namelen), name, why);
+            const char *sub = slash ? slash + 1 : "";
+            audit_early(x, r->method == HTTP_PUT && !slash      ? "upload"
+                           : r->method == HTTP_DELETE && !slash ? "delete"
+                           : r->method == HTTP_POST && strcmp(sub, "activate") == 0
+                               ? "activate"
+                               : NULL,
+                        NULL, token_id, m);
+            respond_error(x, 400, NULL, "%s", m);
             return;
         }
         const char *sub = slash ? slash + 1 : NULL;
@@ -784,6 +843,9 @@ static void on_headers(struct http_exchange *x)
         auth_query_param(r->query, "dryRun", dryv, sizeof dryv) == 0) {
         /* a misspelt value must not turn a check into a live switch */
         if (strcmp(dryv, "true") != 0 && strcmp(dryv, "false") != 0) {
+            char n[API_MAX_NAME + 1];
+            snprintf(n, sizeof n, "%.*s", (int)namelen, name ? name : "");
+            audit_early(x, op_names[op], n, token_id, "dryRun must be true or false.");
             respond_error(x, 400, NULL, "dryRun must be true or false.");
             return;
         }
@@ -802,6 +864,8 @@ static void on_headers(struct http_exchange *x)
     j->x = x;
     j->op = op;
     j->dry = dry;
+    snprintf(j->token_id, sizeof j->token_id, "%s", token_id);
+    snprintf(j->client, sizeof j->client, "%s", peer ? peer : "");
     if (name) snprintf(j->name, sizeof j->name, "%.*s", (int)namelen, name);
     j->work.data = j;
     /* the exchange owns the job from here on */

@@ -73,4 +73,16 @@ int api_pem_to_p12(const void *body, size_t len, const char *name, const char *k
                    char **pw, unsigned char **der, size_t *der_len, struct json_t *warnings,
                    char *err, size_t errlen);
 
+/* ----- for api.c: its audit lines (api_audit.c) ----- */
+
+/* One API change, done or refused; empty strings count as absent. */
+struct api_audit {
+    const char *op, *name, *alias, *token_id, *client, *message;
+    const char *sha_before, *sha_after; /* hex; either NULL: the leaf served now, for both */
+    int status;
+};
+/* Records a line of source "api". async 0 waits for the fsync: the thread pool only;
+ * async 1 hands it to the audit thread: for a worker's event loop. Thread-safe. */
+void api_audit_record(const struct api_audit *a, int async);
+
 #endif

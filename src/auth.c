@@ -226,6 +226,21 @@ const char *auth_parse_authorization(const char *h, size_t *len)
     return h;
 }
 
+void auth_token_id(const char *authorization, const char *query_token, char *out,
+                   size_t outlen)
+{
+    const char *tok = NULL;
+    size_t tlen = 0;
+    if (outlen) out[0] = '\0';
+    if (authorization) tok = auth_parse_authorization(authorization, &tlen);
+    else if (query_token) tok = query_token, tlen = strlen(query_token);
+    if (!tok || tlen <= ID_LEN || tok[ID_LEN] != '.' ||
+        strncmp(tok, TOKEN_PREFIX, sizeof TOKEN_PREFIX - 1) != 0 || outlen <= ID_LEN)
+        return;
+    memcpy(out, tok, ID_LEN);
+    out[ID_LEN] = '\0';
+}
+
 enum auth_result auth_check(const char *config_dir, const char *authorization,
                             const char *query_token, const char *environment,
                             const char *scope, char *msg, size_t msglen)

@@ -41,6 +41,12 @@ enum auth_result auth_check(const char *config_dir, const char *authorization,
  * NUL-terminated; nothing is allocated or copied. (A fuzz target calls it directly.) */
 const char *auth_parse_authorization(const char *h, size_t *len);
 
+/* The ID (public part, `dt0c01.<24 chars>`) of the token a request presents, as
+ * auth_check finds it (the Authorization header, else query_token), into out; "" when
+ * it has no token of that form. Never copies the secret part. */
+void auth_token_id(const char *authorization, const char *query_token, char *out,
+                   size_t outlen);
+
 /* HTTP status of a result (200, 401, 403, 500). */
 int auth_status(enum auth_result r);
 

@@ -3,6 +3,7 @@
 
 #include "api.h"
 #include "app.h"
+#include "audit.h"
 #include "err.h"
 #include "fsutil.h"
 #include "gw.h"
@@ -14,10 +15,12 @@
 #include <errno.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PEM_MAX (1u << 20)
 
@@ -91,9 +94,41 @@ static int read_pem(const char *path, char **data, size_t *len, char *err, size_
     return -1;
 }
 
+/* The audit lines of an import (source cli): "import" (done or refused) and, when
+ * --activate recorded it, "activate" from the configured certificate's leaf to the new
+ * one (which a running gateway serves after SIGHUP). */
+static void import_audit(const struct import_args *a, const char *name, const char *alias,
+                         const char *new_sha, int ok, const char *err)
+{
+    struct gw_served now;
+    gw_served_get(&now);
+    char user[300], msg[1400];
+    struct passwd *pw = getpwuid(geteuid());
+    snprintf(user, sizeof user, "%s (uid %u)", pw ? pw->pw_name : "?", (unsigned)geteuid());
+    if (ok)
+        snprintf(msg, sizeof msg, "imported %s from %.300s and %.300s into %.300s", name,
+                 a->cert, a->key, gw_paths.ssl_dir);
+    else
+        snprintf(msg, sizeof msg, "%s; nothing was stored", err);
+    struct audit_event ev = {.source = "cli", .op = "import", .name = name, .alias = alias,
+                             .sha_before = now.sha256, .sha_after = now.sha256,
+                             .status = ok ? 200 : 400, .message = msg, .user = user};
+    audit_record(&ev);
+    if (ok && a->activate) {
+        snprintf(msg, sizeof msg,
+                 "recorded %s as the certificate in %s; a running gateway serves it after "
+                 "SIGHUP", name, gw_paths.conf_path);
+        ev.op = "activate";
+        ev.sha_after = new_sha;
+        audit_record(&ev);
+    }
+}
+
 /* Validates, stores and (with --activate) records; -1 with a sentence, nothing stored. */
 static int import_run(const struct import_args *a, const char *name, char *err, size_t errlen)
 {
+    char new_sha[TLS_SHA256_HEX_LEN + 1] = "";
+    char *served_alias = NULL;
     char *cert = NULL, *key = NULL, *chain = NULL;
     size_t cert_len = 0, key_len = 0, chain_len = 0;
     unsigned char *der = NULL;
@@ -121,19 +156,17 @@ static int import_run(const struct import_args *a, const char *name, char *err, 
     if (p12_parse(der, der_len, pw, name, &p12, err, errlen) != P12_OK) goto done;
     const struct p12_entry *e = NULL;
     if (p12_select(p12, NULL, &e, err, errlen) != P12_OK) goto done;
+    tls_cert_sha256_hex(p12_entry_cert(e), new_sha);
     if (p12_check_entry(e, time(NULL), warnings, err, errlen) != 0) {
         char tmp[1024];
         snprintf(tmp, sizeof tmp, "%.*s", (int)(sizeof tmp - 1), err);
         err_set(err, errlen, "%.300s: %.700s", a->cert, tmp);
         goto done;
     }
-    char *served_alias = strdup(p12_entry_alias(e));
+    served_alias = strdup(p12_entry_alias(e));
     struct gw_change *ch = served_alias ? gw_change_prepare(p12, served_alias, err, errlen) : NULL;
     if (ch) p12 = NULL; /* the change owns it now */
-    if (!ch) {
-        free(served_alias);
-        goto done;
-    }
+    if (!ch) goto done;
     gw_change_abort(ch); /* the check only: the running gateway switches on SIGHUP */
     char e2[600];
     if (gw_is_active_name(name)) {
@@ -178,8 +211,9 @@ static int import_run(const struct import_args *a, const char *name, char *err, 
         else
             printf("not activated; its password, for activating it through the API: %s\n", pw);
     }
-    free(served_alias);
 done:
+    import_audit(a, name, served_alias, new_sha, rc == 0, err);
+    free(served_alias);
     explicit_bzero(pw, sizeof pw);
     p12_free(p12);
     p12_der_free(der, der_len);
@@ -213,14 +247,19 @@ int certimport_command(int argc, char **argv)
         free(name);
         return 1;
     }
-    struct gw_options gopt = {.data_dir = a.data_dir, .readonly = 0};
+    struct gw_options gopt = {.data_dir = a.data_dir, .readonly = 0, .keep_temps = 1};
     if (gw_open(&gopt, err, sizeof err) != 0) {
         fprintf(stderr, "certgate cert import: configuration error: %s\n", err);
+    } else if (audit_open(a.data_dir, err, sizeof err) != 0) {
+        fprintf(stderr, "certgate cert import: %s; nothing was stored\n", err);
+        gw_close();
     } else {
+        audit_configure(gw_settings()->audit_max_bytes, gw_settings()->audit_files);
         if (import_run(&a, name, err, sizeof err) == 0)
             rc = 0;
         else
             fprintf(stderr, "certgate cert import: %s; nothing was stored\n", err);
+        audit_close();
         gw_close();
     }
     tls_global_cleanup();

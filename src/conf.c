@@ -364,7 +364,10 @@ static int load_certgate(struct loader *ld, struct conf_settings *s)
                     &s->max_connections) |
            get_uint(ld, "min-rate", 0, 1000000000, "a number of bytes per second", " (0: off)",
                     &s->min_rate) |
-           get_metrics_listen(ld, s);
+           get_metrics_listen(ld, s) |
+           get_size(ld, "audit-max-size", &s->audit_max_bytes) |
+           get_uint(ld, "audit-files", 1, 100, "a number", " (rotated audit files kept)",
+                    &s->audit_files);
 }
 
 int conf_cidr_parse(const char *s, struct conf_cidr *out)
@@ -803,6 +806,8 @@ static int settings_load(const struct propfile *doc, const char *path, struct co
         .upstream = {
             .connect_timeout_s = 5, .read_timeout_s = 60, .max_connections = 32, .verify = 1}};
     s.upstream.queue_size = 256;
+    s.audit_max_bytes = 10u << 20;
+    s.audit_files = 5;
     struct conf_errors *es = calloc(1, sizeof *es);
     memset(out, 0, sizeof *out);
     if (nerrors) *nerrors = 0;

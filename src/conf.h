@@ -110,6 +110,9 @@ struct conf_settings {
                                 * readers after a grace of body-timeout; 0: off; default 1024 */
     char metrics_host[64];     /* metrics-listen: the Prometheus listener's address */
     unsigned metrics_port;     /* its port; 0 (default): off */
+    size_t audit_max_bytes;    /* audit-max-size: DIR/log/audit.jsonl rotates before it
+                                * grows past this, default 10 MiB */
+    unsigned audit_files;      /* audit-files: rotated files kept, default 5 */
     /* [upstream] */
     struct conf_upstream upstream;
     /* [acme] */

@@ -484,8 +484,10 @@ int gw_open(const struct gw_options *opt, char *err, size_t errlen)
             fs_mkdir_p(gw_paths.config_dir, 0700, 0, err, errlen) != 0 ||
             fs_mkdir_p(gw_paths.ssl_dir, 0700, 1, err, errlen) != 0)
             return -1;
-        fs_remove_stale_temps(gw_paths.config_dir);
-        fs_remove_stale_temps(gw_paths.ssl_dir);
+        if (!opt->keep_temps) {
+            fs_remove_stale_temps(gw_paths.config_dir);
+            fs_remove_stale_temps(gw_paths.ssl_dir);
+        }
     }
     char kerr[400];
     if (secret_key_load(gw_paths.config_dir, !G.readonly, &G.skey, kerr, sizeof kerr) == 0)
@@ -532,12 +534,20 @@ static void preload_load(struct preload *p)
 
 int gw_reload(char *err, size_t errlen)
 {
+    return gw_reload_served(NULL, NULL, err, errlen);
+}
+
+int gw_reload_served(struct gw_served *before, struct gw_served *after, char *err,
+                     size_t errlen)
+{
     struct preload pre = {0};
     preload_load(&pre);
     gw_lock();
+    if (before) gw_served_get(before);
     G_preload = &pre;
     int rc = apply(0, err, errlen);
     G_preload = NULL;
+    if (after) gw_served_get(after);
     gw_unlock();
     p12_free(pre.p12);
     free(pre.file);
@@ -827,4 +837,17 @@ void gw_served_names(char *file, size_t flen, char *alias, size_t alen)
 {
     snprintf(file, flen, "%s", G.active_file ? G.active_file : "");
     snprintf(alias, alen, "%s", G.active_file && G.active_alias ? G.active_alias : "");
+}
+
+void gw_served_sha256(char *out)
+{
+    struct gw_snap *snap = gw_snap_acquire();
+    if (!snap || tls_ctx_leaf_sha256_hex(snap->ctx, out) != 0) out[0] = '\0';
+    gw_snap_release(snap);
+}
+
+void gw_served_get(struct gw_served *out)
+{
+    gw_served_names(out->file, sizeof out->file, out->alias, sizeof out->alias);
+    gw_served_sha256(out->sha256);
 }

@@ -48,6 +48,9 @@ int gw_snap_refresh(struct gw_snap **cur);
 struct gw_options {
     const char *data_dir;
     int readonly;   /* check-config: write nothing, create nothing */
+    int keep_temps; /* a command that may run beside a gateway (cert import): the ".tmp-*"
+                     * files in config/ and ssl/ may be the gateway's writes in progress,
+                     * so they are not removed as a crash's leftovers */
 };
 
 /* Paths under the data directory (valid after gw_open). */
@@ -153,6 +156,25 @@ void gw_acme_commit(struct gw_change *ch, const char *file);
 /* The ACME certificate's file name and keystore, or NULL. Under gw_lock. */
 const char *gw_acme_file(void);
 const struct p12_file *gw_acme_p12(void);
+/* What is served: the file ("" for the default certificate), the alias ("" likewise)
+ * and the lower-case hex SHA-256 of the leaf certificate (of the published snapshot:
+ * what a TLS client receives; "" when none). */
+struct gw_served {
+    char file[1024];
+    char alias[256];
+    char sha256[65];
+};
+/* Fills *out with what is served now. Under gw_lock (or before other threads run). */
+void gw_served_get(struct gw_served *out);
+
+/* Just the hex SHA-256 of the leaf served now (65 bytes; "" when none). Thread-safe,
+ * without gw_lock (it reads the published snapshot). */
+void gw_served_sha256(char *out);
+
+/* gw_reload, also filling what was served just before and just after it (either may be
+ * NULL), taken under the same lock as the reload, so an API switch cannot come between. */
+int gw_reload_served(struct gw_served *before, struct gw_served *after, char *err,
+                     size_t errlen);
 
 /* Frees everything (at exit). */
 void gw_close(void);

@@ -78,6 +78,11 @@ static const char USAGE[] =
     "      in one transaction (an existing fleet state only with --force); status lists\n"
     "      the fleet's state and members. [fleet] in custom.properties gives the\n"
     "      defaults (etcd, prefix, TLS to etcd, fleet-key-file).\n"
+    "  certgate audit [--data-dir DIR] [--since TIME] [--json]\n"
+    "      Prints the audit trail of certificate changes (DIR/log/audit.jsonl and its\n"
+    "      rotated files), oldest first: one readable line per event, or with --json the\n"
+    "      raw JSON lines. TIME: an RFC 3339 time (2026-11-30T09:00:00Z), a date\n"
+    "      (2026-11-30, UTC) or a duration back from now (90s, 15m, 24h, 7d).\n"
     "  certgate --help | --version\n"
     "\n"
     "DIR defaults to " DEFAULT_DATA_DIR "; it holds config/custom.properties and ssl/.\n";
@@ -211,12 +216,12 @@ static int user_drop_after_bind(void *arg, char *err, size_t errlen)
     return 0;
 }
 
-/* The data directory (and its config/ and ssl/) must belong to u, which writes there
+/* The data directory (and its config/, ssl/ and log/) must belong to u, which writes there
  * after the drop: refuses with the command that fixes it. A folder that does not exist
  * yet is created later, as u. */
 static int user_check_dir(const struct run_user *u, const char *data_dir, char *err, size_t errlen)
 {
-    static const char *const subs[] = {"", "/config", "/ssl"};
+    static const char *const subs[] = {"", "/config", "/ssl", "/log"};
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         char path[PATH_MAX];
         struct stat st;
@@ -243,6 +248,35 @@ static void wiping_free(void *p)
 }
 
 /* ----- run ----- */
+
+/* The audit line of a start: what is served, or why the configured certificate is not
+ * (the fallback to the default one). */
+static void audit_start(void)
+{
+    struct gw_served now;
+    char msg[1600];
+    gw_served_get(&now);
+    struct audit_event ev = {.source = "start", .op = "start", .sha_after = now.sha256,
+                             .status = 200, .message = msg};
+    const char *why = gw_fallback_reason();
+    if (why) {
+        ev.op = "fallback";
+        ev.status = 500;
+        ev.name = gw_settings()->certificate_file;
+        ev.alias = gw_settings()->certificate_alias;
+        snprintf(msg, sizeof msg,
+                 "the configured certificate cannot be served (%s); serving the default "
+                 "self-signed certificate", why);
+    } else if (now.file[0]) {
+        ev.name = now.file;
+        ev.alias = now.alias;
+        snprintf(msg, sizeof msg, "started; serving %s (alias '%s')", now.file, now.alias);
+    } else {
+        snprintf(msg, sizeof msg, "started; serving the default self-signed certificate (no "
+                                  "certificate-file is configured)");
+    }
+    audit_record(&ev);
+}
 
 static uv_signal_t sig_term, sig_int, sig_hup;
 static uv_timer_t ticket_timer, throttle_timer;
@@ -273,6 +307,36 @@ static void on_throttle_timer(uv_timer_t *t)
     if (at) auth_throttle_tick(at, auth_now_ms());
 }
 
+/* The audit line of a reload: a failure, or a change of the served certificate. */
+static void audit_reload(int rc, const char *err, const struct gw_served *b,
+                         const struct gw_served *a)
+{
+    char msg[1600];
+    struct audit_event ev = {.source = "reload", .op = "reload", .sha_before = b->sha256,
+                             .sha_after = a->sha256, .status = 200, .message = msg};
+    if (rc != 0) {
+        ev.status = 500;
+        ev.name = b->file[0] ? b->file : NULL;
+        ev.alias = b->alias[0] ? b->alias : NULL;
+        ev.sha_after = b->sha256;
+        snprintf(msg, sizeof msg, "reload failed, still serving the previous certificate: %s",
+                 err);
+    } else if (strcmp(b->sha256, a->sha256) == 0 && strcmp(b->file, a->file) == 0 &&
+               strcmp(b->alias, a->alias) == 0) {
+        return; /* the served certificate did not change */
+    } else if (!a->file[0]) {
+        ev.op = "fallback";
+        snprintf(msg, sizeof msg, "%s; serving the default self-signed certificate",
+                 b->file[0] ? "custom.properties names no certificate-file any more"
+                            : "the default self-signed certificate was renewed");
+    } else {
+        ev.name = a->file;
+        ev.alias = a->alias;
+        snprintf(msg, sizeof msg, "reloaded; serving %s (alias '%s')", a->file, a->alias);
+    }
+    audit_record(&ev); /* the main thread: no connection waits for this fsync */
+}
+
 static void on_hup(uv_signal_t *h, int signum)
 {
     char err[1024];
@@ -280,7 +344,10 @@ static void on_hup(uv_signal_t *h, int signum)
     log_info("SIGHUP: reloading %s", gw_paths.conf_path);
     if (sdnotify_reloading(nerr, sizeof nerr) != 0) log_warn("%s", nerr);
     accesslog_reopen();
-    int rc = gw_reload(err, sizeof err);
+    struct gw_served before, after;
+    int rc = gw_reload_served(&before, &after, err, sizeof err);
+    audit_reload(rc, err, &before, &after);
+    if (rc == 0) audit_configure(gw_settings()->audit_max_bytes, gw_settings()->audit_files);
     secretdir_rescan();
     /* systemd waits for READY=1 after RELOADING=1, whether the reload worked or not */
     if (sdnotify_send(rc == 0 ? "READY=1\nSTATUS=serving" :
@@ -416,6 +483,8 @@ static int cmd_run(int argc, char **argv)
         log_error("cannot start: %s", err);
         return 1;
     }
+    audit_configure(gw_settings()->audit_max_bytes, gw_settings()->audit_files);
+    audit_start();
     if (drop && user_act_as(&ru, 1, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
         return 1;
@@ -473,8 +542,8 @@ static int cmd_run(int argc, char **argv)
     uv_loop_close(loop);
     app_cleanup();
     accesslog_close();
-    gw_close();
     audit_close();
+    gw_close();
     tls_global_cleanup();
     sdnotify_close();
     log_info("stopped");
@@ -637,5 +706,6 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "cert") == 0) return certimport_command(argc - 2, argv + 2);
     if (strcmp(argv[1], "acme") == 0) return acme_command(argc - 2, argv + 2);
     if (strcmp(argv[1], "fleet") == 0) return fleet_command(argc - 2, argv + 2);
+    if (strcmp(argv[1], "audit") == 0) return audit_command(argc - 2, argv + 2);
     return usage_error("unknown command '%s'", argv[1]);
 }

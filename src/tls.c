@@ -356,6 +356,22 @@ void tls_ctx_unref(SSL_CTX *ctx)
     SSL_CTX_free(ctx);
 }
 
+int tls_cert_sha256_hex(X509 *cert, char *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    out[0] = '\0';
+    if (!cert || X509_digest(cert, EVP_sha256(), md, &len) != 1 || len != 32) return -1;
+    for (unsigned i = 0; i < len; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+int tls_ctx_leaf_sha256_hex(SSL_CTX *ctx, char *out)
+{
+    out[0] = '\0';
+    return ctx ? tls_cert_sha256_hex(SSL_CTX_get0_certificate(ctx), out) : -1;
+}
+
 /* ----- connections ----- */
 
 SSL *tls_conn_new(SSL_CTX *ctx, int fd)

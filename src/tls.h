@@ -97,6 +97,13 @@ struct ssl_ctx_st *tls_served_pick(struct ssl_ctx_st *front, const char *name);
 typedef struct ssl_ctx_st *(*tls_hello_hook_fn)(void *arg, const char *name,
                                                 const unsigned char *alpn, size_t alpn_len);
 void tls_set_hello_hook(tls_hello_hook_fn fn, void *arg);
+struct x509_st;
+#define TLS_SHA256_HEX_LEN 64
+/* The lower-case hex SHA-256 of cert's DER (what `openssl x509 -fingerprint -sha256`
+ * shows, without colons) into out (TLS_SHA256_HEX_LEN + 1 bytes): 0, or -1 with out "". */
+int tls_cert_sha256_hex(struct x509_st *cert, char *out);
+/* The same for the leaf certificate that ctx serves. Thread-safe (ctx is not changed). */
+int tls_ctx_leaf_sha256_hex(struct ssl_ctx_st *ctx, char *out);
 
 /* Rotates the ticket key ring (called from a timer of the main loop). Thread-safe. */
 void tls_tickets_rotate(void);
