@@ -13,7 +13,8 @@ import subprocess
 import time
 import urllib.request
 
-from harness import SLOW, WEBSERVER, GatewayTest, der_fingerprint, free_port, main, run
+from harness import (SLOW, WEBSERVER, GatewayTest, certgate, der_fingerprint, free_port, main,
+                     run)
 
 NA = "certgate_certificate_not_after_timestamp_seconds"
 NB = "certgate_certificate_not_before_timestamp_seconds"
@@ -162,6 +163,25 @@ class ExpiryTest(GatewayTest):
         self.assertTrue(g.wait_log(r"stored certificate CN=two\.example.*the 7-day"), g.logs())
         self.assertIn("two.p12", gauges(self.scrape(), NA))
         self.assertTrue(os.path.exists(os.path.join(meta, "two.p12.json")))
+
+    def test_cert_import_records_the_facts(self):
+        """`certgate cert import` (PEM in) records the facts: a gateway started later has
+        the imported file's gauges and warns of it, though it never had its password."""
+        key, crt = self.pki.self_signed("imp", "imp.example", days=10, san="DNS:imp.example")
+        g = self.gateway()
+        g.write_conf("[certgate]\nmetrics-listen = 127.0.0.1:%d\n" % self.mport)
+        certgate("cert", "import", "--data-dir", g.data_dir, "--certificate", crt, "--key", key,
+                 "--name", "imp.p12")
+        rec = os.path.join(g.data_dir, "ssl-meta", "imp.p12.json")
+        self.assertEqual(stat.S_IMODE(os.stat(rec).st_mode), 0o600)
+        g.start()
+        sha = sha_of(crt)
+        self.assertTrue(g.wait_log(r"WARN.*stored certificate CN=imp\.example, file imp\.p12 "
+                                   r"alias 1, sha256 %s expires in 9 days .*the 14-day warning"
+                                   % sha[:16]), g.logs())
+        na = gauges(self.scrape(), NA)
+        self.assertEqual(na["imp.p12"], ("1", sha[:16], "false", not_after(crt)))
+        self.assertEqual(na[""][2], "true")  # the default certificate is served
 
     def test_an_expired_served_certificate_is_an_error(self):
         d = self.pki.path("ca")
