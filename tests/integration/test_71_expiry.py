@@ -88,7 +88,7 @@ class ExpiryTest(GatewayTest):
                                           ("two", two_crt), ("one", one_crt))}
         # the served certificate is inside the 7-day threshold at start: said once
         self.assertTrue(g.wait_log(r"WARN.*served certificate CN=soon\.example, file soon\.p12 "
-                                   r"alias soon, sha256 %s expires in 4 days \(\d{4}-\d\d-\d\dT"
+                                   r"alias soon, sha256 %s expires in [45] days \(\d{4}-\d\d-\d\dT"
                                    r"\d\d:\d\d:\d\dZ\) \(the 7-day warning\)" % sha["soon"][:16]),
                         g.logs())
         # uploads (each is activated at once) of certificates at 20, 2 and 1 day(s)
@@ -96,9 +96,9 @@ class ExpiryTest(GatewayTest):
             st, _, body = g.upload(name + ".p12", p12, "pw-" + name, tok)
             self.assertEqual(st, 200, body)
         self.assertTrue(g.wait_log(r"certificate CN=twenty\.example, file twenty\.p12 alias "
-                                   r"twenty, sha256 %s expires in 19 days .*the 30-day warning"
+                                   r"twenty, sha256 %s expires in (19|20) days .*the 30-day warning"
                                    % sha["twenty"][:16]), g.logs())
-        self.assertTrue(g.wait_log(r"certificate CN=two\.example.* expires in 1 day .*"
+        self.assertTrue(g.wait_log(r"certificate CN=two\.example.* expires in (1 day|2 days) .*"
                                    r"the 7-day warning"), g.logs())
         self.assertTrue(g.wait_log(r"certificate CN=one\.example.* expires in (1 day|23 hours) .*"
                                    r"the 1-day warning"), g.logs())
@@ -140,7 +140,7 @@ class ExpiryTest(GatewayTest):
         g.start()
         # after the restart: the stored facts are known again without any password
         self.assertTrue(g.wait_log(r"WARN.*stored certificate CN=twenty\.example, file "
-                                   r"twenty\.p12 alias twenty, sha256 %s expires in 19 days .*"
+                                   r"twenty\.p12 alias twenty, sha256 %s expires in (19|20) days .*"
                                    r"the 30-day warning" % sha["twenty"][:16]), g.logs())
         self.assertTrue(g.wait_log(r"WARN.*served certificate CN=soon\.example.*the 7-day"),
                         g.logs())
@@ -177,7 +177,7 @@ class ExpiryTest(GatewayTest):
         g.start()
         sha = sha_of(crt)
         self.assertTrue(g.wait_log(r"WARN.*stored certificate CN=imp\.example, file imp\.p12 "
-                                   r"alias 1, sha256 %s expires in 9 days .*the 14-day warning"
+                                   r"alias 1, sha256 %s expires in (9|10) days .*the 14-day warning"
                                    % sha[:16]), g.logs())
         na = gauges(self.scrape(), NA)
         self.assertEqual(na["imp.p12"], ("1", sha[:16], "false", not_after(crt)))
