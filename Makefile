@@ -56,6 +56,13 @@ bench: build
 	@scripts/deps.sh bench
 	@bench/run.sh
 
+# only the cost of metrics (bench/metrics_cost.py, part of `make bench`): instructions per
+# operation with metrics-listen off and on; updates BENCHMARKS.md's "Metrics cost"; ~4 minutes
+.PHONY: bench-metrics
+bench-metrics: build
+	@scripts/deps.sh bench
+	@taskset -c 1 python3 -B bench/metrics_cost.py --update
+
 # user-space instructions per operation under callgrind (no timing noise); ~6 minutes
 bench-instructions: build
 	@scripts/deps.sh bench

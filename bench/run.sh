@@ -27,4 +27,10 @@ hard=$(ulimit -Hn)
 ulimit -n "$hard"
 
 # the harness itself stays off CPU 0; the servers are pinned there explicitly
-exec taskset -c 1 python3 -B bench/bench.py "$@"
+taskset -c 1 python3 -B bench/bench.py "$@"
+# then the cost of metrics (instructions per operation with metrics-listen off and on;
+# bench/metrics_cost.py), printed and put into BENCHMARKS.md's "Metrics cost" section
+if [ "${BENCH_NO_WRITE:-0}" = 1 ]; then
+  exec taskset -c 1 python3 -B bench/metrics_cost.py
+fi
+exec taskset -c 1 python3 -B bench/metrics_cost.py --update

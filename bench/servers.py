@@ -206,6 +206,8 @@ class Certgate(Server):
                 "ssl-session-tickets = %s\n"
                 "session-reused-header = on\n"
                 % (p12, P12_PASSWORD, "on" if self.opts["tickets"] else "off"))
+        if self.opts.get("metrics"):  # bench/metrics_cost.py: the port of metrics-listen
+            text += "metrics-listen = 127.0.0.1:%d\n" % self.opts["metrics"]
         if self.opts.get("upstream"):
             text += "\n[upstream]\nurl = http://127.0.0.1:%d\n" % self.opts["upstream"]
         self.conf_text = text

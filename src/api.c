@@ -5,6 +5,7 @@
 #include "acme_store.h"
 
 #include "auth.h"
+#include "certmeta.h"
 #include "conn.h"
 #include "fleet_sync.h"
 #include "fsutil.h"
@@ -538,6 +539,7 @@ static void op_delete(struct api_job *j)
         job_error(j, 500, "cannot delete %s: %s", j->name, err);
     } else {
         metrics_certs_drop(j->name);
+        certmeta_remove(j->name);
         log_info("certificate API: deleted %s", j->name);
         j->status = 200;
         j->ctype = NULL;
@@ -616,7 +618,7 @@ static void op_describe(struct api_job *j, const struct http_request *r)
     int active = gw_is_active_name(j->name);
     gw_unlock();
     json_t *d = describe(p12, j->name, active);
-    metrics_certs_set(j->name, p12); /* a file opened with its password: now known */
+    certmeta_note(j->name, p12, &id); /* opened with its password: now known, and kept */
     job_json(j, d);
     json_decref(d);
     p12_free(p12);

@@ -4,6 +4,7 @@
 #include "api.h"
 #include "app.h"
 #include "audit.h"
+#include "certmeta.h"
 #include "err.h"
 #include "fsutil.h"
 #include "gw.h"
@@ -134,6 +135,7 @@ static int import_run(const struct import_args *a, const char *name, char *err, 
     unsigned char *der = NULL;
     size_t der_len = 0;
     struct p12_file *p12 = NULL;
+    struct certmeta_rec *meta = NULL;
     json_t *warnings = json_array();
     char pw[64];
     int rc = -1;
@@ -154,6 +156,7 @@ static int import_run(const struct import_args *a, const char *name, char *err, 
     if (built != 0) goto done;
     /* from here on exactly what an API upload does with the bytes */
     if (p12_parse(der, der_len, pw, name, &p12, err, errlen) != P12_OK) goto done;
+    meta = certmeta_rec_of(p12); /* its facts, recorded once the file is stored */
     const struct p12_entry *e = NULL;
     if (p12_select(p12, NULL, &e, err, errlen) != P12_OK) goto done;
     tls_cert_sha256_hex(p12_entry_cert(e), new_sha);
@@ -196,6 +199,9 @@ static int import_run(const struct import_args *a, const char *name, char *err, 
             err_set(err, errlen, "cannot record %s in custom.properties: %s", name, e2);
         } else {
             rc = 0;
+            if (meta && certmeta_save(name, meta, NULL, e2, sizeof e2) != 0)
+                fprintf(stderr, "warning: cannot record the certificate facts of %s: %s\n",
+                        name, e2);
         }
         if (old) explicit_bzero(old, oldlen);
         free(old);
@@ -216,6 +222,7 @@ done:
     free(served_alias);
     explicit_bzero(pw, sizeof pw);
     p12_free(p12);
+    certmeta_rec_free(meta);
     p12_der_free(der, der_len);
     if (key) explicit_bzero(key, key_len);
     free(key);

@@ -2,6 +2,7 @@
 #include "gw.h"
 
 #include "auth.h"
+#include "certmeta.h"
 
 #include "conf.h"
 #include "defcert.h"
@@ -457,7 +458,10 @@ static int apply(int initial, char *err, size_t errlen)
         p12_free(G.active_p12);
         G.active_p12 = p12;
         set_str(&G.active_file, p12 ? s.certificate_file : NULL);
-        if (p12) metrics_certs_set(s.certificate_file, p12);
+        if (p12 && G.readonly)
+            metrics_certs_set(s.certificate_file, p12);
+        else if (p12)
+            certmeta_note(s.certificate_file, p12, NULL); /* gauges, record, expiry check */
         set_str(&G.active_alias, served ? p12_entry_alias(served) : NULL);
         set_str(&G.fallback_reason, fallback ? why : NULL);
     }
@@ -496,6 +500,7 @@ int gw_open(const struct gw_options *opt, char *err, size_t errlen)
         err_set(err, errlen, "%s", kerr);
         return -1;
     }
+    certmeta_load_all(); /* the stored files' facts known before this start */
     gw_lock();
     int rc = apply(1, err, errlen);
     gw_unlock();
@@ -684,7 +689,7 @@ void gw_change_commit(struct gw_change *ch, const char *file)
     if (ch->p12 != G.active_p12) p12_free(G.active_p12);
     G.active_p12 = ch->p12;
     set_str(&G.active_file, file);
-    metrics_certs_set(file, ch->p12);
+    certmeta_note(file, ch->p12, NULL);
     set_str(&G.active_alias, ch->alias);
     set_str(&G.fallback_reason, NULL);
     free(ch->alias);

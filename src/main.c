@@ -7,6 +7,7 @@
 #include "certimport.h"
 #include "fleet.h"
 #include "fleet_sync.h"
+#include "expiry.h"
 #include "gw.h"
 #include "fsutil.h"
 #include "log.h"
@@ -299,6 +300,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&ticket_timer, NULL);
     uv_close((uv_handle_t *)&throttle_timer, NULL);
+    expiry_stop();
 }
 
 static void on_throttle_timer(uv_timer_t *t)
@@ -533,6 +535,7 @@ static int cmd_run(int argc, char **argv)
                    TLS_TICKET_ROTATE_S * 1000ull);
     uv_timer_init(loop, &throttle_timer);
     uv_timer_start(&throttle_timer, on_throttle_timer, 1000, 1000);
+    if (expiry_start(loop) != 0) log_warn("expiry warnings are off: cannot start their timer");
     uv_run(loop, UV_RUN_DEFAULT);
     server_join();
     acme_stop();
@@ -540,6 +543,7 @@ static int cmd_run(int argc, char **argv)
     metrics_stop();
     secretdir_free();
     uv_loop_close(loop);
+    expiry_free();
     app_cleanup();
     accesslog_close();
     audit_close();

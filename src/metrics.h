@@ -90,6 +90,21 @@ void metrics_certs_free(void);
 /* notBefore, notAfter (Unix time) and the first 8 bytes of the SHA-256 of leaf in hex. */
 int metrics_cert_times(struct x509_st *leaf, long long *nb, long long *na, char sha[17]);
 
+/* One certificate's public facts (metrics_certs_put, metrics_certs_each_fact). */
+struct metrics_cert_fact {
+    const char *alias, *subject; /* subject: RFC 2253, e.g. "CN=host,O=Org" */
+    char sha[17];                /* the first 8 bytes of the leaf's SHA-256, hex */
+    long long nb, na;            /* notBefore, notAfter (Unix time) */
+};
+/* Replaces what is known of file by the n facts f (the records of certmeta.c). */
+void metrics_certs_put(const char *file, const struct metrics_cert_fact *f, size_t n);
+/* Visits every row with its subject (the expiry warnings). */
+void metrics_certs_each_fact(void (*fn)(void *arg, const char *file,
+                                        const struct metrics_cert_fact *f),
+                             void *arg);
+/* The subject of leaf in RFC 2253 form, malloc'd (NULL when out of memory). */
+char *metrics_cert_subject(struct x509_st *leaf);
+
 /* Binds host:port and starts the listener thread. -1 with "cannot listen on
  * 127.0.0.1:9998 for metrics (metrics-listen): Address already in use". */
 int metrics_start(const char *host, unsigned port, char *err, size_t errlen);

@@ -1,10 +1,13 @@
-/* metrics_certs.c - the validity of every certificate certgate knows, for the metrics.
+/* metrics_certs.c - the validity of every certificate certgate knows, for the metrics
+ * and the expiry warnings.
  *
  * A stored keystore's entries are readable only with its password, which certgate keeps
- * only for the configured file. So the table holds what certgate has opened since it
- * started: the configured file (at start and every reload), every file uploaded and every
- * file activated; a deleted file leaves it. One mutex; none of this is on the request
+ * only for the configured file. So the table holds what certgate has opened (the
+ * configured file at start and every reload, every file uploaded, activated or described)
+ * plus, from the start, the facts recorded in DIR/ssl-meta (certmeta.c) for stored files
+ * opened before; a deleted file leaves it. One mutex; none of this is on the request
  * path. */
+#include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <pthread.h>
@@ -17,7 +20,7 @@
 #include "p12.h"
 
 struct cert_row {
-    char *file, *alias;
+    char *file, *alias, *subject;
     char sha[17];
     long long nb, na;
 };
@@ -54,6 +57,7 @@ static void drop_locked(const char *file)
         if (strcmp(rows[i].file, file) == 0) {
             free(rows[i].file);
             free(rows[i].alias);
+            free(rows[i].subject);
         } else {
             rows[j++] = rows[i];
         }
@@ -68,6 +72,51 @@ void metrics_certs_drop(const char *file)
     pthread_mutex_unlock(&lock);
 }
 
+static void add_locked(const char *file, const struct metrics_cert_fact *f)
+{
+    struct cert_row r = {0};
+    r.nb = f->nb;
+    r.na = f->na;
+    snprintf(r.sha, sizeof r.sha, "%s", f->sha);
+    r.file = strdup(file);
+    r.alias = strdup(f->alias ? f->alias : "");
+    r.subject = strdup(f->subject ? f->subject : "");
+    if (nrows == caprows) {
+        size_t cap = caprows ? caprows * 2 : 16;
+        struct cert_row *n = realloc(rows, cap * sizeof *rows);
+        if (n) rows = n, caprows = cap;
+    }
+    if (!r.file || !r.alias || !r.subject || nrows == caprows) {
+        free(r.file);
+        free(r.alias);
+        free(r.subject);
+        return;
+    }
+    rows[nrows++] = r;
+}
+
+void metrics_certs_put(const char *file, const struct metrics_cert_fact *f, size_t n)
+{
+    if (!file) return;
+    pthread_mutex_lock(&lock);
+    drop_locked(file);
+    for (size_t i = 0; i < n; i++) add_locked(file, &f[i]);
+    pthread_mutex_unlock(&lock);
+}
+
+char *metrics_cert_subject(struct x509_st *leaf)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *s = NULL;
+    if (b && X509_NAME_print_ex(b, X509_get_subject_name(leaf), 0, XN_FLAG_RFC2253) >= 0) {
+        char *p;
+        long n = BIO_get_mem_data(b, &p);
+        s = n >= 0 ? strndup(p, (size_t)n) : NULL;
+    }
+    BIO_free(b);
+    return s;
+}
+
 void metrics_certs_set(const char *file, const struct p12_file *f)
 {
     if (!file || !f) return;
@@ -76,22 +125,27 @@ void metrics_certs_set(const char *file, const struct p12_file *f)
     for (size_t i = 0; i < p12_count(f); i++) {
         const struct p12_entry *e = p12_get(f, i);
         if (!e || !p12_entry_has_key(e)) continue;
-        struct cert_row r = {0};
-        if (metrics_cert_times(p12_entry_cert(e), &r.nb, &r.na, r.sha) != 0) continue;
-        const char *alias = p12_entry_alias(e);
-        r.file = strdup(file);
-        r.alias = strdup(alias ? alias : "");
-        if (nrows == caprows) {
-            size_t cap = caprows ? caprows * 2 : 16;
-            struct cert_row *n = realloc(rows, cap * sizeof *rows);
-            if (n) rows = n, caprows = cap;
-        }
-        if (!r.file || !r.alias || nrows == caprows) {
-            free(r.file);
-            free(r.alias);
-            continue;
-        }
-        rows[nrows++] = r;
+        struct metrics_cert_fact fact = {0};
+        if (metrics_cert_times(p12_entry_cert(e), &fact.nb, &fact.na, fact.sha) != 0) continue;
+        char *subject = metrics_cert_subject(p12_entry_cert(e));
+        fact.alias = p12_entry_alias(e);
+        fact.subject = subject;
+        add_locked(file, &fact);
+        free(subject);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void metrics_certs_each_fact(void (*fn)(void *arg, const char *file,
+                                        const struct metrics_cert_fact *f),
+                             void *arg)
+{
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < nrows; i++) {
+        struct metrics_cert_fact f = {rows[i].alias, rows[i].subject, "", rows[i].nb,
+                                      rows[i].na};
+        memcpy(f.sha, rows[i].sha, sizeof f.sha);
+        fn(arg, rows[i].file, &f);
     }
     pthread_mutex_unlock(&lock);
 }
@@ -112,6 +166,7 @@ void metrics_certs_free(void)
     for (size_t i = 0; i < nrows; i++) {
         free(rows[i].file);
         free(rows[i].alias);
+        free(rows[i].subject);
     }
     free(rows);
     rows = NULL;

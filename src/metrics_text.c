@@ -194,11 +194,11 @@ static void certificates(struct out *o)
         if (after)
             help(o, "certgate_certificate_not_after_timestamp_seconds", "gauge",
                  "End of validity (Unix time) of the served certificate (file \"\": the default "
-                 "one) and of every stored one opened since the start.");
+                 "one) and of every stored one whose facts are known (DIR/ssl-meta).");
         else
             help(o, "certgate_certificate_not_before_timestamp_seconds", "gauge",
                  "Start of validity (Unix time) of the served certificate and of every stored "
-                 "one opened since the start.");
+                 "one whose facts are known (DIR/ssl-meta).");
         if (ok) cert_line(o, after, file, alias, sha, 1, after ? na : nb);
         struct cert_visit v = {o, after, file, alias, ok ? sha : ""};
         metrics_certs_each(cert_row, &v);
