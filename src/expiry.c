@@ -134,18 +134,14 @@ static void table_row(void *arg, const char *file, const struct metrics_cert_fac
 void expiry_run(long long now)
 {
     char file[256] = "", alias[256] = "", sha[17] = "";
-    gw_lock();
-    struct gw_snap *snap = gw_snap_acquire();
-    gw_served_names(file, sizeof file, alias, sizeof alias);
-    gw_unlock();
-    X509 *leaf = snap && snap->ctx ? SSL_CTX_get0_certificate(snap->ctx) : NULL;
+    X509 *leaf = gw_served_leaf(file, sizeof file, alias, sizeof alias);
     long long nb = 0, na = 0;
     if (leaf && metrics_cert_times(leaf, &nb, &na, sha) == 0) {
         char *subject = metrics_cert_subject(leaf);
         consider(now, 1, subject ? subject : "?", file, alias, sha, na);
         free(subject);
     }
-    if (snap) gw_snap_release(snap);
+    X509_free(leaf);
     metrics_certs_each_fact(table_row, &now); /* the served one is not said twice (by sha) */
 }
 

@@ -17,6 +17,7 @@
 #include "upstream.h"
 
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -842,6 +843,18 @@ void gw_served_names(char *file, size_t flen, char *alias, size_t alen)
 {
     snprintf(file, flen, "%s", G.active_file ? G.active_file : "");
     snprintf(alias, alen, "%s", G.active_file && G.active_alias ? G.active_alias : "");
+}
+
+struct x509_st *gw_served_leaf(char *file, size_t flen, char *alias, size_t alen)
+{
+    gw_lock(); /* a switch publishes and records the names under it: both read agree */
+    struct gw_snap *snap = gw_snap_acquire();
+    gw_served_names(file, flen, alias, alen);
+    gw_unlock();
+    X509 *leaf = snap && snap->ctx ? SSL_CTX_get0_certificate(snap->ctx) : NULL;
+    if (leaf && !X509_up_ref(leaf)) leaf = NULL;
+    gw_snap_release(snap);
+    return leaf;
 }
 
 void gw_served_sha256(char *out)

@@ -142,6 +142,11 @@ int gw_record_certificate(const char *file, const char *password, const char *al
  * Under gw_lock. */
 void gw_served_names(char *file, size_t flen, char *alias, size_t alen);
 
+/* The leaf certificate served now (a reference: X509_free it; NULL when none) with the
+ * file and alias it comes from (as gw_served_names), read together under gw_lock so they
+ * agree. Takes gw_lock itself: call without it. */
+struct x509_st *gw_served_leaf(char *file, size_t flen, char *alias, size_t alen);
+
 /* ----- the ACME certificate (acme_store.c) -----
  * It is served when no custom certificate is active (instead of the default one); a
  * custom certificate activated later takes precedence, and removing it (SIGHUP) brings

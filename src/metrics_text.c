@@ -182,12 +182,7 @@ static void cert_row(void *arg, const char *file, const char *alias, const char 
 static void certificates(struct out *o)
 {
     char file[256] = "", alias[256] = "", sha[17] = "";
-    /* a switch publishes and records the names under gw_lock: both read under it agree */
-    gw_lock();
-    struct gw_snap *snap = gw_snap_acquire();
-    gw_served_names(file, sizeof file, alias, sizeof alias);
-    gw_unlock();
-    X509 *leaf = snap && snap->ctx ? SSL_CTX_get0_certificate(snap->ctx) : NULL;
+    X509 *leaf = gw_served_leaf(file, sizeof file, alias, sizeof alias);
     long long nb = 0, na = 0;
     int ok = metrics_cert_times(leaf, &nb, &na, sha) == 0;
     for (int after = 1; after >= 0; after--) {
@@ -203,7 +198,7 @@ static void certificates(struct out *o)
         struct cert_visit v = {o, after, file, alias, ok ? sha : ""};
         metrics_certs_each(cert_row, &v);
     }
-    if (snap) gw_snap_release(snap);
+    X509_free(leaf);
 }
 
 /* ----- process_* ----- */

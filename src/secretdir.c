@@ -106,26 +106,12 @@ static void sd_digest_part(EVP_MD_CTX *md, const char *data, size_t len)
     if (data && len) EVP_DigestUpdate(md, data, len);
 }
 
-/* The hex SHA-256 of the served leaf ("" when unknown). Under gw_lock. */
-static void sd_served_sha(char hex[65])
-{
-    hex[0] = '\0';
-    struct gw_snap *s = gw_snap_acquire();
-    X509 *x = s && s->ctx ? SSL_CTX_get0_certificate(s->ctx) : NULL;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-    if (x && X509_digest(x, EVP_sha256(), md, &n) && n == 32)
-        for (unsigned i = 0; i < n; i++)
-            snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    gw_snap_release(s);
-}
-
 /* Logs, audits and counts a refusal of the set (why names the file and the problem). */
 static void sd_refuse(const char *alias, const char *why)
 {
     char sha[65], what[1024];
     gw_lock();
-    sd_served_sha(sha);
+    gw_served_sha256(sha);
     gw_describe_served(what, sizeof what);
     gw_unlock();
     log_error("tls-secret-dir %s: refused: %s; still serving %s", S.dir, why, what);
@@ -149,7 +135,7 @@ static int sd_switch(struct p12_file *p12, const char *alias, char *err, size_t 
     json_t *warnings = json_array();
     char why[1024], before[65], after[65], what[1024];
     gw_lock();
-    sd_served_sha(before);
+    gw_served_sha256(before);
     int bad = p12_select(p12, alias, &e, err, errlen) != P12_OK; /* names the file */
     if (!bad && p12_check_entry(e, time(NULL), warnings, why, sizeof why) != 0) {
         err_set(err, errlen, "%s: %s", S.path[0], why);
@@ -174,7 +160,7 @@ static int sd_switch(struct p12_file *p12, const char *alias, char *err, size_t 
     char served_alias[256];
     snprintf(served_alias, sizeof served_alias, "%s", gw_change_alias(ch));
     gw_change_commit_secret(ch, S.path[0]);
-    sd_served_sha(after);
+    gw_served_sha256(after);
     gw_describe_served(what, sizeof what);
     gw_unlock();
     log_info("tls-secret-dir %s: changed; serving %s; new connections get it now", S.dir, what);
