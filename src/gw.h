@@ -140,9 +140,9 @@ int gw_record_certificate(const char *file, const char *password, const char *al
 void gw_served_names(char *file, size_t flen, char *alias, size_t alen);
 
 /* ----- the ACME certificate (acme_store.c) -----
- * It is served when no custom certificate is active (instead of the default one); a
- * custom certificate activated later takes precedence, and removing it (SIGHUP) brings
- * the ACME certificate back. Kept apart so that SNI selection can take it later.
+ * It joins the served set: after the active custom file's entries (SNI picks it for its
+ * names; the file wins a name both carry), or as the default entry when no custom
+ * certificate is active (instead of the default self-signed one).
  *   gw_acme_prepare: builds its TLS context (first key entry of p12) with the current
  *                    settings; takes p12 over on success. NULL + sentence on error.
  *   gw_acme_commit:  keeps it as the ACME certificate `file` and publishes it when no
@@ -153,6 +153,10 @@ void gw_acme_commit(struct gw_change *ch, const char *file);
 /* The ACME certificate's file name and keystore, or NULL. Under gw_lock. */
 const char *gw_acme_file(void);
 const struct p12_file *gw_acme_p12(void);
+/* The ACME certificate expired (its renewal failed): it leaves the served set, which is
+ * rebuilt from the custom certificate, or the default self-signed one when none is
+ * active, and published. Takes gw_lock. 0, or -1 + sentence (the set is unchanged). */
+int gw_acme_withdraw(char *err, size_t errlen);
 
 /* Frees everything (at exit). */
 void gw_close(void);
