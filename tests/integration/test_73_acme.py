@@ -100,7 +100,9 @@ class Pebble:
 
 @unittest.skipUnless(os.access(PEBBLE, os.X_OK) and os.access(CHALLTESTSRV, os.X_OK),
                      "Debian's pebble is not installed (scripts/deps.sh test installs it)")
-class AcmeTest(GatewayTest):
+class AcmeBase(GatewayTest):
+    """pebble, an [acme] gateway and the checks of what it serves (test_75 uses them)."""
+
     def setUp(self):
         super().setUp()
         self.http_port, self.tls_port = free_port(), free_port()
@@ -143,6 +145,17 @@ class AcmeTest(GatewayTest):
         m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", p.stdout, re.S)
         return m.group(0)
 
+    def subject(self, g, name=None):
+        """The subject openssl s_client gets with -servername name (None: no SNI)."""
+        p = s_client(g.port, *(("-servername", name) if name else ("-noservername",)))
+        m = re.search(r"^subject=(.*)$", p.stdout, re.M)
+        self.assertIsNotNone(m, p.stdout + p.stderr)
+        return m.group(1)
+
+
+@unittest.skipUnless(os.access(PEBBLE, os.X_OK) and os.access(CHALLTESTSRV, os.X_OK),
+                     "Debian's pebble is not installed (scripts/deps.sh test installs it)")
+class AcmeTest(AcmeBase):
     def test_issue_restart_api(self):
         ca = self.pebble().start()
         g = self.start(self.acme_gateway(ca))
@@ -247,13 +260,6 @@ class AcmeTest(GatewayTest):
         self.assertIn("state: waiting", p.stdout)
         self.assertEqual(g.logs().count("acme: certificate "), 3, g.logs())
         self.assertNotEqual(self.verify(g, root), second)
-
-    def subject(self, g, name=None):
-        """The subject openssl s_client gets with -servername name (None: no SNI)."""
-        p = s_client(g.port, *(("-servername", name) if name else ("-noservername",)))
-        m = re.search(r"^subject=(.*)$", p.stdout, re.M)
-        self.assertIsNotNone(m, p.stdout + p.stderr)
-        return m.group(1)
 
     def test_custom_certificate_beside_acme(self):
         """Issue #12: the ACME certificate joins the custom file's served set. A custom
