@@ -287,6 +287,11 @@ static time_t ari_next(struct acme_client *c, const struct acme_cert_info *info,
     uint32_t r = 0;
     if (RAND_bytes((unsigned char *)&r, sizeof r) != 1) r = 0;
     time_t at = acme_ari_pick(start, end, now, r);
+    if (at >= info->not_after && fallback < at) {
+        log_warn("acme: the CA's renewal window for %s ends after the certificate expires; "
+                 "renewal by renew-before", info->file);
+        return fallback;
+    }
     char w[3][32];
     fmt_time(start, w[0], sizeof w[0]);
     fmt_time(end, w[1], sizeof w[1]);
