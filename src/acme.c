@@ -1,6 +1,7 @@
 /* acme.c - one ACME order, step by step (RFC 8555 section 7; see acme.h). */
 #include "acme.h"
 
+#include "acme_ari.h"
 #include "acme_http.h"
 #include "acme_jws.h"
 #include "acme_store.h"
@@ -363,6 +364,44 @@ done:
     json_decref(done);
     free(csr);
     free(payload);
+    return rc;
+}
+
+int acme_renewal_info(struct acme_client *c, const char *cert_id, time_t *start, time_t *end,
+                      long *retry_after, char *err, size_t errlen)
+{
+    *retry_after = -1;
+    c->retry_after = -1;
+    if (fetch_directory(c, err, errlen) != 0) return -1;
+    const char *base = dir_url(c, "renewalInfo");
+    if (!base) return 1;
+    c->step = "renewalInfo";
+    size_t n = strlen(base) + strlen(cert_id) + 2;
+    char *url = malloc(n);
+    if (!url) {
+        err_set(err, errlen, "renewalInfo: out of memory");
+        return -1;
+    }
+    /* RFC 9773 4.1: the path is the directory's URL, a slash, then the certID */
+    snprintf(url, n, "%s%s%s", base, base[0] && base[strlen(base) - 1] == '/' ? "" : "/",
+             cert_id);
+    struct acme_resp r;
+    int rc = -1;
+    if (acme_http_do(c->http, "GET", url, NULL, "application/json", &r, err, errlen) != 0) {
+        fail_step(c, err, errlen);
+    } else if (r.status != 200) {
+        fail_answer(c, url, &r, err, errlen);
+    } else {
+        char why[300];
+        if (acme_ari_parse(r.body, r.len, start, end, why, sizeof why) == 0) {
+            rc = 0;
+        } else {
+            err_set(err, errlen, "renewalInfo: %s: %s", url, why);
+        }
+    }
+    *retry_after = r.retry_after >= 0 ? r.retry_after : c->retry_after;
+    acme_resp_free(&r);
+    free(url);
     return rc;
 }
 

@@ -13,6 +13,7 @@
 #define CERTGATE_ACME_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include "conf.h"
 
@@ -81,6 +82,12 @@ struct acme_client {
 int acme_order_run(struct acme_client *c, struct acme_cert_info *info, char *err,
                    size_t errlen);
 
+/* RFC 9773: the CA's suggested renewal window for the certificate cert_id (acme_ari.h),
+ * from the directory's renewalInfo. 0 with *start < *end, 1 when the CA offers no
+ * renewalInfo, -1 with a sentence naming the step. *retry_after: the answer's
+ * Retry-After in seconds, or -1. */
+int acme_renewal_info(struct acme_client *c, const char *cert_id, time_t *start, time_t *end,
+                      long *retry_after, char *err, size_t errlen);
 /* The pending challenge answers (acme_run.c): set while a challenge is being validated;
  * for tls-alpn-01 the challenge certificate for name is made here. 0, or -1 + sentence. */
 int acme_challenge_set(const char *name, const char *token, const char *keyauth, char *err,

@@ -3,10 +3,12 @@
 #include "acme.h"
 
 #include "acme_alpn.h"
+#include "acme_ari.h"
 #include "acme_http.h"
 #include "acme_jws.h"
 #include "acme_store.h"
 #include "err.h"
+#include "gw.h"
 #include "log.h"
 #include "metrics.h"
 #include "secret.h"
@@ -39,6 +41,7 @@ static struct {
     _Atomic int stop;
     struct acme_http *http;     /* [init] created by acme_start; wake() from any thread */
     struct acme_cert_info info; /* [thread] the certificate served, from acme_init on */
+    int withdrawn;              /* [thread] info's certificate expired and left the set */
     pthread_mutex_t mu;
     struct {
         char *name, *token, *keyauth;
@@ -242,6 +245,62 @@ int acme_renew(void)
 
 /* ----- the thread ----- */
 
+/* An ACME certificate that expired while its renewal failed is not served any more: the
+ * set is rebuilt without it (the custom certificate, or the default self-signed one,
+ * serves), as after a restart, which does not load an expired certificate either. */
+static void expiry_check(time_t now)
+{
+    if (!A.info.file[0] || A.withdrawn || now < A.info.not_after) return;
+    char err[600] = "";
+    A.withdrawn = 1;
+    if (gw_acme_withdraw(err, sizeof err) == 0) {
+        char what[1024];
+        gw_lock();
+        gw_describe_served(what, sizeof what);
+        gw_unlock();
+        log_error("acme: %s has expired and is no longer served; serving %s until a new "
+                  "certificate is issued", A.info.file, what);
+    } else {
+        log_error("acme: %s has expired but stays served: %s", A.info.file, err);
+    }
+}
+
+/* The renewal time of info: inside the CA's suggested window when its directory offers
+ * renewalInfo (RFC 9773), else `fallback` (renew_at). *recheck: when to ask the CA again
+ * (its Retry-After), 0 when never. */
+static time_t ari_next(struct acme_client *c, const struct acme_cert_info *info,
+                       time_t fallback, time_t *recheck)
+{
+    *recheck = 0;
+    if (!info->file[0] || !info->ari_id[0] || !fallback) return fallback;
+    time_t start = 0, end = 0, now = time(NULL);
+    long retry_after = -1;
+    char err[1024];
+    int rc = acme_renewal_info(c, info->ari_id, &start, &end, &retry_after, err, sizeof err);
+    if (rc == 1) return fallback; /* the CA offers no renewal information */
+    *recheck = now + acme_ari_recheck_s(retry_after);
+    if (rc != 0) {
+        log_warn("acme: %s; renewal by renew-before, asked again in %ld s", err,
+                 (long)(*recheck - now));
+        return fallback;
+    }
+    uint32_t r = 0;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1) r = 0;
+    time_t at = acme_ari_pick(start, end, now, r);
+    if (at >= info->not_after && fallback < at) {
+        log_warn("acme: the CA's renewal window for %s ends after the certificate expires; "
+                 "renewal by renew-before", info->file);
+        return fallback;
+    }
+    char w[3][32];
+    fmt_time(start, w[0], sizeof w[0]);
+    fmt_time(end, w[1], sizeof w[1]);
+    fmt_time(at, w[2], sizeof w[2]);
+    log_info("acme: the CA's renewal window (RFC 9773) for %s is %s to %s; renewal at %s",
+             info->file, w[0], w[1], w[2]);
+    return at;
+}
+
 /* Waits until `next`, a renewal request (API or DIR/acme/renew-request) or the stop;
  * 1 when a renewal was requested. */
 static int wait_until(time_t next)
@@ -253,6 +312,7 @@ static int wait_until(time_t next)
             return 1;
         }
         time_t now = time(NULL);
+        expiry_check(now);
         if (next <= now) return 0;
         acme_http_sleep(A.http, next - now > 2 ? 2000 : (long)(next - now) * 1000);
     }
@@ -267,7 +327,8 @@ static void *acme_main(void *arg)
         status_set(ACME_STOPPED, 0, err);
         return NULL;
     }
-    time_t next = renew_at(&A.info);
+    time_t recheck = 0;
+    time_t next = ari_next(&c, &A.info, renew_at(&A.info), &recheck);
     if (next) {
         char when[32];
         fmt_time(next, when, sizeof when);
@@ -275,7 +336,15 @@ static void *acme_main(void *arg)
     }
     status_set(ACME_WAITING, next, NULL);
     while (!atomic_load(&A.stop)) {
-        if (next > time(NULL) && !wait_until(next)) continue;
+        time_t due = recheck && recheck < next ? recheck : next;
+        if (due > time(NULL) && !wait_until(due)) {
+            if (!atomic_load(&A.stop) && due < next && time(NULL) >= recheck) {
+                next = ari_next(&c, &A.info, renew_at(&A.info), &recheck);
+                status_set(ACME_WAITING, next, NULL);
+            }
+            continue;
+        }
+        recheck = 0;
         log_info("acme: ordering a certificate for %s from %s", A.cfg.domains[0],
                  A.cfg.directory);
         status_set(ACME_ORDERING, 0, NULL);
@@ -283,9 +352,10 @@ static void *acme_main(void *arg)
         c.bad_nonces = 0;
         if (acme_order_run(&c, &info, err, sizeof err) == 0) {
             metrics_inc(M_ACME_ORDER);
-            next = renew_at(&info);
+            next = ari_next(&c, &info, renew_at(&info), &recheck);
             pthread_mutex_lock(&A.mu);
             A.info = info;
+            A.withdrawn = 0;
             A.st.failures = 0;
             A.st.last_success = time(NULL);
             pthread_mutex_unlock(&A.mu);

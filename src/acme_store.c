@@ -2,6 +2,7 @@
  * acme_store.h). */
 #include "acme_store.h"
 
+#include "acme_ari.h"
 #include "acme_jws.h"
 #include "err.h"
 #include "fsutil.h"
@@ -214,6 +215,8 @@ int acme_store_load_cert(const struct conf_acme *cfg, struct acme_cert_info *inf
             info->not_before = asn1_epoch(X509_get0_notBefore(leaf));
             info->not_after = asn1_epoch(X509_get0_notAfter(leaf));
             info->domains_match = same_domains(json_object_get(j, "domains"), cfg);
+            if (acme_ari_cert_id(leaf, info->ari_id, sizeof info->ari_id) != 0)
+                info->ari_id[0] = '\0';
             snprintf(info->file, sizeof info->file, "%s", file);
             gw_acme_commit(ch, file);
         }
@@ -224,6 +227,52 @@ int acme_store_load_cert(const struct conf_acme *cfg, struct acme_cert_info *inf
     free(data);
     json_decref(j);
     return 0;
+}
+
+int acme_store_describe(const char *data_dir, const struct conf_acme *cfg, char *buf,
+                        size_t len)
+{
+    char *dir = fs_path_join(data_dir, "acme"), *text = NULL, *data = NULL;
+    size_t n = 0;
+    json_t *j = NULL;
+    if (dir && fs_read_entry(dir, "certificate.json", ACME_STATE_MAX, &text, &n, NULL, 0) == 0)
+        j = json_loadb(text, n, 0, NULL);
+    free(text);
+    free(dir);
+    const char *file = json_string_value(json_object_get(j, "file"));
+    json_int_t na = json_integer_value(json_object_get(j, "not-after"));
+    int ok = 0;
+    char until[32] = "?";
+    time_t t = (time_t)na;
+    struct tm tm;
+    if (na > 0 && gmtime_r(&t, &tm)) strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (!file) {
+        snprintf(buf, len, "none issued yet (ordered at start)");
+    } else if (fs_read_entry(gw_paths.ssl_dir, file, 16u << 20, &data, &n, NULL, 0) != 0) {
+        snprintf(buf, len, "%s is missing in %s (a new one is ordered at start)", file,
+                 gw_paths.ssl_dir);
+    } else if (t <= time(NULL)) {
+        snprintf(buf, len, "%s expired at %s (not served; a new one is ordered at start)",
+                 file, until);
+    } else {
+        json_t *dom = json_object_get(j, "domains");
+        int same = same_domains(dom, cfg);
+        char names[600] = "";
+        size_t off = 0;
+        for (size_t i = 0; i < json_array_size(dom) && off < sizeof names; i++)
+        {
+            const char *d = json_string_value(json_array_get(dom, i));
+            off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "",
+                                    d ? d : "?");
+        }
+        snprintf(buf, len, "%s for %s (valid to %s)%s", file, names, until,
+                 same ? "" : "; [acme] domains differ: a new one is ordered at start");
+        ok = 1;
+    }
+    if (data) OPENSSL_cleanse(data, n);
+    free(data);
+    json_decref(j);
+    return ok;
 }
 
 int acme_store_write_status(json_t *status, char *err, size_t errlen)
@@ -323,6 +372,8 @@ int acme_store_install(const struct conf_acme *cfg, const char *chain_pem, size_
             info->not_before = nb;
             info->not_after = na;
             info->domains_match = 1;
+            if (acme_ari_cert_id(leaf, info->ari_id, sizeof info->ari_id) != 0)
+                info->ari_id[0] = '\0';
             snprintf(info->file, sizeof info->file, "%s", name);
             if (old && strcmp(old, name) != 0) { /* the certificate of former domains */
                 char *path = fs_path_join(gw_paths.ssl_dir, old);

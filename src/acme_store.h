@@ -27,6 +27,7 @@ struct acme_cert_info {
     char file[160];     /* its name in DIR/ssl */
     time_t not_before, not_after;
     int domains_match;  /* it carries exactly the configured domains */
+    char ari_id[200];   /* its RFC 9773 certID (acme_ari.h), "" when it has none */
 };
 
 /* Creates DIR/acme (0700) unless readonly and loads the obfuscation key. */
@@ -52,6 +53,13 @@ int acme_store_load_cert(const struct conf_acme *cfg, struct acme_cert_info *inf
  * NULL when file is not the one recorded in certificate.json. Thread-safe after
  * acme_store_open (reads only). */
 char *acme_store_password(const char *file);
+
+/* For check-config (reads only, acme_store_open not needed): the certificate recorded
+ * in data_dir/acme/certificate.json, as "acme-x.p12 for a, b (valid to T)" in buf. 1 when
+ * it would be served (its file is there, not expired, for cfg's domains), else 0 with
+ * the reason in buf. */
+int acme_store_describe(const char *data_dir, const struct conf_acme *cfg, char *buf,
+                        size_t len);
 
 /* DIR/acme/status.json (written by the ACME thread, read by `certgate acme status`). */
 int acme_store_write_status(struct json_t *status, char *err, size_t errlen);

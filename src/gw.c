@@ -780,6 +780,36 @@ void gw_acme_commit(struct gw_change *ch, const char *file)
     free(ch);
 }
 
+int gw_acme_withdraw(char *err, size_t errlen)
+{
+    gw_lock();
+    struct p12_file *acme = G.acme_p12;
+    G.acme_p12 = NULL; /* served_ctx leaves it out from now on */
+    struct ssl_ctx_st *ctx = NULL;
+    int rc = -1;
+    if (G.active_p12) {
+        const struct p12_entry *e = NULL;
+        if (p12_select(G.active_p12, G.active_alias, &e, err, errlen) == P12_OK &&
+            (ctx = served_ctx(&G.settings, G.active_p12, e, note_log, G.active_file, err,
+                              errlen)))
+            rc = 0;
+    } else {
+        rc = load_default(&G.settings, &ctx, err, errlen);
+    }
+    if (rc == 0 && publish(ctx, &G.settings, G.upstream) != 0) {
+        err_set(err, errlen, "out of memory");
+        rc = -1;
+    }
+    if (rc != 0) {
+        G.acme_p12 = acme; /* nothing else to serve: the set stays as it is */
+    } else {
+        p12_free(acme);
+        set_str(&G.acme_file, NULL);
+    }
+    gw_unlock();
+    return rc;
+}
+
 const char *gw_acme_file(void)
 {
     return G.acme_file;

@@ -148,9 +148,9 @@ void gw_served_names(char *file, size_t flen, char *alias, size_t alen);
 struct x509_st *gw_served_leaf(char *file, size_t flen, char *alias, size_t alen);
 
 /* ----- the ACME certificate (acme_store.c) -----
- * It is served when no custom certificate is active (instead of the default one); a
- * custom certificate activated later takes precedence, and removing it (SIGHUP) brings
- * the ACME certificate back. Kept apart so that SNI selection can take it later.
+ * It joins the served set: after the active custom file's entries (SNI picks it for its
+ * names; the file wins a name both carry), or as the default entry when no custom
+ * certificate is active (instead of the default self-signed one).
  *   gw_acme_prepare: builds its TLS context (first key entry of p12) with the current
  *                    settings; takes p12 over on success. NULL + sentence on error.
  *   gw_acme_commit:  keeps it as the ACME certificate `file` and publishes it when no
@@ -180,6 +180,10 @@ void gw_served_sha256(char *out);
  * NULL), taken under the same lock as the reload, so an API switch cannot come between. */
 int gw_reload_served(struct gw_served *before, struct gw_served *after, char *err,
                      size_t errlen);
+/* The ACME certificate expired (its renewal failed): it leaves the served set, which is
+ * rebuilt from the custom certificate, or the default self-signed one when none is
+ * active, and published. Takes gw_lock. 0, or -1 + sentence (the set is unchanged). */
+int gw_acme_withdraw(char *err, size_t errlen);
 
 /* Frees everything (at exit). */
 void gw_close(void);

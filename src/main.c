@@ -1,6 +1,7 @@
 /* main.c - the command line: run, check-config, token, --help, --version. */
 #include "accesslog.h"
 #include "acme.h"
+#include "acme_store.h"
 #include "app.h"
 #include "audit.h"
 #include "auth.h"
@@ -681,7 +682,20 @@ static int cmd_check_config(int argc, char **argv)
            s->tls_versions == (TLS_V12 | TLS_V13) ? " " : "",
            (s->tls_versions & TLS_V13) ? "TLSv1.3" : "");
     printf("upstream: %s\n", s->upstream.url ? s->upstream.url : "none");
-    printf("would serve: %s\n", what);
+    if (s->acme.directory) {
+        /* the ACME certificate joins the served set at start (acme_init) */
+        char acme[900];
+        int ok = acme_store_describe(data_dir, &s->acme, acme, sizeof acme);
+        printf("acme: %s, certificate %s\n", s->acme.directory, acme);
+        if (ok && gw_active_p12())
+            printf("would serve: %s; and the ACME certificate for its names (SNI)\n", what);
+        else if (ok)
+            printf("would serve: ACME certificate %s\n", acme);
+        else
+            printf("would serve: %s, until the ACME certificate is issued\n", what);
+    } else {
+        printf("would serve: %s\n", what);
+    }
     int rc = 0;
     if (gw_fallback_reason()) {
         printf("certificate error: %s\n", gw_fallback_reason());

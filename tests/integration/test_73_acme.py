@@ -6,7 +6,8 @@ served certificate verified by openssl s_client against pebble's root, fetched f
 management interface), the API's view ("source":"acme", DELETE refused), a restart that
 keeps the account (one newAccount in pebble's log) and the certificate, 50 % badNonce
 answers, and a CA that does not answer (logged step, backoff, the served certificate
-unchanged, success once it is back)."""
+unchanged, success once it is back), and a custom certificate beside the ACME one (each
+serves its own names, no SNI gets the custom one; SIGHUP and restart keep both)."""
 import json
 import os
 import re
@@ -99,7 +100,9 @@ class Pebble:
 
 @unittest.skipUnless(os.access(PEBBLE, os.X_OK) and os.access(CHALLTESTSRV, os.X_OK),
                      "Debian's pebble is not installed (scripts/deps.sh test installs it)")
-class AcmeTest(GatewayTest):
+class AcmeBase(GatewayTest):
+    """pebble, an [acme] gateway and the checks of what it serves (test_75 uses them)."""
+
     def setUp(self):
         super().setUp()
         self.http_port, self.tls_port = free_port(), free_port()
@@ -142,6 +145,17 @@ class AcmeTest(GatewayTest):
         m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", p.stdout, re.S)
         return m.group(0)
 
+    def subject(self, g, name=None):
+        """The subject openssl s_client gets with -servername name (None: no SNI)."""
+        p = s_client(g.port, *(("-servername", name) if name else ("-noservername",)))
+        m = re.search(r"^subject=(.*)$", p.stdout, re.M)
+        self.assertIsNotNone(m, p.stdout + p.stderr)
+        return m.group(1)
+
+
+@unittest.skipUnless(os.access(PEBBLE, os.X_OK) and os.access(CHALLTESTSRV, os.X_OK),
+                     "Debian's pebble is not installed (scripts/deps.sh test installs it)")
+class AcmeTest(AcmeBase):
     def test_issue_restart_api(self):
         ca = self.pebble().start()
         g = self.start(self.acme_gateway(ca))
@@ -171,6 +185,10 @@ class AcmeTest(GatewayTest):
         self.assertEqual(st, 403, body)
         self.assertIn("[acme]", body.decode())
         self.assertTrue(os.path.exists(os.path.join(g.ssl_dir, name)))
+        # check-config names the ACME certificate as the one served (no custom one)
+        p = certgate("check-config", "--data-dir", g.data_dir, check=False)
+        self.assertIn("would serve: ACME certificate %s for %s (valid to " %
+                      (name, ", ".join(DOMAINS)), p.stdout)
         # a restart keeps the account (no second newAccount) and the certificate
         self.assertEqual(g.stop(), 0)
         self.start(g)
@@ -242,6 +260,49 @@ class AcmeTest(GatewayTest):
         self.assertIn("state: waiting", p.stdout)
         self.assertEqual(g.logs().count("acme: certificate "), 3, g.logs())
         self.assertNotEqual(self.verify(g, root), second)
+
+    def test_custom_certificate_beside_acme(self):
+        """Issue #12: the ACME certificate joins the custom file's served set. A custom
+        certificate for another name uploaded (and so activated) through the API serves
+        its name and clients without SNI; the ACME names keep the ACME certificate; the
+        active file cannot be deleted (403); SIGHUP and a restart keep both served."""
+        ca = self.pebble().start()
+        g = self.start(self.acme_gateway(ca))
+        token = g.token()
+        self.wait_issued(g)
+        root = ca.root(os.path.join(self.tmp, "root.pem"))
+        leaf = self.verify(g, root, DOMAINS[0])
+        key, crt = self.pki.self_signed("custom", "custom.example.test",
+                                        san="DNS:custom.example.test")
+        p12 = self.pki.p12("custom.p12", key, crt, "pw-custom")
+        st, _, body = g.upload("custom.p12", p12, "pw-custom", token)
+        self.assertEqual(st, 200, body)
+
+        def both_served(when):
+            for name in DOMAINS:
+                self.assertEqual(self.verify(g, root, name), leaf, when)
+            self.assertIn("CN = custom.example.test", self.subject(g, "custom.example.test"),
+                          when)
+            self.assertIn("CN = custom.example.test", self.subject(g), when)
+            self.assertIn("CN = custom.example.test", self.subject(g, "other.example.test"),
+                          when)
+
+        both_served("after the upload")
+        st, _, body = g.call("DELETE", "custom.p12", token)
+        self.assertEqual(st, 403, body)
+        self.assertIn("active", body.decode())
+        both_served("after the refused DELETE")
+        self.assertIn("reloaded; serving custom certificate custom.p12", g.reload())
+        both_served("after SIGHUP")
+        p = certgate("check-config", "--data-dir", g.data_dir, check=False)
+        self.assertIn("would serve: custom certificate custom.p12", p.stdout)
+        self.assertIn("and the ACME certificate for its names (SNI)", p.stdout)
+        self.assertIn("certificate acme-%s.p12 for %s" % (DOMAINS[0], ", ".join(DOMAINS)),
+                      p.stdout)
+        self.assertEqual(g.stop(), 0)
+        self.start(g)
+        self.assertTrue(g.wait_log(r"acme: acme-\S+ is served; renewal at"), g.logs())
+        both_served("after a restart")
 
     def test_half_of_the_nonces_rejected(self):
         ca = self.pebble(nonce_reject=50).start()
