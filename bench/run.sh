@@ -28,6 +28,10 @@ ulimit -n "$hard"
 
 # the harness itself stays off CPU 0; the servers are pinned there explicitly
 taskset -c 1 python3 -B bench/bench.py "$@"
+# the SNI callback's cost on the full handshake (issue 12): a 1-entry file (no callback)
+# and a 4-entry file whose 4th entry SNI picks, instructions per handshake (callgrind)
+echo "bench: the SNI callback's cost, full RSA handshake, 1 entry vs 4 entries:"
+INSTR_CASES=full-rsa,full-rsa-sni4 INSTR_SERVERS=certgate taskset -c 1 python3 -B bench/instructions.py
 # then the cost of metrics (instructions per operation with metrics-listen off and on;
 # bench/metrics_cost.py), printed and put into BENCHMARKS.md's "Metrics cost" section
 if [ "${BENCH_NO_WRITE:-0}" = 1 ]; then
