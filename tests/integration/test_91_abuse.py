@@ -20,6 +20,7 @@ authentication storms) are tested with those features, not here."""
 import json
 import os
 import random
+import select
 import socket
 import ssl
 import threading
@@ -199,31 +200,39 @@ class AbuseTest(GatewayTest):
         self.assertIsNone(g.proc.poll())
 
     def flood(self, g, data):
-        """Sends data on a new TLS connection (from a thread, the gateway may close early)
-        and reads until the gateway closes: (answer bytes, seconds until closed)."""
+        """Sends data on a new TLS connection and reads until the gateway closes: (answer
+        bytes, seconds until closed). One thread drives the socket, writing and reading as
+        select says (Python's SSLSocket must not be used by two threads at once: one
+        OpenSSL SSL object; reading in one thread while another wrote crashed the test
+        process under load)."""
         t = g.tls_socket(timeout=20)
-        err = []
-
-        def send():
-            try:
-                t.sendall(data)
-            except (OSError, ssl.SSLError) as e:
-                err.append(e)
-
-        w = threading.Thread(target=send, daemon=True)
-        t0 = time.monotonic()
-        w.start()
+        t.setblocking(False)
+        view = memoryview(data)
+        sent = 0
         got = b""
-        try:
-            while True:
-                b = t.recv(65536)
-                if not b:
+        t0 = time.monotonic()
+        deadline = t0 + 20 * SLOW
+        while time.monotonic() < deadline:
+            writing = sent < len(data)
+            r, w, _ = select.select([t], [t] if writing else [], [], 1.0)
+            if r or t.pending():
+                try:
+                    b = t.recv(65536)
+                    if not b:
+                        break
+                    got += b
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+                except (ConnectionError, ssl.SSLError, OSError):
                     break
-                got += b
-        except (ConnectionError, ssl.SSLError, socket.timeout):
-            pass
+            if w and writing:
+                try:
+                    sent += t.send(view[sent:sent + 65536])
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+                except (ConnectionError, ssl.SSLError, OSError):
+                    sent = len(data)  # the gateway closed; keep reading what it said
         took = time.monotonic() - t0
-        w.join(5)
         t.close()
         return got, took
 
