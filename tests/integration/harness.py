@@ -262,13 +262,6 @@ def tool(name):
     return path
 
 
-def free_port():
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def s_client(port, *args, input="", timeout=20, host="127.0.0.1"):
     """openssl s_client against host:port; returns the CompletedProcess (never raises on
     a failed handshake: look at returncode and stdout)."""
@@ -791,11 +784,20 @@ class KeepAliveLoad:
         return self
 
 
+_PORTS_GIVEN = set()
+
+
 def free_port(host="127.0.0.1"):
-    """A TCP port that nothing listens on right now (closed again before returning)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that nothing listens on right now (closed again before returning), and
+    never one this process was given before: several picked in a row, before any of them
+    is bound, must differ (the kernel may hand out a just-closed port again)."""
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def proc_memory(pid):
