@@ -106,6 +106,22 @@ static void sd_digest_part(EVP_MD_CTX *md, const char *data, size_t len)
     if (data && len) EVP_DigestUpdate(md, data, len);
 }
 
+/* Audits a change of the set (status 200) or its refusal (400) and counts it. */
+static void sd_record(const char *alias, const char *before, const char *after, int status,
+                      const char *message)
+{
+    struct audit_event ev = {.source = "secret-dir",
+                             .op = "secret-change",
+                             .name = P12_NAME,
+                             .alias = alias,
+                             .sha_before = before[0] ? before : NULL,
+                             .sha_after = after[0] ? after : NULL,
+                             .status = status,
+                             .message = message};
+    audit_record(&ev);
+    metrics_inc(M_SECRET_DIR + (status != 200));
+}
+
 /* Logs, audits and counts a refusal of the set (why names the file and the problem). */
 static void sd_refuse(const char *alias, const char *why)
 {
@@ -115,16 +131,7 @@ static void sd_refuse(const char *alias, const char *why)
     gw_describe_served(what, sizeof what);
     gw_unlock();
     log_error("tls-secret-dir %s: refused: %s; still serving %s", S.dir, why, what);
-    struct audit_event ev = {.source = "secret-dir",
-                             .op = "secret-change",
-                             .name = P12_NAME,
-                             .alias = alias,
-                             .sha_before = sha[0] ? sha : NULL,
-                             .sha_after = sha[0] ? sha : NULL,
-                             .status = 400,
-                             .message = why};
-    audit_record(&ev);
-    metrics_inc(M_SECRET_DIR + 1);
+    sd_record(alias, sha, sha, 400, why);
 }
 
 /* Switches to p12 (taken over) with alias (NULL: the first key entry), as an API
@@ -171,16 +178,7 @@ static int sd_switch(struct p12_file *p12, const char *alias, char *err, size_t 
     char msg[1200];
     snprintf(msg, sizeof msg, "%s (alias '%s') activated from the secret directory %s", P12_NAME,
              served_alias, S.dir);
-    struct audit_event ev = {.source = "secret-dir",
-                             .op = "secret-change",
-                             .name = P12_NAME,
-                             .alias = served_alias,
-                             .sha_before = before[0] ? before : NULL,
-                             .sha_after = after[0] ? after : NULL,
-                             .status = 200,
-                             .message = msg};
-    audit_record(&ev);
-    metrics_inc(M_SECRET_DIR);
+    sd_record(served_alias, before, after, 200, msg);
     return 0;
 }
 
