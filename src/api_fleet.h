@@ -23,7 +23,8 @@ struct etcd;
 /* etcd's default request limit (--max-request-bytes, 1.5 MiB) less room for the JSON. */
 #define API_FLEET_MAX_VALUE (1536u * 1024u - 8u * 1024u)
 #define API_FLEET_LOCAL_WAIT_MS 10000 /* until this member has applied its own write */
-#define API_FLEET_ALL_WAIT_MS 10000   /* ?wait=all: until every live member has */
+#define API_FLEET_ALL_WAIT_MS 5000 /* ?wait=all: until every live member has (a member that
+                                     * died stays live until its 10 s lease ends) */
 
 struct api_fleet {
     struct etcd *e;

@@ -137,6 +137,28 @@ class FleetApiTest(GatewayTest):
         self.assertEqual(status, 200, body)
         for g in (a, b, c):
             self.assertTrue(self.serves(g, fp))
+        # ?wait=all with a member that does not apply (stopped): 202 naming it, bounded
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            n2, fp2, path2, pw2 = self.new_p12()
+            t = time.time()
+            status, _, body = a.call("PUT", n2 + "?wait=all", self.token, body=read_bytes(path2),
+                                     headers={"X-Password": pw2,
+                                              "Content-Type": "application/octet-stream"})
+            waited = time.time() - t
+        finally:
+            os.kill(b.proc.pid, signal.SIGCONT)
+        self.assertEqual(status, 202, body)
+        d = json.loads(body)
+        self.assertEqual([m["member"] for m in d["behind"]], ["b"], d)
+        self.assertIn("1 member has not reported it", d["message"])
+        self.assertGreater(d["revision"], 0)
+        self.assertLess(waited, 8 * SLOW)
+        self.assertTrue(self.serves(a, fp2) and self.serves(c, fp2))
+        self.assertTrue(wait_until(lambda: self.serves(b, fp2), 10), b.logs()[-2000:])
+        name, fp, path, pw = n2, fp2, path2, pw2
+        status, _, body = a.call("PUT", "x.p12?wait=some", self.token, body=b"x")
+        self.assertEqual(status, 400, body)
         # a wrong password is refused locally: nothing in etcd changes
         status, _, body = a.activate(old, "wrong", self.token)
         self.assertEqual(status, 400, body)
