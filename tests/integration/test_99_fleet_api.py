@@ -276,6 +276,37 @@ class FleetApiTest(GatewayTest):
         self.assertEqual(status, 200, body)
         self.assertTrue(wait_until(lambda: self.serves(a, fp), 10))
 
+    def test_token_made_on_a_authenticates_on_c(self):
+        a, c = self.fleet("a", "c")
+        p = certgate("token", "create", "--data-dir", a.data_dir, "--environment", "myenv",
+                     "--scope", "ActiveGateCertManagement", "--name", "fleet-wide")
+        tok = p.stdout.strip()
+        tid = tok[:31]
+        self.assertTrue(wait_until(lambda: c.call("GET", "list", token=tok)[0] == 200, 5),
+                        c.logs()[-2000:])
+        kv = self.cluster.etcdctl("get", "/certgate/tokens/" + tid, "--print-value-only").stdout
+        self.assertIn("fleet-wide", kv)
+        self.assertNotIn(tok[32:], kv)  # hashes only, never the token
+        # revoked on C: refused on A too
+        p = certgate("token", "revoke", "--data-dir", c.data_dir, tid)
+        self.assertIn("in the fleet's etcd too", p.stdout)
+        self.assertTrue(wait_until(lambda: a.call("GET", "list", token=tok)[0] == 401, 5),
+                        a.logs()[-2000:])
+        self.assertEqual(self.cluster.etcdctl("get", "/certgate/tokens/" + tid).stdout, "")
+        # etcd unreachable: no token is made
+        for i in range(3):
+            self.cluster.stop(i)
+        try:
+            p = certgate("token", "create", "--data-dir", a.data_dir, "--environment", "myenv",
+                         "--scope", "ActiveGateCertManagement", check=False)
+        finally:
+            self.cluster.start()
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertEqual(p.stdout, "")
+        self.assertIn("the token was not created", p.stderr)
+        self.assertNotIn("dt0c01", open(os.path.join(a.data_dir, "config", "tokens.json")).read()
+                         .replace(self.token[:31], ""))
+
 
 if __name__ == "__main__":
     main()
