@@ -524,24 +524,16 @@ static void fleet_answer(struct api_job *j, struct api_fleet *f, int st, const c
         gw_unlock();
         j->status = status;
     }
-    if (st == 200) {
-        json_t *d = j->fleet_desc ? json_incref(j->fleet_desc) : json_object();
-        if (d) json_object_set_new(d, "revision", json_integer(f->revision));
-        if (j->op == OP_DELETE) {
-            json_decref(d);
-            j->status = 200;
-            j->ctype = NULL;
-            j->body = NULL;
-            return;
-        }
-        job_json(j, d);
-        json_decref(d);
-    } else if (st == 202) {
-        json_t *d = json_pack("{s:i,s:s,s:I,s:O?}", "code", 202, "message", f->msg, "revision",
-                              (json_int_t)f->revision, "behind", f->behind);
-        job_json(j, d);
-        json_decref(d);
-        j->status = 202;
+    if (st == 200 && j->op == OP_DELETE) { /* as on a single node: no body */
+        j->status = 200;
+        j->ctype = NULL;
+        j->body = NULL;
+    } else if (st == 200 || st == 202) {
+        j->status = st;
+        j->ctype = "application/json";
+        j->body = api_fleet_body(f, st, j->fleet_desc);
+        if (!j->body) job_error(j, 500, "out of memory; the change was made (revision %lld)",
+                                (long long)f->revision);
     } else {
         job_error(j, st, "%s", f->msg);
         j->extra = f->extra;
@@ -607,20 +599,8 @@ static void op_activate_fleet(struct api_job *j, const struct http_request *r)
 static void op_delete_fleet(struct api_job *j)
 {
     struct api_fleet f;
-    if (api_fleet_begin(&f, j->name, 0) < 0)
-        fleet_answer(j, &f, f.status, NULL);
-    else if (!f.cert_rev)
-        job_error(j, 404, "No certificate file named %s in the fleet (%s); GET list shows the "
-                  "stored files.", j->name, f.cert_key);
-    else if (fleet_active_is(&f, j))
-        job_error(j, 403,
-                  "%s is the active certificate file of the fleet and cannot be deleted; "
-                  "activate another certificate first",
-                  j->name);
-    else if (acme_owns_file(j->name))
-        refuse_acme(j, "deleted");
-    else
-        fleet_answer(j, &f, api_fleet_delete(&f, j->name, j->wait_all), "deleted");
+    int st = api_fleet_remove(&f, j->name, acme_owns_file(j->name), j->wait_all);
+    fleet_answer(j, &f, st, "deleted");
     api_fleet_end(&f);
 }
 

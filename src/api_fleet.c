@@ -237,3 +237,34 @@ int api_fleet_delete(struct api_fleet *f, const char *name, int wait_all)
     struct etcd_op op = {ETCD_OP_DELETE, f->cert_key, NULL, 0, 0, 0};
     return commit(f, name, "deleted", &op, 1, wait_all);
 }
+
+int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned, int wait_all)
+{
+    if (api_fleet_begin(f, name, 0) < 0) return f->status;
+    if (!f->cert_rev)
+        return fail(f, 404, "No certificate file named %s in the fleet (%s); GET list shows "
+                    "the stored files.", name, f->cert_key);
+    if (strcmp(f->active_name, name) == 0)
+        return fail(f, 403, "%s is the active certificate file of the fleet and cannot be "
+                    "deleted; activate another certificate first", name);
+    if (acme_owned)
+        return fail(f, 403, "%s is the certificate that [acme] obtains for its domains and "
+                    "cannot be deleted; use another name, or remove [acme] from "
+                    "custom.properties first", name);
+    return api_fleet_delete(f, name, wait_all);
+}
+
+char *api_fleet_body(const struct api_fleet *f, int st, json_t *desc)
+{
+    json_t *d;
+    if (st == 200) {
+        d = desc ? json_deep_copy(desc) : json_object();
+        if (d) json_object_set_new(d, "revision", json_integer(f->revision));
+    } else {
+        d = json_pack("{s:i,s:s,s:I,s:O?}", "code", 202, "message", f->msg, "revision",
+                      (json_int_t)f->revision, "behind", f->behind);
+    }
+    char *s = d ? json_dumps(d, JSON_COMPACT) : NULL;
+    json_decref(d);
+    return s;
+}

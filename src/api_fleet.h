@@ -56,6 +56,14 @@ int api_fleet_put(struct api_fleet *f, const char *name, const void *data, size_
 /* Deletes certs/<name> in one transaction (comparing both keys), then waits as put. */
 int api_fleet_delete(struct api_fleet *f, const char *name, int wait_all);
 
+/* A delete with the fleet's rules: begin, then 404 (not in etcd), 403 (the fleet's active
+ * file, or acme_owned), else api_fleet_delete. Returns the status (msg as above). */
+int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned, int wait_all);
+
+/* The body of a committed write: 200: a copy of desc (NULL: {}) with "revision"; 202:
+ * {"code":202,"message":..,"revision":..,"behind":[..]}. malloc'd, NULL without memory. */
+char *api_fleet_body(const struct api_fleet *f, int st, json_t *desc);
+
 /* Closes the client and frees what begin read. */
 void api_fleet_end(struct api_fleet *f);
 

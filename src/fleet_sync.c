@@ -1,6 +1,7 @@
 /* fleet_sync.c - the running gateway's fleet threads (see fleet_sync.h). */
 #include "fleet_sync.h"
 
+#include "certmeta.h"
 #include "conf.h"
 #include "err.h"
 #include "etcd.h"
@@ -8,6 +9,7 @@
 #include "fsutil.h"
 #include "gw.h"
 #include "log.h"
+#include "metrics.h"
 #include "p12.h"
 #include "secret.h"
 
@@ -288,8 +290,11 @@ static int on_events(void *arg, const struct etcd_event *ev, size_t n)
             reread_active = 1;
         if (kind == 'c' && ev[i].deleted && strcmp(name, served) != 0) {
             char *path = fs_path_join(F.ssl_dir, name);
-            if (path && fs_unlink_durable(path, err, sizeof err) == 0)
+            if (path && fs_unlink_durable(path, err, sizeof err) == 0) {
+                metrics_certs_drop(name); /* as an API delete does */
+                certmeta_remove(name);
                 log_info("fleet: removed %s (deleted in etcd)", name);
+            }
             free(path);
         }
     }
