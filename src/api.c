@@ -3,6 +3,7 @@
 
 #include "acme.h"
 #include "acme_store.h"
+#include "api_fleet.h"
 
 #include "auth.h"
 #include "certmeta.h"
@@ -53,6 +54,11 @@ struct api_job {
     char msg[600];       /* the refusal's sentence */
     int audited;         /* the line is written (a success, under gw_lock) */
     int pem;             /* the upload was a PEM bundle */
+    /* a fleet member (fleet_sync_on): the write goes to etcd (api_fleet.c) */
+    int wait_all;        /* ?wait=all */
+    json_t *fleet_desc;  /* switch_to validated the change: the answer's description */
+    char *fleet_alias;   /* the alias to record (NULL: the first key entry) */
+    const char *extra;   /* header lines of the answer (Retry-After) */
     /* result, made in the thread pool */
     int status;
     char *body;
@@ -170,19 +176,9 @@ static json_t *describe(const struct p12_file *p12, const char *name, int active
 }
 
 /* Switches to p12 (taken over) as `name`: prepare, optional file write, config record,
- * publish. On any failure nothing live or on disk is changed. */
-/* A member of a fleet: its certificate state is etcd's, which the API does not write yet
- * (issue 13); a local change would be overwritten by the next fleet change. */
-static void fleet_refuse(struct api_job *j, const char *what)
-{
-    job_error(j, 409,
-              "%s: not %s: this gateway is a member of a fleet ([fleet] etcd) whose "
-              "certificate state lives in etcd, and certificate writes through a member's "
-              "API are not supported yet; change the state on one node and push it with "
-              "certgate fleet init --force",
-              j->name, what);
-}
-
+ * publish. On any failure nothing live or on disk is changed. On a fleet member it only
+ * validates: j->fleet_desc is the description to answer with, and api_fleet_put writes
+ * the change to etcd after gw_lock (the sync thread then applies it like any other). */
 static void switch_to(struct api_job *j, struct p12_file *p12, const char *password,
                       const void *data, size_t len)
 {
@@ -248,10 +244,12 @@ static void switch_to(struct api_job *j, struct p12_file *p12, const char *passw
         return;
     }
     if (fleet_sync_on()) {
-        fleet_refuse(j, data ? "uploaded" : "activated");
+        j->fleet_desc = describe(p12, j->name, 1);
+        if (j->fleet_desc) json_object_set(j->fleet_desc, "warnings", warnings);
+        j->fleet_alias = alias; /* taken over */
+        if (!j->fleet_desc) job_error(j, 500, "out of memory");
         json_decref(warnings);
         gw_change_abort(ch);
-        free(alias);
         return;
     }
     char *path = fs_path_join(gw_paths.ssl_dir, j->name);
@@ -432,6 +430,9 @@ static int refuse_active(struct api_job *j)
     return -1;
 }
 
+static void op_upload_fleet(struct api_job *j, const struct http_request *r, struct p12_file *p12,
+                            const char *pw, const void *data, size_t len);
+
 /* The key derivation (p12_parse) runs without gw_lock; under it only what depends on
  * the live state: the name is still not the active file, the switch, the writes. */
 static void op_upload(struct api_job *j, const struct http_request *r)
@@ -456,6 +457,14 @@ static void op_upload(struct api_job *j, const struct http_request *r)
     /* the name must not be a symbolic link (or anything else than our own file) */
     if (fs_check_entry(gw_paths.ssl_dir, j->name, err, sizeof err) != 0 && errno != ENOENT) {
         job_error(j, 403, "%s", err);
+        return;
+    }
+    if (fleet_sync_on() && !j->dry && r->body_len > API_FLEET_MAX_VALUE) {
+        job_error(j, 413,
+                  "%s: not uploaded: the file has %zu bytes, more than the %u a fleet member "
+                  "stores in etcd (etcd's request limit, --max-request-bytes, is 1.5 MiB by "
+                  "default); use a smaller keystore (fewer certificates, no unused entries)",
+                  j->name, r->body_len, API_FLEET_MAX_VALUE);
         return;
     }
     const char *h = http_header(r, "X-Password");
@@ -483,6 +492,8 @@ static void op_upload(struct api_job *j, const struct http_request *r)
     }
     if (p12_parse(data, len, pw, j->name, &p12, err, sizeof err) != P12_OK) {
         job_error(j, 400, "%s", err);
+    } else if (fleet_sync_on() && !j->dry) {
+        op_upload_fleet(j, r, p12, pw, data, len);
     } else {
         gw_lock();
         if (gw_is_active_name(j->name)) {
@@ -497,6 +508,102 @@ static void op_upload(struct api_job *j, const struct http_request *r)
     p12_der_free(der, len);
 }
 
+/* ----- on a fleet member: through etcd (api_fleet.c) ----- */
+
+/* The answer of api_fleet_put/delete (status st) in j, and the audit line of a success. */
+static void fleet_answer(struct api_job *j, struct api_fleet *f, int st, const char *done)
+{
+    if (st == 200 || st == 202) {
+        char amsg[700];
+        snprintf(amsg, sizeof amsg, "%s %s through etcd at revision %lld%s", done, j->name,
+                 (long long)f->revision, st == 202 ? " (not yet applied everywhere)" : "");
+        int status = st;
+        j->status = 200; /* the audit line records a success */
+        gw_lock();
+        job_audit(j, j->fleet_alias, NULL, NULL, amsg);
+        gw_unlock();
+        j->status = status;
+    }
+    if (st == 200 && j->op == OP_DELETE) { /* as on a single node: no body */
+        j->status = 200;
+        j->ctype = NULL;
+        j->body = NULL;
+    } else if (st == 200 || st == 202) {
+        j->status = st;
+        j->ctype = "application/json";
+        j->body = api_fleet_body(f, st, j->fleet_desc);
+        if (!j->body) job_error(j, 500, "out of memory; the change was made (revision %lld)",
+                                (long long)f->revision);
+    } else {
+        job_error(j, st, "%s", f->msg);
+        j->extra = f->extra;
+    }
+}
+
+/* The fleet's active record names j->name: it cannot be replaced or deleted. */
+static int fleet_active_is(const struct api_fleet *f, const struct api_job *j)
+{
+    return strcmp(f->active_name, j->name) == 0;
+}
+
+static void op_upload_fleet(struct api_job *j, const struct http_request *r, struct p12_file *p12,
+                            const char *pw, const void *data, size_t len)
+{
+    struct api_fleet f;
+    if (api_fleet_begin(&f, j->name, 0) < 0) {
+        p12_free(p12);
+        fleet_answer(j, &f, f.status, NULL);
+    } else if (fleet_active_is(&f, j)) {
+        p12_free(p12);
+        refuse_active(j);
+    } else {
+        gw_lock();
+        switch_to(j, p12, pw, data, len); /* validates only */
+        gw_unlock();
+        if (j->fleet_desc)
+            fleet_answer(j, &f,
+                         api_fleet_put(&f, j->name, data, len, pw, j->fleet_alias, j->wait_all),
+                         j->pem ? "uploaded (PEM bundle) and activated" : "uploaded and activated");
+    }
+    api_fleet_end(&f);
+    (void)r;
+}
+
+static void op_activate_fleet(struct api_job *j, const struct http_request *r)
+{
+    struct api_fleet f;
+    struct p12_file *p12 = NULL;
+    char *pw = NULL, err[1024];
+    if (api_fleet_begin(&f, j->name, 1) < 0) {
+        fleet_answer(j, &f, f.status, NULL);
+    } else if (!f.cert) {
+        job_error(j, 404, "No certificate file named %s in the fleet (%s); GET list shows the "
+                  "stored files.", j->name, f.cert_key);
+    } else if (request_password(j, r, &pw) == 0) {
+        if (p12_parse(f.cert, f.cert_len, pw, j->name, &p12, err, sizeof err) != P12_OK) {
+            job_error(j, 400, "%s", err);
+        } else {
+            gw_lock();
+            switch_to(j, p12, pw, NULL, 0); /* validates only (or a dry run) */
+            gw_unlock();
+            if (j->fleet_desc)
+                fleet_answer(j, &f,
+                             api_fleet_put(&f, j->name, NULL, 0, pw, j->fleet_alias, j->wait_all),
+                             "activated");
+        }
+    }
+    secret_free(pw);
+    api_fleet_end(&f);
+}
+
+static void op_delete_fleet(struct api_job *j)
+{
+    struct api_fleet f;
+    int st = api_fleet_remove(&f, j->name, acme_owns_file(j->name), j->wait_all);
+    fleet_answer(j, &f, st, "deleted");
+    api_fleet_end(&f);
+}
+
 static void op_activate(struct api_job *j, const struct http_request *r)
 {
     struct p12_file *p12;
@@ -504,6 +611,10 @@ static void op_activate(struct api_job *j, const struct http_request *r)
     struct stat id;
     if (acme_owns_file(j->name)) {
         refuse_acme(j, "activated (it is served when no custom certificate is active)");
+        return;
+    }
+    if (fleet_sync_on() && !j->dry) {
+        op_activate_fleet(j, r);
         return;
     }
     if (open_stored(j, r, &p12, &pw, &id) != 0) return;
@@ -533,8 +644,6 @@ static void op_delete(struct api_job *j)
                   j->name);
     } else if (acme_owns_file(j->name)) {
         refuse_acme(j, "deleted");
-    } else if (fleet_sync_on()) {
-        fleet_refuse(j, "deleted");
     } else if (fs_unlink_durable(path, err, sizeof err) != 0) {
         job_error(j, 500, "cannot delete %s: %s", j->name, err);
     } else {
@@ -645,6 +754,10 @@ static void work_cb(uv_work_t *w)
         op_describe(j, r);
         break;
     case OP_DELETE:
+        if (fleet_sync_on()) {
+            op_delete_fleet(j);
+            break;
+        }
         gw_lock();
         op_delete(j);
         gw_unlock();
@@ -690,7 +803,7 @@ static void after_cb(uv_work_t *w, int status)
                       "The certificate operation was not started: the client closed its "
                       "connection.");
     else
-        http_respond(x, j->status, j->ctype, NULL, body ? body : "", body ? strlen(body) : 0);
+        http_respond(x, j->status, j->ctype, j->extra, body ? body : "", body ? strlen(body) : 0);
     if (!j->skipped && status == 0 && j->op != OP_NONE)
         metrics_inc(M_CERT_OP + (unsigned)metrics_op(j->op) * 2 + (j->status >= 300));
     free(body); /* j itself went with the exchange */
@@ -702,6 +815,8 @@ static void job_free(void *p)
 {
     struct api_job *j = p;
     json_decref(j->pre_warnings);
+    json_decref(j->fleet_desc);
+    free(j->fleet_alias);
     free(j->body);
     free(j);
 }
@@ -853,6 +968,18 @@ static void on_headers(struct http_exchange *x)
         }
         dry = strcmp(dryv, "true") == 0;
     }
+    int wait_all = 0;
+    char waitv[16];
+    if ((op == OP_UPLOAD || op == OP_ACTIVATE || op == OP_DELETE) &&
+        auth_query_param(r->query, "wait", waitv, sizeof waitv) == 0) {
+        if (strcmp(waitv, "all") != 0 && strcmp(waitv, "local") != 0) {
+            respond_error(x, 400, NULL,
+                          "wait must be all (every live fleet member has applied the "
+                          "change) or local (the default).");
+            return;
+        }
+        wait_all = strcmp(waitv, "all") == 0;
+    }
     unsigned limit = queue_limit(x);
     if (atomic_load(&api_jobs) >= limit) { /* full now: do not even read the body */
         respond_busy(x, limit);
@@ -866,6 +993,7 @@ static void on_headers(struct http_exchange *x)
     j->x = x;
     j->op = op;
     j->dry = dry;
+    j->wait_all = wait_all;
     snprintf(j->token_id, sizeof j->token_id, "%s", token_id);
     snprintf(j->client, sizeof j->client, "%s", peer ? peer : "");
     if (name) snprintf(j->name, sizeof j->name, "%.*s", (int)namelen, name);

@@ -4,6 +4,7 @@
 #include "acme.h"
 #include "api.h"
 #include "auth.h"
+#include "fleet.h"
 #include "fsutil.h"
 #include "gw.h"
 #include "http.h"
@@ -155,19 +156,30 @@ int app_token_command(int argc, char **argv)
     }
     scopes[nscopes] = NULL;
     char *config_dir = fs_path_join(data_dir, "config");
-    char err[512];
+    char err[2048];
     int rc = 1;
     if (strcmp(sub, "create") == 0) {
         if (!env || !nscopes || id) {
             free(config_dir);
             return token_usage("create needs --environment ENV and at least one --scope");
         }
-        char *token = NULL;
+        char *token = NULL, tid[64] = "";
+        int in_fleet = 0, found = 0;
         if (auth_token_create(config_dir, env, scopes, name, &token, err, sizeof err) == 0) {
-            printf("%s\n", token);
-            fflush(stdout);
+            /* a fleet node: the entry goes to etcd too, or the token is not made at all */
+            auth_token_id(NULL, token, tid, sizeof tid);
+            if (fleet_token_sync(data_dir, tid, 0, &in_fleet, &found, err, sizeof err) < 0) {
+                char e2[256];
+                if (auth_token_revoke(config_dir, tid, e2, sizeof e2) < 0)
+                    fprintf(stderr, "certgate token create: %s\n", e2);
+                snprintf(err + strlen(err), sizeof err - strlen(err),
+                         "; the token was not created (the fleet's etcd must hold it)");
+            } else {
+                printf("%s\n", token);
+                fflush(stdout);
+                rc = 0;
+            }
             secret_free(token);
-            rc = 0;
         }
     } else if (strcmp(sub, "list") == 0) {
         rc = auth_token_list(config_dir, stdout, err, sizeof err) == 0 ? 0 : 1;
@@ -176,8 +188,13 @@ int app_token_command(int argc, char **argv)
             free(config_dir);
             return token_usage("revoke needs the token ID (see 'certgate token list')");
         }
-        if (auth_token_revoke(config_dir, id, err, sizeof err) == 0) {
-            printf("revoked %.31s\n", id);
+        /* a fleet node: out of etcd first (the members follow), then out of this node */
+        int in_fleet = 0, found = 0;
+        if (fleet_token_sync(data_dir, id, 1, &in_fleet, &found, err, sizeof err) < 0) {
+            snprintf(err + strlen(err), sizeof err - strlen(err),
+                     "; nothing was revoked (try again when etcd answers)");
+        } else if (auth_token_revoke(config_dir, id, err, sizeof err) == 0 || found) {
+            printf("revoked %.31s%s\n", id, found ? " (in the fleet's etcd too)" : "");
             rc = 0;
         }
     } else {

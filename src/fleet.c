@@ -556,3 +556,82 @@ int fleet_command(int argc, char **argv)
     cli_free(&c);
     return rc;
 }
+
+/* ----- API tokens of a fleet node (certgate token create|revoke) ----- */
+
+/* The id of a token key <prefix>/tokens/<id> matches what revoke was given: the ID, its
+ * public part after "dt0c01.", or the whole token (ID + "." + secret). */
+static int token_matches(const char *kid, const char *arg)
+{
+    size_t n = strlen(kid);
+    const char *dot = strchr(kid, '.');
+    return strcmp(kid, arg) == 0 || (dot && strcmp(dot + 1, arg) == 0) ||
+           (strncmp(arg, kid, n) == 0 && arg[n] == '.');
+}
+
+static int token_put(struct fleet_cli *c, const char *id, char *err, size_t errlen)
+{
+    char *path = fs_path_join(c->config_dir, "tokens.json"), *data = NULL, *key = NULL;
+    char *v = NULL;
+    size_t len = 0;
+    json_t *root = NULL, *t, *hit = NULL;
+    size_t i;
+    int rc = -1, ok = 0;
+    if (!path || fs_read_file(path, 4u << 20, &data, &len, err, errlen) < 0) goto out;
+    root = json_loadb(data, len, 0, NULL);
+    json_array_foreach(json_object_get(root, "tokens"), i, t) {
+        const char *tid = json_string_value(json_object_get(t, "id"));
+        if (tid && strcmp(tid, id) == 0) hit = t;
+    }
+    if (!hit || strchr(id, '/')) {
+        err_set(err, errlen, "%s: no token entry %s", path, id);
+        goto out;
+    }
+    v = json_text(json_incref(hit));
+    key = keyf("%s/tokens/%s", c->prefix, id);
+    struct etcd_op op = {ETCD_OP_PUT, key, v, v ? strlen(v) : 0, 0, 0};
+    if (!v || !key) err_set(err, errlen, "out of memory");
+    else if (etcd_txn(c->e, NULL, 0, &op, 1, &ok, NULL, err, errlen) == 0) rc = 0;
+out:
+    json_decref(root);
+    free(v);
+    free(key);
+    free(data);
+    free(path);
+    return rc;
+}
+
+static int token_delete(struct fleet_cli *c, const char *arg, int *found, char *err,
+                        size_t errlen)
+{
+    char *under = keyf("%s/tokens/", c->prefix);
+    struct etcd_range_result r = {0};
+    int rc = -1, ok = 0;
+    if (!under || etcd_range(c->e, under, 1, 0, &r, err, errlen) < 0) goto out;
+    rc = 0;
+    for (size_t i = 0; i < r.n && rc == 0; i++) {
+        if (!token_matches(r.kvs[i].key + strlen(under), arg)) continue;
+        struct etcd_op op = {ETCD_OP_DELETE, r.kvs[i].key, NULL, 0, 0, 0};
+        rc = etcd_txn(c->e, NULL, 0, &op, 1, &ok, NULL, err, errlen);
+        if (rc == 0) *found = 1;
+    }
+out:
+    etcd_range_free(&r);
+    free(under);
+    return rc;
+}
+
+int fleet_token_sync(const char *data_dir, const char *id, int revoke, int *in_fleet,
+                     int *found, char *err, size_t errlen)
+{
+    struct fleet_cli c = {.data_dir = data_dir};
+    *in_fleet = *found = 0;
+    int rc = cli_open(&c, err, errlen);
+    if (rc == 2 && !c.s.fleet.etcd) rc = 0, err[0] = '\0'; /* no [fleet]: a single node */
+    else if (rc == 0) {
+        *in_fleet = 1;
+        rc = revoke ? token_delete(&c, id, found, err, errlen) : token_put(&c, id, err, errlen);
+    }
+    cli_free(&c);
+    return rc ? -1 : 0;
+}

@@ -16,8 +16,18 @@
 #ifndef CERTGATE_FLEET_H
 #define CERTGATE_FLEET_H
 
+#include <stddef.h>
+
 /* `certgate fleet ...`; argv starts after "fleet". Returns the exit status (0 ok, 1 failed,
  * 2 usage). */
 int fleet_command(int argc, char **argv);
+
+/* `certgate token create|revoke` on a node whose custom.properties has [fleet] etcd
+ * (*in_fleet = 1; else nothing is done and 0 returned): create puts the tokens.json entry
+ * id (hashes only) under <prefix>/tokens/<id>; revoke deletes the token key matching id
+ * (the ID, its public part or the whole token; *found = 1 when one was). Running members
+ * get the change through their watch. 0, or -1 with the sentence (etcd unreachable...). */
+int fleet_token_sync(const char *data_dir, const char *id, int revoke, int *in_fleet,
+                     int *found, char *err, size_t errlen);
 
 #endif

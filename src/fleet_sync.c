@@ -1,6 +1,7 @@
 /* fleet_sync.c - the running gateway's fleet threads (see fleet_sync.h). */
 #include "fleet_sync.h"
 
+#include "certmeta.h"
 #include "conf.h"
 #include "err.h"
 #include "etcd.h"
@@ -8,6 +9,7 @@
 #include "fsutil.h"
 #include "gw.h"
 #include "log.h"
+#include "metrics.h"
 #include "p12.h"
 #include "secret.h"
 
@@ -213,7 +215,9 @@ static int discover_env(const struct etcd_range_result *r, char *err, size_t err
                 "it)", F.prefix);
         return -1;
     }
+    pthread_mutex_lock(&F.mu);
     F.env = found;
+    pthread_mutex_unlock(&F.mu);
     log_info("fleet: serving environment %s", F.env);
     return 0;
 }
@@ -286,8 +290,11 @@ static int on_events(void *arg, const struct etcd_event *ev, size_t n)
             reread_active = 1;
         if (kind == 'c' && ev[i].deleted && strcmp(name, served) != 0) {
             char *path = fs_path_join(F.ssl_dir, name);
-            if (path && fs_unlink_durable(path, err, sizeof err) == 0)
+            if (path && fs_unlink_durable(path, err, sizeof err) == 0) {
+                metrics_certs_drop(name); /* as an API delete does */
+                certmeta_remove(name);
                 log_info("fleet: removed %s (deleted in etcd)", name);
+            }
             free(path);
         }
     }
@@ -496,4 +503,46 @@ void fleet_sync_stop(void)
 int fleet_sync_on(void)
 {
     return F.running;
+}
+
+/* ----- for the API of a member (api_fleet.c) ----- */
+
+int fleet_sync_open(struct etcd **e, char *err, size_t errlen)
+{
+    return open_etcd(e, err, errlen);
+}
+
+int fleet_sync_names(char *under, size_t ulen, char *env, size_t elen)
+{
+    pthread_mutex_lock(&F.mu);
+    int rc = F.env ? 0 : -1;
+    snprintf(under, ulen, "%s", F.under ? F.under : "");
+    snprintf(env, elen, "%s", F.env ? F.env : "");
+    pthread_mutex_unlock(&F.mu);
+    return rc;
+}
+
+const char *fleet_sync_member_id(void)
+{
+    return F.member_id;
+}
+
+char *fleet_sync_seal(const char *ad, const char *plain)
+{
+    return fleetkey_seal(&F.key, ad, plain, strlen(plain));
+}
+
+int64_t fleet_sync_applied(void)
+{
+    return atomic_load(&F.applied);
+}
+
+int fleet_sync_wait_applied(int64_t rev, unsigned timeout_ms)
+{
+    for (unsigned t = 0; atomic_load(&F.applied) < rev; t += 5) {
+        if (t >= timeout_ms || atomic_load(&F.stop)) return -1;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
 }

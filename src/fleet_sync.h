@@ -18,14 +18,18 @@
  * When etcd cannot be reached the gateway serves its cache and retries every second; it
  * converges when etcd is back (full read).
  *
- * Not yet: API writes through etcd transactions (409 on conflict, 503 without etcd),
- * ?wait=all, deletions of cache files at a full read. */
+ * API writes of a member go through etcd transactions (api_fleet.c, stage 4b) using the
+ * accessors at the end of this header.
+ *
+ * Not yet: deletions of cache files at a full read. */
 #ifndef CERTGATE_FLEET_SYNC_H
 #define CERTGATE_FLEET_SYNC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct conf_settings;
+struct etcd;
 
 /* Starts the threads when s->fleet.etcd is set (else does nothing and returns 0).
  * config_dir and ssl_dir are the data directory's folders. Fails (-1, sentence) when the
@@ -39,7 +43,29 @@ int fleet_sync_start(const struct conf_settings *s, const char *config_dir, cons
 void fleet_sync_stop(void);
 
 /* 1 while the fleet threads run: the certificate state belongs to etcd, and the API of a
- * member refuses certificate writes (until they go through etcd transactions). */
+ * member writes it through etcd transactions (api_fleet.c). */
 int fleet_sync_on(void);
+
+/* ----- for the API of a member (api_fleet.c); only while fleet_sync_on() ----- */
+
+/* Opens an etcd client with the member's options, for the calling thread alone (etcd.h:
+ * a struct etcd is used by one thread at a time); the caller closes it. */
+int fleet_sync_open(struct etcd **e, char *err, size_t errlen);
+
+/* "<prefix>/" and the member's environment; -1 while the environment is not known yet
+ * (no fleet state read so far). */
+int fleet_sync_names(char *under, size_t ulen, char *env, size_t elen);
+
+/* The member id ([fleet] member-id). */
+const char *fleet_sync_member_id(void);
+
+/* plain sealed with the fleet key for the etcd key ad (fleetkey_seal); malloc'd or NULL. */
+char *fleet_sync_seal(const char *ad, const char *plain);
+
+/* The revision of the last fleet change this member applied. */
+int64_t fleet_sync_applied(void);
+
+/* Waits until the applied revision is >= rev: 0, or -1 after timeout_ms (or at stop). */
+int fleet_sync_wait_applied(int64_t rev, unsigned timeout_ms);
 
 #endif

@@ -1,0 +1,70 @@
+/* api_fleet.h - certificate writes of a fleet member's API as etcd transactions (issue 13,
+ * stage 4b).
+ *
+ * A write (upload, activate, delete) on a member reads the keys it depends on
+ * (<prefix>/<env>/certs/<name> and <prefix>/<env>/active) with api_fleet_begin, is
+ * validated locally as on a single node (api.c), then api_fleet_put / api_fleet_delete
+ * make ONE etcd transaction that compares the mod_revision of both keys with what was read
+ * and writes them: of two requests racing on two members one commits, the other gets 409.
+ * The answer waits until this member's sync thread has applied the transaction's revision
+ * (and with ?wait=all until every live member reports it), bounded by a timeout (then 202).
+ *
+ * Every call blocks on etcd: run them in the thread pool, never on a worker loop; each
+ * struct api_fleet has its own etcd client (etcd.h: one thread at a time). */
+#ifndef CERTGATE_API_FLEET_H
+#define CERTGATE_API_FLEET_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct etcd;
+
+/* etcd's default request limit (--max-request-bytes, 1.5 MiB) less room for the JSON. */
+#define API_FLEET_MAX_VALUE (1536u * 1024u - 8u * 1024u)
+#define API_FLEET_LOCAL_WAIT_MS 10000 /* until this member has applied its own write */
+#define API_FLEET_ALL_WAIT_MS 5000 /* ?wait=all: until every live member has (a member that
+                                     * died stays live until its 10 s lease ends) */
+
+struct api_fleet {
+    struct etcd *e;
+    char under[512], env[128];
+    char cert_key[1024], active_key[704];
+    int64_t cert_rev, active_rev; /* mod_revision read (0: the key does not exist) */
+    unsigned char *cert;          /* certs/<name>'s bytes (want_bytes) */
+    size_t cert_len;
+    char active_name[256]; /* the active record's name ("" without one) */
+    int64_t revision;      /* the committed transaction's revision */
+    /* an answer other than 200: its status, sentence and extra header lines */
+    int status;
+    char msg[3000];
+    const char *extra;
+    json_t *behind; /* 202 of ?wait=all: [{"member":..,"applied":..}] */
+};
+
+/* Opens the client and reads both keys for name (the certificate's bytes when
+ * want_bytes). 0, or -1 with status/msg (503 when etcd does not answer). */
+int api_fleet_begin(struct api_fleet *f, const char *name, int want_bytes);
+
+/* Puts certs/<name> = data (when data; an activation passes NULL) and the active record
+ * {name, alias, password sealed with the fleet key} in one transaction, then waits.
+ * Returns the status: 200, 202 (committed, some member behind: msg, behind), 409, 413,
+ * 503, 500 (msg). */
+int api_fleet_put(struct api_fleet *f, const char *name, const void *data, size_t len,
+                  const char *password, const char *alias, int wait_all);
+
+/* Deletes certs/<name> in one transaction (comparing both keys), then waits as put. */
+int api_fleet_delete(struct api_fleet *f, const char *name, int wait_all);
+
+/* A delete with the fleet's rules: begin, then 404 (not in etcd), 403 (the fleet's active
+ * file, or acme_owned), else api_fleet_delete. Returns the status (msg as above). */
+int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned, int wait_all);
+
+/* The body of a committed write: 200: a copy of desc (NULL: {}) with "revision"; 202:
+ * {"code":202,"message":..,"revision":..,"behind":[..]}. malloc'd, NULL without memory. */
+char *api_fleet_body(const struct api_fleet *f, int st, json_t *desc);
+
+/* Closes the client and frees what begin read. */
+void api_fleet_end(struct api_fleet *f);
+
+#endif
