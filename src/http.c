@@ -314,7 +314,10 @@ static int answer_closes(struct http_exchange *x)
     /* a request without a body is whole once its headers are in; an answer given before
      * a body was read ends the connection (the body is not read) */
     int whole = x->complete || (x->headers_done && !x->req.chunked && x->req.content_length <= 0);
-    return !x->keep_alive || !whole || h->draining || h->c.peer_eof;
+    /* after the client's EOF only the last request it sent says close; the pipelined
+     * ones before it are answered first (RFC 9112 9.6: nothing may follow a close) */
+    return !x->keep_alive || !whole || h->draining ||
+           (h->c.peer_eof && h->c.rpos == h->c.rlen);
 }
 
 /* The answer is complete: the connection picks that up in its next run. */
@@ -952,10 +955,7 @@ static void on_peer_eof(struct hconn *h)
     struct conn *c = &h->c;
     c->peer_eof = 1;
     struct http_exchange *x = h->x;
-    if (!x) {
-        if (c->rpos == c->rlen) conn_close(c);
-        return;
-    }
+    if (!x) return; /* run_once answers what is buffered, then closes */
     if (!x->complete || x->streaming || (!x->route.handle && x->dispatched)) {
         conn_close(c); /* aborts a streaming route */
         return;
@@ -967,7 +967,7 @@ static void on_peer_eof(struct hconn *h)
         x->route.on_abort = NULL;
         abort_cb(x);
     }
-    h->close_after = 1; /* answer what was asked, then close */
+    /* answer what was asked, the pipelined requests behind it too, then close */
 }
 
 /* Runs the connection until it waits for something; returns 1 when it stopped only
@@ -1011,6 +1011,18 @@ static int run_once(struct hconn *h)
                 finish_conn(h, linger);
             }
             return 0;
+        }
+        /* the client's EOF: once everything it sent is answered (or an unfinished
+         * request can never be), the connection ends */
+        if (c->peer_eof && c->rpos == c->rlen && !conn_queued(c)) {
+            if (!h->x) {
+                finish_conn(h, 0);
+                return 0;
+            }
+            if (!h->x->complete) {
+                conn_close(c);
+                return 0;
+            }
         }
         if (conn_queued(c) >= CONN_OUT_HIGH) return 0; /* wait for the client to read */
         /* 3. read more */

@@ -213,8 +213,14 @@ static SSL_CTX *ctx_base(const struct tls_server_opts *o, char *err, size_t errl
     int max = (o->versions & TLS_V13) ? TLS1_3_VERSION : TLS1_2_VERSION;
     SSL_CTX_set_min_proto_version(ctx, min);
     SSL_CTX_set_max_proto_version(ctx, max);
+    /* IGNORE_UNEXPECTED_EOF: a client that half-closes its TCP side without close_notify
+     * (nc -N, socat, scripts) ends its input like a close_notify would; without it OpenSSL
+     * 3 makes that EOF a fatal error (a decode_error alert, no more writes) and the answers
+     * to the requests it had sent are lost. HTTP frames every request, so a truncated one
+     * is still seen as incomplete (nginx sets the same option). */
     SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_NO_COMPRESSION | SSL_OP_SINGLE_ECDH_USE);
+                                 SSL_OP_NO_COMPRESSION | SSL_OP_SINGLE_ECDH_USE |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (apply_ciphers(ctx, o, err, errlen) != 0) goto fail;

@@ -4,8 +4,7 @@
  * on_headers. Each test closes everything at the end and checks that nothing is left
  * (run under ASan too for leaks and use-after-free).
  *
- * BUGS found by these tests (tests named known_bug_*). 1 and 2 are fixed (their tests
- * must pass); 3 is still open: its test is skipped unless CERTGATE_KNOWN_BUGS=1:
+ * BUGS found by these tests. All three are fixed (their tests must pass):
  *
  * 1. memio readiness is delivered as a plain post (c->ev = 0): worker_settle() spins
  *    forever on a client connection that has input waiting (src/memio.c wake() /
@@ -17,8 +16,10 @@
  *    at every turn; on memio worker_settle() never returns). Confirmed on a real
  *    socketpair with epoll: the connection runs at every epoll_wait, which never blocks.
  * 3. (minor) After a client half-close, a pipelined request behind an answer that comes
- *    later (buffered handler answering asynchronously) is dropped unanswered
- *    (src/http.c on_peer_eof() sets close_after); answered at once, it is served. */
+ *    later (buffered handler answering asynchronously) was dropped unanswered
+ *    (src/http.c on_peer_eof() set close_after); answered at once, it was served.
+ *    Fixed: after the EOF everything buffered is answered, the last answer says close
+ *    (bug3_eof_after_pipelined_later). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -954,12 +955,11 @@ static void eof_after_pipelined(void **state)
     mt_finish();
 }
 
-/* KNOWN BUG 3 (minor): the same when the first answer comes later. The EOF is read
- * while the handler works (src/http.c on_peer_eof() sets close_after), so after the
- * late answer the connection ends (finish_conn) and the pipelined request already in
- * the read buffer is never answered; answered synchronously (eof_after_pipelined) it is.
- * Skipped while it reproduces unless CERTGATE_KNOWN_BUGS=1. */
-static void known_bug3_eof_after_pipelined_later(void **state)
+/* Bug 3 (fixed): the same when the first answer comes later. The EOF is read while the
+ * handler works; the pipelined request already in the read buffer is answered after the
+ * late answer, and it is the one that says close (RFC 9112 9.6: nothing may follow it).
+ * Before the fix on_peer_eof() set close_after and /b was dropped unanswered. */
+static void bug3_eof_after_pipelined_later(void **state)
 {
     (void)state;
     START();
@@ -971,26 +971,35 @@ static void known_bug3_eof_after_pipelined_later(void **state)
     http_respond(pending, 200, "text/plain", NULL, "late", 4);
     pending = NULL;
     settle();
-    struct sb want = {0}, bug = {0};
+    struct sb want = {0};
     sb_ok(&want, "late", NULL);
-    sb_ok(&want, "/b", NULL);
-    sb_ok(&bug, "late", "close");
-    size_t n;
-    char *got = take(m, &n);
-    int reproduced = n == bug.len && memcmp(got, bug.p, n) == 0;
-    if (!reproduced) {
-        assert_int_equal(n, want.len);
-        assert_memory_equal(got, want.p, n);
-    }
+    sb_ok(&want, "/b", "close");
+    expect_out(m, want.p);
     assert_true(m->closed);
-    free(got);
     free(want.p);
-    free(bug.p);
     mt_finish();
-    known_bug("src/http.c on_peer_eof(): after a client half-close, a pipelined request "
-              "behind an asynchronously answered one is dropped unanswered (answered when "
-              "the first answer is synchronous)",
-              reproduced);
+}
+
+/* An unfinished request behind a late answer, then EOF: the answer, then the end (the
+ * rest of the request can never come). */
+static void eof_unfinished_behind_later(void **state)
+{
+    (void)state;
+    START();
+    struct memio *m = client();
+    push(m, "GET /later HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHo");
+    memio_eof(m);
+    settle();
+    assert_non_null(pending);
+    http_respond(pending, 200, "text/plain", NULL, "late", 4);
+    pending = NULL;
+    settle();
+    struct sb want = {0};
+    sb_ok(&want, "late", NULL);
+    expect_out(m, want.p);
+    assert_true(m->closed);
+    free(want.p);
+    mt_finish();
 }
 
 static void continue_not_sent_to_http10(void **state)
@@ -1193,7 +1202,8 @@ int main(void)
         cmocka_unit_test_setup(eof_mid_head, setup),
         cmocka_unit_test_setup(eof_mid_body, setup),
         cmocka_unit_test_setup(eof_after_pipelined, setup),
-        cmocka_unit_test_setup(known_bug3_eof_after_pipelined_later, setup),
+        cmocka_unit_test_setup(bug3_eof_after_pipelined_later, setup),
+        cmocka_unit_test_setup(eof_unfinished_behind_later, setup),
         cmocka_unit_test_setup(continue_not_sent_to_http10, setup),
         cmocka_unit_test_setup(reset_during_head, setup),
         cmocka_unit_test_setup(reset_during_body, setup),
