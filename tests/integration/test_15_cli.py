@@ -16,6 +16,14 @@ class HelpVersionTest(GatewayTest):
                      "--version", "SIGHUP", "SIGTERM"):
             self.assertIn(word, p.stdout, "--help does not mention %s" % word)
 
+    def test_help_after_a_command(self):
+        for cmd in (["run"], ["check-config"], ["token", "create"], ["fleet", "init"],
+                    ["cert", "import"], ["audit"], ["acme", "status"]):
+            p = certgate(*cmd, "--help", check=False)
+            self.assertEqual(p.returncode, 0, (cmd, p.stderr))
+            self.assertIn("certgate %s" % " ".join(cmd), p.stdout, cmd)
+            self.assertEqual(p.stderr, "", cmd)
+
     def test_version(self):
         p = certgate("--version")
         self.assertEqual(p.returncode, 0)
