@@ -448,9 +448,10 @@ static void print_active(const char *key, const struct etcd_kv *kv, const char *
 static void print_member(const char *id, const struct etcd_kv *kv)
 {
     json_t *j = json_loadb((const char *)kv->value, kv->value_len, 0, NULL);
+    const char *serving = json_string_value(json_object_get(j, "serving"));
     printf("member %s: applied revision %lld, serving %s", id,
            (long long)json_integer_value(json_object_get(j, "applied")),
-           json_string_value(json_object_get(j, "serving")) ?: "?");
+           !serving ? "?" : *serving ? serving : "its default certificate");
     const char *e = json_string_value(json_object_get(j, "error"));
     if (e) printf(", error: %s", e);
     printf("%s\n", kv->lease ? "" : " (no lease)");
@@ -484,7 +485,7 @@ static int fleet_status(struct fleet_cli *c, char *err, size_t errlen)
         have_key = 1;
         int same = kid && strcmp(kid, k.id) == 0;
         printf("this member (%s): fleet key %s, id %s%s\n", c->member_id, c->keypath, k.id,
-               same ? ", the fleet's" : ", NOT the fleet's key: copy the fleet key file from a "
+               same ? ", the fleet's key" : ", NOT the fleet's key: copy the fleet key file from a "
                                         "member of this fleet");
         problems += !same;
     } else {

@@ -106,9 +106,18 @@ static void apply_active(const char *key, const unsigned char *v, size_t vlen, i
     const char *sealed = json_string_value(json_object_get(j, "password"));
     if (!j || !warnings) {
         err_set(err, sizeof err, "%s: the record is not JSON", key);
-    } else if (!name) {
-        err_set(err, sizeof err, "%s: the fleet serves the default certificate, which members "
-                "do not apply yet", key);
+    } else if (!name) { /* the fleet has no active file: each member its own default */
+        char served[256], served_alias[256];
+        gw_lock();
+        gw_served_names(served, sizeof served, served_alias, sizeof served_alias);
+        gw_unlock();
+        if (served[0])
+            err_set(err, sizeof err, "%s: the fleet has no active certificate file (each member "
+                    "serves its own default certificate), but this member serves %s and does "
+                    "not drop it on its own; activate a certificate through the API to give "
+                    "the fleet one", key, served);
+        else
+            set_status("", NULL);
     } else if (!valid_name(name)) {
         err_set(err, sizeof err, "%s: '%s' is not a file name", key, name);
     } else if (sealed && fleetkey_open(&F.key, key, sealed, &pw, &pwlen, err, sizeof err) < 0) {

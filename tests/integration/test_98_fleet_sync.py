@@ -139,6 +139,21 @@ class FleetSyncTest(GatewayTest):
         c.stop()
         self.assertTrue(wait_until(lambda: sorted(self.members()) == ["b"], 5), self.members())
 
+    def test_a_fleet_of_default_certificates_is_no_error(self):
+        """A fleet made from a fresh node has no active file: every member serves its own
+        default certificate, and that is what its member key reports, without an error."""
+        self.push(first=True)
+        b = self.member("b")
+        self.assertTrue(wait_until(lambda: "b" in self.members(), 10), b.logs())
+        m = self.members()["b"]
+        self.assertEqual(m.get("serving"), "", m)
+        self.assertNotIn("error", m)
+        self.assertNotIn("not applied", b.logs())
+        p = certgate("fleet", "status", "--data-dir", self.ctl.data_dir, "--etcd", self.eps)
+        self.assertIn("member b: applied revision", p.stdout)
+        self.assertIn("serving its default certificate", p.stdout)
+        self.assertIn("the fleet's key", p.stdout)
+
     def test_tampered_value_keeps_serving(self):
         fp = self.new_cert()
         self.push(first=True)
