@@ -55,7 +55,7 @@ struct api_job {
     int audited;         /* the line is written (a success, under gw_lock) */
     int pem;             /* the upload was a PEM bundle */
     /* a fleet member (fleet_sync_on): the write goes to etcd (api_fleet.c) */
-    int wait_all;        /* ?wait=all */
+    unsigned wait_all_ms; /* ?wait=all[&timeout=S]: how long (0: this member only) */
     json_t *fleet_desc;  /* switch_to validated the change: the answer's description */
     char *fleet_alias;   /* the alias to record (NULL: the first key entry) */
     const char *extra;   /* header lines of the answer (Retry-After) */
@@ -562,7 +562,8 @@ static void op_upload_fleet(struct api_job *j, const struct http_request *r, str
         gw_unlock();
         if (j->fleet_desc)
             fleet_answer(j, &f,
-                         api_fleet_put(&f, j->name, data, len, pw, j->fleet_alias, j->wait_all),
+                         api_fleet_put(&f, j->name, data, len, pw, j->fleet_alias,
+                                       j->wait_all_ms),
                          j->pem ? "uploaded (PEM bundle) and activated" : "uploaded and activated");
     }
     api_fleet_end(&f);
@@ -588,7 +589,8 @@ static void op_activate_fleet(struct api_job *j, const struct http_request *r)
             gw_unlock();
             if (j->fleet_desc)
                 fleet_answer(j, &f,
-                             api_fleet_put(&f, j->name, NULL, 0, pw, j->fleet_alias, j->wait_all),
+                             api_fleet_put(&f, j->name, NULL, 0, pw, j->fleet_alias,
+                                           j->wait_all_ms),
                              "activated");
         }
     }
@@ -599,7 +601,7 @@ static void op_activate_fleet(struct api_job *j, const struct http_request *r)
 static void op_delete_fleet(struct api_job *j)
 {
     struct api_fleet f;
-    int st = api_fleet_remove(&f, j->name, acme_owns_file(j->name), j->wait_all);
+    int st = api_fleet_remove(&f, j->name, acme_owns_file(j->name), j->wait_all_ms);
     fleet_answer(j, &f, st, "deleted");
     api_fleet_end(&f);
 }
@@ -857,6 +859,45 @@ static void audit_early(struct http_exchange *x, const char *op, const char *nam
     if (op) api_audit_record(&a, 1);
 }
 
+/* ?wait=all|local and ?timeout=S of a change: *ms 0 (this member only; also the default),
+ * or how long wait=all waits for every live fleet member. A single node accepts both:
+ * it has nobody else to wait for. -1 with the 400's sentence for a value that is not
+ * understood: a misspelt wait must not silently give a shorter wait. */
+static int wait_param(const char *query, unsigned *ms, char *msg, size_t msglen)
+{
+    char v[16], t[16];
+    int has_wait = auth_query_param(query, "wait", v, sizeof v) == 0;
+    int has_timeout = auth_query_param(query, "timeout", t, sizeof t) == 0;
+    *ms = 0;
+    if (has_wait && strcmp(v, "all") != 0 && strcmp(v, "local") != 0) {
+        snprintf(msg, msglen, "wait must be all (every live fleet member has applied the "
+                 "change) or local (the default).");
+        return -1;
+    }
+    int all = has_wait && strcmp(v, "all") == 0;
+    if (has_timeout && !all) {
+        snprintf(msg, msglen, "timeout goes with wait=all (how long to wait for every live "
+                 "fleet member, 1-%d seconds); without wait=all the answer waits for this "
+                 "gateway only.", API_FLEET_ALL_WAIT_MAX_S);
+        return -1;
+    }
+    unsigned s = API_FLEET_ALL_WAIT_MS / 1000;
+    if (has_timeout) {
+        char *end;
+        errno = 0;
+        unsigned long l = strtoul(t, &end, 10);
+        if (t[0] < '0' || t[0] > '9' || *end || errno || l < 1 || l > API_FLEET_ALL_WAIT_MAX_S) {
+            snprintf(msg, msglen, "timeout must be a whole number of seconds from 1 to %d "
+                     "(default %d): how long wait=all waits for every live fleet member.",
+                     API_FLEET_ALL_WAIT_MAX_S, API_FLEET_ALL_WAIT_MS / 1000);
+            return -1;
+        }
+        s = (unsigned)l;
+    }
+    if (all) *ms = s * 1000;
+    return 0;
+}
+
 static void on_headers(struct http_exchange *x)
 {
     struct api_job *j = NULL;
@@ -968,17 +1009,15 @@ static void on_headers(struct http_exchange *x)
         }
         dry = strcmp(dryv, "true") == 0;
     }
-    int wait_all = 0;
-    char waitv[16];
-    if ((op == OP_UPLOAD || op == OP_ACTIVATE || op == OP_DELETE) &&
-        auth_query_param(r->query, "wait", waitv, sizeof waitv) == 0) {
-        if (strcmp(waitv, "all") != 0 && strcmp(waitv, "local") != 0) {
-            respond_error(x, 400, NULL,
-                          "wait must be all (every live fleet member has applied the "
-                          "change) or local (the default).");
+    unsigned wait_all_ms = 0;
+    if (op == OP_UPLOAD || op == OP_ACTIVATE || op == OP_DELETE) {
+        char m[300], n[API_MAX_NAME + 1];
+        if (wait_param(r->query, &wait_all_ms, m, sizeof m) < 0) {
+            snprintf(n, sizeof n, "%.*s", (int)namelen, name ? name : "");
+            audit_early(x, op_names[op], n, token_id, m);
+            respond_error(x, 400, NULL, "%s", m);
             return;
         }
-        wait_all = strcmp(waitv, "all") == 0;
     }
     unsigned limit = queue_limit(x);
     if (atomic_load(&api_jobs) >= limit) { /* full now: do not even read the body */
@@ -993,7 +1032,7 @@ static void on_headers(struct http_exchange *x)
     j->x = x;
     j->op = op;
     j->dry = dry;
-    j->wait_all = wait_all;
+    j->wait_all_ms = wait_all_ms;
     snprintf(j->token_id, sizeof j->token_id, "%s", token_id);
     snprintf(j->client, sizeof j->client, "%s", peer ? peer : "");
     if (name) snprintf(j->name, sizeof j->name, "%.*s", (int)namelen, name);

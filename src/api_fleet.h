@@ -8,6 +8,8 @@
  * and writes them: of two requests racing on two members one commits, the other gets 409.
  * The answer waits until this member's sync thread has applied the transaction's revision
  * (and with ?wait=all until every live member reports it), bounded by a timeout (then 202).
+ * A change committed in etcd that this member (or with ?wait=all another one) could not
+ * activate answers 202 too, naming the member and its sentence under "behind".
  *
  * Every call blocks on etcd: run them in the thread pool, never on a worker loop; each
  * struct api_fleet has its own etcd client (etcd.h: one thread at a time). */
@@ -24,7 +26,9 @@ struct etcd;
 #define API_FLEET_MAX_VALUE (1536u * 1024u - 8u * 1024u)
 #define API_FLEET_LOCAL_WAIT_MS 10000 /* until this member has applied its own write */
 #define API_FLEET_ALL_WAIT_MS 5000 /* ?wait=all: until every live member has (a member that
-                                     * died stays live until its 10 s lease ends) */
+                                     * died stays live until its 10 s lease ends); the
+                                     * default of ?timeout=S, 1..API_FLEET_ALL_WAIT_MAX_S */
+#define API_FLEET_ALL_WAIT_MAX_S 60
 
 struct api_fleet {
     struct etcd *e;
@@ -39,7 +43,7 @@ struct api_fleet {
     int status;
     char msg[3000];
     const char *extra;
-    json_t *behind; /* 202 of ?wait=all: [{"member":..,"applied":..}] */
+    json_t *behind; /* 202: [{"member":..,"applied":..,"error":..,"failed":true}] */
 };
 
 /* Opens the client and reads both keys for name (the certificate's bytes when
@@ -47,18 +51,20 @@ struct api_fleet {
 int api_fleet_begin(struct api_fleet *f, const char *name, int want_bytes);
 
 /* Puts certs/<name> = data (when data; an activation passes NULL) and the active record
- * {name, alias, password sealed with the fleet key} in one transaction, then waits.
- * Returns the status: 200, 202 (committed, some member behind: msg, behind), 409, 413,
- * 503, 500 (msg). */
+ * {name, alias, password sealed with the fleet key} in one transaction, then waits until
+ * this member has applied it and, when wait_all_ms is not 0 (?wait=all), until every live
+ * member reports it, at most wait_all_ms. Returns the status: 200, 202 (committed; not
+ * applied here, or some member behind or failed: msg, behind), 409, 413, 503, 500 (msg). */
 int api_fleet_put(struct api_fleet *f, const char *name, const void *data, size_t len,
-                  const char *password, const char *alias, int wait_all);
+                  const char *password, const char *alias, unsigned wait_all_ms);
 
 /* Deletes certs/<name> in one transaction (comparing both keys), then waits as put. */
-int api_fleet_delete(struct api_fleet *f, const char *name, int wait_all);
+int api_fleet_delete(struct api_fleet *f, const char *name, unsigned wait_all_ms);
 
 /* A delete with the fleet's rules: begin, then 404 (not in etcd), 403 (the fleet's active
  * file, or acme_owned), else api_fleet_delete. Returns the status (msg as above). */
-int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned, int wait_all);
+int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned,
+                     unsigned wait_all_ms);
 
 /* The body of a committed write: 200: a copy of desc (NULL: {}) with "revision"; 202:
  * {"code":202,"message":..,"revision":..,"behind":[..]}. malloc'd, NULL without memory. */

@@ -276,6 +276,126 @@ class FleetApiTest(GatewayTest):
         self.assertEqual(status, 200, body)
         self.assertTrue(wait_until(lambda: self.serves(a, fp), 10))
 
+    def put(self, g, p, query=""):
+        """PUT of keystore p = (name, fp, path, pw) on g, with query (e.g. "?wait=all")."""
+        return g.call("PUT", p[0] + query, self.token, body=read_bytes(p[2]),
+                      headers={"X-Password": p[3], "Content-Type": "application/octet-stream"})
+
+    def test_not_applied_here_answers_202_with_the_reason(self):
+        a, b = self.fleet("a", "b")
+        x, y, z = self.new_p12(), self.new_p12(), self.new_p12()
+        for p in (x, y, z):
+            status, _, body = self.put(a, p)
+            self.assertEqual(status, 200, body)
+        # a's cache copies of x and y are damaged: they no longer load on a (on b they do)
+        for p in (x, y):
+            with open(os.path.join(a.ssl_dir, p[0]), "wb") as f:
+                f.write(b"damaged on disk")
+        # activated on a: committed in etcd, b serves it, a cannot and says so (not 200)
+        status, _, body = a.activate(x[0], x[3], self.token)
+        self.assertEqual(status, 202, body)
+        d = json.loads(body)
+        self.assertGreater(d["revision"], 0)
+        self.assertIn("this member (a) could not apply it and keeps serving what it had",
+                      d["message"])
+        self.assertIn("the other members apply it from etcd", d["message"])
+        self.assertEqual([(m["member"], m["failed"]) for m in d["behind"]], [("a", True)], d)
+        self.assertIn(x[0], d["behind"][0]["error"])
+        self.assertEqual(self.active_name(), x[0])
+        self.assertTrue(wait_until(lambda: self.serves(b, x[1]), 10), b.logs()[-2000:])
+        self.assertTrue(self.serves(a, z[1]))
+        # ?wait=all on b: a reports its failure under its member key; answered at once
+        t = time.time()
+        status, _, body = b.call("POST", y[0] + "/activate?wait=all", self.token,
+                                 headers={"X-Password": y[3]})
+        waited = time.time() - t
+        self.assertEqual(status, 202, body)
+        d = json.loads(body)
+        self.assertIn("1 member could not apply it", d["message"])
+        self.assertEqual([(m["member"], m["failed"]) for m in d["behind"]], [("a", True)], d)
+        self.assertIn(y[0], d["behind"][0]["error"])
+        self.assertLess(waited, 4 * SLOW)  # a failure is not waited out (5 s)
+        self.assertTrue(self.serves(b, y[1]) and self.serves(a, z[1]))
+        # a file a can load again: 200, and ?wait=all is 200 too (a's failure is past)
+        status, _, body = a.call("POST", z[0] + "/activate?wait=all", self.token,
+                                 headers={"X-Password": z[3]})
+        self.assertEqual(status, 200, body)
+        self.assertTrue(self.serves(a, z[1]) and self.serves(b, z[1]))
+
+    def test_wait_all_timeout(self):
+        a, b = self.fleet("a", "b")
+        p = self.new_p12()
+        # bad values: 400 with a sentence, nothing written to etcd
+        for q, words in (("?wait=all&timeout=0", "from 1 to 60"),
+                         ("?wait=all&timeout=61", "from 1 to 60"),
+                         ("?wait=all&timeout=2s", "from 1 to 60"),
+                         ("?wait=all&timeout=", "from 1 to 60"),
+                         ("?wait=all&timeout=-1", "from 1 to 60"),
+                         ("?timeout=3", "timeout goes with wait=all"),
+                         ("?wait=local&timeout=3", "timeout goes with wait=all"),
+                         ("?wait=everyone", "wait must be all")):
+            status, _, body = self.put(a, p, q)
+            self.assertEqual(status, 400, (q, body))
+            self.assertIn(words, self.err(body), q)
+        status, _, body = a.call("DELETE", "nothing.p12?wait=all&timeout=99", token=self.token)
+        self.assertEqual(status, 400, body)
+        self.assertEqual(self.active_name(), "c1.p12")
+        self.assertFalse(os.path.exists(os.path.join(a.ssl_dir, p[0])))
+        # b stopped: ?timeout=1 answers 202 after about 1 s, not 5; meanwhile the wait does
+        # not hold up a GET list on the same member (it takes one api-queue slot)
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            res = []
+            t0 = time.time()
+            th = threading.Thread(target=lambda: res.append(self.put(a, p,
+                                                                     "?wait=all&timeout=2")))
+            th.start()
+            self.assertTrue(wait_until(lambda: self.active_name() == p[0], 5))
+            t = time.time()
+            status, _, body = a.call("GET", "list", token=self.token)
+            listed = time.time() - t
+            th.join()
+            waited = time.time() - t0
+        finally:
+            os.kill(b.proc.pid, signal.SIGCONT)
+        self.assertEqual(status, 200, body)
+        self.assertIn(p[0], [e["name"] for e in json.loads(body)])
+        self.assertLess(listed, 1.0 * SLOW)
+        self.assertTrue(res, "the ?wait=all request did not answer")
+        status, _, body = res[0]
+        self.assertEqual(status, 202, body)
+        d = json.loads(body)
+        self.assertIn("within 2 s", d["message"])
+        self.assertEqual([m["member"] for m in d["behind"]], ["b"], d)
+        self.assertGreater(waited, 1.9)
+        self.assertLess(waited, 4.5 * SLOW)
+        self.assertTrue(wait_until(lambda: self.serves(b, p[1]), 10), b.logs()[-2000:])
+        # a longer bound lets the member catch up: 200
+        q = self.new_p12()
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            res = []
+            th = threading.Thread(target=lambda: res.append(self.put(a, q,
+                                                                     "?wait=all&timeout=30")))
+            th.start()
+            self.assertTrue(wait_until(lambda: self.active_name() == q[0], 5))
+            time.sleep(1)
+        finally:
+            os.kill(b.proc.pid, signal.SIGCONT)
+        th.join()
+        self.assertEqual(res[0][0], 200, res[0][2])
+        self.assertTrue(self.serves(b, q[1]))
+        # a single node: nobody to wait for; the same 400s
+        a.stop()
+        s = self.ctl.start()
+        r = self.new_p12()
+        status, _, body = self.put(s, r, "?wait=all&timeout=3")
+        self.assertEqual(status, 200, body)
+        self.assertTrue(self.serves(s, r[1]))
+        status, _, body = self.put(s, self.new_p12(), "?wait=all&timeout=0")
+        self.assertEqual(status, 400, body)
+        self.assertIn("from 1 to 60", self.err(body))
+
     def test_token_made_on_a_authenticates_on_c(self):
         a, c = self.fleet("a", "c")
         p = certgate("token", "create", "--data-dir", a.data_dir, "--environment", "myenv",
