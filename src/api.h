@@ -48,7 +48,7 @@ const char *api_name_invalid(const char *name, size_t len);
  * (A fuzz target calls it directly.) */
 int api_password_from_body(const char *body, size_t len, char **pw);
 
-/* ----- for api.c (api_input.c, api_acme.c) ----- */
+/* ----- for the API's own files (api_input.c, api_acme.c) ----- */
 
 /* acme/status (GET, HEAD: the ACME client's state as JSON) and acme/renew (POST: order a
  * new certificate now, 202), answered at once (authentication is done). Returns -1 (no

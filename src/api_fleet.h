@@ -3,9 +3,10 @@
  *
  * A write (upload, activate, delete) on a member reads the keys it depends on
  * (<prefix>/<env>/certs/<name> and <prefix>/<env>/active) with api_fleet_begin, is
- * validated locally as on a single node (api.c), then api_fleet_put / api_fleet_delete
- * make ONE etcd transaction that compares the mod_revision of both keys with what was read
- * and writes them: of two requests racing on two members one commits, the other gets 409.
+ * validated locally as on a single node (api_fleet_ops.c, api_ops.c), then api_fleet_put /
+ * api_fleet_delete make ONE etcd transaction that compares the mod_revision of both keys
+ * with what was read and writes them: of two requests racing on two members one commits,
+ * the other gets 409.
  * The answer waits until this member's sync thread has applied the transaction's revision
  * (and with ?wait=all until every live member reports it), bounded by a timeout (then 202).
  * A change committed in etcd that this member (or with ?wait=all another one) could not
