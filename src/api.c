@@ -81,7 +81,7 @@ static void respond_405(struct http_exchange *x, const char *allow)
 static void work_cb(uv_work_t *w)
 {
     struct api_job *j = w->data;
-    if (atomic_load_explicit(&j->gone, memory_order_acquire)) {
+    if (!j->fleet && atomic_load_explicit(&j->gone, memory_order_acquire)) {
         j->skipped = 1;
         return;
     }
@@ -99,13 +99,89 @@ static enum metrics_certop metrics_op(enum api_op op)
     }
 }
 
+static void after_cb(uv_work_t *w, int status);
+
+/* ----- ?wait=all: a look at the other members every API_FLEET_POLL_MS ----- */
+
+/* Between two looks the job holds its api-queue slot, but no thread: a timer on the
+ * exchange's loop queues the next short pool job (one etcd request). */
+
+static void close_free(uv_handle_t *h)
+{
+    free(h);
+}
+
+static int queue_poll(struct api_job *j)
+{
+    j->queued = 1;
+    if (uv_queue_work(http_loop(j->x), &j->work, work_cb, after_cb) == 0) return 0;
+    j->queued = 0;
+    return -1;
+}
+
+static void answer(struct api_job *j, int status);
+
+/* The look cannot be scheduled (no memory): the change is made, say so without waiting. */
+static void poll_failed(struct api_job *j)
+{
+    long long rev = j->fleet ? (long long)j->fleet->revision : 0;
+    log_error("certificate API: %s %s: cannot wait for the other fleet members (out of "
+              "memory)", api_op_names[j->op], j->name);
+    api_fleet_op_drop(j);
+    free(j->body);
+    api_job_error(j, 500,
+                  "%s: committed in etcd at revision %lld and applied here, but this gateway "
+                  "could not wait for the other members (out of memory); certgate fleet "
+                  "status shows them",
+                  j->name, rev);
+    answer(j, 0);
+}
+
+static void poll_timer_cb(uv_timer_t *t)
+{
+    struct api_job *j = t->data;
+    if (queue_poll(j) != 0) poll_failed(j);
+}
+
+static int poll_later(struct api_job *j)
+{
+    if (!j->timer) {
+        uv_timer_t *t = malloc(sizeof *t);
+        if (!t || uv_timer_init(http_loop(j->x), t) != 0) {
+            free(t);
+            return -1;
+        }
+        t->data = j;
+        j->timer = t;
+    }
+    return uv_timer_start(j->timer, poll_timer_cb, API_FLEET_POLL_MS, 0);
+}
+
 static void after_cb(uv_work_t *w, int status)
 {
     struct api_job *j = w->data;
+    j->queued = 0;
+    if (status == 0 && !j->skipped && j->fleet) { /* ?wait=all, the others not all there */
+        j->polling = 1;
+        if (poll_later(j) == 0 || queue_poll(j) == 0) return;
+        poll_failed(j);
+        return;
+    }
+    answer(j, status);
+}
+
+/* The job's answer (status: libuv's, UV_ECANCELED when the job was taken off the queue);
+ * its api-queue slot is free again. */
+static void answer(struct api_job *j, int status)
+{
     struct http_exchange *x = j->x;
     char *body = j->body;
     j->body = NULL;
-    j->queued = 0;
+    j->polling = 0;
+    if (j->timer) {
+        uv_close((uv_handle_t *)j->timer, close_free);
+        j->timer = NULL;
+    }
     atomic_fetch_sub(&api_jobs, 1);
     if (j->skipped || status == UV_ECANCELED)
         log_info("certificate API: %s%s%s not started: its client has gone", api_op_names[j->op],
@@ -130,6 +206,8 @@ static void job_free(void *p)
     json_decref(j->fleet_desc);
     free(j->fleet_alias);
     free(j->body);
+    api_fleet_op_drop(j); /* not after an answer: kept for safety */
+    if (j->timer) uv_close((uv_handle_t *)j->timer, close_free);
     free(j);
 }
 
@@ -140,7 +218,8 @@ static void on_abort(struct http_exchange *x)
     struct api_job *j = http_route(x)->ctx;
     if (!j) return;
     atomic_store_explicit(&j->gone, 1, memory_order_release);
-    if (j->queued) uv_cancel((uv_req_t *)&j->work); /* after_cb then gets UV_ECANCELED */
+    /* a ?wait=all look is not cancelled: the change is made, its answer is made too */
+    if (j->queued && !j->polling) uv_cancel((uv_req_t *)&j->work); /* UV_ECANCELED */
 }
 
 static unsigned queue_limit(struct http_exchange *x)

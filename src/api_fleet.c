@@ -152,13 +152,15 @@ static int members_behind(struct api_fleet *f, int64_t rev, int *failed)
     return n;
 }
 
-static void nap_ms(unsigned ms)
+static uint64_t now_ms(void)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* After the commit at f->revision: this member, then (wait_all_ms) every live one.
+/* After the commit at f->revision: this member; with wait_all_ms, API_FLEET_POLL (the
+ * caller then looks at the others with api_fleet_poll_all).
  *
  * A change committed in etcd that this member could not apply answers 202, not 500: the
  * write was accepted and is the fleet's state now (the other members apply it from etcd,
@@ -188,29 +190,35 @@ static int wait_applied(struct api_fleet *f, const char *name, const char *what,
                     name, what, (long long)f->revision, fleet_sync_member_id(), err);
     }
     if (!wait_all_ms) return 200;
-    int behind = -1, failed = 0;
-    for (unsigned t = 0;; t += 50) {
-        behind = members_behind(f, f->revision, &failed);
-        if (behind == failed || t >= wait_all_ms) break; /* a failure will not get better */
-        nap_ms(50);
-    }
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->what = what;
+    f->wait_all_ms = wait_all_ms;
+    f->deadline_ms = now_ms() + wait_all_ms;
+    return API_FLEET_POLL;
+}
+
+int api_fleet_poll_all(struct api_fleet *f, int last)
+{
+    int failed = 0, behind = members_behind(f, f->revision, &failed);
+    /* a failure will not get better by waiting */
+    if (behind != failed && !last && now_ms() < f->deadline_ms) return API_FLEET_POLL;
     if (behind == 0) return 200;
     if (behind < 0)
         return fail(f, 202,
                     "%s: %s at revision %lld and applied here, but etcd no longer answers to "
                     "say which members have applied it",
-                    name, what, (long long)f->revision);
+                    f->name, f->what, (long long)f->revision);
     if (failed == behind)
         return fail(f, 202,
                     "%s: %s at revision %lld and applied here; %d member%s could not apply it "
                     "and keep%s serving what %s had (see behind: error)",
-                    name, what, (long long)f->revision, failed, failed == 1 ? "" : "s",
+                    f->name, f->what, (long long)f->revision, failed, failed == 1 ? "" : "s",
                     failed == 1 ? "s" : "", failed == 1 ? "it" : "they");
     return fail(f, 202,
                 "%s: %s at revision %lld and applied here; %d member%s not reported it "
                 "within %.3g s%s (see behind)",
-                name, what, (long long)f->revision, behind - failed,
-                behind - failed == 1 ? " has" : "s have", wait_all_ms / 1000.0,
+                f->name, f->what, (long long)f->revision, behind - failed,
+                behind - failed == 1 ? " has" : "s have", f->wait_all_ms / 1000.0,
                 failed ? ", others could not apply it" : "");
 }
 

@@ -30,6 +30,8 @@ struct etcd;
                                      * died stays live until its 10 s lease ends); the
                                      * default of ?timeout=S, 1..API_FLEET_ALL_WAIT_MAX_S */
 #define API_FLEET_ALL_WAIT_MAX_S 60
+#define API_FLEET_POLL 1 /* not a status: committed and applied here, now api_fleet_poll_all */
+#define API_FLEET_POLL_MS 50 /* between two looks at the member keys */
 
 struct api_fleet {
     struct etcd *e;
@@ -45,6 +47,11 @@ struct api_fleet {
     char msg[3000];
     const char *extra;
     json_t *behind; /* 202: [{"member":..,"applied":..,"error":..,"failed":true}] */
+    /* ?wait=all, between api_fleet_poll_all calls */
+    char name[256];
+    const char *what; /* "uploaded", "activated", "deleted" */
+    unsigned wait_all_ms;
+    uint64_t deadline_ms; /* CLOCK_MONOTONIC */
 };
 
 /* Opens the client and reads both keys for name (the certificate's bytes when
@@ -53,9 +60,10 @@ int api_fleet_begin(struct api_fleet *f, const char *name, int want_bytes);
 
 /* Puts certs/<name> = data (when data; an activation passes NULL) and the active record
  * {name, alias, password sealed with the fleet key} in one transaction, then waits until
- * this member has applied it and, when wait_all_ms is not 0 (?wait=all), until every live
- * member reports it, at most wait_all_ms. Returns the status: 200, 202 (committed; not
- * applied here, or some member behind or failed: msg, behind), 409, 413, 503, 500 (msg). */
+ * this member has applied it. Returns the status: 200, 202 (committed, but not applied
+ * here: msg, behind), 409, 413, 503, 500 (msg); or, when wait_all_ms is not 0 (?wait=all)
+ * and it is applied here, API_FLEET_POLL: call api_fleet_poll_all (every
+ * API_FLEET_POLL_MS) until it answers, at most wait_all_ms from now. */
 int api_fleet_put(struct api_fleet *f, const char *name, const void *data, size_t len,
                   const char *password, const char *alias, unsigned wait_all_ms);
 
@@ -66,6 +74,14 @@ int api_fleet_delete(struct api_fleet *f, const char *name, unsigned wait_all_ms
  * file, or acme_owned), else api_fleet_delete. Returns the status (msg as above). */
 int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned,
                      unsigned wait_all_ms);
+
+/* ?wait=all after API_FLEET_POLL: ONE look at the member keys (one etcd request; the
+ * caller holds no thread between two looks). API_FLEET_POLL while a live member has not
+ * reported f->revision and wait_all_ms has not passed, unless last (the client has gone:
+ * answer now); else the status: 200 (every live member reports it), 202 (msg, behind:
+ * who has not, or could not apply it: "failed" with its "error"; a failure ends the wait
+ * at once when no member is merely behind). */
+int api_fleet_poll_all(struct api_fleet *f, int last);
 
 /* The body of a committed write: 200: a copy of desc (NULL: {}) with "revision"; 202:
  * {"code":202,"message":..,"revision":..,"behind":[..]}. malloc'd, NULL without memory. */

@@ -9,11 +9,29 @@
 #include "secret.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* The answer of api_fleet_put/delete (status st) in j, and the audit line of a success. */
+/* The answer of api_fleet_put/delete (status st) in j, and the audit line of a success.
+ * API_FLEET_POLL: f moves to j->fleet (the caller's f is left empty) for the loop's
+ * next look at the other members. */
 static void fleet_answer(struct api_job *j, struct api_fleet *f, int st, const char *done)
 {
+    if (st == API_FLEET_POLL) {
+        struct api_fleet *w = malloc(sizeof *w);
+        if (w) {
+            *w = *f;
+            free(w->cert); /* not needed any more */
+            w->cert = NULL;
+            f->e = NULL;
+            f->cert = NULL;
+            f->behind = NULL;
+            j->fleet = w;
+            j->fleet_done = done;
+            return;
+        }
+        st = api_fleet_poll_all(f, 1); /* no memory to wait: answer with one look */
+    }
     if (st == 200 || st == 202) {
         char amsg[700];
         snprintf(amsg, sizeof amsg, "%s %s through etcd at revision %lld%s", done, j->name,
@@ -108,4 +126,23 @@ void api_fleet_op_delete(struct api_job *j)
     int st = api_fleet_remove(&f, j->name, acme_owns_file(j->name), j->wait_all_ms);
     fleet_answer(j, &f, st, "deleted");
     api_fleet_end(&f);
+}
+
+void api_fleet_op_poll(struct api_job *j, int last)
+{
+    struct api_fleet *f = j->fleet;
+    int st = api_fleet_poll_all(f, last);
+    if (st == API_FLEET_POLL) return;
+    j->fleet = NULL;
+    fleet_answer(j, f, st, j->fleet_done);
+    api_fleet_end(f);
+    free(f);
+}
+
+void api_fleet_op_drop(struct api_job *j)
+{
+    if (!j->fleet) return;
+    api_fleet_end(j->fleet);
+    free(j->fleet);
+    j->fleet = NULL;
 }

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <uv.h>
 
+struct api_fleet;
 struct gw_served;
 struct p12_file;
 
@@ -46,6 +47,12 @@ struct api_job {
     json_t *fleet_desc;  /* api_job_switch_to validated the change: the answer's description */
     char *fleet_alias;   /* the alias to record (NULL: the first key entry) */
     const char *extra;   /* header lines of the answer (Retry-After) */
+    /* ?wait=all after the commit: one short pool job per look at the member keys, a timer
+     * on the exchange's loop between two (no thread is held while waiting) */
+    struct api_fleet *fleet; /* the write waiting for the others; pool side while queued */
+    const char *fleet_done;  /* what the audit line says was done */
+    uv_timer_t *timer;       /* malloc'd, freed by its close callback; loop thread only */
+    int polling;             /* fleet was set when the last job ended; loop thread only */
     /* result, made in the thread pool */
     int status;
     char *body;
@@ -58,7 +65,8 @@ char *api_error_body(int status, const char *msg);
 
 /* Runs the job's operation (after the loop has checked that its client is still there),
  * leaving the answer in j->status, body, ctype, extra, and recording the audit line of a
- * change. */
+ * change; or, for a ?wait=all write once committed and applied here, leaving j->fleet set:
+ * the loop runs it again (api_fleet_op_poll) after API_FLEET_POLL_MS, until it answers. */
 void api_job_run(struct api_job *j);
 
 /* The job's answer: an error in Dynatrace's envelope (its sentence also in j->msg). */
@@ -99,5 +107,12 @@ void api_fleet_op_activate(struct api_job *j, const struct http_request *r);
 
 /* A delete with the fleet's rules (api_fleet_remove). */
 void api_fleet_op_delete(struct api_job *j);
+
+/* One look of the ?wait=all of j->fleet (api_fleet_poll_all; last: the client has gone):
+ * when it ends, the answer and the audit line, and j->fleet is freed and NULL. */
+void api_fleet_op_poll(struct api_job *j, int last);
+
+/* Frees j->fleet when a job ends before its wait did (loop thread, at job_free). */
+void api_fleet_op_drop(struct api_job *j);
 
 #endif

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -544,6 +545,10 @@ static void op_describe(struct api_job *j, const struct http_request *r)
  * delete and list are cheap and run under it. */
 void api_job_run(struct api_job *j)
 {
+    if (j->fleet) { /* ?wait=all, looking at the others again */
+        api_fleet_op_poll(j, atomic_load_explicit(&j->gone, memory_order_acquire));
+        return;
+    }
     const struct http_request *r = http_req(j->x);
     switch (j->op) {
     case OP_UPLOAD:
@@ -574,6 +579,6 @@ void api_job_run(struct api_job *j)
     }
     /* a refusal (or a failure) of a change: recorded here, after gw_lock */
     if ((j->op == OP_UPLOAD || j->op == OP_ACTIVATE || j->op == OP_DELETE) && !j->dry &&
-        !j->audited)
+        !j->audited && !j->fleet)
         api_job_audit(j, NULL, NULL, NULL, NULL);
 }
