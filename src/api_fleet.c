@@ -170,7 +170,7 @@ static uint64_t now_ms(void)
 static int wait_applied(struct api_fleet *f, const char *name, const char *what,
                         unsigned wait_all_ms)
 {
-    char err[800];
+    char err[1024];
     if (fleet_sync_wait_applied(f->revision, API_FLEET_LOCAL_WAIT_MS) < 0)
         return fail(f, 202,
                     "%s: %s in etcd at revision %lld, but this member (%s) has not applied it "

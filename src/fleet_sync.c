@@ -40,7 +40,7 @@ static struct {
     pthread_mutex_t mu; /* guards serving, error, failed_rev, failed_err */
     char serving[256], error[768];
     int64_t failed_rev; /* the revision whose activation failed last (0: the last one worked) */
-    char failed_err[768];
+    char failed_err[1024]; /* as apply_active's err */
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static int open_etcd(struct etcd **e, char *err, size_t errlen)
