@@ -8,6 +8,7 @@ after its restart."""
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -304,6 +305,15 @@ class FleetApiTest(GatewayTest):
         self.assertEqual(self.active_name(), x[0])
         self.assertTrue(wait_until(lambda: self.serves(b, x[1]), 10), b.logs()[-2000:])
         self.assertTrue(self.serves(a, z[1]))
+        # certgate fleet status says so too (once the member key is rewritten)
+        want = re.compile(r"member a: applied revision \d+, serving %s, not applied at revision "
+                          r"%d: .*%s" % (z[0], d["revision"], x[0]))
+        st = [""]
+
+        def status_says():
+            st[0] = certgate("fleet", "status", "--data-dir", a.data_dir, check=False).stdout
+            return want.search(st[0])
+        self.assertTrue(wait_until(status_says, 5), st[0])
         # ?wait=all on b: a reports its failure under its member key; answered at once
         t = time.time()
         status, _, body = b.call("POST", y[0] + "/activate?wait=all", self.token,
