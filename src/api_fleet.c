@@ -171,13 +171,17 @@ static int wait_applied(struct api_fleet *f, const char *name, const char *what,
                         unsigned wait_all_ms)
 {
     char err[1024];
-    if (fleet_sync_wait_applied(f->revision, API_FLEET_LOCAL_WAIT_MS) < 0)
+    if (fleet_sync_wait_applied(f->revision, API_FLEET_LOCAL_WAIT_MS) < 0) {
+        json_decref(f->behind);
+        f->behind = json_pack("[{s:s,s:I}]", "member", fleet_sync_member_id(), "applied",
+                              (json_int_t)fleet_sync_applied());
         return fail(f, 202,
                     "%s: %s in etcd at revision %lld, but this member (%s) has not applied it "
                     "within %u s (it has revision %lld; see its log and certgate fleet "
                     "status); the other members apply it from etcd",
                     name, what, (long long)f->revision, fleet_sync_member_id(),
                     API_FLEET_LOCAL_WAIT_MS / 1000, (long long)fleet_sync_applied());
+    }
     if (fleet_sync_outcome(f->revision, err, sizeof err) < 0) {
         json_decref(f->behind);
         f->behind = json_pack("[{s:s,s:I,s:s,s:b}]", "member", fleet_sync_member_id(),
