@@ -18,7 +18,9 @@
  * file is the one it read), writes and publishes. So a slow upload holds up neither
  * list, describe, other jobs' checks nor a SIGHUP reload. At most [certgate] api-queue
  * jobs are queued or running (process-wide); beyond, 503 with Retry-After. A job whose
- * client has gone before it starts is not started. */
+ * client has gone before it starts is not started. A fleet member's ?wait=all write keeps
+ * its slot while it waits for the other members, but no thread: a timer on the exchange's
+ * loop runs one short pool job per look (api_job.h). */
 #ifndef CERTGATE_API_H
 #define CERTGATE_API_H
 
@@ -48,7 +50,7 @@ const char *api_name_invalid(const char *name, size_t len);
  * (A fuzz target calls it directly.) */
 int api_password_from_body(const char *body, size_t len, char **pw);
 
-/* ----- for api.c (api_input.c, api_acme.c) ----- */
+/* ----- for the API's own files (api_input.c, api_acme.c) ----- */
 
 /* acme/status (GET, HEAD: the ACME client's state as JSON) and acme/renew (POST: order a
  * new certificate now, 202), answered at once (authentication is done). Returns -1 (no

@@ -118,13 +118,15 @@ static int conflict(struct api_fleet *f, const char *name, const char *what)
                 name, what, which);
 }
 
-/* Every live member (under <prefix>/members/) with applied < rev, into f->behind; the count,
- * or -1 when etcd does not answer. */
-static int members_behind(struct api_fleet *f, int64_t rev)
+/* Every live member (under <prefix>/members/) that has not applied rev, into f->behind:
+ * applied < rev, or its activation of a revision >= rev failed ("failedRevision", with its
+ * "error"; *failed counts those). The count, or -1 when etcd does not answer. */
+static int members_behind(struct api_fleet *f, int64_t rev, int *failed)
 {
     char key[600], err[512];
     snprintf(key, sizeof key, "%smembers/", f->under);
     struct etcd_range_result r;
+    *failed = 0;
     if (etcd_range(f->e, key, 1, 0, &r, err, sizeof err) < 0) return -1;
     json_decref(f->behind);
     f->behind = json_array();
@@ -132,13 +134,17 @@ static int members_behind(struct api_fleet *f, int64_t rev)
     for (size_t i = 0; i < r.n; i++) {
         json_t *j = json_loadb((const char *)r.kvs[i].value, r.kvs[i].value_len, 0, NULL);
         json_int_t applied = json_integer_value(json_object_get(j, "applied"));
+        json_int_t failed_rev = json_integer_value(json_object_get(j, "failedRevision"));
         const char *error = json_string_value(json_object_get(j, "error"));
-        if (applied < rev) {
+        int failed_here = applied >= rev && failed_rev >= rev && error && *error;
+        if (applied < rev || failed_here) {
             json_t *b = json_pack("{s:s,s:I}", "member", r.kvs[i].key + strlen(key), "applied",
                                   applied);
             if (b && error && *error) json_object_set_new(b, "error", json_string(error));
+            if (b && failed_here) json_object_set_new(b, "failed", json_true());
             json_array_append_new(f->behind, b);
             n++;
+            *failed += failed_here;
         }
         json_decref(j);
     }
@@ -146,45 +152,83 @@ static int members_behind(struct api_fleet *f, int64_t rev)
     return n;
 }
 
-static void nap_ms(unsigned ms)
+static uint64_t now_ms(void)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* After the commit at f->revision: this member, then (wait_all) every live one. */
-static int wait_applied(struct api_fleet *f, const char *name, const char *what, int wait_all)
+/* After the commit at f->revision: this member; with wait_all_ms, API_FLEET_POLL (the
+ * caller then looks at the others with api_fleet_poll_all).
+ *
+ * A change committed in etcd that this member could not apply answers 202, not 500: the
+ * write was accepted and is the fleet's state now (the other members apply it from etcd,
+ * a restart here retries it); a 5xx would say it failed and invite a retry that can only
+ * be refused (the name is the fleet's active file) or conflict. The message and "behind"
+ * say that this member keeps serving what it had, and why. */
+static int wait_applied(struct api_fleet *f, const char *name, const char *what,
+                        unsigned wait_all_ms)
 {
-    if (fleet_sync_wait_applied(f->revision, API_FLEET_LOCAL_WAIT_MS) < 0)
+    char err[1024];
+    if (fleet_sync_wait_applied(f->revision, API_FLEET_LOCAL_WAIT_MS) < 0) {
+        json_decref(f->behind);
+        f->behind = json_pack("[{s:s,s:I}]", "member", fleet_sync_member_id(), "applied",
+                              (json_int_t)fleet_sync_applied());
         return fail(f, 202,
                     "%s: %s in etcd at revision %lld, but this member (%s) has not applied it "
                     "within %u s (it has revision %lld; see its log and certgate fleet "
                     "status); the other members apply it from etcd",
                     name, what, (long long)f->revision, fleet_sync_member_id(),
                     API_FLEET_LOCAL_WAIT_MS / 1000, (long long)fleet_sync_applied());
-    if (!wait_all) return 200;
-    int behind = -1;
-    for (unsigned t = 0;; t += 50) {
-        behind = members_behind(f, f->revision);
-        if (behind == 0 || t >= API_FLEET_ALL_WAIT_MS) break;
-        nap_ms(50);
     }
+    if (fleet_sync_outcome(f->revision, err, sizeof err) < 0) {
+        json_decref(f->behind);
+        f->behind = json_pack("[{s:s,s:I,s:s,s:b}]", "member", fleet_sync_member_id(),
+                              "applied", (json_int_t)fleet_sync_applied(), "error", err,
+                              "failed", 1);
+        return fail(f, 202,
+                    "%s: %s in etcd at revision %lld, but this member (%s) could not apply it "
+                    "and keeps serving what it had: %s; the other members apply it from etcd "
+                    "(certgate fleet status shows each member's state)",
+                    name, what, (long long)f->revision, fleet_sync_member_id(), err);
+    }
+    if (!wait_all_ms) return 200;
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->what = what;
+    f->wait_all_ms = wait_all_ms;
+    f->deadline_ms = now_ms() + wait_all_ms;
+    return API_FLEET_POLL;
+}
+
+int api_fleet_poll_all(struct api_fleet *f, int last)
+{
+    int failed = 0, behind = members_behind(f, f->revision, &failed);
+    /* a failure will not get better by waiting */
+    if (behind != failed && !last && now_ms() < f->deadline_ms) return API_FLEET_POLL;
     if (behind == 0) return 200;
     if (behind < 0)
         return fail(f, 202,
                     "%s: %s at revision %lld and applied here, but etcd no longer answers to "
                     "say which members have applied it",
-                    name, what, (long long)f->revision);
+                    f->name, f->what, (long long)f->revision);
+    if (failed == behind)
+        return fail(f, 202,
+                    "%s: %s at revision %lld and applied here; %d member%s could not apply it "
+                    "and keep%s serving what %s had (see behind: error)",
+                    f->name, f->what, (long long)f->revision, failed, failed == 1 ? "" : "s",
+                    failed == 1 ? "s" : "", failed == 1 ? "it" : "they");
     return fail(f, 202,
                 "%s: %s at revision %lld and applied here; %d member%s not reported it "
-                "within %u s (see behind)",
-                name, what, (long long)f->revision, behind, behind == 1 ? " has" : "s have",
-                API_FLEET_ALL_WAIT_MS / 1000);
+                "within %.3g s%s (see behind)",
+                f->name, f->what, (long long)f->revision, behind - failed,
+                behind - failed == 1 ? " has" : "s have", f->wait_all_ms / 1000.0,
+                failed ? ", others could not apply it" : "");
 }
 
 /* The transaction with the compares of what begin read. */
 static int commit(struct api_fleet *f, const char *name, const char *what,
-                  const struct etcd_op *ops, size_t nops, int wait_all)
+                  const struct etcd_op *ops, size_t nops, unsigned wait_all_ms)
 {
     char err[1024];
     struct etcd_cmp cmps[2] = {{f->cert_key, ETCD_CMP_MOD, f->cert_rev},
@@ -202,11 +246,11 @@ static int commit(struct api_fleet *f, const char *name, const char *what,
     if (!ok) return conflict(f, name, what);
     log_info("certificate API: %s %s committed to etcd at revision %lld", what, name,
              (long long)f->revision);
-    return wait_applied(f, name, what, wait_all);
+    return wait_applied(f, name, what, wait_all_ms);
 }
 
 int api_fleet_put(struct api_fleet *f, const char *name, const void *data, size_t len,
-                  const char *password, const char *alias, int wait_all)
+                  const char *password, const char *alias, unsigned wait_all_ms)
 {
     const char *what = data ? "uploaded" : "activated";
     if (data && len > API_FLEET_MAX_VALUE)
@@ -227,18 +271,19 @@ int api_fleet_put(struct api_fleet *f, const char *name, const void *data, size_
     size_t n = 0;
     if (data) ops[n++] = (struct etcd_op){ETCD_OP_PUT, f->cert_key, data, len, 0, 0};
     ops[n++] = (struct etcd_op){ETCD_OP_PUT, f->active_key, text, strlen(text), 0, 0};
-    int st = commit(f, name, what, ops, n, wait_all);
+    int st = commit(f, name, what, ops, n, wait_all_ms);
     free(text);
     return st;
 }
 
-int api_fleet_delete(struct api_fleet *f, const char *name, int wait_all)
+int api_fleet_delete(struct api_fleet *f, const char *name, unsigned wait_all_ms)
 {
     struct etcd_op op = {ETCD_OP_DELETE, f->cert_key, NULL, 0, 0, 0};
-    return commit(f, name, "deleted", &op, 1, wait_all);
+    return commit(f, name, "deleted", &op, 1, wait_all_ms);
 }
 
-int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned, int wait_all)
+int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned,
+                     unsigned wait_all_ms)
 {
     if (api_fleet_begin(f, name, 0) < 0) return f->status;
     if (!f->cert_rev)
@@ -251,7 +296,7 @@ int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned, int 
         return fail(f, 403, "%s is the certificate that [acme] obtains for its domains and "
                     "cannot be deleted; use another name, or remove [acme] from "
                     "custom.properties first", name);
-    return api_fleet_delete(f, name, wait_all);
+    return api_fleet_delete(f, name, wait_all_ms);
 }
 
 char *api_fleet_body(const struct api_fleet *f, int st, json_t *desc)

@@ -3,11 +3,14 @@
  *
  * A write (upload, activate, delete) on a member reads the keys it depends on
  * (<prefix>/<env>/certs/<name> and <prefix>/<env>/active) with api_fleet_begin, is
- * validated locally as on a single node (api.c), then api_fleet_put / api_fleet_delete
- * make ONE etcd transaction that compares the mod_revision of both keys with what was read
- * and writes them: of two requests racing on two members one commits, the other gets 409.
+ * validated locally as on a single node (api_fleet_ops.c, api_ops.c), then api_fleet_put /
+ * api_fleet_delete make ONE etcd transaction that compares the mod_revision of both keys
+ * with what was read and writes them: of two requests racing on two members one commits,
+ * the other gets 409.
  * The answer waits until this member's sync thread has applied the transaction's revision
  * (and with ?wait=all until every live member reports it), bounded by a timeout (then 202).
+ * A change committed in etcd that this member (or with ?wait=all another one) could not
+ * activate answers 202 too, naming the member and its sentence under "behind".
  *
  * Every call blocks on etcd: run them in the thread pool, never on a worker loop; each
  * struct api_fleet has its own etcd client (etcd.h: one thread at a time). */
@@ -24,7 +27,11 @@ struct etcd;
 #define API_FLEET_MAX_VALUE (1536u * 1024u - 8u * 1024u)
 #define API_FLEET_LOCAL_WAIT_MS 10000 /* until this member has applied its own write */
 #define API_FLEET_ALL_WAIT_MS 5000 /* ?wait=all: until every live member has (a member that
-                                     * died stays live until its 10 s lease ends) */
+                                     * died stays live until its 10 s lease ends); the
+                                     * default of ?timeout=S, 1..API_FLEET_ALL_WAIT_MAX_S */
+#define API_FLEET_ALL_WAIT_MAX_S 60
+#define API_FLEET_POLL 1 /* not a status: committed and applied here, now api_fleet_poll_all */
+#define API_FLEET_POLL_MS 50 /* between two looks at the member keys */
 
 struct api_fleet {
     struct etcd *e;
@@ -39,7 +46,12 @@ struct api_fleet {
     int status;
     char msg[3000];
     const char *extra;
-    json_t *behind; /* 202 of ?wait=all: [{"member":..,"applied":..}] */
+    json_t *behind; /* 202: [{"member":..,"applied":..,"error":..,"failed":true}] */
+    /* ?wait=all, between api_fleet_poll_all calls */
+    char name[256];
+    const char *what; /* "uploaded", "activated", "deleted" */
+    unsigned wait_all_ms;
+    uint64_t deadline_ms; /* CLOCK_MONOTONIC */
 };
 
 /* Opens the client and reads both keys for name (the certificate's bytes when
@@ -47,18 +59,29 @@ struct api_fleet {
 int api_fleet_begin(struct api_fleet *f, const char *name, int want_bytes);
 
 /* Puts certs/<name> = data (when data; an activation passes NULL) and the active record
- * {name, alias, password sealed with the fleet key} in one transaction, then waits.
- * Returns the status: 200, 202 (committed, some member behind: msg, behind), 409, 413,
- * 503, 500 (msg). */
+ * {name, alias, password sealed with the fleet key} in one transaction, then waits until
+ * this member has applied it. Returns the status: 200, 202 (committed, but not applied
+ * here: msg, behind), 409, 413, 503, 500 (msg); or, when wait_all_ms is not 0 (?wait=all)
+ * and it is applied here, API_FLEET_POLL: call api_fleet_poll_all (every
+ * API_FLEET_POLL_MS) until it answers, at most wait_all_ms from now. */
 int api_fleet_put(struct api_fleet *f, const char *name, const void *data, size_t len,
-                  const char *password, const char *alias, int wait_all);
+                  const char *password, const char *alias, unsigned wait_all_ms);
 
 /* Deletes certs/<name> in one transaction (comparing both keys), then waits as put. */
-int api_fleet_delete(struct api_fleet *f, const char *name, int wait_all);
+int api_fleet_delete(struct api_fleet *f, const char *name, unsigned wait_all_ms);
 
 /* A delete with the fleet's rules: begin, then 404 (not in etcd), 403 (the fleet's active
  * file, or acme_owned), else api_fleet_delete. Returns the status (msg as above). */
-int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned, int wait_all);
+int api_fleet_remove(struct api_fleet *f, const char *name, int acme_owned,
+                     unsigned wait_all_ms);
+
+/* ?wait=all after API_FLEET_POLL: ONE look at the member keys (one etcd request; the
+ * caller holds no thread between two looks). API_FLEET_POLL while a live member has not
+ * reported f->revision and wait_all_ms has not passed, unless last (the client has gone:
+ * answer now); else the status: 200 (every live member reports it), 202 (msg, behind:
+ * who has not, or could not apply it: "failed" with its "error"; a failure ends the wait
+ * at once when no member is merely behind). */
+int api_fleet_poll_all(struct api_fleet *f, int last);
 
 /* The body of a committed write: 200: a copy of desc (NULL: {}) with "revision"; 202:
  * {"code":202,"message":..,"revision":..,"behind":[..]}. malloc'd, NULL without memory. */

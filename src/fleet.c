@@ -453,7 +453,9 @@ static void print_member(const char *id, const struct etcd_kv *kv)
            (long long)json_integer_value(json_object_get(j, "applied")),
            !serving ? "?" : *serving ? serving : "its default certificate");
     const char *e = json_string_value(json_object_get(j, "error"));
-    if (e) printf(", error: %s", e);
+    json_int_t failed = json_integer_value(json_object_get(j, "failedRevision"));
+    if (e && failed) printf(", not applied at revision %lld: %s", (long long)failed, e);
+    else if (e) printf(", error: %s", e);
     printf("%s\n", kv->lease ? "" : " (no lease)");
     json_decref(j);
 }

@@ -37,8 +37,10 @@ static struct {
     unsigned timeout_ms;
     char *prefix, *under, *env, *member_id, *member_key, *config_dir, *ssl_dir;
     struct fleet_key key;
-    pthread_mutex_t mu; /* guards serving, error */
+    pthread_mutex_t mu; /* guards serving, error, failed_rev, failed_err */
     char serving[256], error[768];
+    int64_t failed_rev; /* the revision whose activation failed last (0: the last one worked) */
+    char failed_err[1024]; /* as apply_active's err */
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static int open_etcd(struct etcd **e, char *err, size_t errlen)
@@ -146,6 +148,10 @@ static void apply_active(const char *key, const unsigned char *v, size_t vlen, i
             err[0] = '\0';
         }
     }
+    pthread_mutex_lock(&F.mu); /* before set_status: the member key says both */
+    F.failed_rev = err[0] ? rev : 0;
+    snprintf(F.failed_err, sizeof F.failed_err, "%s", err);
+    pthread_mutex_unlock(&F.mu);
     if (err[0]) {
         log_error("fleet: not applied, still serving what it had: %s", err);
         set_status(NULL, err);
@@ -379,6 +385,8 @@ static char *member_value(void)
     json_t *j = json_pack("{s:I,s:s,s:s}", "applied", (json_int_t)atomic_load(&F.applied),
                           "serving", F.serving, "time", when);
     if (j && F.error[0]) json_object_set_new(j, "error", json_string(F.error));
+    if (j && F.error[0] && F.failed_rev)
+        json_object_set_new(j, "failedRevision", json_integer(F.failed_rev));
     pthread_mutex_unlock(&F.mu);
     char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(j);
@@ -554,4 +562,13 @@ int fleet_sync_wait_applied(int64_t rev, unsigned timeout_ms)
         nanosleep(&ts, NULL);
     }
     return 0;
+}
+
+int fleet_sync_outcome(int64_t rev, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&F.mu);
+    int rc = F.failed_rev && F.failed_rev >= rev ? -1 : 0;
+    if (rc < 0) err_set(err, errlen, "%s", F.failed_err);
+    pthread_mutex_unlock(&F.mu);
+    return rc;
 }

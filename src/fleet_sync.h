@@ -68,4 +68,11 @@ int64_t fleet_sync_applied(void);
 /* Waits until the applied revision is >= rev: 0, or -1 after timeout_ms (or at stop). */
 int fleet_sync_wait_applied(int64_t rev, unsigned timeout_ms);
 
+/* After fleet_sync_wait_applied(rev): 0 when this member's last activation worked (or
+ * was of a revision before rev), -1 when its activation of the state at a revision >= rev
+ * failed (the file does not load here, its cache copy is missing, another fleet key...):
+ * err gets that failure's sentence, and the member keeps serving what it had. The member
+ * key reports the same failure as "error" with "failedRevision". Thread-safe. */
+int fleet_sync_outcome(int64_t rev, char *err, size_t errlen);
+
 #endif

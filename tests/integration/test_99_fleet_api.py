@@ -25,7 +25,9 @@ def read_bytes(path):
         return f.read()
 
 
-class FleetApiTest(GatewayTest):
+class FleetBase(GatewayTest):
+    """A 3-member etcd for the class, a fleet state made by fleet init for each test, and
+    the helpers to start members (test_99_fleet_waits.py uses it too)."""
     @classmethod
     def setUpClass(cls):
         need_etcd()
@@ -98,6 +100,13 @@ class FleetApiTest(GatewayTest):
     def err(self, body):
         return json.loads(body)["error"]["message"]
 
+    def put(self, g, p, query=""):
+        """PUT of keystore p = (name, fp, path, pw) on g, with query (e.g. "?wait=all")."""
+        return g.call("PUT", p[0] + query, self.token, body=read_bytes(p[2]),
+                      headers={"X-Password": p[3], "Content-Type": "application/octet-stream"})
+
+
+class FleetApiTest(FleetBase):
     def test_upload_on_a_is_served_by_b_and_c(self):
         a, b, c = self.fleet("a", "b", "c")
         times = []
