@@ -194,6 +194,22 @@ static void setup(const struct etcd *e, CURL *h, const char *url, const char *bo
     if (e->key_file) curl_easy_setopt(h, CURLOPT_SSLKEY, e->key_file);
 }
 
+/* curl's reason for a failed transfer, made into a sentence that names the setting to fix
+ * when etcd's certificate is not trusted (a wrong [fleet] ca-file is the usual cause). */
+static void transfer_error(const struct etcd *e, CURLcode cc, const char *cerr, char *out,
+                           size_t len)
+{
+    const char *why = cerr && cerr[0] ? cerr : curl_easy_strerror(cc);
+    if (cc == CURLE_PEER_FAILED_VERIFICATION && e->ca_file)
+        snprintf(out, len, "%s: etcd's TLS certificate is not signed by the CA in ca-file %s; "
+                 "set [fleet] ca-file to the CA that issued it", why, e->ca_file);
+    else if (cc == CURLE_PEER_FAILED_VERIFICATION)
+        snprintf(out, len, "%s: etcd's TLS certificate is not trusted by the system's CAs; set "
+                 "[fleet] ca-file to the CA that issued it", why);
+    else
+        snprintf(out, len, "%s", why);
+}
+
 /* etcd's message in an error answer: {"error":"...","code":N} (unary) or
  * {"error":{"grpc_code":N,"message":"..."}} (streams); *code gets the gRPC code. */
 static const char *answer_error(json_t *root, int *code)
@@ -254,8 +270,10 @@ static int call(struct etcd *e, const char *path, json_t *req, json_t **resp, ch
         json_t *root = cc == CURLE_OK && b.p ? json_loadb(b.p, b.len, 0, NULL) : NULL;
         free(b.p);
         if (cc != CURLE_OK) {
+            char why[512];
+            transfer_error(e, cc, cerr, why, sizeof why);
             append(tried, sizeof tried, "%s%s", tried[0] ? "; " : "", e->eps[idx]);
-            append(tried, sizeof tried, ": %s%s", cerr[0] ? cerr : curl_easy_strerror(cc), "");
+            append(tried, sizeof tried, ": %s%s", why, "");
             continue;
         }
         if (!json_is_object(root)) {
@@ -653,9 +671,10 @@ static void watch_once(struct etcd *e, CURL *h, const char *ep, const char *key,
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, w);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
     CURLcode cc = curl_easy_perform(h);
-    if (!w->msg[0] && !w->done && !w->compacted)
-        snprintf(w->msg, sizeof w->msg, "%s",
-                 cc == CURLE_OK ? "the watch stream ended" : cerr[0] ? cerr : curl_easy_strerror(cc));
+    if (!w->msg[0] && !w->done && !w->compacted && cc == CURLE_OK)
+        snprintf(w->msg, sizeof w->msg, "the watch stream ended");
+    else if (!w->msg[0] && !w->done && !w->compacted)
+        transfer_error(e, cc, cerr, w->msg, sizeof w->msg);
 out:
     free(body);
     json_decref(cr);

@@ -1,10 +1,12 @@
 /* fleet_sync.c - the running gateway's fleet threads (see fleet_sync.h). */
 #include "fleet_sync.h"
 
+#include "acme.h"
 #include "certmeta.h"
 #include "conf.h"
 #include "err.h"
 #include "etcd.h"
+#include "fleet_cache.h"
 #include "fleetkey.h"
 #include "fsutil.h"
 #include "gw.h"
@@ -39,6 +41,7 @@ static struct {
     struct fleet_key key;
     pthread_mutex_t mu; /* guards serving, error */
     char serving[256], error[768];
+    struct fleet_cache cache; /* names written from etcd; the sync thread's alone */
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static int open_etcd(struct etcd **e, char *err, size_t errlen)
@@ -222,6 +225,68 @@ static int discover_env(const struct etcd_range_result *r, char *err, size_t err
     return 0;
 }
 
+static void save_cache(void)
+{
+    char err[768];
+    if (fleet_cache_save(&F.cache, err, sizeof err) < 0)
+        log_error("fleet: the cache manifest is not written (it is tried again): %s", err);
+}
+
+static int cmp_kv_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* After a full read (r): deletes the cache files this member wrote from etcd (the
+ * manifest) whose names etcd no longer has, as a watched delete event would have; never
+ * the file served, nor the ACME certificate, nor a name the manifest does not hold. */
+static void prune_cache(const struct etcd_range_result *r)
+{
+    const char **have = calloc(r->n + 1, sizeof *have);
+    size_t nhave = 0;
+    if (!have) return; /* out of memory: nothing is deleted */
+    for (size_t i = 0; i < r->n; i++) {
+        const char *name = NULL;
+        if (classify(r->kvs[i].key, &name) == 'c') have[nhave++] = name;
+    }
+    qsort(have, nhave, sizeof *have, cmp_kv_name);
+    char **gone = calloc(F.cache.n + 1, sizeof *gone);
+    size_t ngone = 0;
+    for (size_t i = 0; gone && i < F.cache.n; i++)
+        if (!bsearch(&F.cache.names[i], have, nhave, sizeof *have, cmp_kv_name))
+            gone[ngone++] = strdup(F.cache.names[i]);
+    for (size_t i = 0; i < ngone; i++) {
+        const char *name = gone[i];
+        char err[768] = "";
+        char *path = name ? fs_path_join(F.ssl_dir, name) : NULL;
+        if (!path) continue;
+        gw_lock(); /* the served name cannot change between the check and the unlink */
+        int served = gw_is_active_name(name), acme = acme_owns_file(name), rc = 1;
+        if (!served && !acme) rc = fs_unlink_durable(path, err, sizeof err) == 0 ? 0
+                                   : errno == ENOENT ? 2 : -1;
+        gw_unlock();
+        if (rc == 0 || rc == 2) {
+            fleet_cache_remove(&F.cache, name);
+            if (rc == 0) {
+                metrics_certs_drop(name); /* as an API delete does */
+                certmeta_remove(name);
+                log_info("fleet: removed %s from %s (etcd no longer has it; seen at a full "
+                         "read)", name, F.ssl_dir);
+            }
+        } else if (rc < 0) {
+            log_error("fleet: cannot remove %s (etcd no longer has it): %s", name, err);
+        } else {
+            log_info("fleet: %s is no longer in etcd but is kept: it is the %s", name,
+                     served ? "certificate this member serves" : "ACME certificate");
+        }
+        free(path);
+    }
+    for (size_t i = 0; gone && i < ngone; i++) free(gone[i]);
+    free(gone);
+    free(have);
+    save_cache();
+}
+
 /* Reads the whole state and applies it. */
 static int full_sync(struct etcd *e, char *err, size_t errlen)
 {
@@ -243,6 +308,7 @@ static int full_sync(struct etcd *e, char *err, size_t errlen)
         if (kind == 'c' && cache_cert(name, r.kvs[i].value, r.kvs[i].value_len) &&
             strcmp(name, served) == 0)
             active_file_changed = 1;
+        if (kind == 'c') fleet_cache_add(&F.cache, name);
         if (kind == 'a') active = &r.kvs[i];
         tokens |= kind == 't';
     }
@@ -258,6 +324,7 @@ static int full_sync(struct etcd *e, char *err, size_t errlen)
             set_status(served, NULL);
     }
     if (tokens && apply_tokens(e, err, errlen) < 0) log_error("fleet: tokens not applied: %s", err);
+    prune_cache(&r);
     atomic_store(&F.applied, r.revision);
     atomic_store(&F.changed, 1);
     etcd_range_free(&r);
@@ -288,13 +355,17 @@ static int on_events(void *arg, const struct etcd_event *ev, size_t n)
         if (kind == 'c' && !ev[i].deleted && cache_cert(name, ev[i].kv.value, ev[i].kv.value_len) &&
             strcmp(name, served) == 0)
             reread_active = 1;
-        if (kind == 'c' && ev[i].deleted && strcmp(name, served) != 0) {
+        if (kind == 'c' && !ev[i].deleted) fleet_cache_add(&F.cache, name);
+        if (kind == 'c' && ev[i].deleted && strcmp(name, served) != 0 &&
+            !acme_owns_file(name)) {
             char *path = fs_path_join(F.ssl_dir, name);
             if (path && fs_unlink_durable(path, err, sizeof err) == 0) {
                 metrics_certs_drop(name); /* as an API delete does */
                 certmeta_remove(name);
                 log_info("fleet: removed %s (deleted in etcd)", name);
             }
+            if (path && (access(path, F_OK) != 0 && errno == ENOENT))
+                fleet_cache_remove(&F.cache, name);
             free(path);
         }
     }
@@ -312,6 +383,7 @@ static int on_events(void *arg, const struct etcd_event *ev, size_t n)
     }
     if (tokens && apply_tokens(bc->e, err, sizeof err) < 0)
         log_error("fleet: tokens not applied: %s", err);
+    save_cache();
     if (rev > atomic_load(&F.applied)) {
         atomic_store(&F.applied, rev);
         atomic_store(&F.changed, 1);
@@ -324,8 +396,11 @@ static void *sync_main(void *arg)
     struct etcd *e = NULL;
     char err[2048];
     int need_full = 1, failing = 0;
+    if (fleet_cache_load(&F.cache, F.config_dir, err, sizeof err) < 0)
+        log_warn("fleet: %s", err);
     if (open_etcd(&e, err, sizeof err) < 0) {
         log_error("fleet: %s", err);
+        fleet_cache_free(&F.cache);
         return NULL;
     }
     while (!atomic_load(&F.stop)) {
@@ -355,6 +430,7 @@ static void *sync_main(void *arg)
         need_full = 1;
     }
     etcd_close(e);
+    fleet_cache_free(&F.cache);
     return NULL;
 }
 
@@ -382,6 +458,7 @@ static void *member_main(void *arg)
     char err[2048];
     int64_t lease = 0;
     unsigned since = 0;
+    int failing = 0; /* logged once per outage, not every second */
     if (open_etcd(&e, err, sizeof err) < 0) {
         log_error("fleet: %s", err);
         return NULL;
@@ -405,11 +482,15 @@ static void *member_main(void *arg)
             free(v);
         }
         if (rc < 0) {
-            log_warn("fleet: member key %s not kept: %s", F.member_key, err);
+            if (!failing) log_warn("fleet: member key %s not kept (tried again every second): "
+                                   "%s", F.member_key, err);
+            failing = 1;
             if (strstr(err, "lease")) lease = 0;
             nap(1000);
             continue;
         }
+        if (failing && lease) log_info("fleet: member key %s kept again", F.member_key);
+        failing = 0;
         nap(200);
         since += 200;
     }
