@@ -237,11 +237,42 @@ static int cmp_kv_name(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* Whether r holds this fleet's state: the active record of the environment, and the fleet
+ * record made with this member's fleet key. Another etcd, an emptied one or a wrong prefix
+ * is no reason to delete the cache (the sentence says which). */
+static int is_our_fleet(const struct etcd_range_result *r, int have_active, char *why,
+                        size_t whylen)
+{
+    const char *kid = NULL;
+    json_t *j = NULL;
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->kvs[i].key + strlen(F.under), "fleet") == 0) {
+            j = json_loadb((const char *)r->kvs[i].value, r->kvs[i].value_len, 0, NULL);
+            kid = json_string_value(json_object_get(j, "key_id"));
+        }
+    int ok = 0;
+    if (!have_active)
+        err_set(why, whylen, "etcd has no %s%s/active", F.under, F.env);
+    else if (!kid || strcmp(kid, F.key.id) != 0)
+        err_set(why, whylen, "the fleet record %sfleet names fleet key %s, not this member's %s",
+                F.under, kid ? kid : "(none)", F.key.id);
+    else
+        ok = 1;
+    json_decref(j);
+    return ok;
+}
+
 /* After a full read (r): deletes the cache files this member wrote from etcd (the
  * manifest) whose names etcd no longer has, as a watched delete event would have; never
  * the file served, nor the ACME certificate, nor a name the manifest does not hold. */
-static void prune_cache(const struct etcd_range_result *r)
+static void prune_cache(const struct etcd_range_result *r, int have_active)
 {
+    char why[512];
+    if (!is_our_fleet(r, have_active, why, sizeof why)) {
+        log_warn("fleet: cache files in %s are not checked against etcd: %s", F.ssl_dir, why);
+        save_cache();
+        return;
+    }
     const char **have = calloc(r->n + 1, sizeof *have);
     size_t nhave = 0;
     if (!have) return; /* out of memory: nothing is deleted */
@@ -324,7 +355,7 @@ static int full_sync(struct etcd *e, char *err, size_t errlen)
             set_status(served, NULL);
     }
     if (tokens && apply_tokens(e, err, errlen) < 0) log_error("fleet: tokens not applied: %s", err);
-    prune_cache(&r);
+    prune_cache(&r, active != NULL);
     atomic_store(&F.applied, r.revision);
     atomic_store(&F.changed, 1);
     etcd_range_free(&r);

@@ -173,7 +173,7 @@ class FleetFaultsTest(GatewayTest):
         c = self.cluster
         fp = self.control(c.endpoints())
         a = self.member("a", c.endpoints([1, 2, 0]))
-        b = self.member("b", c.endpoints([0, 1, 2]), start=False)
+        b = self.member("b", c.endpoints([0, 1, 2]), "environment = myenv\n", start=False)
         # a file the operator placed by hand, which etcd never had
         key, cert = self.pki.self_signed("hand", "hand.example", kind="ec")
         b.install(self.pki.p12("hand.p12", key, cert, "pw-hand"), "hand.p12")
@@ -227,6 +227,16 @@ class FleetFaultsTest(GatewayTest):
         self.assertTrue(self.serves(b, fp4))
         self.assertTrue(os.path.exists(os.path.join(b.ssl_dir, n4)))
         self.assertTrue(os.path.exists(os.path.join(b.ssl_dir, "hand.p12")))
+        # an emptied etcd (or a wrong prefix) is not a reason to empty the cache
+        b.stop()
+        c.etcdctl("del", "--prefix", "/certgate/")
+        b.start(port=b.port)
+        self.assertTrue(wait_until(lambda: "are not checked against etcd" in b.logs(), 10 * SLOW),
+                        b.logs())
+        self.assertIn("fleet: cache files in %s are not checked against etcd: etcd has no "
+                      "/certgate/myenv/active" % b.ssl_dir, b.logs())
+        self.assertEqual(self.listed(b), ["c1.p12", n4, "hand.p12"])
+        self.assertNotIn("fleet: removed", b.logs())
 
     def test_wrong_ca_serves_the_cache_and_names_it(self):
         ca = self.pki.ca("etcd-ca", "etcd test CA")
