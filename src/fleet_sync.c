@@ -28,6 +28,8 @@
 #define MEMBER_TTL_S 10
 #define KEEPALIVE_EVERY_MS 3000
 #define MAX_CERT_BYTES (16u << 20)
+/* a watch silent this long is cut and resumed elsewhere (etcd.h): 5 x [fleet] timeout */
+#define WATCH_IDLE_MS(t) (5 * ((t) ? (t) : 5000))
 
 static struct {
     int running;
@@ -48,7 +50,7 @@ static int open_etcd(struct etcd **e, char *err, size_t errlen)
 {
     struct etcd_opts o = {.endpoints = F.endpoints, .ca_file = F.ca_file,
                           .cert_file = F.cert_file, .key_file = F.key_file,
-                          .timeout_ms = F.timeout_ms};
+                          .timeout_ms = F.timeout_ms, .watch_idle_ms = WATCH_IDLE_MS(F.timeout_ms)};
     return etcd_open(&o, e, err, errlen);
 }
 

@@ -23,7 +23,9 @@
  *     what it says changes; the lease is revoked at a clean stop.
  * When etcd cannot be reached the gateway serves its cache and retries every second (each
  * thread logs one warning per outage, naming the cause, e.g. a wrong [fleet] ca-file); it
- * converges when etcd is back (full read). Nothing compares the members' clocks: member
+ * converges when etcd is back (full read). A watch that receives nothing for 5 x [fleet]
+ * timeout is cut and resumed on the next endpoint (etcd.h), so a hung etcd member does not
+ * hold a member back. Nothing compares the members' clocks: member
  * keys expire by etcd's lease TTL, and the "time" of a member key is for people only.
  *
  * API writes of a member go through etcd transactions (api_fleet.c, stage 4b) using the

@@ -112,7 +112,7 @@ class FleetFaultsTest(GatewayTest):
         self.assertEqual(status, 200, body)
         return sorted(e["name"] for e in json.loads(body))
 
-    def etcd_ports(self, g):
+    def etcd_ports(self, g, cluster=None):
         """The etcd client ports g has established connections to (ss -tnp)."""
         p = run(["ss", "-tnpH", "state", "established"])
         ports = set()
@@ -121,7 +121,7 @@ class FleetFaultsTest(GatewayTest):
                 continue
             peer = line.split()[-2] if "users:" in line.split()[-1] else line.split()[-1]
             port = int(peer.rsplit(":", 1)[1])
-            if port in self.cluster.client:
+            if port in (cluster or self.cluster).client:
                 ports.add(port)
         return ports
 
@@ -168,6 +168,57 @@ class FleetFaultsTest(GatewayTest):
         self.assertLessEqual(after.count("not kept"), 1, after)
         self.assertTrue(wait_until(lambda: self.member_keys().get("b", {}).get("serving") == name,
                                    10 * SLOW), self.member_keys())
+
+    def test_hung_etcd_member(self):
+        # SIGSTOP: the member keeps its connections open but answers nothing, as a hung host
+        # or a network that drops packets would; b's watch is cut after 5 x timeout (10 s)
+        # of silence and resumed on another member
+        c = self.cluster
+        fp = self.control(c.endpoints())
+        a = self.member("a", c.endpoints([1, 2, 0]))
+        b = self.member("b", c.endpoints([0, 1, 2]))
+        for g in (a, b):
+            self.wait_serves(g, fp)
+        self.assertIn(c.client[0], wait_until(lambda: self.etcd_ports(b), 5))
+        c.procs[0].send_signal(signal.SIGSTOP)
+        try:
+            t = time.time()
+            name, fp = self.upload(a)
+            self.wait_serves(b, fp, 25)
+            print("\nwatch member hung (SIGSTOP): the next change reached the other gateway in "
+                  "%.1f s (the watch is cut after 10 s of silence)" % (time.time() - t))
+        finally:
+            c.procs[0].send_signal(signal.SIGCONT)
+
+    def test_progress_notifications_move_the_resume_point(self):
+        # etcd set to send progress notifications every second: a quiet watch follows the
+        # store's revision, so after a compaction of revisions written outside the prefix, a
+        # watch resumed on another member needs no full read
+        c = EtcdCluster(os.path.join(self.tmp, "etcd-progress"),
+                        extra_args=["--experimental-watch-progress-notify-interval", "1s"])
+        self.addCleanup(c.close)
+        c.start()
+        fp = self.control(c.endpoints())
+        b = self.member("b", c.endpoints([0, 1, 2]))
+        self.wait_serves(b, fp)
+        self.assertIn(c.client[0], wait_until(lambda: self.etcd_ports(b, c), 5))
+        time.sleep(3.5)  # b's member key is written again at the first lease refresh
+        p = c.etcdctl("put", "/elsewhere/first", "x", "-w", "json")
+        first = int(json.loads(p.stdout)["header"]["revision"])
+        for i in range(5):
+            c.etcdctl("put", "/elsewhere/%d" % i, "x")
+        p = c.etcdctl("put", "/elsewhere/last", "x", "-w", "json")
+        rev = int(json.loads(p.stdout)["header"]["revision"])
+        time.sleep(2.5)  # two progress notifications at least
+        p = c.etcdctl("get", "--prefix", "/certgate/", "-w", "json")
+        self.assertLess(max(kv["mod_revision"] for kv in json.loads(p.stdout)["kvs"]), first,
+                        "a fleet key changed after /elsewhere/first: nothing to show")
+        c.etcdctl("compact", str(rev))
+        c.stop(0, signal.SIGKILL)  # b's watch is resumed on m2 from its resume point
+        name, fp = self.upload(b)
+        self.wait_serves(b, fp)
+        self.assertNotIn("has been compacted", b.logs())
+        self.assertNotIn("serving the local cache", b.logs())
 
     def test_compacted_revision_full_read_prunes_the_cache(self):
         c = self.cluster
