@@ -16,7 +16,8 @@ libjansson-dev libcmocka-dev libcurl4-openssl-dev openssl ca-certificates"
 case "$mode" in
   build) ;;
   test)  pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 testssl.sh prometheus pebble \
-etcd-server etcd-client" ;;
+etcd-server etcd-client \
+libfaketime" ;;
   fuzz)  pkgs="$pkgs clang" ;;
   bench) pkgs="$pkgs curl python3 openjdk-17-jre-headless nginx-light procps iproute2 \
 haproxy wrk linux-perf valgrind" ;;

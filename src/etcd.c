@@ -22,6 +22,7 @@ struct etcd {
     size_t neps, cur;
     char *ca_file, *cert_file, *key_file;
     long timeout_ms;
+    long watch_idle_ms;
     CURL *h; /* reused by the unary calls (keeps the connection) */
 };
 
@@ -119,6 +120,7 @@ int etcd_open(const struct etcd_opts *o, struct etcd **out, char *err, size_t er
         (o->key_file && !(e->key_file = strdup(o->key_file))) || !(e->h = curl_easy_init()))
         goto nomem;
     e->timeout_ms = o->timeout_ms ? (long)o->timeout_ms : 5000;
+    e->watch_idle_ms = (long)o->watch_idle_ms;
     free(list);
     *out = e;
     return 0;
@@ -194,6 +196,22 @@ static void setup(const struct etcd *e, CURL *h, const char *url, const char *bo
     if (e->key_file) curl_easy_setopt(h, CURLOPT_SSLKEY, e->key_file);
 }
 
+/* curl's reason for a failed transfer, made into a sentence that names the setting to fix
+ * when etcd's certificate is not trusted (a wrong [fleet] ca-file is the usual cause). */
+static void transfer_error(const struct etcd *e, CURLcode cc, const char *cerr, char *out,
+                           size_t len)
+{
+    const char *why = cerr && cerr[0] ? cerr : curl_easy_strerror(cc);
+    if (cc == CURLE_PEER_FAILED_VERIFICATION && e->ca_file)
+        snprintf(out, len, "%s: etcd's TLS certificate is not signed by the CA in ca-file %s; "
+                 "set [fleet] ca-file to the CA that issued it", why, e->ca_file);
+    else if (cc == CURLE_PEER_FAILED_VERIFICATION)
+        snprintf(out, len, "%s: etcd's TLS certificate is not trusted by the system's CAs; set "
+                 "[fleet] ca-file to the CA that issued it", why);
+    else
+        snprintf(out, len, "%s", why);
+}
+
 /* etcd's message in an error answer: {"error":"...","code":N} (unary) or
  * {"error":{"grpc_code":N,"message":"..."}} (streams); *code gets the gRPC code. */
 static const char *answer_error(json_t *root, int *code)
@@ -254,8 +272,10 @@ static int call(struct etcd *e, const char *path, json_t *req, json_t **resp, ch
         json_t *root = cc == CURLE_OK && b.p ? json_loadb(b.p, b.len, 0, NULL) : NULL;
         free(b.p);
         if (cc != CURLE_OK) {
+            char why[512];
+            transfer_error(e, cc, cerr, why, sizeof why);
             append(tried, sizeof tried, "%s%s", tried[0] ? "; " : "", e->eps[idx]);
-            append(tried, sizeof tried, ": %s%s", cerr[0] ? cerr : curl_easy_strerror(cc), "");
+            append(tried, sizeof tried, ": %s%s", why, "");
             continue;
         }
         if (!json_is_object(root)) {
@@ -521,10 +541,19 @@ struct watch {
     const atomic_int *stop;
     struct rbuf b;
     int64_t next_rev; /* resume point: after the last event delivered */
-    int created, done, compacted, failed;
+    int created, done, compacted, failed, idle;
     int64_t compact_rev;
+    long idle_ms;      /* 0: no idle cut */
+    long long last_ms; /* monotonic time of the last bytes received */
     char msg[512];
 };
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Handles one JSON object of the stream: 0 to go on, -1 to end this stream. */
 static int watch_message(struct watch *w, json_t *root)
@@ -555,7 +584,12 @@ static int watch_message(struct watch *w, json_t *root)
     }
     json_t *evs = json_object_get(res, "events");
     size_t n = json_array_size(evs);
-    if (n == 0) return 0;
+    if (n == 0) { /* a progress notification: every event up to its revision was sent */
+        int64_t rev = jint(json_object_get(res, "header"), "revision");
+        if (!json_is_true(json_object_get(res, "created")) && w->created && rev >= w->next_rev)
+            w->next_rev = rev + 1;
+        return 0;
+    }
     struct etcd_event *ev = calloc(n, sizeof *ev);
     size_t got = 0;
     int rc = 0;
@@ -586,6 +620,7 @@ static size_t watch_data(char *ptr, size_t size, size_t nmemb, void *arg)
 {
     struct watch *w = arg;
     size_t n = size * nmemb;
+    w->last_ms = mono_ms();
     if (rbuf_add(&w->b, ptr, n) < 0) {
         snprintf(w->msg, sizeof w->msg, "a watch answer larger than %u bytes", ETCD_MAX_WATCH_MSG);
         w->failed = 1;
@@ -616,8 +651,15 @@ static size_t watch_data(char *ptr, size_t size, size_t nmemb, void *arg)
 
 static int watch_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
-    const struct watch *w = arg;
-    return w->stop && atomic_load(w->stop) ? 1 : 0;
+    struct watch *w = arg;
+    if (w->stop && atomic_load(w->stop)) return 1;
+    if (w->idle_ms && mono_ms() - w->last_ms > w->idle_ms) {
+        snprintf(w->msg, sizeof w->msg, "nothing received for %ld ms (a hung or cut-off member?)",
+                 w->idle_ms);
+        w->idle = 1;
+        return 1;
+    }
+    return 0;
 }
 
 static int stopped(const struct watch *w)
@@ -631,12 +673,14 @@ static void watch_once(struct etcd *e, CURL *h, const char *ep, const char *key,
 {
     json_t *req = json_object(), *cr = json_object();
     char *body = NULL, url[1024], cerr[CURL_ERROR_SIZE] = "";
-    w->created = w->failed = 0;
+    w->created = w->failed = w->idle = 0;
     w->msg[0] = '\0';
     w->b.len = 0;
+    w->last_ms = mono_ms();
     if (!req || !cr || json_object_set_new(cr, "key", jb64(key, strlen(key))) < 0 ||
         (prefix && json_object_set_new(cr, "range_end", prefix_end(key)) < 0) ||
         (w->next_rev && json_object_set_new(cr, "start_revision", jint_new(w->next_rev)) < 0) ||
+        json_object_set_new(cr, "progress_notify", json_true()) < 0 ||
         json_object_set(req, "create_request", cr) < 0 ||
         !(body = json_dumps(req, JSON_COMPACT))) {
         snprintf(w->msg, sizeof w->msg, "out of memory");
@@ -653,9 +697,10 @@ static void watch_once(struct etcd *e, CURL *h, const char *ep, const char *key,
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, w);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
     CURLcode cc = curl_easy_perform(h);
-    if (!w->msg[0] && !w->done && !w->compacted)
-        snprintf(w->msg, sizeof w->msg, "%s",
-                 cc == CURLE_OK ? "the watch stream ended" : cerr[0] ? cerr : curl_easy_strerror(cc));
+    if (!w->msg[0] && !w->done && !w->compacted && cc == CURLE_OK)
+        snprintf(w->msg, sizeof w->msg, "the watch stream ended");
+    else if (!w->msg[0] && !w->done && !w->compacted)
+        transfer_error(e, cc, cerr, w->msg, sizeof w->msg);
 out:
     free(body);
     json_decref(cr);
@@ -667,7 +712,7 @@ int etcd_watch(struct etcd *e, const char *key, int prefix, int64_t start_revisi
                char *err, size_t errlen)
 {
     struct watch w = {.fn = fn, .arg = arg, .stop = stop, .next_rev = start_revision,
-                      .b = {.max = ETCD_MAX_WATCH_MSG}};
+                      .b = {.max = ETCD_MAX_WATCH_MSG}, .idle_ms = e->watch_idle_ms};
     CURL *h = curl_easy_init();
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     char tried[1024] = "";

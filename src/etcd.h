@@ -36,6 +36,9 @@ struct etcd_opts {
     const char *cert_file; /* client certificate (PEM), with key_file; NULL: none */
     const char *key_file;
     unsigned timeout_ms;   /* per request and endpoint; 0: 5000 */
+    unsigned watch_idle_ms; /* a watch stream silent this long is cut and resumed on the next
+                               endpoint (a hung or cut-off member keeps the TCP connection
+                               open); 0: never */
 };
 
 /* Makes a client (no connection yet). Fails on an empty or malformed endpoint list. The
@@ -121,7 +124,12 @@ typedef int (*etcd_watch_fn)(void *arg, const struct etcd_event *events, size_t 
  * least once a second) becomes nonzero: then 0. When the stream is cut (member stopped,
  * network), the watch is made again on the next endpoint from the revision after the last
  * event delivered, so no event is lost or repeated; it fails (-1) only when no endpoint
- * accepts it, one round through all of them. When start_revision (or the resume point)
+ * accepts it, one round through all of them. A stream that brings nothing for the options'
+ * watch_idle_ms is cut and resumed the same way: a member that hangs (or a network that
+ * drops packets silently) keeps its connection open but answers nothing. The watch asks
+ * for etcd's progress notifications (--experimental-watch-progress-notify-interval, 10 min
+ * by default), which keep a quiet stream from being cut when etcd sends them more often,
+ * and move the resume point to their revision. When start_revision (or the resume point)
  * has been compacted away, it returns ETCD_COMPACTED with *compact_revision = the oldest
  * revision still available: read the state again (etcd_range) and watch from there. */
 int etcd_watch(struct etcd *e, const char *key, int prefix, int64_t start_revision,

@@ -1,10 +1,12 @@
 /* fleet_sync.c - the running gateway's fleet threads (see fleet_sync.h). */
 #include "fleet_sync.h"
 
+#include "acme.h"
 #include "certmeta.h"
 #include "conf.h"
 #include "err.h"
 #include "etcd.h"
+#include "fleet_cache.h"
 #include "fleetkey.h"
 #include "fsutil.h"
 #include "gw.h"
@@ -26,6 +28,8 @@
 #define MEMBER_TTL_S 10
 #define KEEPALIVE_EVERY_MS 3000
 #define MAX_CERT_BYTES (16u << 20)
+/* a watch silent this long is cut and resumed elsewhere (etcd.h): 5 x [fleet] timeout */
+#define WATCH_IDLE_MS(t) (5 * ((t) ? (t) : 5000))
 
 static struct {
     int running;
@@ -41,13 +45,14 @@ static struct {
     char serving[256], error[768];
     int64_t failed_rev; /* the revision whose activation failed last (0: the last one worked) */
     char failed_err[1024]; /* as apply_active's err */
+    struct fleet_cache cache; /* names written from etcd; the sync thread's alone */
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static int open_etcd(struct etcd **e, char *err, size_t errlen)
 {
     struct etcd_opts o = {.endpoints = F.endpoints, .ca_file = F.ca_file,
                           .cert_file = F.cert_file, .key_file = F.key_file,
-                          .timeout_ms = F.timeout_ms};
+                          .timeout_ms = F.timeout_ms, .watch_idle_ms = WATCH_IDLE_MS(F.timeout_ms)};
     return etcd_open(&o, e, err, errlen);
 }
 
@@ -237,6 +242,99 @@ static int discover_env(const struct etcd_range_result *r, char *err, size_t err
     return 0;
 }
 
+static void save_cache(void)
+{
+    char err[768];
+    if (fleet_cache_save(&F.cache, err, sizeof err) < 0)
+        log_error("fleet: the cache manifest is not written (it is tried again): %s", err);
+}
+
+static int cmp_kv_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether r holds this fleet's state: the active record of the environment, and the fleet
+ * record made with this member's fleet key. Another etcd, an emptied one or a wrong prefix
+ * is no reason to delete the cache (the sentence says which). */
+static int is_our_fleet(const struct etcd_range_result *r, int have_active, char *why,
+                        size_t whylen)
+{
+    const char *kid = NULL;
+    json_t *j = NULL;
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->kvs[i].key + strlen(F.under), "fleet") == 0) {
+            j = json_loadb((const char *)r->kvs[i].value, r->kvs[i].value_len, 0, NULL);
+            kid = json_string_value(json_object_get(j, "key_id"));
+        }
+    int ok = 0;
+    if (!have_active)
+        err_set(why, whylen, "etcd has no %s%s/active", F.under, F.env);
+    else if (!kid || strcmp(kid, F.key.id) != 0)
+        err_set(why, whylen, "the fleet record %sfleet names fleet key %s, not this member's %s",
+                F.under, kid ? kid : "(none)", F.key.id);
+    else
+        ok = 1;
+    json_decref(j);
+    return ok;
+}
+
+/* After a full read (r): deletes the cache files this member wrote from etcd (the
+ * manifest) whose names etcd no longer has, as a watched delete event would have; never
+ * the file served, nor the ACME certificate, nor a name the manifest does not hold. */
+static void prune_cache(const struct etcd_range_result *r, int have_active)
+{
+    char why[512];
+    if (!is_our_fleet(r, have_active, why, sizeof why)) {
+        log_warn("fleet: cache files in %s are not checked against etcd: %s", F.ssl_dir, why);
+        save_cache();
+        return;
+    }
+    const char **have = calloc(r->n + 1, sizeof *have);
+    size_t nhave = 0;
+    if (!have) return; /* out of memory: nothing is deleted */
+    for (size_t i = 0; i < r->n; i++) {
+        const char *name = NULL;
+        if (classify(r->kvs[i].key, &name) == 'c') have[nhave++] = name;
+    }
+    qsort(have, nhave, sizeof *have, cmp_kv_name);
+    char **gone = calloc(F.cache.n + 1, sizeof *gone);
+    size_t ngone = 0;
+    for (size_t i = 0; gone && i < F.cache.n; i++)
+        if (!bsearch(&F.cache.names[i], have, nhave, sizeof *have, cmp_kv_name))
+            gone[ngone++] = strdup(F.cache.names[i]);
+    for (size_t i = 0; i < ngone; i++) {
+        const char *name = gone[i];
+        char err[768] = "";
+        char *path = name ? fs_path_join(F.ssl_dir, name) : NULL;
+        if (!path) continue;
+        gw_lock(); /* the served name cannot change between the check and the unlink */
+        int served = gw_is_active_name(name), acme = acme_owns_file(name), rc = 1;
+        if (!served && !acme) rc = fs_unlink_durable(path, err, sizeof err) == 0 ? 0
+                                   : errno == ENOENT ? 2 : -1;
+        gw_unlock();
+        if (rc == 0 || rc == 2) {
+            fleet_cache_remove(&F.cache, name);
+            if (rc == 0) {
+                metrics_certs_drop(name); /* as an API delete does */
+                certmeta_remove(name);
+                log_info("fleet: removed %s from %s (etcd no longer has it; seen at a full "
+                         "read)", name, F.ssl_dir);
+            }
+        } else if (rc < 0) {
+            log_error("fleet: cannot remove %s (etcd no longer has it): %s", name, err);
+        } else {
+            log_info("fleet: %s is no longer in etcd but is kept: it is the %s", name,
+                     served ? "certificate this member serves" : "ACME certificate");
+        }
+        free(path);
+    }
+    for (size_t i = 0; gone && i < ngone; i++) free(gone[i]);
+    free(gone);
+    free(have);
+    save_cache();
+}
+
 /* Reads the whole state and applies it. */
 static int full_sync(struct etcd *e, char *err, size_t errlen)
 {
@@ -258,6 +356,7 @@ static int full_sync(struct etcd *e, char *err, size_t errlen)
         if (kind == 'c' && cache_cert(name, r.kvs[i].value, r.kvs[i].value_len) &&
             strcmp(name, served) == 0)
             active_file_changed = 1;
+        if (kind == 'c') fleet_cache_add(&F.cache, name);
         if (kind == 'a') active = &r.kvs[i];
         tokens |= kind == 't';
     }
@@ -273,6 +372,7 @@ static int full_sync(struct etcd *e, char *err, size_t errlen)
             set_status(served, NULL);
     }
     if (tokens && apply_tokens(e, err, errlen) < 0) log_error("fleet: tokens not applied: %s", err);
+    prune_cache(&r, active != NULL);
     atomic_store(&F.applied, r.revision);
     atomic_store(&F.changed, 1);
     etcd_range_free(&r);
@@ -303,13 +403,17 @@ static int on_events(void *arg, const struct etcd_event *ev, size_t n)
         if (kind == 'c' && !ev[i].deleted && cache_cert(name, ev[i].kv.value, ev[i].kv.value_len) &&
             strcmp(name, served) == 0)
             reread_active = 1;
-        if (kind == 'c' && ev[i].deleted && strcmp(name, served) != 0) {
+        if (kind == 'c' && !ev[i].deleted) fleet_cache_add(&F.cache, name);
+        if (kind == 'c' && ev[i].deleted && strcmp(name, served) != 0 &&
+            !acme_owns_file(name)) {
             char *path = fs_path_join(F.ssl_dir, name);
             if (path && fs_unlink_durable(path, err, sizeof err) == 0) {
                 metrics_certs_drop(name); /* as an API delete does */
                 certmeta_remove(name);
                 log_info("fleet: removed %s (deleted in etcd)", name);
             }
+            if (path && (access(path, F_OK) != 0 && errno == ENOENT))
+                fleet_cache_remove(&F.cache, name);
             free(path);
         }
     }
@@ -327,6 +431,7 @@ static int on_events(void *arg, const struct etcd_event *ev, size_t n)
     }
     if (tokens && apply_tokens(bc->e, err, sizeof err) < 0)
         log_error("fleet: tokens not applied: %s", err);
+    save_cache();
     if (rev > atomic_load(&F.applied)) {
         atomic_store(&F.applied, rev);
         atomic_store(&F.changed, 1);
@@ -339,8 +444,11 @@ static void *sync_main(void *arg)
     struct etcd *e = NULL;
     char err[2048];
     int need_full = 1, failing = 0;
+    if (fleet_cache_load(&F.cache, F.config_dir, err, sizeof err) < 0)
+        log_warn("fleet: %s", err);
     if (open_etcd(&e, err, sizeof err) < 0) {
         log_error("fleet: %s", err);
+        fleet_cache_free(&F.cache);
         return NULL;
     }
     while (!atomic_load(&F.stop)) {
@@ -370,6 +478,7 @@ static void *sync_main(void *arg)
         need_full = 1;
     }
     etcd_close(e);
+    fleet_cache_free(&F.cache);
     return NULL;
 }
 
@@ -399,6 +508,7 @@ static void *member_main(void *arg)
     char err[2048];
     int64_t lease = 0;
     unsigned since = 0;
+    int failing = 0; /* logged once per outage, not every second */
     if (open_etcd(&e, err, sizeof err) < 0) {
         log_error("fleet: %s", err);
         return NULL;
@@ -422,11 +532,15 @@ static void *member_main(void *arg)
             free(v);
         }
         if (rc < 0) {
-            log_warn("fleet: member key %s not kept: %s", F.member_key, err);
+            if (!failing) log_warn("fleet: member key %s not kept (tried again every second): "
+                                   "%s", F.member_key, err);
+            failing = 1;
             if (strstr(err, "lease")) lease = 0;
             nap(1000);
             continue;
         }
+        if (failing && lease) log_info("fleet: member key %s kept again", F.member_key);
+        failing = 0;
         nap(200);
         since += 200;
     }

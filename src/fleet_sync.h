@@ -2,10 +2,16 @@
  *
  * With [fleet] etcd set, `certgate run` starts two threads of its own (never a worker
  * loop; both block on etcd through src/etcd.c):
- *   - the sync thread reads the fleet state under <prefix>/ (a full read at start, and
- *     again when its watch revision was compacted), then watches the prefix from the
- *     revision it applied. Certificate files (<prefix>/<env>/certs/<name>) are written to
- *     DIR/ssl, the local cache; the tokens (<prefix>/tokens/) are written to tokens.json
+ *   - the sync thread reads the fleet state under <prefix>/ (a full read at start, after
+ *     etcd was unreachable, and when its watch revision was compacted), then watches the
+ *     prefix from the revision it applied. Certificate files (<prefix>/<env>/certs/<name>)
+ *     are written to DIR/ssl, the local cache, and their names recorded in the manifest
+ *     DIR/config/fleet-cache.json (fleet_cache.h); a delete event removes the file, and a
+ *     full read removes the files of the manifest that etcd no longer has (deleted while
+ *     this member was down, cut off or compacted), each logged, with their metrics and
+ *     metadata, as an API delete does. Never removed: the file this member serves, the ACME
+ *     certificate (acme_owns_file), and names not in the manifest (files an operator placed
+ *     by hand, which etcd never had); the tokens (<prefix>/tokens/) are written to tokens.json
  *     (hashes only); a change of <prefix>/<env>/active (or of the active file's bytes) is
  *     activated through the same steps as an API activation: the sealed password opened
  *     with the fleet key, the file parsed and checked, then under gw_lock
@@ -15,13 +21,16 @@
  *   - the member thread keeps <prefix>/members/<member-id> = {"applied":N,"serving":..,
  *     "error":..,"time":..} under a 10 s lease, refreshed every 3 s and rewritten when
  *     what it says changes; the lease is revoked at a clean stop.
- * When etcd cannot be reached the gateway serves its cache and retries every second; it
- * converges when etcd is back (full read).
+ * When etcd cannot be reached the gateway serves its cache and retries every second (each
+ * thread logs one warning per outage, naming the cause, e.g. a wrong [fleet] ca-file); it
+ * converges when etcd is back (full read). A watch that receives nothing for 5 x [fleet]
+ * timeout is cut and resumed on the next endpoint (etcd.h), so a hung etcd member does not
+ * hold a member back. Nothing compares the members' clocks: member
+ * keys expire by etcd's lease TTL, and the "time" of a member key is for people only.
  *
  * API writes of a member go through etcd transactions (api_fleet.c, stage 4b) using the
  * accessors at the end of this header.
- *
- * Not yet: deletions of cache files at a full read. */
+ * */
 #ifndef CERTGATE_FLEET_SYNC_H
 #define CERTGATE_FLEET_SYNC_H
 

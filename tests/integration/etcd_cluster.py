@@ -22,12 +22,14 @@ def need_etcd():
 
 
 class EtcdCluster:
-    def __init__(self, folder, size=3, tls=None):
+    def __init__(self, folder, size=3, tls=None, extra_args=()):
         """tls: None (plain http) or (ca_cert, server_cert, server_key, client_cert,
         client_key): the members then serve https:// with that certificate (for 127.0.0.1)
-        and want a client certificate signed by ca_cert (etcdctl uses client_cert)."""
+        and want a client certificate signed by ca_cert (etcdctl uses client_cert).
+        extra_args: more etcd options for every member."""
         self.dir = folder
         self.tls = tls
+        self.extra_args = list(extra_args)
         self.names = ["m%d" % (i + 1) for i in range(size)]
         self.client = [free_port() for _ in self.names]
         self.peer = [free_port() for _ in self.names]
@@ -57,7 +59,7 @@ class EtcdCluster:
         if self.tls:
             cmd += ["--client-cert-auth", "--trusted-ca-file", self.tls[0], "--cert-file",
                     self.tls[1], "--key-file", self.tls[2]]
-        return cmd
+        return cmd + self.extra_args
 
     def start(self, i=None):
         """Starts member i (default: every member) and waits until the cluster is healthy."""
