@@ -102,7 +102,7 @@ class FleetInitTest(GatewayTest):
         p = self.fleet(g, "status", "--etcd", self.eps)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("fleet key id %s\n" % key_id, p.stdout)
-        self.assertIn("id %s, the fleet's\n" % key_id, p.stdout)
+        self.assertIn("id %s, the fleet's key\n" % key_id, p.stdout)
         self.assertIn("environment myenv: active active.p12 (alias web), password opens with the "
                       "fleet key\n", p.stdout)
         self.assertRegex(p.stdout, r"environment myenv: certificate file spare\.p12, \d+ bytes, "
