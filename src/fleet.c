@@ -1,6 +1,7 @@
 /* fleet.c - `certgate fleet init|status` (see fleet.h). */
 #include "fleet.h"
 
+#include "acme_fleet.h"
 #include "app.h"
 #include "conf.h"
 #include "err.h"
@@ -507,6 +508,10 @@ static int fleet_status(struct fleet_cli *c, char *err, size_t errlen)
             printf("environment %.*s: certificate file %s, %zu bytes, revision %lld\n",
                    (int)(slash - rest), rest, slash + 7, r.kvs[i].value_len,
                    (long long)r.kvs[i].mod_revision);
+        } else if (slash && strncmp(slash, "/acme/", 6) == 0) {
+            char env[80];
+            snprintf(env, sizeof env, "%.*s", (int)(slash - rest), rest);
+            acme_fleet_print(env, slash + 6, &r.kvs[i]);
         }
     }
     printf("tokens: %d\n", tokens);
