@@ -135,12 +135,14 @@ static void *keeper_main(void *arg)
         }
         if (atomic_load(&AF.keeper_stop)) break;
         int64_t ttl = 0;
-        if (etcd_lease_keepalive(e, lease, &ttl, err, sizeof err) == 0 && ttl > 0) {
+        err[0] = '\0';
+        if (etcd_lease_keepalive(e, lease, &ttl, err, sizeof err) == 0) {
             last_ok = time(NULL);
             continue;
         }
-        if (ttl <= 0 && !err[0]) snprintf(err, sizeof err, "the lease has ended");
-        if (strstr(err, "lease") || time(NULL) - last_ok >= (time_t)AF.ttl_s) {
+        /* etcd ended the lease (it expired, or "requested lease not found") */
+        if (strstr(err, "expired or was revoked") || strstr(err, "lease not found") ||
+            time(NULL) - last_ok >= (time_t)AF.ttl_s) {
             log_error("acme: the fleet's ACME lock is lost (%s); another member may order",
                       err);
             break;
