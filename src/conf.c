@@ -720,8 +720,9 @@ static int load_fleet(struct loader *ld, struct conf_settings *s)
     unsigned ttl_ms = 30000;
     rc |= get_seconds_ms(ld, "acme-lock-ttl", &ttl_ms);
     if (ttl_ms < 5000 || ttl_ms > 600000) {
-        rc |= fail(ld, "acme-lock-ttl", "%.1f s is out of range; use a number of seconds "
-                   "from 5 to 600, e.g. 30", ttl_ms / 1000.0);
+        rc |= fail_value(ld, "acme-lock-ttl",
+                         propfile_get_raw(ld->doc, ld->section, "acme-lock-ttl") ?: "?",
+                         "is out of range", "use a number of seconds from 5 to 600, e.g. 30");
         ttl_ms = 30000;
     }
     f->acme_lock_ttl_s = ttl_ms / 1000;
