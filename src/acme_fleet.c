@@ -21,7 +21,7 @@
 #include <string.h>
 #include <time.h>
 
-#define MEMBERS_WAIT_MS 5000
+#define MEMBERS_WAIT_MS 2000 /* a member that died keeps its member key for 10 s */
 #define MAX_P12_BYTES (1u << 20)
 
 static struct {

@@ -57,7 +57,7 @@ int acme_fleet_locked(void);
 int acme_fleet_fetch(struct acme_cert_info *info, char *err, size_t errlen);
 /* Under the lock: puts the certificate just issued (info->file in DIR/ssl) into etcd. */
 int acme_fleet_publish(const struct acme_cert_info *info, char *err, size_t errlen);
-/* Under the lock: shares a pending challenge and waits (at most 5 s) until every live
+/* Under the lock: shares a pending challenge and waits (at most 2 s) until every live
  * member has applied it. 0 (also when not locked), or -1 + sentence. */
 int acme_fleet_share_challenge(const char *name, const char *token, const char *keyauth,
                                char *err, size_t errlen);

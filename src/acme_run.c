@@ -215,9 +215,8 @@ static unsigned rand_below(unsigned n)
     return r % n;
 }
 
-/* When the certificate of info is to be renewed: renew-before (default a third of its
- * lifetime) before it expires, moved earlier by up to a tenth of that (at most an hour)
- * so that gateways started together do not renew together. */
+/* How long before its end info's certificate is renewed: renew-before, default a third of
+ * its lifetime. */
 static time_t renew_before(const struct acme_cert_info *info)
 {
     time_t life = info->not_after - info->not_before;
@@ -225,6 +224,9 @@ static time_t renew_before(const struct acme_cert_info *info)
     return before > life ? life : before;
 }
 
+/* When the certificate of info is to be renewed: renew_before its end, moved earlier by up
+ * to a tenth of that (at most an hour) so that gateways started together do not renew
+ * together (in a fleet: the first one takes the lock, the others take its certificate). */
 static time_t renew_at(const struct acme_cert_info *info)
 {
     if (!info->file[0] || !info->domains_match || info->not_after <= info->not_before) return 0;
