@@ -241,6 +241,28 @@ class AcmeFleetTest(GatewayTest):
     def test_one_member_orders_tls_alpn01(self):
         self.run_fleet("tls-alpn-01")
 
+    def test_renewal_by_one_member(self):
+        """30 s certificates: the renewal (due at about 20 s on every member, each with its
+        own spread) is ordered by one member; the others take its certificate."""
+        self.pebble.stop()
+        self.pebble = Pebble(os.path.join(self.tmp, "pebble-short"), self.relays[0].port,
+                             self.relays[1].port, validity=30).start()
+        gs = [self.member(n) for n in ("a", "b", "c")]
+        for g in gs:
+            g.start()
+        self.assertTrue(wait_until(lambda: any(self.issued(g) for g in gs), 40 * SLOW))
+        root = self.pebble.root(os.path.join(self.tmp, "root.pem"))
+        first = self.all_serve(gs, root)
+        self.assertEqual(self.orders(), 1)
+        # the renewal: one more order, and every member serves its certificate
+        self.assertTrue(wait_until(lambda: sum(len(re.findall(r"acme: certificate \S+ issued",
+                                                              g.logs())) for g in gs) == 2,
+                                   40 * SLOW), "\n\n".join(g.logs()[-3000:] for g in gs))
+        renewed = self.all_serve(gs, root)
+        self.assertNotEqual(renewed, first)
+        self.assertEqual(self.orders(), 2, self.pebble.logs())
+        self.assertEqual(sum(g.logs().count("acme: ordering") for g in gs), 2)
+
     def test_holder_killed_mid_order(self):
         self.hold = True  # the CA's validations wait: the order stays in progress
         gs = [self.member(n) for n in ("a", "b", "c")]
