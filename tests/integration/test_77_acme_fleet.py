@@ -233,6 +233,17 @@ class AcmeFleetTest(GatewayTest):
         self.assertEqual(self.orders(), 1, self.pebble.logs())
         for g in gs:
             self.assertNotIn("ordering", g.logs())
+        # a tampered record (other bytes, a sealed password altered) is refused and
+        # reported; every member keeps serving the certificate it had
+        rec["p12"] = base64.b64encode(base64.b64decode(rec["p12"]) + b"\0").decode()
+        rec["password"] = rec["password"][:-6] + ("AAAAAA" if rec["password"][-6:] != "AAAAAA"
+                                                  else "BBBBBB")
+        self.cluster.etcdctl("put", "/certgate/myenv/acme/certificate", json.dumps(rec))
+        for g in gs:
+            self.assertTrue(g.wait_log(r"acme: the fleet's certificate /certgate/myenv/acme/"
+                                       r"certificate is not served here: .*(altered|another)"),
+                            g.logs()[-2000:])
+        self.assertEqual(self.all_serve(gs, root), leaf)
         return gs
 
     def test_one_member_orders_http01(self):
