@@ -233,6 +233,13 @@ class AcmeFleetTest(GatewayTest):
         self.assertEqual(self.orders(), 1, self.pebble.logs())
         for g in gs:
             self.assertNotIn("ordering", g.logs())
+        # fleet init --force from a member that holds the ACME file: that file is not
+        # pushed as a certificate file, and the fleet's ACME record stays
+        certgate("fleet", "init", "--data-dir", gs[1].data_dir, "--environment", "myenv",
+                 "--force")
+        p = self.cluster.etcdctl("get", "--prefix", "/certgate/myenv/", "--keys-only")
+        self.assertNotIn("/certgate/myenv/certs/" + name, p.stdout)
+        self.assertIn("/certgate/myenv/acme/certificate", p.stdout)
         # a tampered record (other bytes, a sealed password altered) is refused and
         # reported; every member keeps serving the certificate it had
         rec["p12"] = base64.b64encode(base64.b64decode(rec["p12"]) + b"\0").decode()
