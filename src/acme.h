@@ -92,6 +92,19 @@ int acme_renewal_info(struct acme_client *c, const char *cert_id, time_t *start,
  * for tls-alpn-01 the challenge certificate for name is made here. 0, or -1 + sentence. */
 int acme_challenge_set(const char *name, const char *token, const char *keyauth, char *err,
                        size_t errlen);
+/* Clears this member's own pending challenges (and, in a fleet, their shared copies). */
 void acme_challenge_clear(void);
+
+/* ----- called by acme_fleet.c (the fleet's sync thread) ----- */
+
+/* Another member's pending challenge: add (name, token, keyauth) or remove (token; NULL:
+ * all of them). 0, or -1 (logged). */
+int acme_challenge_remote(const char *name, const char *token, const char *keyauth, int add);
+/* The fleet's certificate info has been installed and is served: the ACME thread renews
+ * it from now on (woken). */
+void acme_adopt(const struct acme_cert_info *info);
+/* The fleet's ACME lock was released or its lease ended: a member waiting for it tries
+ * again now. */
+void acme_lock_freed(void);
 
 #endif

@@ -56,6 +56,19 @@ static void print_status(json_t *j)
         if (v) printf("%s: %s\n", keys[i], v);
     }
     printf("failures: %lld\n", (long long)json_integer_value(json_object_get(j, "failures")));
+    /* in a fleet (acme_fleet.h): as the gateway saw it when it wrote the status */
+    json_t *lock = json_object_get(json_object_get(j, "fleet"), "lock");
+    json_t *cert = json_object_get(json_object_get(j, "fleet"), "certificate");
+    if (lock)
+        printf("fleet lock: held by member %s since %s\n",
+               json_string_value(json_object_get(lock, "member")) ?: "?",
+               json_string_value(json_object_get(lock, "since")) ?: "?");
+    if (cert)
+        printf("fleet certificate: %s, valid to %s, ordered by member %s at %s\n",
+               json_string_value(json_object_get(cert, "file")) ?: "?",
+               json_string_value(json_object_get(cert, "notAfter")) ?: "?",
+               json_string_value(json_object_get(cert, "member")) ?: "?",
+               json_string_value(json_object_get(cert, "time")) ?: "?");
 }
 
 /* A value of the status that changes when an order ends. */

@@ -4,6 +4,7 @@
 
 #include "acme_alpn.h"
 #include "acme_ari.h"
+#include "acme_fleet.h"
 #include "acme_http.h"
 #include "acme_jws.h"
 #include "acme_store.h"
@@ -27,6 +28,8 @@
 #define BACKOFF_FIRST_S 5
 #define BACKOFF_CAP_S 3600
 #define MAX_CHALLENGES 128
+#define LOCK_RETRY_S 10 /* a fleet member that did not get the ACME lock tries again */
+#define LOCK_ERROR_RETRY_S 2
 
 enum acme_state { ACME_WAITING, ACME_ORDERING, ACME_BACKOFF, ACME_STOPPED };
 
@@ -46,6 +49,7 @@ static struct {
     struct {
         char *name, *token, *keyauth;
         struct ssl_ctx_st *alpn; /* tls-alpn-01: the challenge context, else NULL */
+        int remote;              /* another fleet member's (acme_challenge_remote) */
     } ch[MAX_CHALLENGES];       /* [mu] pending challenges */
     unsigned nch;               /* [mu] */
     _Atomic unsigned nalpn;     /* tls-alpn-01 challenges pending (read without A.mu) */
@@ -56,12 +60,16 @@ static struct {
         unsigned failures;
         char last_error[1024];
     } st;                       /* [mu] the status (acme_status) */
+    struct acme_cert_info adopt; /* [mu] a certificate the fleet brought (acme_adopt) */
+    _Atomic int adopt_pending;
+    _Atomic int lock_freed;     /* the fleet's ACME lock was released (acme_lock_freed) */
+    _Atomic int waiting_lock;   /* the thread waits for the fleet's ACME lock */
 } A = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* ----- pending challenges ----- */
 
-int acme_challenge_set(const char *name, const char *token, const char *keyauth, char *err,
-                       size_t errlen)
+static int challenge_add(const char *name, const char *token, const char *keyauth, int remote,
+                         char *err, size_t errlen)
 {
     struct ssl_ctx_st *alpn = NULL;
     if (A.cfg.challenge == CONF_ACME_TLSALPN01 &&
@@ -75,6 +83,7 @@ int acme_challenge_set(const char *name, const char *token, const char *keyauth,
         A.ch[A.nch].token = t;
         A.ch[A.nch].keyauth = k;
         A.ch[A.nch].alpn = alpn;
+        A.ch[A.nch].remote = remote;
         A.nch++;
         if (alpn) atomic_fetch_add(&A.nalpn, 1);
         n = t = k = NULL;
@@ -90,18 +99,73 @@ int acme_challenge_set(const char *name, const char *token, const char *keyauth,
     return rc;
 }
 
+int acme_challenge_set(const char *name, const char *token, const char *keyauth, char *err,
+                       size_t errlen)
+{
+    if (challenge_add(name, token, keyauth, 0, err, errlen) != 0) return -1;
+    /* in a fleet the CA's request may reach any member: they all answer it */
+    if (acme_fleet_locked() && acme_fleet_share_challenge(name, token, keyauth, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+/* Removes the remote (or local) challenges: all, or those of token (under A.mu). */
+static void challenge_drop_locked(int remote, const char *token)
+{
+    unsigned k = 0;
+    for (unsigned i = 0; i < A.nch; i++) {
+        if (A.ch[i].remote == remote && (!token || strcmp(A.ch[i].token, token) == 0)) {
+            free(A.ch[i].name);
+            free(A.ch[i].token);
+            free(A.ch[i].keyauth);
+            if (A.ch[i].alpn) atomic_fetch_sub(&A.nalpn, 1);
+            SSL_CTX_free(A.ch[i].alpn); /* connections keep their own references */
+        } else {
+            A.ch[k++] = A.ch[i];
+        }
+    }
+    A.nch = k;
+}
+
 void acme_challenge_clear(void)
 {
     pthread_mutex_lock(&A.mu);
-    for (unsigned i = 0; i < A.nch; i++) {
-        free(A.ch[i].name);
-        free(A.ch[i].token);
-        free(A.ch[i].keyauth);
-        SSL_CTX_free(A.ch[i].alpn); /* connections keep their own references */
-    }
-    A.nch = 0;
-    atomic_store(&A.nalpn, 0);
+    challenge_drop_locked(0, NULL);
     pthread_mutex_unlock(&A.mu);
+    acme_fleet_clear_challenges();
+}
+
+int acme_challenge_remote(const char *name, const char *token, const char *keyauth, int add)
+{
+    if (!A.on) return -1;
+    if (!add) {
+        pthread_mutex_lock(&A.mu);
+        challenge_drop_locked(1, token);
+        pthread_mutex_unlock(&A.mu);
+        return 0;
+    }
+    char err[512];
+    pthread_mutex_lock(&A.mu);
+    challenge_drop_locked(1, token); /* a put again replaces it */
+    pthread_mutex_unlock(&A.mu);
+    if (challenge_add(name, token, keyauth, 1, err, sizeof err) == 0) return 0;
+    log_error("acme: the fleet's challenge for %s is not answered here: %s", name, err);
+    return -1;
+}
+
+void acme_adopt(const struct acme_cert_info *info)
+{
+    pthread_mutex_lock(&A.mu);
+    A.adopt = *info;
+    pthread_mutex_unlock(&A.mu);
+    atomic_store(&A.adopt_pending, 1);
+    if (A.http) acme_http_wake(A.http);
+}
+
+void acme_lock_freed(void)
+{
+    atomic_store(&A.lock_freed, 1);
+    if (A.http && atomic_load(&A.waiting_lock)) acme_http_wake(A.http);
 }
 
 struct ssl_ctx_st *acme_tls_hello(void *arg, const char *name, const unsigned char *alpn,
@@ -151,17 +215,32 @@ static unsigned rand_below(unsigned n)
     return r % n;
 }
 
-/* When the certificate of info is to be renewed: renew-before (default a third of its
- * lifetime) before it expires, moved earlier by up to a tenth of that (at most an hour)
- * so that gateways started together do not renew together. */
+/* How long before its end info's certificate is renewed: renew-before, default a third of
+ * its lifetime. */
+static time_t renew_before(const struct acme_cert_info *info)
+{
+    time_t life = info->not_after - info->not_before;
+    time_t before = A.cfg.renew_before_s ? (time_t)A.cfg.renew_before_s : life / 3;
+    return before > life ? life : before;
+}
+
+/* When the certificate of info is to be renewed: renew_before its end, moved earlier by up
+ * to a tenth of that (at most an hour) so that gateways started together do not renew
+ * together (in a fleet: the first one takes the lock, the others take its certificate). */
 static time_t renew_at(const struct acme_cert_info *info)
 {
     if (!info->file[0] || !info->domains_match || info->not_after <= info->not_before) return 0;
-    time_t life = info->not_after - info->not_before;
-    time_t before = A.cfg.renew_before_s ? (time_t)A.cfg.renew_before_s : life / 3;
-    if (before > life) before = life;
+    time_t before = renew_before(info);
     time_t spread = before / 10 < 3600 ? before / 10 : 3600;
     return info->not_after - before - (time_t)rand_below((unsigned)spread + 1);
+}
+
+/* 1 when info is a certificate for the configured domains that is not yet due for renewal
+ * (without the spread of renew_at): in a fleet, another member's fresh certificate. */
+static int fresh(const struct acme_cert_info *info, time_t now)
+{
+    return info->file[0] && info->domains_match && info->not_after > info->not_before &&
+           now < info->not_after - renew_before(info);
 }
 
 /* Capped exponential backoff after `failures` failed attempts, with +-10 % jitter; a
@@ -214,6 +293,9 @@ json_t *acme_status(void)
     pthread_mutex_lock(&A.mu);
     json_t *j = status_locked();
     pthread_mutex_unlock(&A.mu);
+    json_t *f = acme_fleet_status();
+    if (j && f) json_object_set_new(j, "fleet", f);
+    else json_decref(f);
     return j;
 }
 
@@ -229,6 +311,9 @@ static void status_set(int state, time_t next, const char *error)
     }
     json_t *j = status_locked();
     pthread_mutex_unlock(&A.mu);
+    json_t *f = acme_fleet_status();
+    if (j && f) json_object_set_new(j, "fleet", f);
+    else json_decref(f);
     char err[300];
     if (j && acme_store_write_status(j, err, sizeof err) != 0)
         log_warn("acme: cannot write its status: %s", err);
@@ -311,6 +396,9 @@ static int wait_until(time_t next)
             log_info("acme: renewal requested");
             return 1;
         }
+        if (atomic_load(&A.adopt_pending) ||
+            (atomic_load(&A.waiting_lock) && atomic_load(&A.lock_freed)))
+            return 0;
         time_t now = time(NULL);
         expiry_check(now);
         if (next <= now) return 0;
@@ -318,10 +406,82 @@ static int wait_until(time_t next)
     }
 }
 
+/* A certificate the fleet brought (acme_adopt) becomes the one this thread renews. 1 when
+ * there was one; *next and *recheck are its renewal times. */
+static int adopt(struct acme_client *c, time_t *next, time_t *recheck)
+{
+    if (!atomic_exchange(&A.adopt_pending, 0)) return 0;
+    pthread_mutex_lock(&A.mu);
+    A.info = A.adopt;
+    A.withdrawn = 0;
+    A.st.failures = 0;
+    pthread_mutex_unlock(&A.mu);
+    atomic_store(&A.waiting_lock, 0);
+    *next = ari_next(c, &A.info, renew_at(&A.info), recheck);
+    status_set(ACME_WAITING, *next, NULL);
+    char when[32];
+    fmt_time(*next, when, sizeof when);
+    log_info("acme: %s from the fleet is served; renewal at %s", A.info.file, when);
+    return 1;
+}
+
+static int same_cert(const struct acme_cert_info *a, const struct acme_cert_info *b)
+{
+    return strcmp(a->file, b->file) == 0 && a->not_before == b->not_before &&
+           a->not_after == b->not_after;
+}
+
+/* In a fleet, before an order: takes the fleet's ACME lock, then looks at the fleet's
+ * certificate. 1: order (the lock is held); 0: do not order now (*next: when to look
+ * again; a fresh certificate of the fleet is served instead). `due` is the certificate that
+ * made this thread decide to order; forced: a renewal was asked for. */
+static int fleet_gate(const struct acme_cert_info *due, int forced, time_t *next,
+                      char *logged, size_t loglen)
+{
+    char holder[200], err[1024];
+    int got = acme_fleet_lock(holder, sizeof holder, err, sizeof err);
+    if (got != 1) {
+        const char *why = got == 0 ? holder : err;
+        if (strncmp(logged, why, 250) != 0) {
+            if (got == 0)
+                log_info("acme: the fleet's ACME lock is held by member %s; this member does "
+                         "not order and waits for the certificate through etcd", holder);
+            else
+                log_warn("acme: cannot take the fleet's ACME lock (%s); not ordering, trying "
+                         "again", err);
+            snprintf(logged, loglen, "%.250s", why);
+        }
+        atomic_store(&A.lock_freed, 0);
+        atomic_store(&A.waiting_lock, 1);
+        *next = time(NULL) + (got == 0 ? LOCK_RETRY_S : LOCK_ERROR_RETRY_S);
+        status_set(ACME_WAITING, *next, NULL);
+        return 0;
+    }
+    logged[0] = '\0';
+    atomic_store(&A.waiting_lock, 0);
+    struct acme_cert_info f;
+    int rc = acme_fleet_fetch(&f, err, sizeof err);
+    if (rc < 0) {
+        log_warn("acme: cannot read the fleet's certificate (%s); not ordering, trying again",
+                 err);
+        acme_fleet_unlock();
+        *next = time(NULL) + LOCK_ERROR_RETRY_S;
+        return 0;
+    }
+    if (rc == 1 && !forced && !same_cert(&f, due) && fresh(&f, time(NULL))) {
+        /* another member renewed meanwhile (or this member starts without one) */
+        acme_fleet_unlock();
+        if (!atomic_load(&A.adopt_pending)) acme_adopt(&f);
+        *next = time(NULL);
+        return 0;
+    }
+    return 1;
+}
+
 static void *acme_main(void *arg)
 {
     struct acme_client c = {.cfg = &A.cfg, .http = A.http, .retry_after = -1};
-    char err[2048];
+    char err[2048], logged[300] = "";
     if (!(c.key = acme_store_account_key(err, sizeof err))) {
         log_error("acme: no account key: %s; certificates are not obtained", err);
         status_set(ACME_STOPPED, 0, err);
@@ -335,23 +495,43 @@ static void *acme_main(void *arg)
         log_info("acme: %s is served; renewal at %s", A.info.file, when);
     }
     status_set(ACME_WAITING, next, NULL);
+    int forced = 0;
     while (!atomic_load(&A.stop)) {
-        time_t due = recheck && recheck < next ? recheck : next;
-        if (due > time(NULL) && !wait_until(due)) {
-            if (!atomic_load(&A.stop) && due < next && time(NULL) >= recheck) {
-                next = ari_next(&c, &A.info, renew_at(&A.info), &recheck);
-                status_set(ACME_WAITING, next, NULL);
-            }
-            continue;
+        if (adopt(&c, &next, &recheck)) {
+            forced = 0; /* the fleet's new certificate answers a renewal asked for here */
+            logged[0] = '\0';
         }
+        if (atomic_load(&A.waiting_lock) && atomic_exchange(&A.lock_freed, 0))
+            next = time(NULL); /* the holder is gone: try the lock now */
+        time_t due = recheck && recheck < next ? recheck : next;
+        if (due > time(NULL)) {
+            int asked = wait_until(due);
+            if (!asked) {
+                if (!atomic_load(&A.stop) && due < next && time(NULL) >= recheck) {
+                    next = ari_next(&c, &A.info, renew_at(&A.info), &recheck);
+                    status_set(ACME_WAITING, next, NULL);
+                }
+                continue;
+            }
+            forced = 1;
+        }
+        if (atomic_load(&A.stop)) break;
         recheck = 0;
+        if (acme_fleet_on()) {
+            struct acme_cert_info before = A.info;
+            if (!fleet_gate(&before, forced, &next, logged, sizeof logged)) continue;
+        }
         log_info("acme: ordering a certificate for %s from %s", A.cfg.domains[0],
                  A.cfg.directory);
         status_set(ACME_ORDERING, 0, NULL);
         struct acme_cert_info info;
         c.bad_nonces = 0;
+        forced = 0;
         if (acme_order_run(&c, &info, err, sizeof err) == 0) {
             metrics_inc(M_ACME_ORDER);
+            if (acme_fleet_locked() && acme_fleet_publish(&info, err, sizeof err) != 0)
+                log_error("acme: %s", err);
+            acme_fleet_unlock();
             next = ari_next(&c, &info, renew_at(&info), &recheck);
             pthread_mutex_lock(&A.mu);
             A.info = info;
@@ -368,6 +548,7 @@ static void *acme_main(void *arg)
                      info.file, A.cfg.ndomains, A.cfg.ndomains == 1 ? "" : "s", until, when,
                      c.bad_nonces, c.bad_nonces == 1 ? "" : "s");
         } else if (!atomic_load(&A.stop)) {
+            acme_fleet_unlock();
             metrics_inc(M_ACME_ORDER + 1);
             pthread_mutex_lock(&A.mu);
             unsigned failures = ++A.st.failures;
@@ -380,6 +561,7 @@ static void *acme_main(void *arg)
         }
     }
     acme_challenge_clear();
+    acme_fleet_close();
     acme_key_free(c.key);
     json_decref(c.dir);
     free(c.kid);
@@ -413,17 +595,19 @@ int acme_init(const struct conf_acme *cfg, const char *data_dir, char *err, size
         return -1;
     }
     if (acme_store_open(data_dir, err, errlen) != 0) return -1;
+    /* made here, before the fleet's sync thread may wake the ACME thread (acme_adopt) */
+    atomic_store(&A.stop, 0);
+    if (!(A.http = acme_http_new(A.cfg.ca_file, &A.stop))) {
+        err_set(err, errlen, "acme: out of memory");
+        return -1;
+    }
+    acme_fleet_init(&A.cfg, A.file, &gw_settings()->fleet);
     return acme_store_load_cert(&A.cfg, &A.info);
 }
 
 int acme_start(char *err, size_t errlen)
 {
     if (!A.on) return 0;
-    atomic_store(&A.stop, 0);
-    if (!(A.http = acme_http_new(A.cfg.ca_file, &A.stop))) {
-        err_set(err, errlen, "acme: out of memory");
-        return -1;
-    }
     if (pthread_create(&A.thread, NULL, acme_main, NULL) != 0) {
         err_set(err, errlen, "acme: cannot start its thread");
         return -1;
@@ -441,6 +625,11 @@ void acme_stop(void)
         pthread_join(A.thread, NULL);
         A.started = 0;
     }
+    acme_fleet_shutdown(); /* the fleet's sync thread calls in no more */
+    pthread_mutex_lock(&A.mu);
+    challenge_drop_locked(1, NULL);
+    challenge_drop_locked(0, NULL);
+    pthread_mutex_unlock(&A.mu);
     acme_http_free(A.http);
     A.http = NULL;
     acme_store_close();

@@ -301,33 +301,24 @@ char *acme_store_password(const char *file)
     return pw;
 }
 
-int acme_store_install(const struct conf_acme *cfg, const char *chain_pem, size_t chain_len,
-                       struct evp_pkey_st *key, struct acme_cert_info *info, char *err,
-                       size_t errlen)
+/* The hand-over of an issued keystore (der, password pw) stored as `name`, for domains (a
+ * JSON array): parsed, validated, then under gw_lock written, recorded, published. */
+static int install_der(const char *name, const unsigned char *der, size_t der_len,
+                       const char *pw, json_t *dom, int domains_match,
+                       struct acme_cert_info *info, char *err, size_t errlen)
 {
-    char name[160], pw[64], why[600];
-    acme_store_file_name(cfg, name, sizeof name);
-    size_t keylen = 0;
-    char *keypem = acme_key_to_pem(key, &keylen);
-    unsigned char *der = NULL;
-    size_t der_len = 0;
+    char why[600];
     struct p12_file *p12 = NULL;
     int rc = -1;
-    if (!keypem || p12_random_password(pw, sizeof pw) != 0 || !S.skey_loaded) {
-        err_set(err, errlen, "cannot make the keystore's password");
-        goto done;
+    if (!S.skey_loaded) {
+        err_set(err, errlen, "the secret key is not loaded");
+        return -1;
     }
-    struct p12_pem_src src = {chain_pem, chain_len, "the CA's certificate chain", keypem,
-                              keylen,    "the new key", NULL, NULL, 0, NULL};
-    if (p12_pem_build(&src, "acme", pw, &der, &der_len, NULL, err, errlen) != 0) goto done;
     if (p12_parse(der, der_len, pw, name, &p12, why, sizeof why) != P12_OK) {
         err_set(err, errlen, "%s", why);
-        goto done;
+        return -1;
     }
     char *enc = secret_encrypt(&S.skey, pw);
-    json_t *dom = json_array();
-    for (unsigned i = 0; dom && i < cfg->ndomains; i++)
-        json_array_append_new(dom, json_string(cfg->domains[i]));
     const struct p12_entry *e = NULL;
     gw_lock();
     char *old = gw_acme_file() ? strdup(gw_acme_file()) : NULL;
@@ -371,7 +362,7 @@ int acme_store_install(const struct conf_acme *cfg, const char *chain_pem, size_
             gw_acme_commit(ch, name);
             info->not_before = nb;
             info->not_after = na;
-            info->domains_match = 1;
+            info->domains_match = domains_match;
             if (acme_ari_cert_id(leaf, info->ari_id, sizeof info->ari_id) != 0)
                 info->ari_id[0] = '\0';
             snprintf(info->file, sizeof info->file, "%s", name);
@@ -388,12 +379,45 @@ int acme_store_install(const struct conf_acme *cfg, const char *chain_pem, size_
     gw_unlock();
     free(old);
     free(enc);
-    json_decref(dom);
+    return rc;
+}
+
+int acme_store_install(const struct conf_acme *cfg, const char *chain_pem, size_t chain_len,
+                       struct evp_pkey_st *key, struct acme_cert_info *info, char *err,
+                       size_t errlen)
+{
+    char name[160], pw[64];
+    acme_store_file_name(cfg, name, sizeof name);
+    size_t keylen = 0;
+    char *keypem = acme_key_to_pem(key, &keylen);
+    unsigned char *der = NULL;
+    size_t der_len = 0;
+    int rc = -1;
+    json_t *dom = json_array();
+    if (!keypem || !dom || p12_random_password(pw, sizeof pw) != 0 || !S.skey_loaded) {
+        err_set(err, errlen, "cannot make the keystore's password");
+        goto done;
+    }
+    for (unsigned i = 0; i < cfg->ndomains; i++)
+        json_array_append_new(dom, json_string(cfg->domains[i]));
+    struct p12_pem_src src = {chain_pem, chain_len, "the CA's certificate chain", keypem,
+                              keylen,    "the new key", NULL, NULL, 0, NULL};
+    if (p12_pem_build(&src, "acme", pw, &der, &der_len, NULL, err, errlen) != 0) goto done;
+    rc = install_der(name, der, der_len, pw, dom, 1, info, err, errlen);
 done:
     explicit_bzero(pw, sizeof pw);
     if (keypem) OPENSSL_cleanse(keypem, keylen);
     free(keypem);
-    p12_free(p12);
+    json_decref(dom);
     p12_der_free(der, der_len);
     return rc;
+}
+
+int acme_store_install_p12(const struct conf_acme *cfg, const char *name,
+                           const unsigned char *der, size_t der_len, const char *password,
+                           struct json_t *domains, struct acme_cert_info *info, char *err,
+                           size_t errlen)
+{
+    return install_der(name, der, der_len, password, domains, same_domains(domains, cfg), info,
+                       err, errlen);
 }

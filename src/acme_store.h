@@ -74,4 +74,12 @@ int acme_store_install(const struct conf_acme *cfg, const char *chain_pem, size_
                        struct evp_pkey_st *key, struct acme_cert_info *info, char *err,
                        size_t errlen);
 
+/* The same hand-over for a keystore that was issued elsewhere (a fleet member ordered it,
+ * acme_fleet.c): der (PKCS#12, password) stored as name, recorded for domains (a JSON
+ * array; info->domains_match says whether they are cfg's). On error nothing is changed. */
+int acme_store_install_p12(const struct conf_acme *cfg, const char *name,
+                           const unsigned char *der, size_t der_len, const char *password,
+                           struct json_t *domains, struct acme_cert_info *info, char *err,
+                           size_t errlen);
+
 #endif

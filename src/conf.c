@@ -700,7 +700,7 @@ static int load_fleet(struct loader *ld, struct conf_settings *s)
     struct conf_fleet *f = &s->fleet;
     static const char *const keys[] = {"prefix", "ca-file", "cert-file", "key-file",
                                        "fleet-key-file", "member-id", "timeout",
-                                       "environment"};
+                                       "environment", "acme-lock-ttl"};
     int rc = get_etcd_endpoints(ld, &f->etcd);
     if (!propfile_get_raw(ld->doc, ld->section, "etcd")) {
         /* no etcd, no fleet: any other key of the section is a mistake worth naming */
@@ -717,6 +717,15 @@ static int load_fleet(struct loader *ld, struct conf_settings *s)
           get_string(ld, "member-id", &f->member_id) |
           get_seconds_ms(ld, "timeout", &f->timeout_ms) |
           get_string(ld, "environment", &f->environment);
+    unsigned ttl_ms = 30000;
+    rc |= get_seconds_ms(ld, "acme-lock-ttl", &ttl_ms);
+    if (ttl_ms < 5000 || ttl_ms > 600000) {
+        rc |= fail_value(ld, "acme-lock-ttl",
+                         propfile_get_raw(ld->doc, ld->section, "acme-lock-ttl") ?: "?",
+                         "is out of range", "use a number of seconds from 5 to 600, e.g. 30");
+        ttl_ms = 30000;
+    }
+    f->acme_lock_ttl_s = ttl_ms / 1000;
     int env_ok = 1;
     for (const char *p = f->environment; p && *p && env_ok; p++)
         env_ok = isalnum((unsigned char)*p) || *p == '-' || *p == '_';

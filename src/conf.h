@@ -77,6 +77,8 @@ struct conf_fleet {
     unsigned timeout_ms; /* timeout (s): one etcd request, default 5 s */
     char *environment;  /* environment: whose state this member serves (<prefix>/<env>/...);
                          * NULL: the only environment of the fleet */
+    unsigned acme_lock_ttl_s; /* acme-lock-ttl (s): the lease of the fleet's ACME lock,
+                               * default 30 (5 to 600) */
 };
 
 struct conf_settings {

@@ -1,6 +1,8 @@
 /* fleet.c - `certgate fleet init|status` (see fleet.h). */
 #include "fleet.h"
 
+#include "acme_fleet.h"
+#include "acme_store.h"
 #include "app.h"
 #include "conf.h"
 #include "err.h"
@@ -257,8 +259,12 @@ static int add_certs(struct fleet_cli *c, struct state *st, const char *env,
     const char *file = c->s.certificate_file, *active = NULL;
     struct dirent *de;
     int rc = 0;
+    char acme_file[160] = "";
+    if (c->s.acme.directory) acme_store_file_name(&c->s.acme, acme_file, sizeof acme_file);
     while (d && rc == 0 && (de = readdir(d))) {
         if (de->d_name[0] == '.') continue; /* ., .., temp files, the default certificate */
+        /* the ACME certificate goes between members as <env>/acme/certificate (acme_fleet.h) */
+        if (acme_file[0] && strcmp(de->d_name, acme_file) == 0) continue;
         char *path = fs_path_join(c->ssl_dir, de->d_name);
         struct stat sb;
         if (!path) rc = -1;
@@ -366,6 +372,7 @@ static int fleet_init(struct fleet_cli *c, char *err, size_t errlen)
     for (size_t i = 0; i < old.n; i++) {
         const char *key = old.kvs[i].key;
         if (strncmp(key + strlen(under), "members/", 8) == 0) continue;
+        if (strstr(key + strlen(under), "/acme/")) continue; /* the members' ACME state stays */
         cmps[ncmps++] = (struct etcd_cmp){key, ETCD_CMP_MOD, old.kvs[i].mod_revision};
         int kept = 0;
         for (size_t j = 0; j < nputs && !kept; j++) kept = strcmp(st.keys[j], key) == 0;
@@ -510,6 +517,10 @@ static int fleet_status(struct fleet_cli *c, char *err, size_t errlen)
             printf("environment %.*s: certificate file %s, %zu bytes, revision %lld\n",
                    (int)(slash - rest), rest, slash + 7, r.kvs[i].value_len,
                    (long long)r.kvs[i].mod_revision);
+        } else if (slash && strncmp(slash, "/acme/", 6) == 0) {
+            char env[80];
+            snprintf(env, sizeof env, "%.*s", (int)(slash - rest), rest);
+            acme_fleet_print(env, slash + 6, &r.kvs[i]);
         }
     }
     printf("tokens: %d\n", tokens);

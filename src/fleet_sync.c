@@ -46,7 +46,15 @@ static struct {
     int64_t failed_rev; /* the revision whose activation failed last (0: the last one worked) */
     char failed_err[1024]; /* as apply_active's err */
     struct fleet_cache cache; /* names written from etcd; the sync thread's alone */
+    fleet_sync_acme_fn acme_hook; /* set before the threads start */
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Hands a key under <prefix>/<env>/acme/ (rest: what follows it; NULL: a full read starts)
+ * to the ACME client (acme_fleet.c). */
+static void acme_event(const char *rest, const unsigned char *v, size_t len, int deleted)
+{
+    if (F.acme_hook) F.acme_hook(rest, v, len, deleted);
+}
 
 static int open_etcd(struct etcd **e, char *err, size_t errlen)
 {
@@ -207,6 +215,10 @@ static int classify(const char *key, const char **name)
     if (strncmp(rest, "members/", 8) == 0) return 'm';
     if (strncmp(rest, F.env, el) != 0 || rest[el] != '/') return 0;
     if (strcmp(rest + el, "/active") == 0) return 'a';
+    if (strncmp(rest + el, "/acme/", 6) == 0) {
+        *name = rest + el + 6;
+        return 'A';
+    }
     if (strncmp(rest + el, "/certs/", 7) == 0 && valid_name(rest + el + 7)) {
         *name = rest + el + 7;
         return 'c';
@@ -350,9 +362,11 @@ static int full_sync(struct etcd *e, char *err, size_t errlen)
     gw_unlock();
     const struct etcd_kv *active = NULL;
     int active_file_changed = 0, tokens = 0;
+    acme_event(NULL, NULL, 0, 0);
     for (size_t i = 0; i < r.n; i++) {
         const char *name = NULL;
         int kind = classify(r.kvs[i].key, &name);
+        if (kind == 'A') acme_event(name, r.kvs[i].value, r.kvs[i].value_len, 0);
         if (kind == 'c' && cache_cert(name, r.kvs[i].value, r.kvs[i].value_len) &&
             strcmp(name, served) == 0)
             active_file_changed = 1;
@@ -399,6 +413,7 @@ static int on_events(void *arg, const struct etcd_event *ev, size_t n)
         if (kind == 'm' || kind == 0) continue;
         rev = ev[i].kv.mod_revision;
         if (kind == 't') tokens = 1;
+        if (kind == 'A') acme_event(name, ev[i].kv.value, ev[i].kv.value_len, ev[i].deleted);
         if (kind == 'a' && !ev[i].deleted) active = &ev[i];
         if (kind == 'c' && !ev[i].deleted && cache_cert(name, ev[i].kv.value, ev[i].kv.value_len) &&
             strcmp(name, served) == 0)
@@ -685,4 +700,18 @@ int fleet_sync_outcome(int64_t rev, char *err, size_t errlen)
     if (rc < 0) err_set(err, errlen, "%s", F.failed_err);
     pthread_mutex_unlock(&F.mu);
     return rc;
+}
+
+/* ----- for the ACME client of a member (acme_fleet.c) ----- */
+
+void fleet_sync_set_acme_hook(fleet_sync_acme_fn fn)
+{
+    F.acme_hook = fn;
+}
+
+int fleet_sync_unseal(const char *ad, const char *sealed, char **plain, char *err,
+                      size_t errlen)
+{
+    size_t len = 0;
+    return fleetkey_open(&F.key, ad, sealed, plain, &len, err, errlen);
 }

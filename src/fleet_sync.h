@@ -84,4 +84,20 @@ int fleet_sync_wait_applied(int64_t rev, unsigned timeout_ms);
  * key reports the same failure as "error" with "failedRevision". Thread-safe. */
 int fleet_sync_outcome(int64_t rev, char *err, size_t errlen);
 
+/* ----- for the ACME client of a member (acme_fleet.c) ----- */
+
+/* Called by the sync thread for each key under <prefix>/<env>/acme/ it reads or sees
+ * change: rest is what follows "acme/" ("lock", "certificate", "http01/<token>"), v the
+ * value (NULL when deleted). At the start of each full read it is called once with rest
+ * NULL (forget what was learnt from the watch). */
+typedef void (*fleet_sync_acme_fn)(const char *rest, const unsigned char *v, size_t len,
+                                   int deleted);
+/* Sets the hook; call before fleet_sync_start. */
+void fleet_sync_set_acme_hook(fleet_sync_acme_fn fn);
+
+/* Opens a value sealed with the fleet key for the etcd key ad (fleetkey_open): *plain
+ * (malloc'd; free with secret_free). 0, or -1 with a sentence. */
+int fleet_sync_unseal(const char *ad, const char *sealed, char **plain, char *err,
+                      size_t errlen);
+
 #endif

@@ -94,7 +94,7 @@ class FleetSyncTest(GatewayTest):
         b, c = self.member("b"), self.member("c")
         for g in (b, c):
             self.assertTrue(wait_until(lambda g=g: self.serves(g, fp), 10), g.logs())
-            self.assertIn("fleet: activated c1.p12", g.logs())
+            self.assertTrue(g.wait_log(r"fleet: activated c1\.p12", 10), g.logs())
         # the token made on the control node authenticates on both
         for g in (b, c):
             status, _, body = g.call("GET", "list", token=self.token)

@@ -502,6 +502,31 @@ static void test_settings_fleet(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) expect_settings_error(bad[i].text, bad[i].err);
 }
 
+/* issue 13: [fleet] acme-lock-ttl, the lease of the fleet's ACME lock */
+static void test_settings_fleet_acme_lock_ttl(void **state)
+{
+    (void)state;
+    struct conf_settings s;
+    load_settings("[fleet]\netcd = http://a:1\n", &s);
+    assert_int_equal(s.fleet.acme_lock_ttl_s, 30);
+    conf_settings_free(&s);
+    load_settings("[fleet]\netcd = http://a:1\nacme-lock-ttl = 5\n", &s);
+    assert_int_equal(s.fleet.acme_lock_ttl_s, 5);
+    conf_settings_free(&s);
+    load_settings("[fleet]\netcd = http://a:1\nacme-lock-ttl = 600\n", &s);
+    assert_int_equal(s.fleet.acme_lock_ttl_s, 600);
+    conf_settings_free(&s);
+    expect_settings_error("[fleet]\netcd = http://a:1\nacme-lock-ttl = 4.9\n",
+                          PATH ":3: acme-lock-ttl: '4.9' is out of range; use a number of "
+                               "seconds from 5 to 600, e.g. 30");
+    expect_settings_error("[fleet]\netcd = http://a:1\nacme-lock-ttl = 601\n",
+                          PATH ":3: acme-lock-ttl: '601' is out of range; use a number of "
+                               "seconds from 5 to 600, e.g. 30");
+    expect_settings_error("[fleet]\nacme-lock-ttl = 30\n",
+                          PATH ":2: acme-lock-ttl: [fleet] has no etcd key; add etcd = "
+                               "http://HOST:2379,... to use a fleet, or remove the section");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -514,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_settings_resource_limits),
         cmocka_unit_test(test_settings_metrics_listen),
         cmocka_unit_test(test_settings_fleet),
+        cmocka_unit_test(test_settings_fleet_acme_lock_ttl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
