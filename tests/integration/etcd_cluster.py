@@ -105,3 +105,33 @@ class EtcdCluster:
     def close(self):
         for i in range(len(self.names)):
             self.stop(i, signal.SIGKILL)
+
+
+class SharedEtcd:
+    """Mix into a GatewayTest (before it): one 3-member etcd for the whole class
+    (cls.cluster), started in setUpClass and removed in tearDownClass; reset_etcd() gives
+    a test every member running and an empty keyspace, and sets self.eps."""
+
+    @classmethod
+    def setUpClass(cls):
+        need_etcd()
+        import tempfile
+        cls.etcd_dir = tempfile.mkdtemp(prefix="certgate-etcd-")
+        cls.cluster = EtcdCluster(cls.etcd_dir)
+        try:
+            cls.cluster.start()
+        except Exception:
+            cls.cluster.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.close()
+        shutil.rmtree(cls.etcd_dir, ignore_errors=True)
+
+    def reset_etcd(self):
+        for i in range(len(self.cluster.names)):  # a test may have stopped members
+            if not self.cluster.procs[i]:
+                self.cluster.start(i)
+        self.cluster.etcdctl("del", "--prefix", "/")
+        self.eps = self.cluster.endpoints()

@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-from etcd_cluster import EtcdCluster, need_etcd
+from etcd_cluster import EtcdCluster, SharedEtcd, need_etcd
 from harness import SLOW, WEBSERVER, GatewayTest, certgate, free_port, main, s_client, wait_until
 from test_73_acme import CHALLTESTSRV, DOMAINS, PEBBLE, Pebble
 
@@ -78,27 +78,11 @@ class Relay:
 
 @unittest.skipUnless(os.access(PEBBLE, os.X_OK) and os.access(CHALLTESTSRV, os.X_OK),
                      "Debian's pebble is not installed (scripts/deps.sh test installs it)")
-class AcmeFleetTest(GatewayTest):
-    @classmethod
-    def setUpClass(cls):
-        need_etcd()
-        cls.etcd_dir = tempfile.mkdtemp(prefix="certgate-etcd-")
-        cls.cluster = EtcdCluster(cls.etcd_dir)
-        try:
-            cls.cluster.start()
-        except Exception:
-            cls.cluster.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cluster.close()
-        shutil.rmtree(cls.etcd_dir, ignore_errors=True)
+class AcmeFleetTest(SharedEtcd, GatewayTest):
 
     def setUp(self):
         super().setUp()
-        self.cluster.etcdctl("del", "--prefix", "/")
-        self.eps = self.cluster.endpoints()
+        self.reset_etcd()
         self.members = {}  # name -> (gateway, http port)
         self.dead = set()
         self.hold = False

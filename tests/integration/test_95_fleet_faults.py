@@ -18,36 +18,18 @@ import tempfile
 import time
 import unittest
 
-from etcd_cluster import EtcdCluster, need_etcd
+from etcd_cluster import EtcdCluster, SharedEtcd, need_etcd
 from harness import (SANITIZED, SLOW, WEBSERVER, GatewayTest, certgate, der_fingerprint, main,
                      run, wait_until)
 
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 
 
-class FleetFaultsTest(GatewayTest):
-    @classmethod
-    def setUpClass(cls):
-        need_etcd()
-        cls.etcd_dir = tempfile.mkdtemp(prefix="certgate-etcd-")
-        cls.cluster = EtcdCluster(cls.etcd_dir)
-        try:
-            cls.cluster.start()
-        except Exception:
-            cls.cluster.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cluster.close()
-        shutil.rmtree(cls.etcd_dir, ignore_errors=True)
+class FleetFaultsTest(SharedEtcd, GatewayTest):
 
     def setUp(self):
         super().setUp()
-        for i in range(3):  # a test that stopped members leaves the next one a whole cluster
-            if not self.cluster.procs[i]:
-                self.cluster.start(i)
-        self.cluster.etcdctl("del", "--prefix", "/")
+        self.reset_etcd()
         self.n = 0
         self.token = None
 

@@ -8,7 +8,7 @@ import json
 import os
 import re
 
-from etcd_cluster import EtcdCluster, need_etcd
+from etcd_cluster import EtcdCluster, SharedEtcd, need_etcd
 from harness import WEBSERVER, GatewayTest, certgate, free_port, main
 
 
@@ -17,29 +17,11 @@ def read_bytes(path):
         return f.read()
 
 
-class FleetInitTest(GatewayTest):
-    @classmethod
-    def setUpClass(cls):
-        need_etcd()
-        import tempfile
-        cls.etcd_dir = tempfile.mkdtemp(prefix="certgate-etcd-")
-        cls.cluster = EtcdCluster(cls.etcd_dir)
-        try:
-            cls.cluster.start()
-        except Exception:
-            cls.cluster.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cluster.close()
-        import shutil
-        shutil.rmtree(cls.etcd_dir, ignore_errors=True)
+class FleetInitTest(SharedEtcd, GatewayTest):
 
     def setUp(self):
         super().setUp()
-        self.cluster.etcdctl("del", "--prefix", "/")
-        self.eps = self.cluster.endpoints()
+        self.reset_etcd()
 
     def etcd_get(self, prefix):
         """{key: value bytes} under prefix, read with etcdctl."""

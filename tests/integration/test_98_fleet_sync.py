@@ -13,7 +13,7 @@ import statistics
 import tempfile
 import time
 
-from etcd_cluster import EtcdCluster, need_etcd
+from etcd_cluster import EtcdCluster, SharedEtcd, need_etcd
 from harness import (SLOW, WEBSERVER, GatewayTest, certgate, der_fingerprint, main, wait_until)
 
 
@@ -22,27 +22,11 @@ def read_bytes(path):
         return f.read()
 
 
-class FleetSyncTest(GatewayTest):
-    @classmethod
-    def setUpClass(cls):
-        need_etcd()
-        cls.etcd_dir = tempfile.mkdtemp(prefix="certgate-etcd-")
-        cls.cluster = EtcdCluster(cls.etcd_dir)
-        try:
-            cls.cluster.start()
-        except Exception:
-            cls.cluster.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cluster.close()
-        shutil.rmtree(cls.etcd_dir, ignore_errors=True)
+class FleetSyncTest(SharedEtcd, GatewayTest):
 
     def setUp(self):
         super().setUp()
-        self.cluster.etcdctl("del", "--prefix", "/")
-        self.eps = self.cluster.endpoints()
+        self.reset_etcd()
         self.ctl = self.gateway("ctl")
         self.n = 0
         self.token = self.ctl.token()

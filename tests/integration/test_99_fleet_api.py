@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 
-from etcd_cluster import EtcdCluster, need_etcd
+from etcd_cluster import EtcdCluster, SharedEtcd, need_etcd
 from harness import (SLOW, WEBSERVER, GatewayTest, certgate, der_fingerprint, main, wait_until)
 
 
@@ -25,29 +25,13 @@ def read_bytes(path):
         return f.read()
 
 
-class FleetBase(GatewayTest):
+class FleetBase(SharedEtcd, GatewayTest):
     """A 3-member etcd for the class, a fleet state made by fleet init for each test, and
     the helpers to start members (test_99_fleet_waits.py uses it too)."""
-    @classmethod
-    def setUpClass(cls):
-        need_etcd()
-        cls.etcd_dir = tempfile.mkdtemp(prefix="certgate-etcd-")
-        cls.cluster = EtcdCluster(cls.etcd_dir)
-        try:
-            cls.cluster.start()
-        except Exception:
-            cls.cluster.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cluster.close()
-        shutil.rmtree(cls.etcd_dir, ignore_errors=True)
 
     def setUp(self):
         super().setUp()
-        self.cluster.etcdctl("del", "--prefix", "/")
-        self.eps = self.cluster.endpoints()
+        self.reset_etcd()
         self.ctl = self.gateway("ctl")
         self.token = self.ctl.token()
         self.n = 0
