@@ -1,7 +1,10 @@
-/* http.c - HTTP/1.1 on a client connection: parsing with llhttp (strict), the checks of
- * reqcheck.c before any route sees a request, limits, pipelining, keep-alive, timeouts,
- * buffered and streaming answers (see http.h, conn.h). */
+/* http.c - HTTP/1.1 on a client connection: the driver (read, parse, answer, write in
+ * rounds), pipelining, keep-alive, a client's half-close, timeouts and min-rates, the
+ * exchanges' life cycle, accept and close (see http.h, conn.h). Parsing and the request
+ * checks are in http_parse.c, the answers in http_answer.c; http_int.h is what they
+ * share. */
 #include "http.h"
+#include "http_int.h"
 
 #include "accesslog.h"
 #include "conn.h"
@@ -25,87 +28,17 @@
 #include <unistd.h>
 #include <llhttp.h>
 
-/* The request line and header block live in the exchange's arena (RBUF_SIZE = 16 KiB,
- * the header limit: more is 431); the target alone has a smaller limit of its own (414). */
-#define TARGET_LIMIT (8 * 1024)
-#define MAX_HEADERS 128
-#define MAX_FREE_XS 16
-
-enum cb_kind { CB_NONE, CB_FIELD, CB_VALUE };
-
-#define LINGER_MS 2000
-
-struct span {
-    uint32_t off, len;
-};
-
-/* A client connection: the core plus HTTP's state. */
-struct hconn {
-    struct conn c;
-    struct hconn *prev, *next; /* the worker's client list */
-    llhttp_t parser;
-    struct http_exchange *x; /* the request being read or answered */
-    uint8_t hscan;           /* line-ending scan of the head being read (reqcheck) */
-    uint64_t requests;       /* served on this connection */
-    /* min-rate of the answers: out_total (plus what was queued) and conn_blocked_ms when
-     * the current request began */
-    uint64_t wr_out0, wr_blk0;
-    unsigned close_after : 1; /* close once the output is flushed */
-    unsigned draining : 1;    /* server stopping: last request on this connection */
-    unsigned body_paused : 1; /* streaming route asked to stop reading the body */
-    unsigned in_run : 1;      /* its run is on the stack: it sees an answer's end itself */
-    unsigned unread : 1;      /* a request ended before all of it was read: linger */
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in4;
-        struct sockaddr_in6 in6;
-    } peer;
-};
-
-struct http_exchange {
-    struct hconn *h; /* NULL once the client is gone (orphan) */
-    struct worker *w;
-    struct http_request req;
-    struct http_route route;
-    char *arena; /* url and headers, NUL-separated; RBUF_SIZE bytes */
-    uint32_t alen;
-    struct span url;
-    struct span hspan[MAX_HEADERS][2];
-    struct http_header headers[MAX_HEADERS];
-    unsigned nh;
-    uint8_t last_cb;
-    uint8_t verlen; /* bytes of "1.1" seen by on_version */
-    char ver[3];
-    char *body;
-    size_t blen, bcap;
-    int fail_status;      /* set by a callback that stops the parser */
-    char fail_why[200];   /* its sentence (reqcheck), when there is one */
-    unsigned headers_done : 1, complete : 1, dispatched : 1, done : 1, keep_alive : 1;
-    unsigned streaming : 1, stream_chunked : 1, stream_nobody : 1, want_drain : 1;
-    unsigned released : 1, rate_started : 1;
-    int status;
-    /* min-rate of the body: when its reading began (moved on by the time it was paused
-     * for back-pressure) and the connection's in_total then */
-    uint64_t rate_t0, rate_in0, paused_at;
-    uint64_t stream_mark; /* the connection's out_total + queued when the answer began */
-    uint64_t bytes_out;
-    uint64_t start_ms;
-    int64_t upstream_ms;
-    char peer[48];
-    struct reclaim rc;
-};
-
-static http_router_fn router;
-static http_error_router_fn error_router;
+http_router_fn http_router_cur; /* http_int.h */
+http_error_router_fn http_error_router_cur; /* http_int.h */
 
 void http_set_router(http_router_fn r)
 {
-    router = r;
+    http_router_cur = r;
 }
 
 void http_set_error_router(http_error_router_fn fn)
 {
-    error_router = fn;
+    http_error_router_cur = fn;
 }
 
 const struct http_request *http_req(const struct http_exchange *x)
@@ -205,7 +138,7 @@ int http_gone(const struct http_exchange *x)
 
 /* ----- exchanges ----- */
 
-static struct http_exchange *x_new(struct hconn *h)
+struct http_exchange *http_x_new(struct hconn *h)
 {
     struct worker *w = h->c.w;
     struct http_exchange *x = freelist_get(&w->xs);
@@ -256,7 +189,7 @@ static void x_reclaim(struct reclaim *rc)
 }
 
 /* The exchange is over for everyone: freed after the current batch. */
-static void x_release(struct http_exchange *x)
+void http_x_release(struct http_exchange *x)
 {
     if (x->released) return;
     x->released = 1;
@@ -264,577 +197,7 @@ static void x_release(struct http_exchange *x)
     worker_reclaim_later(x->w, &x->rc, x_reclaim);
 }
 
-/* ----- output ----- */
-
-static void arm(struct hconn *h, enum tq_kind kind);
-
-static void out_put(struct hconn *h, const void *p, size_t n)
-{
-    if (conn_out_put(&h->c, p, n) != 0) conn_close(&h->c);
-}
-
-/* prefix, v in base 10 or 16, suffix: one line such as "Content-Length: 7\r\n" */
-static void out_num(struct hconn *h, const char *prefix, unsigned long long v, unsigned base,
-                    const char *suffix)
-{
-    char line[64];
-    struct strfmt f = {line, 0, sizeof line, 0};
-    strfmt_str(&f, prefix);
-    strfmt_num(&f, v, base);
-    strfmt_str(&f, suffix);
-    out_put(h, line, f.len);
-}
-
-/* Status line and the headers every answer carries (Date and Server only on our own
- * answers, not on relayed ones). */
-static void out_head(struct hconn *h, struct http_exchange *x, int status, const char *reason,
-                     int close, int own)
-{
-    struct worker *w = h->c.w;
-    out_num(h, "HTTP/1.1 ", (unsigned)status, 10, " ");
-    const char *r = reason && *reason ? reason : http_reason(status);
-    out_put(h, r, strlen(r));
-    out_put(h, "\r\n", 2);
-    if (own) {
-        out_put(h, w->date, strlen(w->date));
-        out_put(h, "Server: certgate\r\n", 18);
-        if (h->c.ssl && w->snap->session_reused_header)
-            out_put(h, tls_conn_resumed(h->c.ssl) ? "X-Session-Reused: 1\r\n" : "X-Session-Reused: 0\r\n", 21);
-    }
-    if (close)
-        out_put(h, "Connection: close\r\n", 19);
-    else if (x->req.http_minor == 0)
-        out_put(h, "Connection: keep-alive\r\n", 24);
-}
-
-/* Whether the connection ends after this answer. */
-static int answer_closes(struct http_exchange *x)
-{
-    struct hconn *h = x->h;
-    /* a request without a body is whole once its headers are in; an answer given before
-     * a body was read ends the connection (the body is not read) */
-    int whole = x->complete || (x->headers_done && !x->req.chunked && x->req.content_length <= 0);
-    /* after the client's EOF only the last request it sent says close; the pipelined
-     * ones before it are answered first (RFC 9112 9.6: nothing may follow a close) */
-    return !x->keep_alive || !whole || h->draining ||
-           (h->c.peer_eof && h->c.rpos == h->c.rlen);
-}
-
-/* The answer is complete: the connection picks that up in its next run. */
-static void x_mark_done(struct http_exchange *x)
-{
-    x->done = 1;
-    if (x->h && !x->h->in_run) conn_post(&x->h->c);
-}
-
-void http_respond(struct http_exchange *x, int status, const char *ctype, const char *extra,
-                  const void *body, size_t len)
-{
-    if (x->done || x->streaming) return;
-    struct hconn *h = x->h;
-    x->status = status;
-    if (!h) { /* the client went away while we worked */
-        x->done = 1;
-        x_release(x);
-        return;
-    }
-    int close = answer_closes(x);
-    if (close) h->close_after = 1;
-    size_t start = h->c.olen;
-    out_head(h, x, status, NULL, close, 1);
-    if (ctype) {
-        out_put(h, "Content-Type: ", 14);
-        out_put(h, ctype, strlen(ctype));
-        out_put(h, "\r\n", 2);
-    }
-    out_num(h, "Content-Length: ", len, 10, "\r\n");
-    if (extra) out_put(h, extra, strlen(extra));
-    out_put(h, "\r\n", 2);
-    if (!x->req.head) out_put(h, body, len);
-    x->bytes_out = h->c.olen - start;
-    x_mark_done(x);
-}
-
-void http_respond_text(struct http_exchange *x, int status, const char *fmt, ...)
-{
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0) n = 0;
-    if ((size_t)n > sizeof msg - 2) n = (int)sizeof msg - 2;
-    msg[n++] = '\n';
-    http_respond(x, status, "text/plain; charset=utf-8", NULL, msg, (size_t)n);
-}
-
-void http_stream_begin(struct http_exchange *x, int status, const char *reason, const char *head,
-                       int64_t content_length)
-{
-    struct hconn *h = x->h;
-    if (!h || x->streaming || x->done) return;
-    x->streaming = 1;
-    x->status = status;
-    int nobody = x->req.head || status == 204 || status == 304 || status < 200;
-    int close = answer_closes(x);
-    if (!nobody && content_length < 0) {
-        if (x->req.http_minor >= 1)
-            x->stream_chunked = 1;
-        else
-            close = 1; /* HTTP/1.0: the end of the body is the end of the connection */
-    }
-    x->stream_nobody = (unsigned)nobody;
-    if (close) h->close_after = 1;
-    size_t start = h->c.olen;
-    x->stream_mark = h->c.out_total + conn_queued(&h->c);
-    out_head(h, x, status, reason, close, 0);
-    if (head) out_put(h, head, strlen(head));
-    if (content_length >= 0 && status >= 200)
-        out_num(h, "Content-Length: ", (unsigned long long)content_length, 10, "\r\n");
-    if (x->stream_chunked) out_put(h, "Transfer-Encoding: chunked\r\n", 28);
-    out_put(h, "\r\n", 2);
-    x->bytes_out += h->c.olen - start;
-    /* the head goes out with the first piece of body (one packet, as the upstream sent
-     * it), or now when there is none */
-    if (nobody || content_length == 0) conn_post(&h->c);
-}
-
-size_t http_stream_write(struct http_exchange *x, const void *p, size_t n)
-{
-    struct hconn *h = x->h;
-    if (!h || h->c.state != CS_ACTIVE) return 0;
-    struct conn *c = &h->c;
-    if (n && !x->stream_nobody && !x->stream_chunked && conn_queued(c) == 0 && !c->want_write) {
-        /* nothing queued: straight from the caller's buffer to the socket, no copy */
-        ssize_t w = conn_write_direct(c, p, n);
-        if (w < 0) {
-            conn_close(c);
-            return 0;
-        }
-        if ((size_t)w < n) out_put(h, (const char *)p + w, n - (size_t)w);
-        x->bytes_out += n;
-        if (c->want_write && (w > 0 || c->tq != TQ_WRITE)) arm(h, TQ_WRITE);
-        if (c->want_write) conn_post(c); /* its run asks for writable */
-    } else if (n && !x->stream_nobody) {
-        size_t start = c->olen - c->opos;
-        if (x->stream_chunked) out_num(h, "", n, 16, "\r\n");
-        out_put(h, p, n);
-        if (x->stream_chunked) out_put(h, "\r\n", 2);
-        x->bytes_out += c->olen - c->opos - start;
-        if (conn_flush(c, 1) < 0) {
-            conn_close(c);
-            return 0;
-        }
-        if (conn_queued(c)) conn_post(c);
-    }
-    size_t queued = conn_queued(c);
-    /* from the latest state: a flush in between may have emptied the buffer, and then no
-     * drain event would ever come to undo a stale "wait" */
-    x->want_drain = queued >= CONN_OUT_HIGH;
-    return queued;
-}
-
-void http_stream_end(struct http_exchange *x)
-{
-    struct hconn *h = x->h;
-    if (!h || !x->streaming || x->done) return;
-    if (x->stream_chunked && !x->stream_nobody) {
-        out_put(h, "0\r\n\r\n", 5);
-        x->bytes_out += 5;
-    }
-    if (!x->complete) h->close_after = 1; /* the rest of the request body is not read */
-    x_mark_done(x);
-}
-
-int http_stream_retract(struct http_exchange *x)
-{
-    struct hconn *h = x->h;
-    if (!h || h->c.state != CS_ACTIVE || !x->streaming || x->done) return -1;
-    struct conn *c = &h->c;
-    if (c->out_total > x->stream_mark) return -1;
-    c->olen = c->opos + (size_t)(x->stream_mark - c->out_total); /* what was queued before */
-    x->streaming = x->stream_chunked = x->stream_nobody = x->want_drain = 0;
-    x->status = 0;
-    x->bytes_out = 0;
-    return 0;
-}
-
-void http_pause_body(struct http_exchange *x)
-{
-    struct hconn *h = x->h;
-    if (!h || h->body_paused) return;
-    h->body_paused = 1; /* on_body pauses the parser when the route returns */
-    x->paused_at = h->c.w->now; /* the client is not to blame for this time */
-}
-
-void http_resume_body(struct http_exchange *x)
-{
-    struct hconn *h = x->h;
-    if (!h || !h->body_paused) return;
-    h->body_paused = 0;
-    x->rate_t0 += h->c.w->now - x->paused_at;
-    if (!x->complete) llhttp_resume(&h->parser);
-    conn_post(&h->c);
-}
-
-void http_abort(struct http_exchange *x)
-{
-    struct hconn *h = x->h;
-    x->route.on_abort = NULL; /* the route asked for it; do not call it back */
-    if (h) conn_close(&h->c);
-}
-
-/* An answer produced by the HTTP layer itself (errors), when no route answers. */
-static void answer_error(struct hconn *h, int status, const char *msg)
-{
-    struct http_exchange *x = h->x;
-    if (!x) {
-        x = h->x = x_new(h);
-        if (!x) {
-            conn_close(&h->c);
-            return;
-        }
-    }
-    if (x->streaming || x->done) { /* too late for an answer */
-        h->close_after = 1;
-        x->done = 1;
-        return;
-    }
-    x->keep_alive = 0;
-    http_error_fn fn = x->headers_done ? x->route.on_error
-                       : x->req.target && error_router ? error_router(x->req.target)
-                                                       : NULL;
-    if (fn)
-        fn(x, status, msg);
-    else
-        http_respond_text(x, status, "%s", msg);
-    h->close_after = 1;
-}
-
-/* ----- parser callbacks ----- */
-
-static int arena_add(struct http_exchange *x, const char *p, size_t n)
-{
-    if (x->alen + n + 1 > RBUF_SIZE) {
-        x->fail_status = 431;
-        return -1;
-    }
-    memcpy(x->arena + x->alen, p, n);
-    x->alen += (uint32_t)n;
-    return 0;
-}
-
-static void arena_end_item(struct http_exchange *x)
-{
-    x->arena[x->alen++] = '\0';
-}
-
-static int on_message_begin(llhttp_t *p)
-{
-    struct hconn *h = p->data;
-    if (!h->x) h->x = x_new(h);
-    if (!h->x) return -1;
-    h->x->url.off = 0;
-    return 0;
-}
-
-static int on_url(llhttp_t *p, const char *at, size_t n)
-{
-    struct http_exchange *x = ((struct hconn *)p->data)->x;
-    if (x->url.len + n > TARGET_LIMIT) {
-        x->fail_status = 414;
-        return -1;
-    }
-    x->url.len += (uint32_t)n;
-    return arena_add(x, at, n);
-}
-
-/* llhttp refuses versions other than 0.9, 1.0, 1.1 and 2.0 as malformed (400): a
- * well-formed "D.D" that is not 1.0 or 1.1 is 505 instead (2.0 and 0.9 are caught at the
- * end of the head). */
-static int on_version(llhttp_t *p, const char *at, size_t n)
-{
-    struct http_exchange *x = ((struct hconn *)p->data)->x;
-    for (size_t i = 0; i < n; i++) {
-        if (x->verlen == sizeof x->ver) return 0;
-        x->ver[x->verlen++] = at[i];
-    }
-    const char *v = x->ver;
-    if (x->verlen == 3 && v[0] >= '0' && v[0] <= '9' && v[1] == '.' && v[2] >= '0' &&
-        v[2] <= '9' && !(v[0] == '1' && (v[2] == '0' || v[2] == '1'))) {
-        x->fail_status = 505;
-        return -1;
-    }
-    return 0;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t n)
-{
-    struct http_exchange *x = ((struct hconn *)p->data)->x;
-    if (x->last_cb != CB_FIELD) {
-        if (x->nh == MAX_HEADERS) {
-            x->fail_status = 431;
-            return -1;
-        }
-        if (x->alen + 1 > RBUF_SIZE) {
-            x->fail_status = 431;
-            return -1;
-        }
-        arena_end_item(x); /* ends the url or the previous value */
-        x->hspan[x->nh][0] = (struct span){x->alen, 0};
-        x->hspan[x->nh][1] = (struct span){0, 0};
-        x->nh++;
-        x->last_cb = CB_FIELD;
-    }
-    x->hspan[x->nh - 1][0].len += (uint32_t)n;
-    return arena_add(x, at, n);
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t n)
-{
-    struct http_exchange *x = ((struct hconn *)p->data)->x;
-    if (x->last_cb != CB_VALUE) {
-        if (x->alen + 1 > RBUF_SIZE) {
-            x->fail_status = 431;
-            return -1;
-        }
-        arena_end_item(x);
-        x->hspan[x->nh - 1][1] = (struct span){x->alen, 0};
-        x->last_cb = CB_VALUE;
-    }
-    x->hspan[x->nh - 1][1].len += (uint32_t)n;
-    return arena_add(x, at, n);
-}
-
-static void build_request(struct hconn *h, struct http_exchange *x, llhttp_t *p)
-{
-    struct http_request *r = &x->req;
-    if (x->nh && x->last_cb == CB_FIELD) { /* a field without value */
-        arena_end_item(x);
-        x->hspan[x->nh - 1][1] = (struct span){x->alen, 0};
-    }
-    arena_end_item(x);
-    for (unsigned i = 0; i < x->nh; i++) {
-        x->headers[i].name = x->arena + x->hspan[i][0].off;
-        x->headers[i].name_len = x->hspan[i][0].len;
-        x->headers[i].value = x->arena + x->hspan[i][1].off;
-        x->headers[i].value_len = x->hspan[i][1].len;
-    }
-    r->headers = x->headers;
-    r->nheaders = x->nh;
-    r->method = (int)p->method;
-    r->method_name = llhttp_method_name((llhttp_method_t)p->method);
-    r->target = x->arena + x->url.off;
-    r->http_major = p->http_major;
-    r->http_minor = p->http_minor;
-    r->head = p->method == HTTP_HEAD;
-    r->tls = h->c.ssl != NULL;
-    r->chunked = (p->flags & F_CHUNKED) != 0;
-    r->content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
-    const char *exp = http_header(r, "Expect");
-    r->expect_continue = exp && strcasecmp(exp, "100-continue") == 0;
-    /* path and query: the arena holds the target; split a copy after it */
-    const char *t = r->target;
-    if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
-        const char *s = strchr(strstr(t, "://") + 3, '/');
-        t = s ? s : "/";
-    }
-    size_t tl = strlen(t);
-    char *path = x->arena + x->alen;
-    if (x->alen + tl + 2 <= RBUF_SIZE) {
-        memcpy(path, t, tl + 1);
-        x->alen += (uint32_t)tl + 1;
-        char *q = strchr(path, '?');
-        if (q) *q++ = '\0';
-        r->path = path;
-        r->query = q;
-    } else {
-        r->path = t;
-        r->query = NULL;
-    }
-}
-
-static int on_headers_complete(llhttp_t *p)
-{
-    struct hconn *h = p->data;
-    struct worker *w = h->c.w;
-    struct http_exchange *x = h->x;
-    if (p->http_major != 1 || p->http_minor > 1) { /* llhttp takes 0.9 and 2.0 */
-        x->fail_status = 505;
-        return -1;
-    }
-    build_request(h, x, p);
-    /* the whole head is in: check it before any route sees it (so before anything of it
-     * can reach an upstream), whatever the parser let through or would check later */
-    int chunked;
-    int64_t clen;
-    int st = reqcheck_head(&x->req, &chunked, &clen, x->fail_why, sizeof x->fail_why);
-    if (!st && (chunked != (int)x->req.chunked || clen != x->req.content_length)) {
-        st = 400; /* the parser read the framing otherwise: refuse rather than pick one */
-        snprintf(x->fail_why, sizeof x->fail_why, "malformed HTTP request: ambiguous framing");
-    }
-    if (st) {
-        x->fail_status = st;
-        return -1;
-    }
-    p->upgrade = 0; /* no protocol switch or tunnel: Upgrade is dropped, like any hop header */
-    x->headers_done = 1;
-    x->keep_alive = llhttp_should_keep_alive(p) != 0;
-    memset(&x->route, 0, sizeof x->route);
-    /* a reload applies from the next request on, also on connections already open (one
-     * atomic load when nothing changed) */
-    gw_snap_refresh(&w->snap);
-    router(&x->req, w->snap, &x->route);
-    int has_body = x->req.chunked || x->req.content_length > 0;
-    if (x->route.handle) {
-        if (x->route.on_headers) {
-            x->route.on_headers(x);
-            if (x->done) return has_body ? -1 : 0; /* answered; do not read a body */
-        }
-        if (x->req.content_length > 0 && (uint64_t)x->req.content_length > x->route.max_body) {
-            x->fail_status = 413;
-            return -1;
-        }
-    } else {
-        x->streaming = 0;
-        if (x->route.on_start) x->route.on_start(x);
-        if (x->done) return has_body ? -1 : 0; /* answered at once (e.g. 502) */
-    }
-    if (has_body && x->req.expect_continue && p->http_minor >= 1 && !x->done)
-        out_put(h, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t n)
-{
-    struct hconn *h = p->data;
-    struct http_exchange *x = h->x;
-    if (!x->route.handle) {
-        if (x->route.on_body && !x->done) x->route.on_body(x, at, n);
-        return h->body_paused ? HPE_PAUSED : 0; /* the route asked for back-pressure */
-    }
-    if (x->blen + n > x->route.max_body) {
-        x->fail_status = 413;
-        return -1;
-    }
-    if (x->blen + n + 1 > x->bcap) {
-        size_t cap = x->bcap ? x->bcap : 4096;
-        while (cap < x->blen + n + 1) cap *= 2;
-        if (cap > x->route.max_body + 1) cap = x->route.max_body + 1;
-        char *b = realloc(x->body, cap);
-        if (!b) {
-            x->fail_status = 500;
-            return -1;
-        }
-        x->body = b;
-        x->bcap = cap;
-    }
-    memcpy(x->body + x->blen, at, n);
-    x->blen += n;
-    return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    struct hconn *h = p->data;
-    struct http_exchange *x = h->x;
-    x->complete = 1;
-    x->keep_alive = llhttp_should_keep_alive(p) != 0;
-    h->hscan = REQCHECK_SCAN_START; /* the next bytes start the next request */
-    return HPE_PAUSED; /* one request at a time; the rest waits in the buffer */
-}
-
-/* ----- the connection driver ----- */
-
-static const llhttp_settings_t settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_version = on_version,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
-
-static void dispatch(struct http_exchange *x)
-{
-    x->dispatched = 1;
-    if (x->done) return; /* answered when its headers came */
-    if (x->route.handle) {
-        if (x->body) x->body[x->blen] = '\0';
-        x->req.body = x->body ? x->body : "";
-        x->req.body_len = x->blen;
-        x->route.handle(x);
-    } else if (x->route.on_end) {
-        x->route.on_end(x);
-    }
-}
-
-static void parse_input(struct hconn *h)
-{
-    struct conn *c = &h->c;
-    llhttp_t *p = &h->parser;
-    size_t avail = c->rlen - c->rpos;
-    const char *start = c->rbuf + c->rpos;
-    char buf[200];
-    /* the raw line endings of a head first: the parser lets obs-fold through */
-    if (h->hscan != REQCHECK_SCAN_DONE &&
-        reqcheck_scan_lines(&h->hscan, start, avail, buf, sizeof buf) != 0) {
-        log_debug("closing connection after 400: %s", buf);
-        answer_error(h, 400, buf);
-        return;
-    }
-    llhttp_errno_t e = llhttp_execute(p, start, avail);
-    struct http_exchange *x = h->x;
-    c->rpos += e == HPE_PAUSED ? (uint32_t)(llhttp_get_error_pos(p) - start) : (uint32_t)avail;
-    /* parsed bytes are not looked at again: a request with secrets leaves none behind */
-    if (x && x->headers_done && x->route.wipe) {
-        explicit_bzero(c->rbuf, c->rpos);
-        explicit_bzero(c->rbuf + c->rlen, RBUF_SIZE - c->rlen); /* earlier reads' leftovers */
-    }
-    if (e == HPE_PAUSED) {
-        if (x && x->complete && !x->dispatched) dispatch(x);
-        return;
-    }
-    if (e == HPE_OK) return;
-    if (x && x->done) { /* a streaming route answered early and stopped the parser */
-        h->close_after = 1;
-        return;
-    }
-    int status = x && x->fail_status ? x->fail_status : 400;
-    const char *msg;
-    switch (status) {
-    case 431:
-        msg = "request header block too large (the limit is 16 KiB)";
-        break;
-    case 413:
-        snprintf(buf, sizeof buf, "request body too large (the limit is %zu bytes)",
-                 x ? x->route.max_body : 0);
-        msg = buf;
-        break;
-    case 500:
-        msg = "out of memory";
-        break;
-    case 414:
-        msg = "request target too long (the limit is 8 KiB)";
-        break;
-    case 505:
-        msg = "HTTP version not supported: certgate speaks HTTP/1.0 and HTTP/1.1";
-        break;
-    default:
-        if (x && x->fail_why[0]) {
-            msg = x->fail_why;
-        } else {
-            snprintf(buf, sizeof buf, "malformed HTTP request: %s", llhttp_get_error_reason(p));
-            msg = buf;
-        }
-    }
-    log_debug("closing connection after %d: %s", status, msg);
-    answer_error(h, status, msg);
-}
-
-static void x_log(struct http_exchange *x, int status)
+void http_x_log(struct http_exchange *x, int status)
 {
     metrics_request(status, x->route.metrics_route, x->w->now - x->start_ms, x->upstream_ms);
     if (accesslog_enabled())
@@ -847,12 +210,12 @@ static void x_log(struct http_exchange *x, int status)
 static void finish_exchange(struct hconn *h)
 {
     struct http_exchange *x = h->x;
-    x_log(x, x->status);
+    http_x_log(x, x->status);
     h->x = NULL;
     h->requests++;
     if (!x->complete || !x->keep_alive) h->close_after = 1;
     if (!x->complete) h->unread = 1;
-    x_release(x);
+    http_x_release(x);
     if (!h->close_after && !h->body_paused) llhttp_resume(&h->parser);
 }
 
@@ -911,7 +274,7 @@ static unsigned rate_bound(struct hconn *h, enum tq_kind kind, unsigned ms)
     return allowed - spent < ms ? (unsigned)(allowed - spent) : ms;
 }
 
-static void arm(struct hconn *h, enum tq_kind kind)
+void http_arm(struct hconn *h, enum tq_kind kind)
 {
     unsigned ms = timeout_ms(h->c.w, kind);
     if (kind == TQ_BODY || kind == TQ_WRITE) ms = rate_bound(h, kind, ms);
@@ -946,7 +309,7 @@ static void finish_conn(struct hconn *h, int linger)
     }
     c->state = CS_LINGER;
     c->want_write = c->read_wants_write = c->kick = 0;
-    arm(h, TQ_LINGER);
+    http_arm(h, TQ_LINGER);
     conn_update_poll(c);
 }
 
@@ -983,7 +346,7 @@ static int run_once(struct hconn *h)
         /* 1. parse what is buffered, unless a request waits for its answer */
         int parse_ok = !h->close_after && !h->body_paused && !(x && x->complete);
         if (parse_ok && c->rpos < c->rlen) {
-            parse_input(h);
+            http_parse_input(h);
             if (c->state != CS_ACTIVE) return 0;
             if (c->rpos == c->rlen) c->rpos = c->rlen = 0;
             continue;
@@ -996,7 +359,7 @@ static int run_once(struct hconn *h)
                 return 0;
             }
             size_t after = conn_queued(c);
-            if (after < before && c->tq == TQ_WRITE) arm(h, TQ_WRITE); /* progress */
+            if (after < before && c->tq == TQ_WRITE) http_arm(h, TQ_WRITE); /* progress */
             x = h->x;
             if (x && x->want_drain && after < CONN_OUT_HIGH / 2 && before != after) {
                 x->want_drain = 0;
@@ -1037,7 +400,7 @@ static int run_once(struct hconn *h)
         if (c->rbuf && c->rlen == RBUF_SIZE) return 0; /* full: wait until a request is answered */
         int r = conn_read(c);
         if (r > 0) {
-            if (h->x && h->x->headers_done && !h->x->complete) arm(h, TQ_BODY);
+            if (h->x && h->x->headers_done && !h->x->complete) http_arm(h, TQ_BODY);
             continue;
         }
         if (r == 0) return 0;
@@ -1079,7 +442,7 @@ static void http_conn_run(struct hconn *h)
                    (!c->rbuf || c->rlen < RBUF_SIZE || c->rpos > 0);
     enum tq_kind k = wanted_timeout(h);
     /* the keep-alive clock restarts after every answered request */
-    if (k != c->tq || (k == TQ_KEEPALIVE && served != h->requests)) arm(h, k);
+    if (k != c->tq || (k == TQ_KEEPALIVE && served != h->requests)) http_arm(h, k);
     conn_update_poll(c);
 }
 
@@ -1128,8 +491,8 @@ static void h_timeout(struct conn *c, enum tq_kind kind)
         !x->done && !x->streaming && (x->url.len || x->headers_done)) {
         log_debug("client too slow (%s); answering 408",
                   kind == TQ_HEADER ? "header-timeout" : "body: body-timeout or min-rate");
-        answer_error(h, 408, "request timed out: the client was too slow sending it");
-        arm(h, TQ_WRITE); /* bounds the answer's delivery too */
+        http_answer_error(h, 408, "request timed out: the client was too slow sending it");
+        http_arm(h, TQ_WRITE); /* bounds the answer's delivery too */
         conn_post(c);
         return;
     }
@@ -1154,11 +517,11 @@ static void h_closed(struct conn *c)
         /* a request that ends unanswered (or half answered) still gets its access log
          * line: the status sent, or 499 (client closed request) when none was */
         if (x->done) { /* answered; the connection closed before its run finished it */
-            x_log(x, x->status);
-            x_release(x);
+            http_x_log(x, x->status);
+            http_x_release(x);
         } else if (x->dispatched && x->route.handle) {
             void (*abort_cb)(struct http_exchange *) = x->route.on_abort;
-            x_log(x, x->status ? x->status : 499);
+            http_x_log(x, x->status ? x->status : 499);
             x->h = NULL; /* the handler will answer into the void, which releases it */
             x->route.on_abort = NULL;
             if (abort_cb) abort_cb(x); /* e.g. the API drops a job that has not started */
@@ -1168,8 +531,8 @@ static void h_closed(struct conn *c)
             x->route.on_abort = NULL;
             x->h = NULL;
             if (abort_cb) abort_cb(x); /* may record the upstream's time */
-            if (x->headers_done) x_log(x, x->status ? x->status : 499);
-            x_release(x);
+            if (x->headers_done) http_x_log(x, x->status ? x->status : 499);
+            http_x_release(x);
         }
     }
     if (h->prev)
@@ -1202,7 +565,7 @@ struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peer
     c->metered = 1;
     if (peerlen > sizeof h->peer) peerlen = sizeof h->peer;
     if (peer) memcpy(&h->peer, peer, peerlen);
-    llhttp_init(&h->parser, HTTP_REQUEST, &settings);
+    llhttp_init(&h->parser, HTTP_REQUEST, &http_parser_settings);
     h->parser.data = h;
     h->hscan = REQCHECK_SCAN_START;
     h->next = w->clients;
@@ -1222,7 +585,7 @@ struct conn *http_accept(struct worker *w, int fd, const void *peer, size_t peer
     }
     /* deferred accept: the ClientHello (or the request) is usually here already */
     c->more_input = 1;
-    arm(h, TQ_HEADER);
+    http_arm(h, TQ_HEADER);
     conn_post(c);
     return c;
 }
