@@ -389,25 +389,25 @@ static int valid_token(const char *t)
 /* Waits until every live member (<prefix>/members/) reports rev applied, at most ms. */
 static void wait_members(int64_t rev, unsigned ms)
 {
-    char under[512], env[128], *key = NULL, err[1024] = "", behind[512] = "";
-    if (fleet_sync_names(under, sizeof under, env, sizeof env) < 0 ||
-        asprintf(&key, "%smembers/", under) < 0)
-        return;
+    char err[1024] = "", behind[512] = "";
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
-        struct etcd_range_result r;
-        if (etcd_range(AF.e, key, 1, 0, &r, err, sizeof err) < 0) break;
-        size_t off = 0;
+        json_t *list = NULL;
+        int failed = 0;
+        if (fleet_sync_members_behind(AF.e, rev, &list, &failed, err, sizeof err) < 0) break;
+        size_t off = 0, i;
+        json_t *b;
         behind[0] = '\0';
-        for (size_t i = 0; i < r.n; i++) {
-            json_t *j = json_loadb((const char *)r.kvs[i].value, r.kvs[i].value_len, 0, NULL);
-            if (json_integer_value(json_object_get(j, "applied")) < rev && off < sizeof behind)
+        json_array_foreach(list, i, b) {
+            /* behind means not applied yet (a failed activation of the certificate is
+             * another matter: that member has the challenge all the same) */
+            if (json_integer_value(json_object_get(b, "applied")) < rev && off < sizeof behind)
                 off += (size_t)snprintf(behind + off, sizeof behind - off, "%s%s",
-                                        off ? ", " : "", r.kvs[i].key + strlen(key));
-            json_decref(j);
+                                        off ? ", " : "",
+                                        json_string_value(json_object_get(b, "member")));
         }
-        etcd_range_free(&r);
+        json_decref(list);
         clock_gettime(CLOCK_MONOTONIC, &t);
         long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
         if (!behind[0] || el >= (long)ms) break;
@@ -417,7 +417,6 @@ static void wait_members(int64_t rev, unsigned ms)
     if (err[0] || behind[0])
         log_warn("acme: the challenge is shared, but %s%s", behind[0] ? "not yet applied by " : "",
                  behind[0] ? behind : err);
-    free(key);
 }
 
 int acme_fleet_share_challenge(const char *name, const char *token, const char *keyauth,

@@ -1,6 +1,7 @@
 /* api_fleet.c - a fleet member's certificate writes as etcd transactions (see api_fleet.h). */
 #include "api_fleet.h"
 
+#include "auth.h"
 #include "err.h"
 #include "etcd.h"
 #include "fleet_sync.h"
@@ -118,47 +119,6 @@ static int conflict(struct api_fleet *f, const char *name, const char *what)
                 name, what, which);
 }
 
-/* Every live member (under <prefix>/members/) that has not applied rev, into f->behind:
- * applied < rev, or its activation of a revision >= rev failed ("failedRevision", with its
- * "error"; *failed counts those). The count, or -1 when etcd does not answer. */
-static int members_behind(struct api_fleet *f, int64_t rev, int *failed)
-{
-    char key[600], err[512];
-    snprintf(key, sizeof key, "%smembers/", f->under);
-    struct etcd_range_result r;
-    *failed = 0;
-    if (etcd_range(f->e, key, 1, 0, &r, err, sizeof err) < 0) return -1;
-    json_decref(f->behind);
-    f->behind = json_array();
-    int n = 0;
-    for (size_t i = 0; i < r.n; i++) {
-        json_t *j = json_loadb((const char *)r.kvs[i].value, r.kvs[i].value_len, 0, NULL);
-        json_int_t applied = json_integer_value(json_object_get(j, "applied"));
-        json_int_t failed_rev = json_integer_value(json_object_get(j, "failedRevision"));
-        const char *error = json_string_value(json_object_get(j, "error"));
-        int failed_here = applied >= rev && failed_rev >= rev && error && *error;
-        if (applied < rev || failed_here) {
-            json_t *b = json_pack("{s:s,s:I}", "member", r.kvs[i].key + strlen(key), "applied",
-                                  applied);
-            if (b && error && *error) json_object_set_new(b, "error", json_string(error));
-            if (b && failed_here) json_object_set_new(b, "failed", json_true());
-            json_array_append_new(f->behind, b);
-            n++;
-            *failed += failed_here;
-        }
-        json_decref(j);
-    }
-    etcd_range_free(&r);
-    return n;
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* After the commit at f->revision: this member; with wait_all_ms, API_FLEET_POLL (the
  * caller then looks at the others with api_fleet_poll_all).
  *
@@ -197,15 +157,22 @@ static int wait_applied(struct api_fleet *f, const char *name, const char *what,
     snprintf(f->name, sizeof f->name, "%s", name);
     f->what = what;
     f->wait_all_ms = wait_all_ms;
-    f->deadline_ms = now_ms() + wait_all_ms;
+    f->deadline_ms = auth_now_ms() + wait_all_ms;
     return API_FLEET_POLL;
 }
 
 int api_fleet_poll_all(struct api_fleet *f, int last)
 {
-    int failed = 0, behind = members_behind(f, f->revision, &failed);
+    char err[512];
+    int failed = 0;
+    json_t *now = NULL;
+    int behind = fleet_sync_members_behind(f->e, f->revision, &now, &failed, err, sizeof err);
+    if (behind >= 0) {
+        json_decref(f->behind);
+        f->behind = now;
+    }
     /* a failure will not get better by waiting */
-    if (behind != failed && !last && now_ms() < f->deadline_ms) return API_FLEET_POLL;
+    if (behind != failed && !last && auth_now_ms() < f->deadline_ms) return API_FLEET_POLL;
     if (behind == 0) return 200;
     if (behind < 0)
         return fail(f, 202,

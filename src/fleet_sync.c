@@ -291,6 +291,36 @@ static int is_our_fleet(const struct etcd_range_result *r, int have_active, char
     return ok;
 }
 
+/* Deletes the cache file name that etcd no longer has, as an API delete does (its gauges
+ * and meta record go too), unless it is the file this member serves or the ACME
+ * certificate (checked under gw_lock, so the served name cannot change before the
+ * unlink); once the file is gone the manifest forgets it. how says what showed it gone. */
+static void drop_cached(const char *name, const char *how)
+{
+    char err[768] = "";
+    char *path = fs_path_join(F.ssl_dir, name);
+    if (!path) return;
+    gw_lock();
+    int served = gw_is_active_name(name), acme = acme_owns_file(name), rc = 1;
+    if (!served && !acme) rc = fs_unlink_durable(path, err, sizeof err) == 0 ? 0
+                               : errno == ENOENT ? 2 : -1;
+    gw_unlock();
+    if (rc == 0) {
+        metrics_certs_drop(name); /* as an API delete does */
+        certmeta_remove(name);
+        log_info("fleet: removed %s from %s (%s)", name, F.ssl_dir, how);
+    }
+    if (rc == 0 || rc == 2) {
+        fleet_cache_remove(&F.cache, name); /* last: name may be the manifest's own copy */
+    } else if (rc < 0) {
+        log_error("fleet: cannot remove %s (%s): %s", name, how, err);
+    } else {
+        log_info("fleet: %s is no longer in etcd but is kept: it is the %s", name,
+                 served ? "certificate this member serves" : "ACME certificate");
+    }
+    free(path);
+}
+
 /* After a full read (r): deletes the cache files this member wrote from etcd (the
  * manifest) whose names etcd no longer has, as a watched delete event would have; never
  * the file served, nor the ACME certificate, nor a name the manifest does not hold. */
@@ -310,39 +340,10 @@ static void prune_cache(const struct etcd_range_result *r, int have_active)
         if (classify(r->kvs[i].key, &name) == 'c') have[nhave++] = name;
     }
     qsort(have, nhave, sizeof *have, cmp_kv_name);
-    char **gone = calloc(F.cache.n + 1, sizeof *gone);
-    size_t ngone = 0;
-    for (size_t i = 0; gone && i < F.cache.n; i++)
+    /* from the end: drop_cached removes the name it is given, which moves only later ones */
+    for (size_t i = F.cache.n; i-- > 0;)
         if (!bsearch(&F.cache.names[i], have, nhave, sizeof *have, cmp_kv_name))
-            gone[ngone++] = strdup(F.cache.names[i]);
-    for (size_t i = 0; i < ngone; i++) {
-        const char *name = gone[i];
-        char err[768] = "";
-        char *path = name ? fs_path_join(F.ssl_dir, name) : NULL;
-        if (!path) continue;
-        gw_lock(); /* the served name cannot change between the check and the unlink */
-        int served = gw_is_active_name(name), acme = acme_owns_file(name), rc = 1;
-        if (!served && !acme) rc = fs_unlink_durable(path, err, sizeof err) == 0 ? 0
-                                   : errno == ENOENT ? 2 : -1;
-        gw_unlock();
-        if (rc == 0 || rc == 2) {
-            fleet_cache_remove(&F.cache, name);
-            if (rc == 0) {
-                metrics_certs_drop(name); /* as an API delete does */
-                certmeta_remove(name);
-                log_info("fleet: removed %s from %s (etcd no longer has it; seen at a full "
-                         "read)", name, F.ssl_dir);
-            }
-        } else if (rc < 0) {
-            log_error("fleet: cannot remove %s (etcd no longer has it): %s", name, err);
-        } else {
-            log_info("fleet: %s is no longer in etcd but is kept: it is the %s", name,
-                     served ? "certificate this member serves" : "ACME certificate");
-        }
-        free(path);
-    }
-    for (size_t i = 0; gone && i < ngone; i++) free(gone[i]);
-    free(gone);
+            drop_cached(F.cache.names[i], "etcd no longer has it; seen at a full read");
     free(have);
     save_cache();
 }
@@ -419,18 +420,7 @@ static int on_events(void *arg, const struct etcd_event *ev, size_t n)
             strcmp(name, served) == 0)
             reread_active = 1;
         if (kind == 'c' && !ev[i].deleted) fleet_cache_add(&F.cache, name);
-        if (kind == 'c' && ev[i].deleted && strcmp(name, served) != 0 &&
-            !acme_owns_file(name)) {
-            char *path = fs_path_join(F.ssl_dir, name);
-            if (path && fs_unlink_durable(path, err, sizeof err) == 0) {
-                metrics_certs_drop(name); /* as an API delete does */
-                certmeta_remove(name);
-                log_info("fleet: removed %s (deleted in etcd)", name);
-            }
-            if (path && (access(path, F_OK) != 0 && errno == ENOENT))
-                fleet_cache_remove(&F.cache, name);
-            free(path);
-        }
+        if (kind == 'c' && ev[i].deleted) drop_cached(name, "deleted in etcd");
     }
     if (active) {
         apply_active(active->kv.key, active->kv.value, active->kv.value_len, rev);
@@ -714,4 +704,43 @@ int fleet_sync_unseal(const char *ad, const char *sealed, char **plain, char *er
 {
     size_t len = 0;
     return fleetkey_open(&F.key, ad, sealed, plain, &len, err, errlen);
+}
+
+int fleet_sync_members_behind(struct etcd *e, int64_t rev, json_t **behind, int *failed,
+                              char *err, size_t errlen)
+{
+    char *key = NULL;
+    struct etcd_range_result r;
+    *behind = NULL;
+    *failed = 0;
+    if (asprintf(&key, "%smembers/", F.under) < 0) {
+        err_set(err, errlen, "out of memory");
+        return -1;
+    }
+    if (etcd_range(e, key, 1, 0, &r, err, errlen) < 0) {
+        free(key);
+        return -1;
+    }
+    *behind = json_array();
+    int n = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        json_t *j = json_loadb((const char *)r.kvs[i].value, r.kvs[i].value_len, 0, NULL);
+        json_int_t applied = json_integer_value(json_object_get(j, "applied"));
+        json_int_t failed_rev = json_integer_value(json_object_get(j, "failedRevision"));
+        const char *error = json_string_value(json_object_get(j, "error"));
+        int failed_here = applied >= rev && failed_rev >= rev && error && *error;
+        if (applied < rev || failed_here) {
+            json_t *b = json_pack("{s:s,s:I}", "member", r.kvs[i].key + strlen(key), "applied",
+                                  applied);
+            if (b && error && *error) json_object_set_new(b, "error", json_string(error));
+            if (b && failed_here) json_object_set_new(b, "failed", json_true());
+            json_array_append_new(*behind, b);
+            n++;
+            *failed += failed_here;
+        }
+        json_decref(j);
+    }
+    etcd_range_free(&r);
+    free(key);
+    return n;
 }

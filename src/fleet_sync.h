@@ -39,6 +39,7 @@
 
 struct conf_settings;
 struct etcd;
+struct json_t;
 
 /* Starts the threads when s->fleet.etcd is set (else does nothing and returns 0).
  * config_dir and ssl_dir are the data directory's folders. Fails (-1, sentence) when the
@@ -99,5 +100,13 @@ void fleet_sync_set_acme_hook(fleet_sync_acme_fn fn);
  * (malloc'd; free with secret_free). 0, or -1 with a sentence. */
 int fleet_sync_unseal(const char *ad, const char *sealed, char **plain, char *err,
                       size_t errlen);
+
+/* The live members (the keys under <prefix>/members/, read with the caller's client e) that have not
+ * applied rev, or whose activation of a change at >= rev failed: *behind (a new JSON array
+ * of {"member","applied"[,"error"][,"failed":true]}), their count (the failed ones also in
+ * *failed), or -1 with a sentence when etcd does not answer. The member keys are written
+ * by this module's member thread; this is their one reader. */
+int fleet_sync_members_behind(struct etcd *e, int64_t rev, struct json_t **behind, int *failed,
+                              char *err, size_t errlen);
 
 #endif
